@@ -1,0 +1,28 @@
+/**
+ * Typed errors. Every error a user can cause (bad file, bad config, bad input) is an InternVLError subclass
+ * whose message names the file, tensor or field at fault; the CLI prints `message` alone for these, and a
+ * stack trace only for anything else (a bug).
+ */
+export class InternVLError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A safetensors file that is truncated, malformed or lies about its contents. */
+export class SafetensorsError extends InternVLError {}
+/** A checkpoint folder that cannot be loaded: missing files, unknown architecture, missing weights. */
+export class ModelLoadError extends InternVLError {}
+/** A config.json with a missing or invalid field. */
+export class ConfigError extends InternVLError {}
+/** An image or video that cannot be decoded or is unreasonably large. */
+export class ImageError extends InternVLError {}
+/** A tokenizer file that cannot be parsed, or text that cannot be encoded. */
+export class TokenizerError extends InternVLError {}
+/** Downloads from the Hugging Face Hub. */
+export class HubError extends InternVLError {}
+/** Invalid arguments to the library API or the CLI. */
+export class UsageError extends InternVLError {}
+/** onnxruntime failed to build or run a graph. */
+export class RuntimeError extends InternVLError {}

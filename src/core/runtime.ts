@@ -1,0 +1,160 @@
+/**
+ * onnxruntime sessions for graphs built with GraphBuilder.
+ *
+ * Weights never travel through JavaScript memory when they can be used as stored: initializers point into the
+ * safetensors files (external data, resolved through symlinks such as the Hugging Face cache's). When a graph needs
+ * bytes that are not in the checkpoint (bf16 → fp32 conversion, quantized matrices), all its weights are written
+ * once to a cache file keyed by their sources, and later sessions map that file directly.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import * as ort from 'onnxruntime-node';
+import { ELEM_BYTES, type GraphBuilder, type WeightLocation, type WeightRequest } from './graph.js';
+import { RuntimeError } from './errors.js';
+
+export interface SessionOptions {
+  /** Intra-op threads (default: all cores). */
+  threads?: number;
+  /**
+   * Let onnxruntime repack matmul weights for speed (costs a second copy of the weights in memory).
+   * Default: on when the graph's weights are below 2 GiB.
+   */
+  prepack?: boolean;
+  /** Execution providers in order of preference (default `['cpu']`; `webgpu` / `cuda` where the build has them). */
+  executionProviders?: string[];
+  /** Where converted/quantized weights are cached (default `$INTERNVL_CACHE` or `~/.cache/internvl-ts`). */
+  cacheDir?: string;
+  /** Called while a weight cache file is written (first load of a converted model). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export type Feeds = Record<string, ort.Tensor>;
+
+export function defaultCacheDir(): string {
+  if (process.env.INTERNVL_CACHE) return process.env.INTERNVL_CACHE;
+  const base = process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache');
+  return path.join(base, 'internvl-ts');
+}
+
+export class ModelSession {
+  constructor(readonly name: string, readonly session: ort.InferenceSession) {}
+
+  async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
+    try {
+      return outputs ? await this.session.run(feeds, outputs) : await this.session.run(feeds);
+    } catch (error) {
+      throw new RuntimeError(`graph ${this.name}: onnxruntime failed: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export async function createSession(graph: GraphBuilder, options: SessionOptions = {}): Promise<ModelSession> {
+  const requests = [...graph.weights.values()];
+  const weightBytes = requests.reduce((sum, r) => sum + byteSize(r), 0);
+  const { folder, locate } = placeWeights(graph.name, requests, options);
+  const bytes = graph.toModelBytes(locate);
+  const prepack = options.prepack ?? weightBytes < 2 ** 31;
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    executionProviders: options.executionProviders ?? ['cpu'],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: options.threads ?? os.availableParallelism(),
+    interOpNumThreads: 1,
+    extra: {
+      session: {
+        ...(folder ? { model_external_initializers_file_folder_path: folder } : {}),
+        ...(prepack ? {} : { disable_prepacking: '1' }),
+      },
+    },
+  };
+  try {
+    return new ModelSession(graph.name, await ort.InferenceSession.create(bytes, sessionOptions));
+  } catch (error) {
+    throw new RuntimeError(`graph ${graph.name}: onnxruntime could not create a session: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+function byteSize(request: WeightRequest): number {
+  return request.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[request.type];
+}
+
+/**
+ * Chooses where the graph's weights are read from. onnxruntime takes one folder for all external data and rejects
+ * paths with `..`, so either every weight is used in place from one checkpoint folder, or every weight goes
+ * through the cache file.
+ */
+function placeWeights(name: string, requests: WeightRequest[], options: SessionOptions):
+  { folder: string | null; locate: (r: WeightRequest) => WeightLocation } {
+  if (requests.length === 0) return { folder: null, locate: () => { throw new RuntimeError(`graph ${name}: no weights`); } };
+  const folders = new Set(requests.map((r) => (r.inPlace ? path.dirname(r.inPlace.file) : null)));
+  if (folders.size === 1 && !folders.has(null)) {
+    const folder = [...folders][0]!;
+    return {
+      folder,
+      locate: (r) => ({ location: path.basename(r.inPlace!.file), offset: r.inPlace!.offset, length: r.inPlace!.length }),
+    };
+  }
+  const cacheDir = options.cacheDir ?? defaultCacheDir();
+  const { fileName, offsets } = ensureWeightCache(cacheDir, requests, options.onProgress);
+  return {
+    folder: cacheDir,
+    locate: (r) => {
+      const slot = offsets.get(r.name)!;
+      return { location: fileName, offset: slot.offset, length: slot.length };
+    },
+  };
+}
+
+const ALIGN = 64;
+
+function ensureWeightCache(cacheDir: string, requests: WeightRequest[], onProgress?: (done: number, total: number) => void):
+  { fileName: string; offsets: Map<string, { offset: number; length: number }> } {
+  const hash = crypto.createHash('sha256');
+  for (const r of requests) {
+    const source = r.inPlace?.file ?? r.cacheKey.split(':')[0];
+    let stamp = '';
+    try {
+      const stat = fs.statSync(source);
+      stamp = `${stat.size}:${stat.mtimeMs}`;
+    } catch { /* derived keys without a file path */ }
+    hash.update(`${r.name}|${r.type}|${r.dims.join('x')}|${r.cacheKey}|${stamp}\n`);
+  }
+  const fileName = `weights-${hash.digest('hex').slice(0, 32)}.bin`;
+  const offsets = new Map<string, { offset: number; length: number }>();
+  let offset = 0;
+  for (const r of requests) {
+    const length = r.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[r.type];
+    offsets.set(r.name, { offset, length });
+    offset = Math.ceil((offset + length) / ALIGN) * ALIGN;
+  }
+  const filePath = path.join(cacheDir, fileName);
+  if (fs.existsSync(filePath) && fs.statSync(filePath).size === offset) return { fileName, offsets };
+  fs.mkdirSync(cacheDir, { recursive: true });
+  const temporary = `${filePath}.${process.pid}.tmp`;
+  const fd = fs.openSync(temporary, 'w');
+  try {
+    let done = 0;
+    for (const r of requests) {
+      const bytes = r.produce();
+      const slot = offsets.get(r.name)!;
+      if (bytes.byteLength !== slot.length) {
+        throw new RuntimeError(`weight ${r.name}: produced ${bytes.byteLength} bytes, expected ${slot.length}`);
+      }
+      fs.writeSync(fd, bytes, 0, bytes.byteLength, slot.offset);
+      onProgress?.(++done, requests.length);
+    }
+    fs.ftruncateSync(fd, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(temporary, filePath);
+  return { fileName, offsets };
+}
+
+
+export { ort };

@@ -1,0 +1,121 @@
+/**
+ * Reading config.json: typed field access whose errors name the file and the field.
+ * Each model family turns its section into typed args in its own file; this module only detects which family a
+ * checkpoint folder holds.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError, ModelLoadError } from '../core/errors.js';
+
+export type RawConfig = Record<string, unknown>;
+
+/** A config section with the file and key path it came from, for error messages. */
+export class ConfigSection {
+  constructor(readonly raw: RawConfig, readonly file: string, readonly at: string = '') {}
+
+  private where(key: string): string {
+    return `${this.file}: field '${this.at ? `${this.at}.` : ''}${key}'`;
+  }
+
+  has(key: string): boolean {
+    return this.raw[key] !== undefined && this.raw[key] !== null;
+  }
+
+  number(key: string, fallback?: number): number {
+    const value = this.raw[key];
+    if (value === undefined || value === null) {
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${this.where(key)} is missing`);
+    }
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new ConfigError(`${this.where(key)} must be a number, got ${JSON.stringify(value)}`);
+    return value;
+  }
+
+  /** Sizes that some configs write as [h, w] (the *-hf vision config). */
+  size(key: string, fallback?: number): number {
+    const value = this.raw[key];
+    if (Array.isArray(value) && value.length === 2 && value[0] === value[1] && typeof value[0] === 'number') return value[0];
+    return this.number(key, fallback);
+  }
+
+  integer(key: string, fallback?: number): number {
+    const value = this.number(key, fallback);
+    if (!Number.isInteger(value)) throw new ConfigError(`${this.where(key)} must be an integer, got ${value}`);
+    return value;
+  }
+
+  string(key: string, fallback?: string): string {
+    const value = this.raw[key];
+    if (value === undefined || value === null) {
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${this.where(key)} is missing`);
+    }
+    if (typeof value !== 'string') throw new ConfigError(`${this.where(key)} must be a string, got ${JSON.stringify(value)}`);
+    return value;
+  }
+
+  optionalString(key: string): string | undefined {
+    return this.has(key) ? this.string(key) : undefined;
+  }
+
+  boolean(key: string, fallback?: boolean): boolean {
+    const value = this.raw[key];
+    if (value === undefined || value === null) {
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${this.where(key)} is missing`);
+    }
+    if (typeof value !== 'boolean') throw new ConfigError(`${this.where(key)} must be true or false, got ${JSON.stringify(value)}`);
+    return value;
+  }
+
+  section(key: string): ConfigSection {
+    const value = this.raw[key];
+    if (value === undefined || value === null) throw new ConfigError(`${this.where(key)} is missing`);
+    if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${this.where(key)} must be an object`);
+    return new ConfigSection(value as RawConfig, this.file, this.at ? `${this.at}.${key}` : key);
+  }
+
+  optionalSection(key: string): ConfigSection | undefined {
+    return this.has(key) ? this.section(key) : undefined;
+  }
+
+  fail(key: string, problem: string): never {
+    throw new ConfigError(`${this.where(key)} ${problem}`);
+  }
+}
+
+export function readConfig(dir: string): ConfigSection {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) throw new ModelLoadError(`${dir}: no config.json (is this a model folder?)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: not a JSON object`);
+  return new ConfigSection(raw as RawConfig, file);
+}
+
+/** The model families this project runs. */
+export type Architecture = 'InternVisionModel' | 'InternVLChatModel' | 'InternVLModel' | 'InternVLForConditionalGeneration' | 'CausalLM';
+
+const LLM_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'InternLM2ForCausalLM', 'Phi3ForCausalLM', 'MistralForCausalLM'];
+
+export function detectArchitecture(config: ConfigSection): Architecture {
+  const architectures = Array.isArray(config.raw.architectures) ? (config.raw.architectures as string[]) : [];
+  const modelType = typeof config.raw.model_type === 'string' ? config.raw.model_type : '';
+  for (const name of architectures) {
+    if (name === 'InternVisionModel' || name === 'InternVLChatModel' || name === 'InternVLModel' || name === 'InternVLForConditionalGeneration') return name;
+    if (LLM_ARCHITECTURES.includes(name)) return 'CausalLM';
+  }
+  if (modelType === 'internvl') return 'InternVLForConditionalGeneration';
+  if (modelType === 'internvl_chat') return 'InternVLChatModel';
+  if (modelType === 'intern_vit_6b' || modelType === 'intern_vit') return 'InternVisionModel';
+  if (modelType === 'internvl') return 'InternVLModel';
+  if (['llama', 'qwen2', 'internlm2', 'phi3', 'mistral'].includes(modelType)) return 'CausalLM';
+  throw new ModelLoadError(
+    `${config.file}: unknown architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; `
+    + 'supported: InternVisionModel, InternVLModel (InternVL-C/G), InternVLChatModel, InternVLForConditionalGeneration (*-hf), '
+    + LLM_ARCHITECTURES.join(', '));
+}
