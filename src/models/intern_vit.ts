@@ -172,7 +172,6 @@ export interface VisionOutput {
 /** The vision encoder as a runnable model. */
 export class InternVisionModel {
   private readonly positionCache = new Map<string, Float32Array>();
-  private nativePositions: Float32Array | null = null;
 
   private constructor(
     readonly config: InternVisionConfig,
@@ -197,27 +196,16 @@ export class InternVisionModel {
     return new InternVisionModel(config, checkpoint, prefix, names, session, graphOptions);
   }
 
-  /** Position embeddings for an h×w patch grid: the trained grid resized with PyTorch's bicubic. */
+  /** Position embeddings for an h×w patch grid, cached per size. */
   positionEmbedding(gridH: number, gridW: number): Float32Array {
     const key = `${gridH}x${gridW}`;
-    const cached = this.positionCache.get(key);
-    if (cached) return cached;
-    const C = this.config.hiddenSize;
-    if (!this.nativePositions) {
-      const key = this.prefix ? `${this.prefix}.${this.names.positionEmbedding}` : this.names.positionEmbedding;
-      this.nativePositions = this.checkpoint.readFloat32(key).data;
+    let positions = this.positionCache.get(key);
+    if (!positions) {
+      const name = this.prefix ? `${this.prefix}.${this.names.positionEmbedding}` : this.names.positionEmbedding;
+      positions = resizePositionEmbedding(this.checkpoint.readFloat32(name).data, this.config.hiddenSize, gridH, gridW);
+      this.positionCache.set(key, positions);
     }
-    const native = this.nativePositions;
-    const nativeGrid = Math.round(Math.sqrt(native.length / C - 1));
-    const out = new Float32Array((1 + gridH * gridW) * C);
-    out.set(native.subarray(0, C));
-    // [tokens, C] → [C, g, g] for the channel-major resampler, and back.
-    const planes = new Float32Array(C * nativeGrid * nativeGrid);
-    for (let t = 0; t < nativeGrid * nativeGrid; t++) for (let c = 0; c < C; c++) planes[c * nativeGrid * nativeGrid + t] = native[(1 + t) * C + c];
-    const resized = interpolateBicubic(planes, C, nativeGrid, nativeGrid, gridH, gridW);
-    for (let t = 0; t < gridH * gridW; t++) for (let c = 0; c < C; c++) out[(1 + t) * C + c] = resized[c * gridH * gridW + t];
-    this.positionCache.set(key, out);
-    return out;
+    return positions;
   }
 
   /** Runs the encoder on [B, 3, H, W] pixels (H, W multiples of the patch size). */
@@ -254,4 +242,20 @@ export class InternVisionModel {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/**
+ * The trained [1, 1+g², C] position embeddings for an h×w patch grid: the CLS position as is, the grid resized with
+ * PyTorch's bicubic (what the official code does at every forward; the identity at the trained size).
+ */
+export function resizePositionEmbedding(native: Float32Array, C: number, gridH: number, gridW: number): Float32Array {
+  const nativeGrid = Math.round(Math.sqrt(native.length / C - 1));
+  const out = new Float32Array((1 + gridH * gridW) * C);
+  out.set(native.subarray(0, C));
+  // [tokens, C] → [C, g, g] for the channel-major resampler, and back.
+  const planes = new Float32Array(C * nativeGrid * nativeGrid);
+  for (let t = 0; t < nativeGrid * nativeGrid; t++) for (let c = 0; c < C; c++) planes[c * nativeGrid * nativeGrid + t] = native[(1 + t) * C + c];
+  const resized = interpolateBicubic(planes, C, nativeGrid, nativeGrid, gridH, gridW);
+  for (let t = 0; t < gridH * gridW; t++) for (let c = 0; c < C; c++) out[(1 + t) * C + c] = resized[c * gridH * gridW + t];
+  return out;
 }

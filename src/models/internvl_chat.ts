@@ -1,0 +1,214 @@
+/**
+ * InternVL-Chat: InternViT → pixel shuffle → `mlp1` projector → language model, whose `<IMG_CONTEXT>` token
+ * embeddings are replaced by the image features. Loads the original remote-code layout (`InternVLChatModel`:
+ * `vision_model.`, `mlp1.{0,1,3}`, `language_model.`) and transformers' native `*-hf` layout
+ * (`InternVLForConditionalGeneration`: `model.vision_tower.`, `model.multi_modal_projector.`, `model.language_model.`,
+ * `lm_head`) into the same code; only names differ.
+ */
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder } from '../core/graph.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { ConfigError, ModelLoadError, UsageError } from '../core/errors.js';
+import { Checkpoint } from '../core/safetensors.js';
+import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
+import {
+  buildInternVisionEncoder, HF_VISION_NAMES, parseInternVisionConfig, REMOTE_VISION_NAMES, resizePositionEmbedding,
+  type InternVisionConfig, type VisionNames,
+} from './intern_vit.js';
+import { CausalLM, LLM_VARIANTS, parseLlmConfig, type LlmConfig, type LlmVariant } from './llm.js';
+
+export interface InternVLChatConfig {
+  layout: 'remote' | 'hf';
+  vision: InternVisionConfig;
+  llm: LlmConfig;
+  /** Tile size fed to the ViT (`force_image_size`, else the ViT's image size). */
+  imageSize: number;
+  /** Which ViT hidden state feeds the projector (−1 = last). */
+  selectLayer: number;
+  psVersion: 'v1' | 'v2';
+  downsampleRatio: number;
+  /** Conversation template name (remote layout), e.g. `Hermes-2`. */
+  template: string | null;
+  /** Extra system message from config.json, overriding the template's. */
+  systemMessage: string | null;
+  useThumbnail: boolean;
+  minDynamicPatch: number;
+  maxDynamicPatch: number;
+  dynamicImageSize: boolean;
+  /** `<IMG_CONTEXT>` id when the config knows it (*-hf `image_token_id`); else from the tokenizer. */
+  imageTokenId: number | null;
+}
+
+export function parseInternVLChatConfig(config: ConfigSection): InternVLChatConfig {
+  const layout = detectArchitecture(config) === 'InternVLForConditionalGeneration' ? 'hf' : 'remote';
+  const vision = parseInternVisionConfig(config.section('vision_config'));
+  const llm = parseLlmConfig(config.section(layout === 'hf' ? 'text_config' : 'llm_config'));
+  const psVersion = config.string('ps_version', 'v2');
+  if (psVersion !== 'v1' && psVersion !== 'v2') config.fail('ps_version', `must be 'v1' or 'v2', got '${psVersion}'`);
+  const downsampleRatio = config.number('downsample_ratio', 0.5);
+  if (downsampleRatio !== 0.5) config.fail('downsample_ratio', `${downsampleRatio} is not supported (InternVL uses 0.5)`);
+  const imageSize = layout === 'hf' ? vision.imageSize : config.has('force_image_size') ? config.size('force_image_size') : vision.imageSize;
+  return {
+    layout,
+    vision,
+    llm,
+    imageSize,
+    selectLayer: config.integer(layout === 'hf' ? 'vision_feature_layer' : 'select_layer', -1),
+    psVersion,
+    downsampleRatio,
+    template: config.optionalString('template') ?? null,
+    systemMessage: config.optionalString('system_message') ?? null,
+    useThumbnail: config.boolean('use_thumbnail', true),
+    minDynamicPatch: config.integer('min_dynamic_patch', 1),
+    maxDynamicPatch: config.integer('max_dynamic_patch', 12),
+    dynamicImageSize: config.boolean('dynamic_image_size', true),
+    imageTokenId: config.has('image_token_id') ? config.integer('image_token_id') : null,
+  };
+}
+
+/** Where each part lives in a layout. */
+interface ChatLayout {
+  visionPrefix: string;
+  visionNames: VisionNames;
+  projector: { prefix: string; norm: string; linear1: string; linear2: string };
+  llmPrefix: string;
+  llmVariant: (family: LlmConfig['family']) => LlmVariant;
+  lmHeadPrefix?: string;
+}
+
+const LAYOUTS: Record<InternVLChatConfig['layout'], ChatLayout> = {
+  remote: {
+    visionPrefix: 'vision_model', visionNames: REMOTE_VISION_NAMES,
+    projector: { prefix: 'mlp1', norm: '0', linear1: '1', linear2: '3' },
+    llmPrefix: 'language_model', llmVariant: (family) => LLM_VARIANTS[family],
+  },
+  hf: {
+    visionPrefix: 'model.vision_tower', visionNames: HF_VISION_NAMES,
+    projector: { prefix: 'model.multi_modal_projector', norm: 'layer_norm', linear1: 'linear_1', linear2: 'linear_2' },
+    // The native port has no `model.` level inside the language model and keeps lm_head at the root.
+    llmPrefix: 'model.language_model',
+    llmVariant: (family) => stripModelPrefix(LLM_VARIANTS[family]),
+    lmHeadPrefix: '',
+  },
+};
+
+function stripModelPrefix(variant: LlmVariant): LlmVariant {
+  const strip = (name: string) => name.replace(/^model\./, '');
+  return { ...variant, embedTokens: strip(variant.embedTokens), layers: strip(variant.layers), finalNorm: strip(variant.finalNorm) };
+}
+
+/** The projector's LayerNorm eps: the official `nn.LayerNorm` default, not the ViT's. */
+const PROJECTOR_NORM_EPS = 1e-5;
+
+export interface LoadOptions {
+  session?: SessionOptions;
+  /** Separate options for the language model (e.g. quantized weights). */
+  llmSession?: SessionOptions;
+  configureLlmGraph?: (g: GraphBuilder) => void;
+  configureVisionGraph?: (g: GraphBuilder) => void;
+}
+
+export class InternVLChatModel {
+  private constructor(
+    readonly dir: string,
+    readonly config: InternVLChatConfig,
+    readonly checkpoint: Checkpoint,
+    readonly language: CausalLM,
+    private readonly vision: ModelSession,
+    private readonly positions: Float32Array,
+  ) {}
+
+  static async load(dir: string, options: LoadOptions = {}): Promise<InternVLChatModel> {
+    const raw = readConfig(dir);
+    const architecture = detectArchitecture(raw);
+    if (architecture !== 'InternVLChatModel' && architecture !== 'InternVLForConditionalGeneration') {
+      throw new ModelLoadError(`${dir}: ${architecture} is not a chat model (expected InternVLChatModel or InternVLForConditionalGeneration)`);
+    }
+    const config = parseInternVLChatConfig(raw);
+    const checkpoint = Checkpoint.open(dir);
+    const layout = LAYOUTS[config.layout];
+
+    const tokensPerSide = config.imageSize / config.vision.patchSize;
+    if (!Number.isInteger(tokensPerSide) || tokensPerSide % 2 !== 0) {
+      throw new ConfigError(`${raw.file}: image size ${config.imageSize} / patch ${config.vision.patchSize} must give an even grid for pixel shuffle`);
+    }
+    const layers = config.vision.numHiddenLayers;
+    const numLayers = config.selectLayer < 0 ? layers + 1 + config.selectLayer : config.selectLayer;
+    if (numLayers < 0 || numLayers > layers) throw new ConfigError(`${raw.file}: select_layer ${config.selectLayer} is outside 0…${layers}`);
+
+    const g = new GraphBuilder('vision_projector', checkpoint);
+    options.configureVisionGraph?.(g);
+    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(layout.visionPrefix), config.vision, layout.visionNames, { numLayers });
+    g.output(buildProjector(g, lastHiddenState, config, layout), 'vit_embeds', 'float32');
+    const vision = await createSession(g, options.session);
+
+    const positions = resizePositionEmbedding(
+      checkpoint.readFloat32(`${layout.visionPrefix}.${layout.visionNames.positionEmbedding}`).data, config.vision.hiddenSize, tokensPerSide, tokensPerSide);
+    const language = await CausalLM.load(checkpoint, config.llm, {
+      prefix: layout.llmPrefix, variant: layout.llmVariant(config.llm.family), lmHeadPrefix: layout.lmHeadPrefix,
+      session: options.llmSession ?? options.session, configureGraph: options.configureLlmGraph,
+    });
+    return new InternVLChatModel(dir, config, checkpoint, language, vision, positions);
+  }
+
+  /** Image tokens per tile after pixel shuffle (256 for 448 px tiles with patch 14). */
+  get tokensPerTile(): number {
+    const side = this.config.imageSize / this.config.vision.patchSize / 2;
+    return side * side;
+  }
+
+  /** `extract_feature`: tiles [T, 3, S, S] → image token embeddings [T, tokensPerTile, llmHidden]. */
+  async extractFeature(pixelValues: Float32Array, numTiles: number): Promise<Float32Array> {
+    const S = this.config.imageSize;
+    if (pixelValues.length !== numTiles * 3 * S * S) {
+      throw new UsageError(`pixel values hold ${pixelValues.length} values; ${numTiles} tiles of 3×${S}×${S} need ${numTiles * 3 * S * S}`);
+    }
+    const tokens = this.positions.length / this.config.vision.hiddenSize;
+    const result = await this.vision.run({
+      pixel_values: new ort.Tensor('float32', pixelValues, [numTiles, 3, S, S]),
+      position_embedding: new ort.Tensor('float32', this.positions, [1, tokens, this.config.vision.hiddenSize]),
+    });
+    return result.vit_embeds.data as Float32Array;
+  }
+
+  /**
+   * Token embeddings with every `<IMG_CONTEXT>` position replaced, in order, by the rows of `imageEmbeds`
+   * ([tiles·tokensPerTile, hidden]).
+   */
+  embedWithImages(ids: readonly number[], imageTokenId: number, imageEmbeds: Float32Array | null): Float32Array {
+    const H = this.config.llm.hiddenSize;
+    const embeds = this.language.embedTokens(ids);
+    let next = 0;
+    const available = imageEmbeds ? imageEmbeds.length / H : 0;
+    ids.forEach((id, position) => {
+      if (id !== imageTokenId) return;
+      if (next >= available) throw new UsageError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
+      embeds.set(imageEmbeds!.subarray(next * H, (next + 1) * H), position * H);
+      next++;
+    });
+    if (next !== available) throw new UsageError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
+    return embeds;
+  }
+
+  async release(): Promise<void> {
+    await this.vision.release();
+    await this.language.release();
+  }
+}
+
+/** Pixel shuffle (downsample 0.5) and the MLP projector on [T, 1+A·B, C] → [T, A·B/4, llmHidden]. */
+function buildProjector(g: GraphBuilder, hidden: string, config: InternVLChatConfig, layout: ChatLayout): string {
+  const C = config.vision.hiddenSize;
+  const side = config.imageSize / config.vision.patchSize;
+  const patches = g.slice(hidden, [1], [1 + side * side], [1]);
+  // Token (r, c) with r = 2i + a, c = 2j + b lands in cell (i, j) at channel block (a, b); v2 orders cells
+  // row-major (i, j), v1 transposed (j, i).
+  const grid = g.reshape(patches, [-1, side / 2, 2, side / 2, 2, C]);
+  const perm = config.psVersion === 'v2' ? [0, 1, 3, 2, 4, 5] : [0, 3, 1, 2, 4, 5];
+  const shuffled = g.reshape(g.transpose(grid, perm), [-1, 4 * C]);
+  const p = g.scope(layout.projector.prefix);
+  const normed = p.layerNorm(shuffled, layout.projector.norm, PROJECTOR_NORM_EPS);
+  const projected = p.linear(g.gelu(p.linear(normed, layout.projector.linear1)), layout.projector.linear2);
+  return g.reshape(projected, [-1, (side / 2) * (side / 2), config.llm.hiddenSize]);
+}
+

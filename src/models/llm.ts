@@ -1,0 +1,307 @@
+/**
+ * One decoder for every language model InternVL-Chat uses: LLaMA (Vicuna, Yi, Hermes), Qwen2/2.5, InternLM2 and
+ * Phi-3. Families differ only by the data in `LLM_VARIANTS` (module names, packed projections, biases) and by their
+ * RoPE scaling (`rope.ts`). Pre-norm blocks: RMSNorm → attention (GQA, rotate-half RoPE) → residual → RMSNorm →
+ * SiLU-gated MLP → residual; final RMSNorm; lm_head.
+ *
+ * The graph takes input embeddings (image features are spliced in by the caller), an additive attention mask
+ * (causal + padding, so left-padded batches work), RoPE cos/sin for the new positions and the KV cache of earlier
+ * steps, and returns the logits of the requested positions plus the updated cache.
+ */
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder, type Scope } from '../core/graph.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { ConfigError, ModelLoadError } from '../core/errors.js';
+import type { Checkpoint } from '../core/safetensors.js';
+import type { ConfigSection } from './config.js';
+import { parseRopeScaling, RotaryEmbedding, type RopeScaling } from './rope.js';
+
+export type LlmFamily = 'llama' | 'qwen2' | 'internlm2' | 'phi3';
+
+/** How a family names and packs its weights. */
+export interface LlmVariant {
+  embedTokens: string;
+  layers: string;
+  finalNorm: string;
+  /** Relative to the LLM root (`language_model.`): `lm_head` or `output`. */
+  lmHead: string;
+  inputNorm: string;
+  postAttentionNorm: string;
+  /** Separate projections, or one packed matrix with its row layout. */
+  attention: { q: string; k: string; v: string; o: string } | { packed: string; layout: 'qkv' | 'grouped-per-kv-head'; o: string };
+  mlp: { gate: string; up: string; down: string } | { packedGateUp: string; down: string };
+}
+
+const LLAMA_NAMES: LlmVariant = {
+  embedTokens: 'model.embed_tokens', layers: 'model.layers', finalNorm: 'model.norm', lmHead: 'lm_head',
+  inputNorm: 'input_layernorm', postAttentionNorm: 'post_attention_layernorm',
+  attention: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj' },
+  mlp: { gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj' },
+};
+
+export const LLM_VARIANTS: Record<LlmFamily, LlmVariant> = {
+  llama: LLAMA_NAMES,
+  // Qwen2's q/k/v biases are found in the checkpoint; names are LLaMA's.
+  qwen2: LLAMA_NAMES,
+  internlm2: {
+    embedTokens: 'model.tok_embeddings', layers: 'model.layers', finalNorm: 'model.norm', lmHead: 'output',
+    inputNorm: 'attention_norm', postAttentionNorm: 'ffn_norm',
+    attention: { packed: 'attention.wqkv', layout: 'grouped-per-kv-head', o: 'attention.wo' },
+    mlp: { gate: 'feed_forward.w1', up: 'feed_forward.w3', down: 'feed_forward.w2' },
+  },
+  phi3: {
+    ...LLAMA_NAMES,
+    attention: { packed: 'self_attn.qkv_proj', layout: 'qkv', o: 'self_attn.o_proj' },
+    mlp: { packedGateUp: 'mlp.gate_up_proj', down: 'mlp.down_proj' },
+  },
+};
+
+export interface LlmConfig {
+  family: LlmFamily;
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  rope: RopeScaling;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  bosTokenId: number | null;
+  eosTokenId: number | number[] | null;
+}
+
+const FAMILY_BY_ARCHITECTURE: Record<string, LlmFamily> = {
+  LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2',
+  InternLM2ForCausalLM: 'internlm2', InternLM3ForCausalLM: 'llama', Phi3ForCausalLM: 'phi3',
+};
+const FAMILY_BY_MODEL_TYPE: Record<string, LlmFamily> = {
+  llama: 'llama', mistral: 'llama', qwen2: 'qwen2', internlm2: 'internlm2', internlm3: 'llama', phi3: 'phi3',
+};
+
+export function parseLlmConfig(section: ConfigSection): LlmConfig {
+  const architectures = Array.isArray(section.raw.architectures) ? section.raw.architectures as string[] : [];
+  const modelType = section.optionalString('model_type') ?? '';
+  const family = architectures.map((a) => FAMILY_BY_ARCHITECTURE[a]).find(Boolean) ?? FAMILY_BY_MODEL_TYPE[modelType];
+  if (!family) {
+    throw new ConfigError(`${section.file}: ${section.at || 'config'} describes an unsupported language model `
+      + `(architectures ${JSON.stringify(architectures)}, model_type '${modelType}'); supported: ${Object.keys(FAMILY_BY_ARCHITECTURE).join(', ')}`);
+  }
+  const hiddenAct = section.string('hidden_act', 'silu');
+  if (hiddenAct !== 'silu') section.fail('hidden_act', `'${hiddenAct}' is not supported (expected 'silu')`);
+  const hiddenSize = section.integer('hidden_size');
+  const numAttentionHeads = section.integer('num_attention_heads');
+  const ropeParameters = section.optionalSection('rope_parameters');
+  const ropeTheta = section.has('rope_theta') ? section.number('rope_theta') : ropeParameters?.number('rope_theta', 10000) ?? 10000;
+  const maxPositionEmbeddings = section.integer('max_position_embeddings', 2048);
+  const eos = section.raw.eos_token_id;
+  return {
+    family,
+    vocabSize: section.integer('vocab_size'),
+    hiddenSize,
+    intermediateSize: section.integer('intermediate_size'),
+    numHiddenLayers: section.integer('num_hidden_layers'),
+    numAttentionHeads,
+    numKeyValueHeads: section.integer('num_key_value_heads', numAttentionHeads),
+    headDim: section.integer('head_dim', hiddenSize / numAttentionHeads),
+    rmsNormEps: section.number('rms_norm_eps', 1e-6),
+    ropeTheta,
+    rope: parseRopeScaling(section, maxPositionEmbeddings),
+    maxPositionEmbeddings,
+    tieWordEmbeddings: section.boolean('tie_word_embeddings', false),
+    bosTokenId: section.has('bos_token_id') ? section.integer('bos_token_id') : null,
+    eosTokenId: Array.isArray(eos) ? eos as number[] : typeof eos === 'number' ? eos : null,
+  };
+}
+
+/** Builds the decoder graph on `root` (the LLM's prefix in the checkpoint, e.g. `language_model`). */
+export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, variant: LlmVariant, lmHead: { scope: Scope; name: string }): void {
+  const H = config.hiddenSize;
+  const heads = config.numAttentionHeads;
+  const kvHeads = config.numKeyValueHeads;
+  const D = config.headDim;
+  const embeds = g.input('inputs_embeds', 'float32', ['batch', 'seq', H]);
+  const mask = g.input('attention_bias', 'float32', ['batch', 1, 'seq', 'total']);
+  const cos = g.input('rope_cos', 'float32', ['batch', 1, 'seq', D]);
+  const sin = g.input('rope_sin', 'float32', ['batch', 1, 'seq', D]);
+  const logitIndices = g.input('logit_indices', 'int64', ['selected']);
+
+  const batchSeq = g.slice(g.node('Shape', [embeds]), [0], [2], [0]);
+  const headsShape = (n: number) => g.concat([batchSeq, g.constInt64([n, D])], 0);
+  const toHeads = (x: string, n: number) => g.transpose(g.node('Reshape', [x, headsShape(n)]), [0, 2, 1, 3]); // [B, n, S, D]
+  const rotate = (x: string) => {
+    const first = g.slice(x, [0], [D / 2], [3]);
+    const second = g.slice(x, [D / 2], [D], [3]);
+    const rotated = g.concat([g.node('Neg', [second]), first], 3);
+    return g.add(g.mul(x, cos), g.mul(rotated, sin));
+  };
+
+  let x = g.reshape(embeds, [-1, H]);
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const layer = root.scope(`${variant.layers}.${i}`);
+    const h = layer.rmsNorm(x, variant.inputNorm, config.rmsNormEps);
+    const [q, k, v] = projectQkv(g, layer, h, variant, config);
+    const pastKey = g.input(`past_key.${i}`, 'float32', ['batch', kvHeads, 'past', D]);
+    const pastValue = g.input(`past_value.${i}`, 'float32', ['batch', kvHeads, 'past', D]);
+    const [attended, presentKey, presentValue] = g.nodeMulti('Attention',
+      [rotate(toHeads(q, heads)), rotate(toHeads(k, kvHeads)), toHeads(v, kvHeads), mask, pastKey, pastValue],
+      { scale: { float: 1 / Math.sqrt(D) } }, { count: 3 });
+    g.output(presentKey, `present_key.${i}`, 'float32');
+    g.output(presentValue, `present_value.${i}`, 'float32');
+    const merged = g.reshape(g.transpose(attended, [0, 2, 1, 3]), [-1, heads * D]);
+    x = g.add(x, layer.linear(merged, variant.attention.o));
+    const m = layer.rmsNorm(x, variant.postAttentionNorm, config.rmsNormEps);
+    let gate: string, up: string;
+    if ('packedGateUp' in variant.mlp) {
+      [gate, up] = g.nodeMulti('Split', [layer.linear(m, variant.mlp.packedGateUp), g.constInt64([config.intermediateSize, config.intermediateSize])], { axis: 1 }, { count: 2 });
+    } else {
+      gate = layer.linear(m, variant.mlp.gate);
+      up = layer.linear(m, variant.mlp.up);
+    }
+    x = g.add(x, layer.linear(g.mul(g.silu(gate), up), variant.mlp.down));
+  }
+  const normed = root.rmsNorm(x, variant.finalNorm, config.rmsNormEps);
+  const selected = g.gather(normed, logitIndices, 0);
+  g.output(lmHead.scope.linear(selected, lmHead.name), 'logits', 'float32');
+}
+
+function projectQkv(g: GraphBuilder, layer: Scope, h: string, variant: LlmVariant, config: LlmConfig): [string, string, string] {
+  const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim: D } = config;
+  const attention = variant.attention;
+  if ('q' in attention) return [layer.linear(h, attention.q), layer.linear(h, attention.k), layer.linear(h, attention.v)];
+  const packed = layer.linear(h, attention.packed);
+  if (attention.layout === 'qkv') {
+    return g.nodeMulti('Split', [packed, g.constInt64([heads * D, kvHeads * D, kvHeads * D])], { axis: 1 }, { count: 3 }) as [string, string, string];
+  }
+  // InternLM2: rows are grouped per KV head as [q × (heads/kvHeads), k, v], each D wide.
+  const groups = heads / kvHeads;
+  const grouped = g.reshape(packed, [-1, kvHeads, groups + 2, D]);
+  const q = g.reshape(g.slice(grouped, [0], [groups], [2]), [-1, heads * D]);
+  const k = g.reshape(g.slice(grouped, [groups], [groups + 1], [2]), [-1, kvHeads * D]);
+  const v = g.reshape(g.slice(grouped, [groups + 1], [groups + 2], [2]), [-1, kvHeads * D]);
+  return [q, k, v];
+}
+
+/** The KV cache of a batch: one [B, kvHeads, length, D] pair per layer. */
+export interface KvCache {
+  keys: ort.Tensor[];
+  values: ort.Tensor[];
+  length: number;
+}
+
+export interface DecoderStep {
+  /** [B, S, H] input embeddings for the new positions. */
+  embeds: Float32Array;
+  batch: number;
+  seq: number;
+  /** Position id of every new token, [B·S] (left padding shifts them). */
+  positions: Int32Array;
+  /** 1 for real tokens, 0 for padding, over cache + new tokens: [B, cache.length + S]. */
+  attentionMask: Uint8Array;
+  /** Flat indices (b·S + s) whose logits are wanted. */
+  logitIndices: number[];
+  cache: KvCache;
+}
+
+/** A causal language model ready to run. */
+export class CausalLM {
+  readonly rotary: RotaryEmbedding;
+
+  private constructor(
+    readonly config: LlmConfig,
+    readonly checkpoint: Checkpoint,
+    readonly prefix: string,
+    readonly variant: LlmVariant,
+    private readonly session: ModelSession,
+  ) {
+    this.rotary = new RotaryEmbedding(config.headDim, config.ropeTheta, config.rope);
+  }
+
+  /**
+   * `prefix`: where the LLM sits in the checkpoint (`language_model`, or `` for a bare LLM); `lmHeadPrefix` when
+   * lm_head lives elsewhere (the *-hf layout keeps it at the root).
+   */
+  static async load(checkpoint: Checkpoint, config: LlmConfig, options: {
+    prefix?: string; variant?: LlmVariant; lmHeadPrefix?: string; session?: SessionOptions;
+    configureGraph?: (g: GraphBuilder) => void;
+  } = {}): Promise<CausalLM> {
+    const prefix = options.prefix ?? '';
+    const variant = options.variant ?? LLM_VARIANTS[config.family];
+    const g = new GraphBuilder(`decoder_${config.family}`, checkpoint);
+    options.configureGraph?.(g);
+    const root = g.scope(prefix);
+    buildDecoder(g, root, config, variant, lmHeadOf(checkpoint, root, variant, options.lmHeadPrefix));
+    return new CausalLM(config, checkpoint, prefix, variant, await createSession(g, options.session));
+  }
+
+  /** Embedding rows for token ids, read from the checkpoint without loading the table. */
+  embedTokens(ids: readonly number[]): Float32Array {
+    const key = this.prefix ? `${this.prefix}.${this.variant.embedTokens}.weight` : `${this.variant.embedTokens}.weight`;
+    return this.checkpoint.readRowsFloat32(key, ids);
+  }
+
+  emptyCache(batch: number): KvCache {
+    const { numKeyValueHeads: kv, headDim: D, numHiddenLayers: L } = this.config;
+    const empty = () => new ort.Tensor('float32', new Float32Array(0), [batch, kv, 0, D]);
+    return { keys: Array.from({ length: L }, empty), values: Array.from({ length: L }, empty), length: 0 };
+  }
+
+  /** Runs new positions through the decoder; returns the selected logits [K, vocab] and the extended cache. */
+  async step(step: DecoderStep): Promise<{ logits: Float32Array; cache: KvCache }> {
+    const { batch: B, seq: S, cache } = step;
+    const total = cache.length + S;
+    const D = this.config.headDim;
+    const feeds: Record<string, ort.Tensor> = {
+      inputs_embeds: new ort.Tensor('float32', step.embeds, [B, S, this.config.hiddenSize]),
+      attention_bias: new ort.Tensor('float32', causalAttentionBias(step.attentionMask, B, S, total), [B, 1, S, total]),
+      logit_indices: new ort.Tensor('int64', BigInt64Array.from(step.logitIndices, (i) => BigInt(i)), [step.logitIndices.length]),
+    };
+    const { cos, sin } = this.rotary.cosSin(step.positions, total);
+    feeds.rope_cos = new ort.Tensor('float32', cos, [B, 1, S, D]);
+    feeds.rope_sin = new ort.Tensor('float32', sin, [B, 1, S, D]);
+    for (let i = 0; i < this.config.numHiddenLayers; i++) {
+      feeds[`past_key.${i}`] = cache.keys[i];
+      feeds[`past_value.${i}`] = cache.values[i];
+    }
+    const result = await this.session.run(feeds);
+    const keys = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_key.${i}`]);
+    const values = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_value.${i}`]);
+    return { logits: result.logits.data as Float32Array, cache: { keys, values, length: total } };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** The output projection: lm_head where the checkpoint has one, else the tied input embedding. */
+function lmHeadOf(checkpoint: Checkpoint, root: Scope, variant: LlmVariant, lmHeadPrefix?: string): { scope: Scope; name: string } {
+  if (lmHeadPrefix !== undefined) return { scope: root.graph.scope(lmHeadPrefix), name: 'lm_head' };
+  if (root.has(`${variant.lmHead}.weight`)) return { scope: root, name: variant.lmHead };
+  if (root.has(`${variant.embedTokens}.weight`)) return { scope: root, name: variant.embedTokens };
+  throw new ModelLoadError(`${checkpoint.dir}: no '${root.key(variant.lmHead)}.weight' and no tied embedding '${root.key(variant.embedTokens)}.weight'`);
+}
+
+/** The most negative float32, as transformers uses for masked scores (finite, so fully masked rows stay finite). */
+const MASKED = -3.4028234663852886e38;
+
+/**
+ * Additive mask [B, 1, S, total]: position s (absolute cache+s) may see key t when t ≤ that position and t is not
+ * padding.
+ */
+export function causalAttentionBias(mask: Uint8Array, B: number, S: number, total: number): Float32Array {
+  const out = new Float32Array(B * S * total);
+  const past = total - S;
+  for (let b = 0; b < B; b++) {
+    for (let s = 0; s < S; s++) {
+      const row = (b * S + s) * total;
+      for (let t = 0; t < total; t++) {
+        out[row + t] = t <= past + s && mask[b * total + t] ? 0 : MASKED;
+      }
+    }
+  }
+  return out;
+}
