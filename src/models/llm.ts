@@ -117,8 +117,18 @@ export function parseLlmConfig(section: ConfigSection): LlmConfig {
   };
 }
 
-/** Builds the decoder graph on `root` (the LLM's prefix in the checkpoint, e.g. `language_model`). */
-export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, variant: LlmVariant, lmHead: { scope: Scope; name: string }): void {
+export interface DecoderGraphOptions {
+  /** Output `logits` for the selected positions through this projection; without it only `hidden` is output. */
+  lmHead?: { scope: Scope; name: string };
+  /** Runs after each block's self-attention residual (QLLaMA inserts its cross-attention here). */
+  afterSelfAttention?: (layerIndex: number, layer: Scope, x: string, batchSeq: string) => string;
+}
+
+/**
+ * Builds the decoder graph on `root` (the LLM's prefix in the checkpoint, e.g. `language_model`). Outputs `hidden`
+ * (final-normed states of the `logit_indices` rows), `logits` with an lm_head, and `present_key/value.{i}`.
+ */
+export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, variant: LlmVariant, options: DecoderGraphOptions): void {
   const H = config.hiddenSize;
   const heads = config.numAttentionHeads;
   const kvHeads = config.numKeyValueHeads;
@@ -153,6 +163,7 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
     g.output(presentValue, `present_value.${i}`, 'float32');
     const merged = g.reshape(g.transpose(attended, [0, 2, 1, 3]), [-1, heads * D]);
     x = g.add(x, layer.linear(merged, variant.attention.o));
+    if (options.afterSelfAttention) x = options.afterSelfAttention(i, layer, x, batchSeq);
     const m = layer.rmsNorm(x, variant.postAttentionNorm, config.rmsNormEps);
     let gate: string, up: string;
     if ('packedGateUp' in variant.mlp) {
@@ -165,7 +176,8 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
   }
   const normed = root.rmsNorm(x, variant.finalNorm, config.rmsNormEps);
   const selected = g.gather(normed, logitIndices, 0);
-  g.output(lmHead.scope.linear(selected, lmHead.name), 'logits', 'float32');
+  g.output(selected, 'hidden', 'float32');
+  if (options.lmHead) g.output(options.lmHead.scope.linear(selected, options.lmHead.name), 'logits', 'float32');
 }
 
 function projectQkv(g: GraphBuilder, layer: Scope, h: string, variant: LlmVariant, config: LlmConfig): [string, string, string] {
@@ -204,6 +216,12 @@ export interface DecoderStep {
   /** Flat indices (b·S + s) whose logits are wanted. */
   logitIndices: number[];
   cache: KvCache;
+  /** A ready additive mask [B, 1, S, cache+S] instead of the causal one (QLLaMA's bidirectional queries). */
+  attentionBias?: Float32Array;
+  /** Inputs of graphs built with extra inputs (QLLaMA's vision states). */
+  extraFeeds?: Record<string, ort.Tensor>;
+  /** Outputs to compute (default: logits). */
+  outputs?: Array<'logits' | 'hidden'>;
 }
 
 /** A causal language model ready to run. */
@@ -227,13 +245,20 @@ export class CausalLM {
   static async load(checkpoint: Checkpoint, config: LlmConfig, options: {
     prefix?: string; variant?: LlmVariant; lmHeadPrefix?: string; session?: SessionOptions;
     configureGraph?: (g: GraphBuilder) => void;
+    /** Build without the lm_head (embedding models only need `hidden`). */
+    withoutLmHead?: boolean;
+    afterSelfAttention?: DecoderGraphOptions['afterSelfAttention'];
+    graphName?: string;
   } = {}): Promise<CausalLM> {
     const prefix = options.prefix ?? '';
     const variant = options.variant ?? LLM_VARIANTS[config.family];
-    const g = new GraphBuilder(`decoder_${config.family}`, checkpoint);
+    const g = new GraphBuilder(options.graphName ?? `decoder_${config.family}`, checkpoint);
     options.configureGraph?.(g);
     const root = g.scope(prefix);
-    buildDecoder(g, root, config, variant, lmHeadOf(checkpoint, root, variant, options.lmHeadPrefix));
+    buildDecoder(g, root, config, variant, {
+      lmHead: options.withoutLmHead ? undefined : lmHeadOf(checkpoint, root, variant, options.lmHeadPrefix),
+      afterSelfAttention: options.afterSelfAttention,
+    });
     return new CausalLM(config, checkpoint, prefix, variant, await createSession(g, options.session));
   }
 
@@ -249,14 +274,18 @@ export class CausalLM {
     return { keys: Array.from({ length: L }, empty), values: Array.from({ length: L }, empty), length: 0 };
   }
 
-  /** Runs new positions through the decoder; returns the selected logits [K, vocab] and the extended cache. */
-  async step(step: DecoderStep): Promise<{ logits: Float32Array; cache: KvCache }> {
+  /**
+   * Runs new positions through the decoder; returns the selected rows' logits [K, vocab] and/or final-normed hidden
+   * states [K, hidden], and the extended cache.
+   */
+  async step(step: DecoderStep): Promise<{ logits: Float32Array; hidden: Float32Array; cache: KvCache }> {
     const { batch: B, seq: S, cache } = step;
     const total = cache.length + S;
     const D = this.config.headDim;
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor('float32', step.embeds, [B, S, this.config.hiddenSize]),
-      attention_bias: new ort.Tensor('float32', causalAttentionBias(step.attentionMask, B, S, total), [B, 1, S, total]),
+      attention_bias: new ort.Tensor('float32', step.attentionBias ?? causalAttentionBias(step.attentionMask, B, S, total), [B, 1, S, total]),
+      ...step.extraFeeds,
       logit_indices: new ort.Tensor('int64', BigInt64Array.from(step.logitIndices, (i) => BigInt(i)), [step.logitIndices.length]),
     };
     const { cos, sin } = this.rotary.cosSin(step.positions, total);
@@ -266,10 +295,17 @@ export class CausalLM {
       feeds[`past_key.${i}`] = cache.keys[i];
       feeds[`past_value.${i}`] = cache.values[i];
     }
-    const result = await this.session.run(feeds);
+    const L = this.config.numHiddenLayers;
+    const wanted = [...(step.outputs ?? ['logits']), ...Array.from({ length: L }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat()];
+    const result = await this.session.run(feeds, wanted);
     const keys = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_key.${i}`]);
     const values = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_value.${i}`]);
-    return { logits: result.logits.data as Float32Array, cache: { keys, values, length: total } };
+    const empty = new Float32Array(0);
+    return {
+      logits: (result.logits?.data as Float32Array) ?? empty,
+      hidden: (result.hidden?.data as Float32Array) ?? empty,
+      cache: { keys, values, length: total },
+    };
   }
 
   async release(): Promise<void> {

@@ -1,0 +1,262 @@
+/**
+ * InternVL-C and InternVL-G (InternVL-14B-224px: `InternVLModel`): InternViT-6B + QLLaMA.
+ * - InternVL-C image embedding: `clip_projector` attention pooling over the ViT tokens.
+ * - InternVL-G image embedding: QLLaMA over the 96 `query_tokens` alone (bidirectional), cross-attending to the ViT
+ *   tokens on every `cross_attention_frequency`-th layer, pooled by `clip_projector2`; summed with InternVL-C's
+ *   embedding after normalizing both.
+ * - Text embedding: QLLaMA over the text alone (causal + padding), last real token @ `text_projection`.
+ * QLLaMA is the project's LLaMA decoder (`llm.ts`) with the cross-attention inserted after self-attention.
+ */
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder, type Scope } from '../core/graph.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { ModelLoadError, UsageError } from '../core/errors.js';
+import { Checkpoint } from '../core/safetensors.js';
+import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
+import { buildInternVisionEncoder, parseInternVisionConfig, REMOTE_VISION_NAMES, resizePositionEmbedding, type InternVisionConfig } from './intern_vit.js';
+import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
+
+export interface InternVLClipConfig {
+  vision: InternVisionConfig;
+  qllama: LlmConfig;
+  clipEmbedDim: number;
+  attnPoolNumHeads: number;
+  numQueryToken: number;
+  crossAttentionFrequency: number;
+  /** The input size: `force_image_size` for the fine-tuned 364 px models, else the ViT's. */
+  imageSize: number;
+}
+
+export function parseInternVLClipConfig(config: ConfigSection): InternVLClipConfig {
+  const vision = parseInternVisionConfig(config.section('vision_config'));
+  const qllamaSection = config.section('qllama_config');
+  // The official QLLaMA hardcodes rotary base 10000 whatever its config says.
+  const qllama = { ...parseLlmConfig(qllamaSection), ropeTheta: 10000, rope: { type: 'default' as const } };
+  return {
+    vision,
+    qllama,
+    clipEmbedDim: config.integer('clip_embed_dim', 768),
+    attnPoolNumHeads: config.integer('attn_pool_num_heads', 16),
+    numQueryToken: config.integer('num_query_token', qllamaSection.integer('num_query_token', 96)),
+    crossAttentionFrequency: qllamaSection.integer('cross_attention_frequency', 2),
+    imageSize: config.has('force_image_size') ? config.size('force_image_size') : vision.imageSize,
+  };
+}
+
+/** The pooling blocks' LayerNorm eps (PyTorch's default, set explicitly in the official code). */
+const POOLING_NORM_EPS = 1e-5;
+
+/**
+ * `AttentionPoolingBlock`: one query (the mean of all tokens, CLS included) attends over the tokens; three
+ * LayerNorms (q, k, v), biased q/k/v projections, output projection. [B, N, D] → [B, out].
+ */
+function buildAttentionPooling(g: GraphBuilder, block: Scope, tokens: string, dim: number, heads: number): string {
+  const query = g.reduceMean(tokens, [1]);
+  const norm = (x: string, name: string) => block.layerNorm(x, name, POOLING_NORM_EPS);
+  const attn = block.scope('cross_attn');
+  const project = (x: string, name: string) => g.add(g.node('MatMul', [x, g.transpose(attn.weight(`${name}.weight`), [1, 0])]), attn.weight(`${name}_bias`));
+  const q = project(norm(query, 'norm1_q'), 'q');
+  const k = project(norm(tokens, 'norm1_k'), 'k');
+  const v = project(norm(tokens, 'norm1_v'), 'v');
+  const pooled = g.node('MultiHeadAttention', [q, k, v], { num_heads: heads, scale: { float: (dim / heads) ** -0.5 } }, { domain: 'com.microsoft' });
+  return attn.linear(g.reshape(pooled, [-1, dim]), 'proj');
+}
+
+export type ClipMode = 'C' | 'G';
+
+export class InternVLClipModel {
+  private constructor(
+    readonly dir: string,
+    readonly config: InternVLClipConfig,
+    readonly checkpoint: Checkpoint,
+    private readonly vision: ModelSession,
+    readonly qllama: CausalLM,
+    private readonly queryPooling: ModelSession,
+    private readonly positions: Float32Array,
+    private readonly textProjection: Float32Array,
+    readonly logitScale: number,
+  ) {}
+
+  static async load(dir: string, options: { session?: SessionOptions; qllamaSession?: SessionOptions } = {}): Promise<InternVLClipModel> {
+    const raw = readConfig(dir);
+    if (detectArchitecture(raw) !== 'InternVLModel') throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
+    const config = parseInternVLClipConfig(raw);
+    const checkpoint = Checkpoint.open(dir);
+
+    // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
+    const g = new GraphBuilder('internvl_c', checkpoint);
+    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope('vision_model'), config.vision, REMOTE_VISION_NAMES);
+    g.output(lastHiddenState, 'last_hidden_state');
+    g.output(buildAttentionPooling(g, g.scope('clip_projector'), lastHiddenState, config.vision.hiddenSize, config.attnPoolNumHeads), 'image_embeds_c');
+    const vision = await createSession(g, options.session);
+
+    const qllama = await CausalLM.load(checkpoint, config.qllama, {
+      prefix: 'qllama', graphName: 'qllama', withoutLmHead: true, session: options.qllamaSession ?? options.session,
+      afterSelfAttention: (index, layer, x, batchSeq) => (index % config.crossAttentionFrequency === 0
+        ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x),
+    });
+
+    const p = new GraphBuilder('clip_projector2', checkpoint);
+    const queries = p.input('query_features', 'float32', ['batch', config.numQueryToken, config.qllama.hiddenSize]);
+    p.output(buildAttentionPooling(p, p.scope('clip_projector2'), queries, config.qllama.hiddenSize, config.attnPoolNumHeads), 'image_embeds_g');
+    const queryPooling = await createSession(p, options.session);
+
+    const side = config.imageSize / config.vision.patchSize;
+    const positions = resizePositionEmbedding(checkpoint.readFloat32('vision_model.embeddings.position_embedding').data, config.vision.hiddenSize, side, side);
+    const logitScale = checkpoint.readFloat32('logit_scale').data[0];
+    return new InternVLClipModel(dir, config, checkpoint, vision, qllama, queryPooling, positions, checkpoint.readFloat32('text_projection').data, logitScale);
+  }
+
+  /** ViT tokens [B, 1+g², C] and the InternVL-C embedding [B, D] (not normalized) of [B, 3, S, S] pixels. */
+  async encodeVision(pixelValues: Float32Array, batch: number): Promise<{ tokens: Float32Array; embedsC: Float32Array }> {
+    const S = this.config.imageSize;
+    if (pixelValues.length !== batch * 3 * S * S) throw new UsageError(`pixel values must be [${batch}, 3, ${S}, ${S}]`);
+    const C = this.config.vision.hiddenSize;
+    const result = await this.vision.run({
+      pixel_values: new ort.Tensor('float32', pixelValues, [batch, 3, S, S]),
+      position_embedding: new ort.Tensor('float32', this.positions, [1, this.positions.length / C, C]),
+    });
+    return { tokens: result.last_hidden_state.data as Float32Array, embedsC: result.image_embeds_c.data as Float32Array };
+  }
+
+  /** QLLaMA output at the 96 queries, [B, 96, H], given the ViT tokens. */
+  async queryFeatures(visionTokens: Float32Array, batch: number): Promise<Float32Array> {
+    const Q = this.config.numQueryToken;
+    const H = this.config.qllama.hiddenSize;
+    const queryTokens = this.checkpoint.readFloat32('query_tokens').data;
+    const embeds = new Float32Array(batch * Q * H);
+    for (let b = 0; b < batch; b++) embeds.set(queryTokens, b * Q * H);
+    const Cv = this.config.vision.hiddenSize;
+    const { hidden } = await this.qllama.step({
+      embeds, batch, seq: Q,
+      positions: Int32Array.from({ length: batch * Q }, (_, i) => i % Q),
+      attentionMask: new Uint8Array(batch * Q).fill(1),
+      attentionBias: new Float32Array(batch * Q * Q), // queries see each other both ways
+      logitIndices: Array.from({ length: batch * Q }, (_, i) => i),
+      cache: this.qllama.emptyCache(batch),
+      extraFeeds: {
+        vision_hidden_states: new ort.Tensor('float32', visionTokens, [batch, visionTokens.length / batch / Cv, Cv]),
+        cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * Q).fill(1), [batch * Q, 1]),
+      },
+      outputs: ['hidden'],
+    });
+    return hidden;
+  }
+
+  /**
+   * Image embeddings [B, clipEmbedDim]: mode C = `clip_projector` output (not normalized, as `encode_image`);
+   * mode G = normalize(clip_projector2(queries)) + normalize(C).
+   */
+  async encodeImage(pixelValues: Float32Array, batch: number, mode: ClipMode): Promise<Float32Array> {
+    const { tokens, embedsC } = await this.encodeVision(pixelValues, batch);
+    if (mode === 'C') return embedsC;
+    const queries = await this.queryFeatures(tokens, batch);
+    const result = await this.queryPooling.run({
+      query_features: new ort.Tensor('float32', queries, [batch, this.config.numQueryToken, this.config.qllama.hiddenSize]),
+    });
+    const embedsG = normalizeRows(result.image_embeds_g.data as Float32Array, this.config.clipEmbedDim);
+    const c = normalizeRows(embedsC, this.config.clipEmbedDim);
+    return embedsG.map((value, i) => value + c[i]);
+  }
+
+  /**
+   * QLLaMA text hidden states [B, L, H] and text embeddings [B, clipEmbedDim] for right-padded ids (pad 0),
+   * taking the hidden state of the last non-pad token.
+   */
+  async encodeText(ids: number[][]): Promise<{ hidden: Float32Array; embeds: Float32Array }> {
+    const B = ids.length;
+    const L = ids[0]?.length ?? 0;
+    if (B === 0 || ids.some((row) => row.length !== L)) throw new UsageError('encodeText needs a non-empty batch of equal-length (padded) id rows');
+    const H = this.config.qllama.hiddenSize;
+    const mask = Uint8Array.from(ids.flat(), (id) => (id > 0 ? 1 : 0));
+    const { hidden } = await this.qllama.step({
+      embeds: this.qllama.embedTokens(ids.flat()), batch: B, seq: L,
+      positions: Int32Array.from({ length: B * L }, (_, i) => i % L),
+      attentionMask: mask,
+      logitIndices: Array.from({ length: B * L }, (_, i) => i),
+      cache: this.qllama.emptyCache(B),
+      extraFeeds: this.noVisionFeeds(B, L),
+      outputs: ['hidden'],
+    });
+    const D = this.config.clipEmbedDim;
+    const embeds = new Float32Array(B * D);
+    for (let b = 0; b < B; b++) {
+      const length = ids[b].reduce((n, id) => n + (id > 0 ? 1 : 0), 0);
+      const row = hidden.subarray((b * L + Math.max(length - 1, 0)) * H, (b * L + Math.max(length - 1, 0) + 1) * H);
+      for (let d = 0; d < D; d++) {
+        let sum = 0;
+        for (let h = 0; h < H; h++) sum += row[h] * this.textProjection[h * D + d];
+        embeds[b * D + d] = sum;
+      }
+    }
+    return { hidden, embeds };
+  }
+
+  /** Cross-attention switched off: a one-token dummy vision input with every row gated to zero. */
+  private noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
+    const Cv = this.config.vision.hiddenSize;
+    return {
+      vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
+      cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
+    };
+  }
+
+  /** `logits_per_image` = exp(logit_scale) · normalize(images) @ normalize(texts)ᵀ, [images, texts]. */
+  similarity(imageEmbeds: Float32Array, textEmbeds: Float32Array): Float32Array {
+    const D = this.config.clipEmbedDim;
+    const images = normalizeRows(imageEmbeds, D);
+    const texts = normalizeRows(textEmbeds, D);
+    const I = images.length / D;
+    const T = texts.length / D;
+    const scale = Math.exp(this.logitScale);
+    const out = new Float32Array(I * T);
+    for (let i = 0; i < I; i++) for (let t = 0; t < T; t++) {
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += images[i * D + d] * texts[t * D + d];
+      out[i * T + t] = scale * dot;
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await Promise.all([this.vision.release(), this.qllama.release(), this.queryPooling.release()]);
+  }
+}
+
+/**
+ * QLLaMA's cross-attention on a layer: queries (RMSNorm `norm1`) attend to the vision tokens (RMSNorm `norm2`,
+ * projected from the vision width), no mask, no RoPE; the update is added only to the rows `cross_attention_rows`
+ * selects (the first 96 positions when vision states are given, none otherwise).
+ */
+function addCrossAttention(g: GraphBuilder, layer: Scope, x: string, batchSeq: string, config: InternVLClipConfig): string {
+  const H = config.qllama.hiddenSize;
+  const Cv = config.vision.hiddenSize;
+  const vision = g.inputs.some((i) => i.name === 'vision_hidden_states')
+    ? 'vision_hidden_states' : g.input('vision_hidden_states', 'float32', ['batch', 'vision_tokens', Cv]);
+  const rows = g.inputs.some((i) => i.name === 'cross_attention_rows')
+    ? 'cross_attention_rows' : g.input('cross_attention_rows', 'float32', ['rows', 1]);
+  const cross = layer.scope('cross_attn');
+  const eps = config.qllama.rmsNormEps;
+  const q = cross.linear(cross.rmsNorm(x, 'norm1', eps), 'q_proj');
+  const visionShape = g.node('Shape', [vision]);
+  const normedVision = cross.rmsNorm(g.reshape(vision, [-1, Cv]), 'norm2', eps);
+  const kvShape = g.concat([g.slice(visionShape, [0], [2], [0]), g.constInt64([H])], 0);
+  const k = g.node('Reshape', [cross.linear(normedVision, 'k_proj'), kvShape]);
+  const v = g.node('Reshape', [cross.linear(normedVision, 'v_proj'), kvShape]);
+  const q3 = g.node('Reshape', [q, g.concat([batchSeq, g.constInt64([H])], 0)]);
+  const attended = g.node('MultiHeadAttention', [q3, k, v], { num_heads: config.qllama.numAttentionHeads }, { domain: 'com.microsoft' });
+  const update = cross.linear(g.reshape(attended, [-1, H]), 'o_proj');
+  return g.add(x, g.mul(update, rows));
+}
+
+export function normalizeRows(values: Float32Array, width: number): Float32Array {
+  const out = new Float32Array(values.length);
+  for (let r = 0; r < values.length / width; r++) {
+    let sum = 0;
+    for (let d = 0; d < width; d++) sum += values[r * width + d] ** 2;
+    const norm = Math.sqrt(sum) || 1;
+    for (let d = 0; d < width; d++) out[r * width + d] = values[r * width + d] / norm;
+  }
+  return out;
+}
+
