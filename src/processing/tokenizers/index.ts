@@ -1,0 +1,19 @@
+/** Loads whatever tokenizer a checkpoint folder holds: SentencePiece (`tokenizer.model`) or byte-level BPE. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { TokenizerError } from '../../core/errors.js';
+import { loadBpeTokenizer } from './bpe.js';
+import { loadSentencePieceTokenizer } from './sentencepiece.js';
+import type { Tokenizer } from './tokenizer.js';
+
+export type { Tokenizer } from './tokenizer.js';
+
+/**
+ * LLaMA-family tokenizers (LLaMA-2, InternLM2, Phi-3, the InternVL-C vocabulary) ship a `tokenizer.model`, which the
+ * official code loads with the slow SentencePiece tokenizer; Qwen2 ships `tokenizer.json` or vocab.json + merges.txt.
+ */
+export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  if (fs.existsSync(path.join(dir, 'tokenizer.model'))) return loadSentencePieceTokenizer(dir);
+  if (['tokenizer.json', 'vocab.json'].some((f) => fs.existsSync(path.join(dir, f)))) return loadBpeTokenizer(dir);
+  throw new TokenizerError(`${dir}: no tokenizer found (expected tokenizer.model, tokenizer.json, or vocab.json + merges.txt)`);
+}
