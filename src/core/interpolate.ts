@@ -3,6 +3,8 @@
  * (dst + 0.5)·in/out − 0.5, borders clamped, no antialiasing). The official InternViT resizes its position
  * embeddings this way, so the port must reproduce it exactly rather than use an image resampler.
  */
+import { UsageError } from './errors.js';
+
 const A = -0.75;
 
 function cubicWeights(t: number): [number, number, number, number] {
@@ -25,6 +27,10 @@ function axisTaps(inSize: number, outSize: number): Array<{ index: number[]; wei
 
 /** Resizes channel-major data [C, inH, inW] → [C, outH, outW]. */
 export function interpolateBicubic(data: Float32Array, channels: number, inH: number, inW: number, outH: number, outW: number): Float32Array {
+  for (const size of [channels, inH, inW, outH, outW]) {
+    if (!Number.isInteger(size) || size <= 0) throw new UsageError(`interpolateBicubic: sizes must be positive integers, got [${channels}, ${inH}, ${inW}] → [${outH}, ${outW}]`);
+  }
+  if (data.length !== channels * inH * inW) throw new UsageError(`interpolateBicubic: ${data.length} values for [${channels}, ${inH}, ${inW}]`);
   const out = new Float32Array(channels * outH * outW);
   if (inH === outH && inW === outW) {
     out.set(data.subarray(0, out.length));

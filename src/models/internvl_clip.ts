@@ -12,6 +12,7 @@ import { GraphBuilder, type Scope } from '../core/graph.js';
 import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
 import { ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
+import { l2normalize, matrix } from '../core/matrix.js';
 import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
 import { buildInternVisionEncoder, parseInternVisionConfig, REMOTE_VISION_NAMES, resizePositionEmbedding, type InternVisionConfig } from './intern_vit.js';
 import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
@@ -154,8 +155,9 @@ export class InternVLClipModel {
     const result = await this.queryPooling.run({
       query_features: new ort.Tensor('float32', queries, [batch, this.config.numQueryToken, this.config.qllama.hiddenSize]),
     });
-    const embedsG = normalizeRows(result.image_embeds_g.data as Float32Array, this.config.clipEmbedDim);
-    const c = normalizeRows(embedsC, this.config.clipEmbedDim);
+    const D = this.config.clipEmbedDim;
+    const embedsG = unitRows(result.image_embeds_g.data as Float32Array, D);
+    const c = unitRows(embedsC, D);
     return embedsG.map((value, i) => value + c[i]);
   }
 
@@ -204,8 +206,8 @@ export class InternVLClipModel {
   /** `logits_per_image` = exp(logit_scale) · normalize(images) @ normalize(texts)ᵀ, [images, texts]. */
   similarity(imageEmbeds: Float32Array, textEmbeds: Float32Array): Float32Array {
     const D = this.config.clipEmbedDim;
-    const images = normalizeRows(imageEmbeds, D);
-    const texts = normalizeRows(textEmbeds, D);
+    const images = unitRows(imageEmbeds, D);
+    const texts = unitRows(textEmbeds, D);
     const I = images.length / D;
     const T = texts.length / D;
     const scale = Math.exp(this.logitScale);
@@ -249,14 +251,8 @@ function addCrossAttention(g: GraphBuilder, layer: Scope, x: string, batchSeq: s
   return g.add(x, g.mul(update, rows));
 }
 
-export function normalizeRows(values: Float32Array, width: number): Float32Array {
-  const out = new Float32Array(values.length);
-  for (let r = 0; r < values.length / width; r++) {
-    let sum = 0;
-    for (let d = 0; d < width; d++) sum += values[r * width + d] ** 2;
-    const norm = Math.sqrt(sum) || 1;
-    for (let d = 0; d < width; d++) out[r * width + d] = values[r * width + d] / norm;
-  }
-  return out;
-}
 
+
+function unitRows(values: Float32Array, width: number): Float32Array {
+  return l2normalize(matrix(values, values.length / width, width)).data;
+}
