@@ -105,3 +105,8 @@ export function zeroShotLogits(imageEmbeddings: Matrix, classEmbeddings: Matrix,
   return s;
 }
 
+
+/** texts × images similarity of L2-normalised embeddings. */
+export function retrievalScores(textEmbeddings: Matrix, imageEmbeddings: Matrix): Matrix {
+  return matmulTransposed(l2normalize(textEmbeddings), l2normalize(imageEmbeddings));
+}

@@ -11,7 +11,7 @@
  */
 import { UsageError } from '../../core/errors.js';
 
-export { matrix, l2normalize, matmulTransposed, transpose, ensembleClassEmbeddings, zeroShotLogits, type Matrix } from '../../core/matrix.js';
+export { matrix, l2normalize, matmulTransposed, transpose, ensembleClassEmbeddings, zeroShotLogits, retrievalScores, type Matrix } from '../../core/matrix.js';
 import { checkMatrix, l2normalize, matmulTransposed, transpose, type Matrix } from '../../core/matrix.js';
 
 /** Whether value a at index ia ranks before value b at index ib (higher first, NaN highest, ties by index). */
@@ -162,10 +162,6 @@ export function meanAveragePrecision(scores: Matrix, targets: Matrix): number {
   return ap.length ? s / ap.length : NaN;
 }
 
-/** texts × images similarity of L2-normalised embeddings. */
-export function retrievalScores(textEmbeddings: Matrix, imageEmbeddings: Matrix): Matrix {
-  return matmulTransposed(l2normalize(textEmbeddings), l2normalize(imageEmbeddings));
-}
 
 /** The positive of a query that ranks best among the query's scores (the one that decides a hit). */
 function bestPositive(get: (i: number) => number, positives: readonly number[]): number {

@@ -1,0 +1,55 @@
+/** `internvl tokenize <tokenizer> (--text T | --file F)`: token ids, one line per input line. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseCommandArgs } from './args.js';
+import type { Command } from './registry.js';
+
+const USAGE = `Usage: internvl tokenize <tokenizer> (--text <text> | --file <file>) [--add-special] [--json]
+
+Prints the token ids of each input line, comma-separated, one line per input line. <tokenizer> is a model or
+tokenizer folder (tokenizer.model, tokenizer.json, or vocab.json + merges.txt with their configs) or one of those
+files.
+
+Options:
+  --text <text>        the text (its lines are encoded separately)
+  --file <file>        a UTF-8 file, one text per line
+  --add-special        add BOS/EOS as the tokenizer config says (default: no special tokens)
+  --json               {"ids": [[...], ...]} on stdout
+  -h, --help           show this help
+`;
+
+export const tokenizeCommand: Command = {
+  name: 'tokenize',
+  summary: 'token ids of text with any supported tokenizer (SentencePiece, byte-level BPE)',
+  async run(args) {
+    const parsed = parseCommandArgs({
+      command: 'tokenize', usage: USAGE,
+      options: { text: { type: 'string' }, file: { type: 'string' }, 'add-special': { type: 'boolean' }, json: { type: 'boolean' } },
+      positionals: { min: 1, max: 1 },
+    }, args);
+    if (!parsed) return 0;
+    const text = parsed.string('text');
+    const file = parsed.string('file');
+    if ((text === undefined) === (file === undefined)) parsed.fail('give exactly one of --text or --file');
+    let input = text ?? '';
+    if (file !== undefined) {
+      try {
+        input = fs.readFileSync(file, 'utf8');
+      } catch (error) {
+        parsed.fail(`cannot read --file '${file}' (${(error as NodeJS.ErrnoException).code ?? error})`);
+      }
+    }
+    const lines = input.split('\n');
+    if (file !== undefined && lines[lines.length - 1] === '') lines.pop();
+    const target = parsed.positionals[0];
+    if (!fs.existsSync(target)) parsed.fail(`no such tokenizer folder or file '${target}'`);
+    const dir = fs.statSync(target).isDirectory() ? target : path.dirname(target);
+    const { loadTokenizer } = await import('../../processing/tokenizers/index.js');
+    const tokenizer = await loadTokenizer(dir);
+    const addSpecialTokens = parsed.flag('add-special');
+    const ids = lines.map((line) => tokenizer.encode(line, { addSpecialTokens }));
+    if (parsed.flag('json')) process.stdout.write(`${JSON.stringify({ ids })}\n`);
+    else process.stdout.write(ids.map((row) => row.join(',')).join('\n') + '\n');
+    return 0;
+  },
+};

@@ -1,0 +1,112 @@
+/**
+ * InternVL-C/G tasks as CLIP_benchmark runs them: image and text embeddings, zero-shot classification with
+ * prompt-template ensembling, and image–text retrieval.
+ * - Text: `'summarize:' + text`, BOS + EOS, right padding with 0 to 80 tokens (`encodeClipTexts`).
+ * - Images: classification = Resize(224, short side, bicubic) + CenterCrop; retrieval = Resize((224, 224)).
+ * - Classifier: per class, every template's embedding normalized, averaged, renormalized; logits = 100 · x @ W.
+ */
+import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '../core/matrix.js';
+export { retrievalScores } from '../core/matrix.js';
+import { UsageError } from '../core/errors.js';
+import { InternVLClipModel, type ClipMode } from '../models/internvl_clip.js';
+import type { SessionOptions } from '../core/runtime.js';
+import type { RgbImage } from '../processing/image.js';
+import { preprocessForClip } from '../processing/tiling.js';
+import { encodeClipTexts } from '../processing/tokenizers/clip_text.js';
+import { loadTokenizer, type Tokenizer } from '../processing/tokenizers/index.js';
+
+export interface ClipPipeline {
+  model: InternVLClipModel;
+  tokenizer: Tokenizer;
+}
+
+export async function loadClipPipeline(dir: string, options: { session?: SessionOptions } = {}): Promise<ClipPipeline> {
+  const [model, tokenizer] = await Promise.all([InternVLClipModel.load(dir, options), loadTokenizer(dir)]);
+  return { model, tokenizer };
+}
+
+export type ImageTransform = 'classification' | 'retrieval';
+
+export interface BatchOptions {
+  batchSize?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Text embeddings [N, D] (not normalized), as `encode_text`. */
+export async function encodeTexts(pipeline: ClipPipeline, texts: readonly string[], options: BatchOptions = {}): Promise<Matrix> {
+  const D = pipeline.model.config.clipEmbedDim;
+  const out = new Float32Array(texts.length * D);
+  const batchSize = options.batchSize ?? 32;
+  for (let start = 0; start < texts.length; start += batchSize) {
+    const { ids } = encodeClipTexts(pipeline.tokenizer, texts.slice(start, start + batchSize));
+    const { embeds } = await pipeline.model.encodeText(ids);
+    out.set(embeds, start * D);
+    options.onProgress?.(Math.min(start + batchSize, texts.length), texts.length);
+  }
+  return matrix(out, texts.length, D);
+}
+
+/** Image embeddings [N, D] (not normalized; mode G is the sum of two unit vectors), as `encode_image`. */
+export async function encodeImages(pipeline: ClipPipeline, images: readonly RgbImage[], options: BatchOptions & {
+  mode?: ClipMode; transform?: ImageTransform;
+} = {}): Promise<Matrix> {
+  const { model } = pipeline;
+  const S = model.config.imageSize;
+  const D = model.config.clipEmbedDim;
+  const out = new Float32Array(images.length * D);
+  const batchSize = options.batchSize ?? 8;
+  for (let start = 0; start < images.length; start += batchSize) {
+    const batch = images.slice(start, start + batchSize);
+    const pixels = new Float32Array(batch.length * 3 * S * S);
+    batch.forEach((image, i) => pixels.set(preprocessForClip(image, options.transform ?? 'classification', S), i * 3 * S * S));
+    out.set(await model.encodeImage(pixels, batch.length, options.mode ?? 'C'), start * D);
+    options.onProgress?.(Math.min(start + batchSize, images.length), images.length);
+  }
+  return matrix(out, images.length, D);
+}
+
+/** `{c}` (CLIP_benchmark) or `{}` replaced by the class name. */
+export function fillTemplate(template: string, label: string): string {
+  if (!template.includes('{c}') && !template.includes('{}')) throw new UsageError(`template ${JSON.stringify(template)} has no {c} or {} for the label`);
+  return template.replaceAll('{c}', label).replaceAll('{}', label);
+}
+
+/** The zero-shot classifier [classes, D], rows unit norm. */
+export async function buildZeroShotClassifier(pipeline: ClipPipeline, labels: readonly string[], templates: readonly string[],
+  options: BatchOptions = {}): Promise<Matrix> {
+  if (labels.length === 0) throw new UsageError('no labels to classify into');
+  if (templates.length === 0) throw new UsageError('no prompt templates');
+  const prompts = labels.flatMap((label) => templates.map((t) => fillTemplate(t, label)));
+  const embeddings = await encodeTexts(pipeline, prompts, options);
+  const D = embeddings.cols;
+  const perClass = labels.map((_, c) => matrix(embeddings.data.slice(c * templates.length * D, (c + 1) * templates.length * D), templates.length, D));
+  return ensembleClassEmbeddings(perClass);
+}
+
+export interface Classification {
+  /** [images, classes] = 100 · normalize(image) @ classifierᵀ. */
+  logits: Matrix;
+  /** Softmax of each row. */
+  probs: Matrix;
+}
+
+export function classifyEmbeddings(imageEmbeddings: Matrix, classifier: Matrix): Classification {
+  const logits = zeroShotLogits(imageEmbeddings, classifier, 100);
+  const probs = new Float32Array(logits.data.length);
+  for (let r = 0; r < logits.rows; r++) {
+    const row = logits.data.subarray(r * logits.cols, (r + 1) * logits.cols);
+    const max = Math.max(...row);
+    let sum = 0;
+    row.forEach((v, c) => { const e = Math.exp(v - max); probs[r * logits.cols + c] = e; sum += e; });
+    for (let c = 0; c < logits.cols; c++) probs[r * logits.cols + c] /= sum;
+  }
+  return { logits, probs: matrix(probs, logits.rows, logits.cols) };
+}
+
+export async function classifyImages(pipeline: ClipPipeline, images: readonly RgbImage[], labels: readonly string[], options: BatchOptions & {
+  templates?: readonly string[]; mode?: ClipMode;
+} = {}): Promise<Classification> {
+  const classifier = await buildZeroShotClassifier(pipeline, labels, options.templates ?? ['{c}'], options);
+  const embeddings = await encodeImages(pipeline, images, { ...options, transform: 'classification' });
+  return classifyEmbeddings(embeddings, classifier);
+}
