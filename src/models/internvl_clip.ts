@@ -66,6 +66,8 @@ function buildAttentionPooling(g: GraphBuilder, block: Scope, tokens: string, di
 export type ClipMode = 'C' | 'G';
 
 export class InternVLClipModel {
+  private captionDecoder: Promise<CausalLM> | null = null;
+
   private constructor(
     readonly dir: string,
     readonly config: InternVLClipConfig,
@@ -76,6 +78,7 @@ export class InternVLClipModel {
     private readonly positions: Float32Array,
     private readonly textProjection: Float32Array,
     readonly logitScale: number,
+    private readonly qllamaSession: SessionOptions | undefined,
   ) {}
 
   static async load(dir: string, options: { session?: SessionOptions; qllamaSession?: SessionOptions } = {}): Promise<InternVLClipModel> {
@@ -91,11 +94,7 @@ export class InternVLClipModel {
     g.output(buildAttentionPooling(g, g.scope('clip_projector'), lastHiddenState, config.vision.hiddenSize, config.attnPoolNumHeads), 'image_embeds_c');
     const vision = await createSession(g, options.session);
 
-    const qllama = await CausalLM.load(checkpoint, config.qllama, {
-      prefix: 'qllama', graphName: 'qllama', withoutLmHead: true, session: options.qllamaSession ?? options.session,
-      afterSelfAttention: (index, layer, x, batchSeq) => (index % config.crossAttentionFrequency === 0
-        ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x),
-    });
+    const qllama = await loadQllama(checkpoint, config, { withoutLmHead: true, session: options.qllamaSession ?? options.session });
 
     const p = new GraphBuilder('clip_projector2', checkpoint);
     const queries = p.input('query_features', 'float32', ['batch', config.numQueryToken, config.qllama.hiddenSize]);
@@ -105,7 +104,8 @@ export class InternVLClipModel {
     const side = config.imageSize / config.vision.patchSize;
     const positions = resizePositionEmbedding(checkpoint.readFloat32('vision_model.embeddings.position_embedding').data, config.vision.hiddenSize, side, side);
     const logitScale = checkpoint.readFloat32('logit_scale').data[0];
-    return new InternVLClipModel(dir, config, checkpoint, vision, qllama, queryPooling, positions, checkpoint.readFloat32('text_projection').data, logitScale);
+    return new InternVLClipModel(dir, config, checkpoint, vision, qllama, queryPooling, positions,
+      checkpoint.readFloat32('text_projection').data, logitScale, options.qllamaSession ?? options.session);
   }
 
   /** ViT tokens [B, 1+g², C] and the InternVL-C embedding [B, D] (not normalized) of [B, 3, S, S] pixels. */
@@ -194,8 +194,14 @@ export class InternVLClipModel {
     return { hidden, embeds };
   }
 
+  /** QLLaMA with its lm_head, for captioning; built on first use (the embedding paths do not need it). */
+  captioningDecoder(): Promise<CausalLM> {
+    this.captionDecoder ??= loadQllama(this.checkpoint, this.config, { withoutLmHead: false, session: this.qllamaSession });
+    return this.captionDecoder;
+  }
+
   /** Cross-attention switched off: a one-token dummy vision input with every row gated to zero. */
-  private noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
+  noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
     const Cv = this.config.vision.hiddenSize;
     return {
       vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
@@ -221,8 +227,17 @@ export class InternVLClipModel {
   }
 
   async release(): Promise<void> {
-    await Promise.all([this.vision.release(), this.qllama.release(), this.queryPooling.release()]);
+    const caption = this.captionDecoder ? await this.captionDecoder : null;
+    await Promise.all([this.vision.release(), this.qllama.release(), this.queryPooling.release(), caption?.release()]);
   }
+}
+
+function loadQllama(checkpoint: Checkpoint, config: InternVLClipConfig, options: { withoutLmHead: boolean; session?: SessionOptions }): Promise<CausalLM> {
+  return CausalLM.load(checkpoint, config.qllama, {
+    prefix: 'qllama', graphName: options.withoutLmHead ? 'qllama' : 'qllama_lm', withoutLmHead: options.withoutLmHead, session: options.session,
+    afterSelfAttention: (index, layer, x, batchSeq) => (index % config.crossAttentionFrequency === 0
+      ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x),
+  });
 }
 
 /**

@@ -3,8 +3,17 @@
  * kept between steps. Greedy or sampled (temperature, top-k, top-p, repetition penalty; seeded), stop tokens,
  * streaming as an async iterator, cancellation through an AbortSignal, and batches with left padding.
  */
-import type { CausalLM, KvCache } from '../models/llm.js';
+import * as ort from 'onnxruntime-node';
+import type { DecoderStep, KvCache } from '../models/llm.js';
 import { UsageError } from '../core/errors.js';
+
+/** What generation needs of a model: `CausalLM`, or a wrapper that adds inputs to its steps (QLLaMA captioning). */
+export interface Decoder {
+  readonly config: { vocabSize: number; hiddenSize: number };
+  embedTokens(ids: readonly number[]): Float32Array;
+  emptyCache(batch: number): KvCache;
+  step(step: DecoderStep): Promise<{ logits: Float32Array; cache: KvCache }>;
+}
 
 export interface GenerationOptions {
   maxNewTokens?: number;
@@ -20,7 +29,11 @@ export interface GenerationOptions {
   stopTokenIds?: number[];
   /** Never chosen (e.g. `<IMG_CONTEXT>`). */
   suppressTokenIds?: number[];
+  /** The stop tokens are not chosen before this many new tokens. */
+  minNewTokens?: number;
   signal?: AbortSignal;
+  /** Sees each prompt's raw logits before every choice (verification, debugging). */
+  onLogits?: (prompt: number, step: number, logits: Float32Array) => void;
 }
 
 /** A prompt: its token ids and their embeddings ([ids.length, hidden]; image features already spliced in). */
@@ -62,6 +75,7 @@ export class TokenChooser {
   choose(logits: Float32Array, generated: readonly number[]): number {
     const scores = Float32Array.from(logits);
     for (const id of this.options.suppressTokenIds ?? []) scores[id] = -Infinity;
+    if (generated.length < (this.options.minNewTokens ?? 0)) for (const id of this.options.stopTokenIds ?? []) scores[id] = -Infinity;
     const penalty = this.options.repetitionPenalty ?? 1;
     if (penalty !== 1) {
       for (const id of new Set(generated)) scores[id] = scores[id] < 0 ? scores[id] * penalty : scores[id] / penalty;
@@ -103,19 +117,19 @@ export function argmax(values: ArrayLike<number>): number {
 /**
  * Streams generated token ids as they come. The returned generator's `return` value is the finish reason.
  */
-export async function* streamTokens(lm: CausalLM, prompt: Prompt, options: GenerationOptions = {}): AsyncGenerator<number, FinishReason> {
+export async function* streamTokens(lm: Decoder, prompt: Prompt, options: GenerationOptions = {}): AsyncGenerator<number, FinishReason> {
   const reasons: FinishReason[] = [];
   for await (const tokens of streamBatch(lm, [prompt], options, reasons)) yield tokens[0];
   return reasons[0] ?? 'length';
 }
 
-export async function generate(lm: CausalLM, prompt: Prompt, options: GenerationOptions = {}): Promise<GenerationResult> {
+export async function generate(lm: Decoder, prompt: Prompt, options: GenerationOptions = {}): Promise<GenerationResult> {
   const [result] = await generateBatch(lm, [prompt], options);
   return result;
 }
 
 /** Generates for several prompts at once (left padding), each stopping on its own. */
-export async function generateBatch(lm: CausalLM, prompts: Prompt[], options: GenerationOptions = {}): Promise<GenerationResult[]> {
+export async function generateBatch(lm: Decoder, prompts: Prompt[], options: GenerationOptions = {}): Promise<GenerationResult[]> {
   const ids: number[][] = prompts.map(() => []);
   const reasons: FinishReason[] = [];
   for await (const tokens of streamBatch(lm, prompts, options, reasons)) {
@@ -128,7 +142,7 @@ export async function generateBatch(lm: CausalLM, prompts: Prompt[], options: Ge
  * The decoding loop. Yields one token per prompt per step (−1 for prompts already finished) and fills
  * `reasons` with each prompt's finish reason.
  */
-async function* streamBatch(lm: CausalLM, prompts: Prompt[], options: GenerationOptions, reasons: FinishReason[]): AsyncGenerator<number[]> {
+async function* streamBatch(lm: Decoder, prompts: Prompt[], options: GenerationOptions, reasons: FinishReason[]): AsyncGenerator<number[]> {
   if (prompts.length === 0) return;
   const H = lm.config.hiddenSize;
   const B = prompts.length;
@@ -171,7 +185,9 @@ async function* streamBatch(lm: CausalLM, prompts: Prompt[], options: Generation
     }
     const tokens = prompts.map((_, b) => {
       if (finished[b]) return -1;
-      const token = chooser.choose(logits.subarray(b * V, (b + 1) * V), generated[b]);
+      const row = logits.subarray(b * V, (b + 1) * V);
+      options.onLogits?.(b, step, row);
+      const token = chooser.choose(row, generated[b]);
       generated[b].push(token);
       if (stop.has(token)) { finished[b] = true; reasons[b] = 'stop'; }
       else if (generated[b].length >= maxNewTokens) { finished[b] = true; reasons[b] = 'length'; }
@@ -188,4 +204,123 @@ async function* streamBatch(lm: CausalLM, prompts: Prompt[], options: Generation
       attentionMask: Uint8Array.from(mask.flat()), logitIndices: prompts.map((_, b) => b), cache,
     }));
   }
+}
+
+export interface BeamSearchOptions {
+  numBeams?: number;
+  maxNewTokens?: number;
+  /** EOS is forbidden before this many new tokens. */
+  minNewTokens?: number;
+  /** Hypothesis score = sum of log-probabilities / length^lengthPenalty (transformers' default 1). */
+  lengthPenalty?: number;
+  stopTokenIds?: number[];
+  suppressTokenIds?: number[];
+  signal?: AbortSignal;
+}
+
+/** Rows of every cache tensor picked by `rows` (beam reordering). */
+export function reorderCache(cache: KvCache, rows: readonly number[]): KvCache {
+  const pick = (tensor: ort.Tensor) => {
+    const [batch, ...rest] = tensor.dims as number[];
+    const stride = rest.reduce((a, b) => a * b, 1);
+    const data = tensor.data as Float32Array;
+    const out = new Float32Array(rows.length * stride);
+    rows.forEach((row, i) => {
+      if (row >= batch) throw new UsageError(`cache row ${row} out of ${batch}`);
+      out.set(data.subarray(row * stride, (row + 1) * stride), i * stride);
+    });
+    return new ort.Tensor('float32', out, [rows.length, ...rest]);
+  };
+  return { keys: cache.keys.map(pick), values: cache.values.map(pick), length: cache.length };
+}
+
+function logSoftmax(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of row) if (v > max) max = v;
+  let sum = 0;
+  for (const v of row) sum += Math.exp(v - max);
+  const logSum = max + Math.log(sum);
+  return Float64Array.from(row, (v) => v - logSum);
+}
+
+/**
+ * Beam search with transformers' rules: each step keeps the 2·beams best continuations of all beams; a
+ * continuation ending in a stop token becomes a finished hypothesis (scored sum-logprob / length^penalty) when it
+ * ranks among the first `beams`; search ends when `beams` hypotheses are finished and no open beam can beat the
+ * worst of them, or at `maxNewTokens`. Returns the best hypothesis (stop token included).
+ */
+export async function beamSearch(lm: Decoder, prompt: Prompt, options: BeamSearchOptions = {}): Promise<GenerationResult> {
+  const beams = options.numBeams ?? 5;
+  const maxNewTokens = options.maxNewTokens ?? 30;
+  const minNewTokens = options.minNewTokens ?? 0;
+  const lengthPenalty = options.lengthPenalty ?? 1;
+  const stop = new Set(options.stopTokenIds ?? []);
+  const V = lm.config.vocabSize;
+  const S = prompt.ids.length;
+  const finished: Array<{ ids: number[]; score: number }> = [];
+  const addFinished = (ids: number[], logProb: number) => {
+    const score = logProb / ids.length ** lengthPenalty;
+    if (finished.length < beams || score > finished[finished.length - 1].score) {
+      finished.push({ ids, score });
+      finished.sort((a, b) => b.score - a.score);
+      if (finished.length > beams) finished.pop();
+    }
+  };
+
+  // One prefill; the single live beam is copied into the first step's continuations by the cache reorder.
+  let { logits, cache } = await lm.step({
+    embeds: prompt.embeds, batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i),
+    attentionMask: new Uint8Array(S).fill(1), logitIndices: [S - 1], cache: lm.emptyCache(1),
+  });
+  let open = [{ ids: [] as number[], logProb: 0 }];
+  let rowLogits = [logits];
+  for (let step = 0; step < maxNewTokens; step++) {
+    if (options.signal?.aborted) return { ids: finished[0]?.ids ?? open[0].ids, finishReason: 'cancelled', promptTokens: S };
+    const candidates: Array<{ beam: number; token: number; logProb: number }> = [];
+    open.forEach((beam, b) => {
+      const scores = logSoftmax(rowLogits[b]);
+      for (const id of options.suppressTokenIds ?? []) scores[id] = -Infinity;
+      if (step < minNewTokens) for (const id of stop) scores[id] = -Infinity;
+      // Keep this beam's best 2·beams tokens; the global best 2·beams are among them.
+      const best = topIndices(scores, 2 * beams);
+      for (const token of best) candidates.push({ beam: b, token, logProb: beam.logProb + scores[token] });
+    });
+    candidates.sort((a, b) => b.logProb - a.logProb);
+    const next: Array<{ ids: number[]; logProb: number; beam: number }> = [];
+    for (const [rank, c] of candidates.slice(0, 2 * beams).entries()) {
+      const ids = [...open[c.beam].ids, c.token];
+      if (stop.has(c.token)) {
+        if (rank < beams) addFinished(ids, c.logProb);
+      } else if (next.length < beams) {
+        next.push({ ids, logProb: c.logProb, beam: c.beam });
+      }
+    }
+    const bestOpen = next[0]?.logProb ?? -Infinity;
+    const done = finished.length >= beams && finished[finished.length - 1].score >= bestOpen / (step + 1) ** lengthPenalty;
+    if (done || next.length === 0 || step === maxNewTokens - 1) {
+      for (const beam of next) addFinished(beam.ids, beam.logProb);
+      const best = finished[0];
+      return { ids: best.ids, finishReason: stop.has(best.ids[best.ids.length - 1]) ? 'stop' : 'length', promptTokens: S };
+    }
+    cache = reorderCache(cache, next.map((n) => n.beam));
+    open = next;
+    const tokens = next.map((n) => n.ids[n.ids.length - 1]);
+    const total = S + step + 1;
+    ({ logits, cache } = await lm.step({
+      embeds: lm.embedTokens(tokens), batch: next.length, seq: 1, positions: new Int32Array(next.length).fill(S + step),
+      attentionMask: new Uint8Array(next.length * total).fill(1), logitIndices: next.map((_, i) => i), cache,
+    }));
+    rowLogits = next.map((_, i) => logits.subarray(i * V, (i + 1) * V));
+  }
+  return { ids: finished[0]?.ids ?? [], finishReason: 'length', promptTokens: S };
+}
+
+function topIndices(values: Float64Array, k: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] === -Infinity) continue;
+    if (out.length < k) { out.push(i); out.sort((a, b) => values[b] - values[a]); continue; }
+    if (values[i] > values[out[k - 1]]) { out[k - 1] = i; out.sort((a, b) => values[b] - values[a]); }
+  }
+  return out;
 }

@@ -1,0 +1,51 @@
+/**
+ * Runner for the InternVL-C/G model fixture (`internvl_clip`): vision states, QLLaMA query features, text hidden
+ * states and embeddings, image embeddings and logits in both modes.
+ */
+import type { ComparedTensor } from './compare.js';
+import type { Fixture } from './fixture.js';
+import type { FixtureRunner } from './registry.js';
+import { detectArchitecture } from '../../models/config.js';
+import { InternVLClipModel } from '../../models/internvl_clip.js';
+
+export const clipModelRunner: FixtureRunner = {
+  name: 'internvl_clip',
+  matches(fixture) {
+    return fixture.config !== null && fixture.goldenDir === fixture.dir && fixture.has('in.pixel_values')
+      && detectArchitecture(fixture.config) === 'InternVLModel';
+  },
+  async run(fixture, options) {
+    const model = await InternVLClipModel.load(fixture.dir, { session: { threads: options.threads } });
+    const compared: ComparedTensor[] = [];
+    const check = (name: string, data: Float32Array, shape: number[]) => {
+      if (fixture.has(name)) compared.push(fixture.compare(name, { data, shape }));
+    };
+    try {
+      const pixels = fixture.tensor('in.pixel_values');
+      const B = pixels.shape[0];
+      const pixelData = Float32Array.from(pixels.data);
+      const { tokens } = await model.encodeVision(pixelData, B);
+      const C = model.config.vision.hiddenSize;
+      check('out.vision_last_hidden_state', tokens, [B, tokens.length / B / C, C]);
+      const H = model.config.qllama.hiddenSize;
+      const Q = model.config.numQueryToken;
+      check('out.qllama_query_features', await model.queryFeatures(tokens, B), [B, Q, H]);
+
+      const idTensor = fixture.tensor('in.input_ids');
+      const [T, L] = idTensor.shape;
+      const ids = Array.from({ length: T }, (_, t) => Array.from(idTensor.data.subarray(t * L, (t + 1) * L)));
+      const text = await model.encodeText(ids);
+      const D = model.config.clipEmbedDim;
+      check('out.text_hidden', text.hidden, [T, L, H]);
+      check('out.text_embeds', text.embeds, [T, D]);
+      for (const mode of ['C', 'G'] as const) {
+        const images = await model.encodeImage(pixelData, B, mode);
+        check(`out.image_embeds_${mode}`, images, [B, D]);
+        check(`out.logits_per_image_${mode}`, model.similarity(images, text.embeds), [B, T]);
+      }
+    } finally {
+      await model.release();
+    }
+    return compared;
+  },
+};

@@ -1,0 +1,107 @@
+/**
+ * Runner for InternVL-C/G end-to-end folders (`clip_e2e`): the user's classification and retrieval through the
+ * task code the CLI uses (tokenizer → prompts → text tower; photo → Pillow-exact transform → image tower;
+ * template ensembling; logits, probabilities, top-1; retrieval scores and recall), both modes.
+ */
+import path from 'node:path';
+import { EXACT_BOUND } from './compare.js';
+import type { ComparedTensor } from './compare.js';
+import type { Fixture } from './fixture.js';
+import type { FixtureRunner } from './registry.js';
+import { ModelLoadError } from '../../core/errors.js';
+import { argmaxRows, retrievalRecall } from '../eval/metrics.js';
+import { matrix, transpose } from '../../core/matrix.js';
+import { detectArchitecture } from '../../models/config.js';
+import { loadImage } from '../../processing/image.js';
+import { preprocessForClip } from '../../processing/tiling.js';
+import { encodeClipTexts, preCaption } from '../../processing/tokenizers/clip_text.js';
+import {
+  buildZeroShotClassifier, classifyEmbeddings, encodeImages, encodeTexts, fillTemplate, loadClipPipeline, retrievalScores,
+} from '../../tasks/clip.js';
+
+interface ClipMeta {
+  classify: { images: string[]; labels: string[]; templates: string[] };
+  retrieval: { captions: string[]; text_image_index: number[]; modes: Record<string, Record<string, number>> };
+}
+
+export const clipE2eRunner: FixtureRunner = {
+  name: 'internvl_clip_e2e',
+  matches(fixture) {
+    return fixture.config !== null && fixture.goldenDir !== fixture.dir && detectArchitecture(fixture.config) === 'InternVLModel';
+  },
+  async run(fixture, options) {
+    const meta = fixture.meta as unknown as ClipMeta;
+    if (!meta.classify?.images || !meta.retrieval?.captions) throw new ModelLoadError(`${fixture.goldenDir}/meta.json: no classify/retrieval section`);
+    const pipeline = await loadClipPipeline(fixture.dir, { session: { threads: options.threads } });
+    const compared: ComparedTensor[] = [];
+    const check = (name: string, data: ArrayLike<number>, shape: number[], bound = undefined as typeof EXACT_BOUND | undefined) => {
+      if (fixture.has(name)) compared.push(fixture.compare(name, { data, shape }, bound));
+    };
+    try {
+      const images = await Promise.all(meta.classify.images.map((p) => loadImage(path.join(fixture.goldenDir, 'images', path.basename(p)))));
+      const S = pipeline.model.config.imageSize;
+      const pixels = (transform: 'classification' | 'retrieval') => {
+        const out = new Float32Array(images.length * 3 * S * S);
+        images.forEach((image, i) => out.set(preprocessForClip(image, transform, S), i * 3 * S * S));
+        return out;
+      };
+      check('in.cls.pixel_values', pixels('classification'), [images.length, 3, S, S]);
+      check('in.ret.pixel_values', pixels('retrieval'), [images.length, 3, S, S]);
+
+      const { labels, templates } = meta.classify;
+      const prompts = labels.flatMap((label) => templates.map((t) => fillTemplate(t, label)));
+      const promptIds = encodeClipTexts(pipeline.tokenizer, prompts).ids;
+      check('in.cls.input_ids', promptIds.flat(), [promptIds.length, promptIds[0].length]);
+      const texts = meta.retrieval.captions.map((c) => preCaption(c));
+      const textIds = encodeClipTexts(pipeline.tokenizer, texts).ids;
+      check('in.ret.input_ids', textIds.flat(), [textIds.length, textIds[0].length]);
+
+      const D = pipeline.model.config.clipEmbedDim;
+      const promptEmbeds = await encodeTexts(pipeline, prompts);
+      check('out.text_embeds', promptEmbeds.data, [prompts.length, D]);
+      const textEmbeds = await encodeTexts(pipeline, texts);
+      check('out.ret.text_embeds', textEmbeds.data, [texts.length, D]);
+      const classifier = await buildZeroShotClassifier(pipeline, labels, templates);
+
+      for (const mode of ['C', 'G'] as const) {
+        const imageEmbeds = await encodeImages(pipeline, images, { mode, transform: 'classification' });
+        check(`out.${mode}.image_embeds`, imageEmbeds.data, [images.length, D]);
+        check(`out.${mode}.classifier`, transpose(classifier).data, [D, labels.length]);
+        const { logits, probs } = classifyEmbeddings(imageEmbeds, classifier);
+        check(`out.${mode}.logits`, logits.data, [images.length, labels.length]);
+        check(`out.${mode}.probs`, probs.data, [images.length, labels.length]);
+        check(`out.${mode}.top1`, argmaxRows(logits), [images.length], EXACT_BOUND);
+
+        const retrievalEmbeds = await encodeImages(pipeline, images, { mode, transform: 'retrieval' });
+        check(`out.${mode}.ret.image_embeds`, retrievalEmbeds.data, [images.length, D]);
+        const scores = retrievalScores(textEmbeds, retrievalEmbeds);
+        check(`out.${mode}.ret.scores`, scores.data, [texts.length, images.length]);
+        check(`out.${mode}.ret.logits_per_image`, pipeline.model.similarity(retrievalEmbeds.data, textEmbeds.data), [images.length, texts.length]);
+        const expected = meta.retrieval.modes[mode];
+        if (expected) {
+          const recall = retrievalRecall(matrix(scores.data, texts.length, images.length), meta.retrieval.text_image_index, [1, 5]);
+          const keys = Object.keys(expected).sort();
+          compared.push({
+            name: `meta.retrieval.${mode} (${keys.length} recalls)`, shape: [keys.length], bound: EXACT_BOUND,
+            ...errorOf(keys.map((k) => recall[k]), keys.map((k) => expected[k])),
+          });
+        }
+      }
+    } finally {
+      await pipeline.model.release();
+    }
+    return compared;
+  },
+};
+
+/** Max abs/rel error of two short lists (values that are not tensors in io.safetensors). */
+export function errorOf(actual: number[], expected: number[]): { maxAbsError: number; maxRelError: number; ok: boolean } {
+  let maxAbs = 0;
+  let maxRef = 0;
+  expected.forEach((e, i) => {
+    maxAbs = Math.max(maxAbs, Math.abs((actual[i] ?? NaN) - e));
+    maxRef = Math.max(maxRef, Math.abs(e));
+  });
+  if (Number.isNaN(maxAbs) || actual.length !== expected.length) return { maxAbsError: Infinity, maxRelError: Infinity, ok: false };
+  return { maxAbsError: maxAbs, maxRelError: maxRef > 0 ? maxAbs / maxRef : maxAbs, ok: maxAbs === 0 };
+}
