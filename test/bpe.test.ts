@@ -15,6 +15,8 @@ import {
 } from '../src/processing/tokenizers/bpe.js';
 
 const DATA = fileURLToPath(new URL('./data/tokenizers/qwen2/', import.meta.url));
+// The InternVL2-1B tokenizer files, from the chat_e2e checkpoint folder.
+const TOKENIZER = fileURLToPath(new URL('./data/fixtures/chat_e2e/', import.meta.url));
 
 interface Qwen2Ref {
   texts: string[];
@@ -46,7 +48,7 @@ let tmp: string;
 
 before(async () => {
   const t0 = performance.now();
-  tok = await loadBpeTokenizer(DATA);
+  tok = await loadBpeTokenizer(TOKENIZER);
   loadMs = performance.now() - t0;
   tmp = await mkdtemp(join(tmpdir(), 'bpe-test-'));
 });
@@ -183,8 +185,8 @@ describe('Qwen2 tokenizer (InternVL2-1B files)', () => {
   });
 
   it('merges exactly like the reference "lowest rank first" BPE on long words', async () => {
-    const vocab = await readJson<Record<string, number>>('vocab.json');
-    const merges = parseMergesTxt(await readFile(join(DATA, 'merges.txt'), 'utf8'), 'merges.txt');
+    const vocab = JSON.parse(await readFile(join(TOKENIZER, 'vocab.json'), 'utf8')) as Record<string, number>;
+    const merges = parseMergesTxt(await readFile(join(TOKENIZER, 'merges.txt'), 'utf8'), 'merges.txt');
     const rank = new Map(merges.map(([a, b], r) => [`${a} ${b}`, r]));
     // The original GPT-2 loop: merge every occurrence of the best pair, repeat.
     const naive = (word: string[]): string[] => {
@@ -247,9 +249,9 @@ describe('tokenizer.json loading', () => {
   };
 
   it('gives the same ids as the slow files for a Qwen2 tokenizer.json', async () => {
-    const vocab = await readJson<Record<string, number>>('vocab.json');
-    const merges = parseMergesTxt(await readFile(join(DATA, 'merges.txt'), 'utf8'), 'merges.txt');
-    const config = await readJson<{ added_tokens_decoder: Record<string, Record<string, unknown>> }>('tokenizer_config.json');
+    const vocab = JSON.parse(await readFile(join(TOKENIZER, 'vocab.json'), 'utf8')) as Record<string, number>;
+    const merges = parseMergesTxt(await readFile(join(TOKENIZER, 'merges.txt'), 'utf8'), 'merges.txt');
+    const config = JSON.parse(await readFile(join(TOKENIZER, 'tokenizer_config.json'), 'utf8')) as { added_tokens_decoder: Record<string, Record<string, unknown>> };
     const json = {
       version: '1.0',
       added_tokens: Object.entries(config.added_tokens_decoder).map(([id, t]) => ({ id: Number(id), ...t })),
@@ -263,7 +265,7 @@ describe('tokenizer.json loading', () => {
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir);
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(json));
-    await copyFile(join(DATA, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
+    await copyFile(join(TOKENIZER, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
     const fast = await loadBpeTokenizer(dir);
     assert.equal(fast.eosTokenId, 151645);
     assert.equal(fast.vocabSize, 151655);

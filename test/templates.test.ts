@@ -17,6 +17,8 @@ import {
 } from '../src/processing/templates.js';
 
 const DATA = fileURLToPath(new URL('./data/tokenizers/qwen2/', import.meta.url));
+// The InternVL2-1B tokenizer files, from the chat_e2e checkpoint folder.
+const TOKENIZER = fileURLToPath(new URL('./data/fixtures/chat_e2e/', import.meta.url));
 
 interface GoldenTurn {
   question: string;
@@ -41,7 +43,7 @@ let tok: ByteLevelBpeTokenizer;
 
 before(async () => {
   golden = JSON.parse(await readFile(join(DATA, 'chat_e2e_golden.json'), 'utf8')) as Golden;
-  tok = await loadBpeTokenizer(DATA);
+  tok = await loadBpeTokenizer(TOKENIZER);
 });
 
 describe('chat_e2e golden prompts (InternVL2-1B, Hermes-2, official model.chat())', () => {
@@ -178,7 +180,7 @@ describe('expandImagePlaceholders', () => {
 
 describe('renderHfChatTemplate', () => {
   it('renders the Qwen2 chat_template of tokenizer_config.json', async () => {
-    const config = JSON.parse(await readFile(join(DATA, 'tokenizer_config.json'), 'utf8')) as { chat_template: string };
+    const config = JSON.parse(await readFile(join(TOKENIZER, 'tokenizer_config.json'), 'utf8')) as { chat_template: string };
     const messages = [
       { role: 'user', content: 'hi' },
       { role: 'assistant', content: 'hello' },

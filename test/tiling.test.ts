@@ -156,8 +156,8 @@ test('preprocess fixture: official dynamic_preprocess + build_transform (448, ma
 });
 
 test('clip_e2e pixels: Resize 224 + CenterCrop (classification) and Resize (224, 224) (retrieval)', async (t) => {
-  const st = readSafetensors(join(DATA, 'clip_e2e_pixels/io.safetensors'));
-  const meta = JSON.parse(readFileSync(join(DATA, 'clip_e2e_pixels/meta.json'), 'utf8'));
+  const st = readSafetensors(join(DATA, 'fixtures/clip_e2e/golden/io.safetensors'));
+  const meta = JSON.parse(readFileSync(join(DATA, 'fixtures/clip_e2e/golden/meta.json'), 'utf8'));
   const files: string[] = meta.images.map((e: { file: string }) => e.file);
   assert.equal(files.length, 8);
   const per = 3 * 224 * 224;
