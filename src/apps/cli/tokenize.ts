@@ -6,13 +6,15 @@ import type { Command } from './registry.js';
 
 const USAGE = `Usage: internvl tokenize <tokenizer> (--text <text> | --file <file>) [--add-special] [--json]
 
-Prints the token ids of each input line, comma-separated, one line per input line. <tokenizer> is a model or
+Prints the token ids of each input line, comma-separated, one line per input. <tokenizer> is a model or
 tokenizer folder (tokenizer.model, tokenizer.json, or vocab.json + merges.txt with their configs) or one of those
 files.
 
 Options:
   --text <text>        the text (its lines are encoded separately)
   --file <file>        a UTF-8 file, one text per line
+  --separator <s>      split the input at this string instead of at newlines (\n and \t are understood),
+                       e.g. '\n__ggml_vocab_test__\n' for llama.cpp's test vectors
   --add-special        add BOS/EOS as the tokenizer config says (default: no special tokens)
   --json               {"ids": [[...], ...]} on stdout
   -h, --help           show this help
@@ -24,7 +26,7 @@ export const tokenizeCommand: Command = {
   async run(args) {
     const parsed = parseCommandArgs({
       command: 'tokenize', usage: USAGE,
-      options: { text: { type: 'string' }, file: { type: 'string' }, 'add-special': { type: 'boolean' }, json: { type: 'boolean' } },
+      options: { text: { type: 'string' }, file: { type: 'string' }, separator: { type: 'string' }, 'add-special': { type: 'boolean' }, json: { type: 'boolean' } },
       positionals: { min: 1, max: 1 },
     }, args);
     if (!parsed) return 0;
@@ -39,8 +41,11 @@ export const tokenizeCommand: Command = {
         parsed.fail(`cannot read --file '${file}' (${(error as NodeJS.ErrnoException).code ?? error})`);
       }
     }
-    const lines = input.split('\n');
-    if (file !== undefined && lines[lines.length - 1] === '') lines.pop();
+    const separator = (parsed.string('separator') ?? '\\n').replaceAll('\\n', '\n').replaceAll('\\t', '\t');
+    const lines = input.split(separator);
+    // A file's final newline ends its last line rather than starting an empty one.
+    if (file !== undefined && lines.length > 1 && lines[lines.length - 1].replace(/\n$/, '') === '') lines.pop();
+    else if (file !== undefined && separator !== '\n') lines[lines.length - 1] = lines[lines.length - 1].replace(/\n$/, '');
     const target = parsed.positionals[0];
     if (!fs.existsSync(target)) parsed.fail(`no such tokenizer folder or file '${target}'`);
     const dir = fs.statSync(target).isDirectory() ? target : path.dirname(target);

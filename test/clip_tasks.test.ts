@@ -1,0 +1,112 @@
+/** InternVL-C/G tasks beyond the e2e goldens: captioning, prompt sets, text embeddings, CLI output. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { DATA, runCli } from './helpers/cli.js';
+import { loadImage } from '../src/processing/image.js';
+import { captionImage } from '../src/tasks/caption.js';
+import { encodeTexts, fillTemplate, loadClipPipeline } from '../src/tasks/clip.js';
+import { loadClassNames, loadTemplates } from '../src/tasks/zeroshot_prompts.js';
+import { preprocessForClip } from '../src/processing/tiling.js';
+import { causalAttentionBias } from '../src/models/llm.js';
+import * as ort from 'onnxruntime-node';
+
+const CLIP = path.join(DATA, 'fixtures', 'clip_e2e');
+const CAT = path.join(DATA, 'images', 'chelsea.png');
+const pipelinePromise = loadClipPipeline(CLIP);
+
+test('greedy captioning with the KV cache equals re-running queries + text with cross-attention every step', async () => {
+  const pipeline = await pipelinePromise;
+  const { model, tokenizer } = pipeline;
+  const image = await loadImage(CAT);
+  const cached = await captionImage(pipeline, image, { numBeams: 1, minNewTokens: 0, maxNewTokens: 6 });
+  assert.equal(cached.ids.length, 6);
+
+  const lm = await model.captioningDecoder();
+  const S = model.config.imageSize;
+  const { tokens } = await model.encodeVision(preprocessForClip(image, 'retrieval', S), 1);
+  const Q = model.config.numQueryToken;
+  const H = model.config.qllama.hiddenSize;
+  const Cv = model.config.vision.hiddenSize;
+  const ids = tokenizer.encode('English caption:');
+  for (let step = 0; step < 6; step++) {
+    const T = Q + ids.length;
+    const embeds = new Float32Array(T * H);
+    embeds.set(model.checkpoint.readFloat32('query_tokens').data);
+    embeds.set(lm.embedTokens(ids), Q * H);
+    const bias = causalAttentionBias(new Uint8Array(T).fill(1), 1, T, T);
+    for (let i = 0; i < Q; i++) bias.fill(0, i * T, i * T + Q);
+    const rows = new Float32Array(T);
+    rows.fill(1, 0, Q);
+    const { logits } = await lm.step({
+      embeds, batch: 1, seq: T, positions: Int32Array.from({ length: T }, (_, i) => i), attentionMask: new Uint8Array(T).fill(1),
+      logitIndices: [T - 1], cache: lm.emptyCache(1), attentionBias: bias,
+      extraFeeds: {
+        vision_hidden_states: new ort.Tensor('float32', tokens, [1, tokens.length / Cv, Cv]),
+        cross_attention_rows: new ort.Tensor('float32', rows, [T, 1]),
+      },
+    });
+    let best = 0;
+    for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
+    ids.push(best);
+  }
+  assert.deepEqual(ids.slice(-6), cached.ids);
+});
+
+test('beam search captions respect the minimum length', async () => {
+  const pipeline = await pipelinePromise;
+  const result = await captionImage(pipeline, await loadImage(CAT), { numBeams: 3, minNewTokens: 4, maxNewTokens: 6 });
+  assert.ok(result.ids.length >= 4 && result.ids.length <= 6);
+  assert.equal(typeof result.text, 'string');
+});
+
+test('built-in prompt sets: the paper\'s ImageNet templates and class names per language', () => {
+  assert.equal(loadTemplates('en').length, 80);
+  assert.equal(loadTemplates('cn').length, 80);
+  assert.equal(loadClassNames('en').length, 1000);
+  assert.equal(loadClassNames('jp').length, 1000);
+  assert.equal(fillTemplate('a photo of a {c}.', 'cat'), 'a photo of a cat.');
+  assert.equal(fillTemplate('itap of a {}.', 'dog'), 'itap of a dog.');
+  assert.throws(() => fillTemplate('no slot', 'x'), /has no \{c\}/);
+  assert.throws(() => loadTemplates('xx'), /neither a built-in language/);
+});
+
+test('text embeddings do not depend on the batch they are computed in', async () => {
+  const pipeline = await pipelinePromise;
+  const texts = ['a photo of a cat', 'a rocket on a launch pad', 'two horses'];
+  const together = await encodeTexts(pipeline, texts);
+  const alone = await encodeTexts(pipeline, texts, { batchSize: 1 });
+  const diff = together.data.reduce((m, v, i) => Math.max(m, Math.abs(v - alone.data[i])), 0);
+  assert.ok(diff < 1e-5, String(diff));
+});
+
+test('CLI: classify prints ranked labels; embed-text and caption give JSON; errors are one line', async () => {
+  const classify = await runCli(['classify', '--model', CLIP, CAT, '--labels', 'cat,dog,rocket', '--template', 'a photo of a {c}.', '--top', '2']);
+  assert.equal(classify.code, 0, classify.stderr);
+  const lines = classify.stdout.trim().split('\n');
+  assert.equal(lines[0], CAT);
+  assert.equal(lines.length, 3);
+  assert.match(lines[1], /^\s+\d+\.\d\d%\s+(cat|dog|rocket)$/);
+
+  const embed = await runCli(['embed-text', '--model', CLIP, '--normalize', '--json', 'a cat', 'a dog']);
+  assert.equal(embed.code, 0, embed.stderr);
+  const output = JSON.parse(embed.stdout) as { dim: number; texts: Array<{ text: string; embedding: number[] }> };
+  assert.equal(output.texts.length, 2);
+  for (const t of output.texts) assert.ok(Math.abs(Math.hypot(...t.embedding) - 1) < 1e-5);
+
+  const caption = await runCli(['caption', '--model', CLIP, CAT, '--beams', '2', '--max-new-tokens', '5', '--min-new-tokens', '5', '--json']);
+  assert.equal(caption.code, 0, caption.stderr);
+  const captions = JSON.parse(caption.stdout) as Array<{ image: string; ids: number[] }>;
+  assert.equal(captions[0].ids.length, 5);
+
+  for (const args of [
+    ['classify', '--model', CLIP, CAT],
+    ['classify', '--model', CLIP, CAT, '--labels', 'a,b', '--mode', 'X'],
+    ['classify', '--model', CLIP, path.join(DATA, 'nope.png'), '--labels', 'a,b'],
+    ['classify', '--model', CLIP, CAT, '--labels', 'a,b', '--templates', 'klingon'],
+  ]) {
+    const result = await runCli(args);
+    assert.equal(result.code, 2, `${args.join(' ')}: ${result.stderr}`);
+    assert.match(result.stderr, /^error: [^\n]+\n$/);
+  }
+});

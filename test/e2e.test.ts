@@ -1,0 +1,74 @@
+/**
+ * End to end: the user's commands on the released-layout folders (InternVL-14B-224px and InternVL2-1B with tiny
+ * weights, real tokenizers, real photos) give the official answers.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DATA, runCli } from './helpers/cli.js';
+import { Fixture, verifyFixture } from '../src/apps/verify/index.js';
+
+const CLIP = path.join(DATA, 'fixtures', 'clip_e2e');
+const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');
+
+for (const [dir, compared] of [[CLIP, 24], [CHAT, 13]] as const) {
+  test(`verify ${path.basename(dir)}: the whole user flow within bound`, async () => {
+    const report = await verifyFixture(dir);
+    assert.equal(report.compared.length, compared);
+    assert.deepEqual(report.skipped, []);
+    for (const c of report.compared) assert.ok(c.ok, `${c.name}: abs ${c.maxAbsError} rel ${c.maxRelError}`);
+    assert.equal(report.status, 0);
+  });
+}
+
+test('internvl classify --json reproduces the official probabilities and logits (modes C and G)', async () => {
+  const fixture = Fixture.open(CLIP);
+  const meta = fixture.meta as { classify: { images: string[]; labels: string[]; templates: string[] } };
+  const images = meta.classify.images.map((p) => path.join(CLIP, 'golden', 'images', path.basename(p)));
+  for (const mode of ['C', 'G']) {
+    const args = ['classify', '--model', CLIP, ...images, '--labels', meta.classify.labels.join(','), '--mode', mode, '--json'];
+    for (const template of meta.classify.templates) args.push('--template', template);
+    const result = await runCli(args);
+    assert.equal(result.code, 0, result.stderr);
+    const output = JSON.parse(result.stdout) as { labels: string[]; images: Array<{ path: string; probs: number[]; logits: number[] }> };
+    assert.deepEqual(output.labels, meta.classify.labels);
+    assert.deepEqual(output.images.map((i) => i.path), images);
+    for (const [key, golden] of [['probs', `out.${mode}.probs`], ['logits', `out.${mode}.logits`]] as const) {
+      const expected = fixture.tensor(golden);
+      const actual = output.images.flatMap((i) => i[key]);
+      const maxRef = Math.max(...Array.from(expected.data, Math.abs));
+      const maxErr = Math.max(...actual.map((v, i) => Math.abs(v - expected.data[i])));
+      assert.ok(maxErr / maxRef < 1e-4, `${mode} ${key}: relative error ${maxErr / maxRef}`);
+    }
+  }
+});
+
+test('internvl chat --json: both turns of one session give the official ids and response text', async () => {
+  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as {
+    chat: { turns: Array<{ question: string; response: string; generated_ids: number[]; input_ids_len: number }> };
+  };
+  const [first, second] = meta.chat.turns;
+  const result = await runCli([
+    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '6',
+    '--max-new-tokens', '12', '--greedy', first.question, second.question, '--json',
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const turns = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { response: string; ids: number[]; prompt_tokens: number });
+  assert.equal(turns.length, 2);
+  turns.forEach((turn, i) => {
+    assert.deepEqual(turn.ids, meta.chat.turns[i].generated_ids);
+    assert.equal(turn.response, meta.chat.turns[i].response);
+    assert.equal(turn.prompt_tokens, meta.chat.turns[i].input_ids_len);
+  });
+});
+
+test('internvl chat streams the answer as plain text without --json', async () => {
+  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as { chat: { turns: Array<{ question: string; response: string }> } };
+  const result = await runCli([
+    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '6',
+    '--max-new-tokens', '12', meta.chat.turns[0].question,
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stdout.trim(), meta.chat.turns[0].response);
+});
