@@ -124,13 +124,16 @@ function validateEntries(
       name, dtype: dtype as DType, shape: shape as number[], file: realPath, offset: dataStart + begin, byteLength: expected,
     });
   }
+  // Sorted by start, a range overlaps an earlier one exactly when it starts before the furthest end so far
+  // (empty tensors occupy no bytes and overlap nothing).
   ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  for (let i = 1; i < ranges.length; i++) {
-    const [prevBegin, prevEnd, prevName] = ranges[i - 1];
-    const [begin, end, name] = ranges[i];
-    if (begin < prevEnd && end > begin && prevEnd > prevBegin) {
-      throw new SafetensorsError(`${filePath}: tensors '${prevName}' and '${name}' overlap (bytes ${begin}..${Math.min(end, prevEnd)})`);
+  let furthest: [number, string] = [0, ''];
+  for (const [begin, end, name] of ranges) {
+    if (end === begin) continue;
+    if (begin < furthest[0]) {
+      throw new SafetensorsError(`${filePath}: tensors '${furthest[1]}' and '${name}' overlap (bytes ${begin}..${Math.min(end, furthest[0])})`);
     }
+    if (end > furthest[0]) furthest = [end, name];
   }
   return tensors;
 }
@@ -309,9 +312,9 @@ export function writeSafetensors(
     chunks.push(bytes);
     offset += bytes.byteLength;
   }
-  let headerText = JSON.stringify(header);
-  headerText += ' '.repeat((8 - (headerText.length % 8)) % 8);
-  const headerBytes = Buffer.from(headerText, 'utf8');
+  const json = Buffer.from(JSON.stringify(header), 'utf8');
+  // Pad with spaces (valid JSON) so that the data starts 8-byte aligned.
+  const headerBytes = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(headerBytes.length));
   const fd = fs.openSync(filePath, 'w');

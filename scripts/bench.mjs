@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// `npm run bench`: the benchmarks of docs/benchmarks.md, each in a fresh process (peak RSS is per process), from
+// source through tsx so that no build is needed. Prints one JSON array on stdout; progress goes to stderr.
+//
+//   node scripts/bench.mjs [--runs N] [--only <shape>] [--threads N]
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '3' }, only: { type: 'string' }, threads: { type: 'string' } },
+});
+
+// The 6B encoder (24 GB of float32 weights) does not fit a small machine: 4 layers are timed and extrapolated.
+const BENCHMARKS = [
+  ['--shape', 'internvit-300m-448', '--dtype', 'float32', '--batch', '1'],
+  ['--shape', 'internvit-6b-224', '--dtype', 'float32', '--batch', '1', '--layers', '4'],
+];
+
+function run(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin', 'internvl-dev.ts'), 'bench', 'vision', ...args], {
+      cwd: repo, stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(stdout)) : reject(new Error(`bench vision ${args.join(' ')} exited with ${code}`))));
+  });
+}
+
+const results = [];
+for (const args of BENCHMARKS) {
+  if (values.only && !args.includes(values.only)) continue;
+  const extra = ['--runs', values.runs, ...(values.threads ? ['--threads', values.threads] : [])];
+  process.stderr.write(`\n== internvl bench vision ${[...args, ...extra].join(' ')}\n`);
+  results.push(await run([...args, ...extra]));
+}
+process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);

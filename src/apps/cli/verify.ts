@@ -1,0 +1,36 @@
+/** `internvl verify <fixture-dir…>` */
+import { parseCommandArgs } from './args.js';
+import type { Command } from './registry.js';
+
+const USAGE = `Usage: internvl verify [options] <fixture-dir>...
+
+Runs golden fixture folders (config.json, weights, io.safetensors with in.* inputs and out.* goldens, meta.json;
+or a checkpoint folder with golden/) through this implementation and compares every out.* tensor it can compute.
+Prints one row per tensor: shape, max abs error, max relative error (max|a-b| / max|b|).
+
+Bounds: model outputs 1e-4 relative, pixel tensors 0.04 absolute, integer tensors exact.
+Exit: 0 all compared tensors within bound, 1 a mismatch, 2 the fixture could not be run or nothing was compared
+(with several folders: the worst).
+
+Options:
+  --json           print the reports as JSON
+  --threads <n>    onnxruntime threads (default: all cores)
+  -h, --help       show this help
+`;
+
+export const verifyCommand: Command = {
+  name: 'verify',
+  summary: 'compare this implementation with golden fixture folders',
+  async run(args) {
+    const parsed = parseCommandArgs({
+      command: 'verify',
+      usage: USAGE,
+      options: { json: { type: 'boolean' }, threads: { type: 'string' } },
+      positionals: { min: 1, max: Infinity },
+    }, args);
+    if (!parsed) return 0;
+    const threads = parsed.integer('threads', undefined, { min: 1 });
+    const { runVerify } = await import('../verify/index.js');
+    return runVerify(parsed.positionals, { json: parsed.flag('json'), threads });
+  },
+};

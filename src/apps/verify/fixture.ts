@@ -1,0 +1,111 @@
+/**
+ * A golden fixture folder (format: /work/shared/fixtures/README.md): `config.json`, weights, `io.safetensors` with
+ * `in.*` inputs and `out.*` goldens, `meta.json`. End-to-end folders look like released checkpoints and keep
+ * `io.safetensors` and `meta.json` in `golden/` instead.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ModelLoadError, SafetensorsError } from '../../core/errors.js';
+import { SafetensorsFile, readRange, bytesToFloat32, type TensorEntry } from '../../core/safetensors.js';
+import { readConfig, type ConfigSection } from '../../models/config.js';
+import { compareTensors, defaultBound, type Bound, type ComparedTensor, type NumericTensor } from './compare.js';
+
+/** A tensor of io.safetensors as numbers: float dtypes as Float32Array, integers as Float64Array (exact below 2^53). */
+export interface IoTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Float32Array | Float64Array;
+}
+
+export class Fixture {
+  private constructor(
+    /** The folder given by the user. */
+    readonly dir: string,
+    /** `config.json`, or null when the folder has none. */
+    readonly config: ConfigSection | null,
+    /** Folder holding `io.safetensors` and `meta.json` (`dir` or `dir/golden`). */
+    readonly goldenDir: string,
+    readonly io: SafetensorsFile | null,
+    readonly meta: Record<string, unknown>,
+  ) {}
+
+  static open(dir: string): Fixture {
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(dir);
+    } catch {
+      throw new ModelLoadError(`${dir}: no such fixture folder`);
+    }
+    if (!stat.isDirectory()) throw new ModelLoadError(`${dir}: not a folder (give the fixture folder, not a file in it)`);
+    const config = fs.existsSync(path.join(dir, 'config.json')) ? readConfig(dir) : null;
+    const goldenDir = fs.existsSync(path.join(dir, 'golden', 'io.safetensors')) ? path.join(dir, 'golden') : dir;
+    const ioPath = path.join(goldenDir, 'io.safetensors');
+    const io = fs.existsSync(ioPath) ? SafetensorsFile.open(ioPath) : null;
+    const metaPath = path.join(goldenDir, 'meta.json');
+    let meta: Record<string, unknown> = {};
+    if (fs.existsSync(metaPath)) {
+      try {
+        meta = JSON.parse(fs.readFileSync(metaPath, 'utf8')) as Record<string, unknown>;
+      } catch (error) {
+        throw new ModelLoadError(`${metaPath}: not valid JSON (${(error as Error).message})`);
+      }
+    }
+    return new Fixture(dir, config, goldenDir, io, meta);
+  }
+
+  get name(): string {
+    return path.basename(path.resolve(this.dir));
+  }
+
+  has(name: string): boolean {
+    return this.io?.tensors.has(name) ?? false;
+  }
+
+  /** Names in io.safetensors starting with `prefix`, in file order. */
+  names(prefix = ''): string[] {
+    return this.io ? [...this.io.tensors.keys()].filter((n) => n.startsWith(prefix)) : [];
+  }
+
+  /** The golden outputs: every `out.*` tensor. */
+  goldenNames(): string[] {
+    return this.names('out.');
+  }
+
+  entry(name: string): TensorEntry {
+    const entry = this.io?.tensors.get(name);
+    if (!entry) throw new ModelLoadError(`${path.join(this.goldenDir, 'io.safetensors')}: no tensor '${name}'`);
+    return entry;
+  }
+
+  tensor(name: string): IoTensor {
+    const entry = this.entry(name);
+    const bytes = readRange(entry.file, entry.offset, entry.byteLength);
+    return { name, dtype: entry.dtype, shape: entry.shape, data: decode(bytes, entry) };
+  }
+
+  /** Compares a computed tensor with the golden `name` (bound: {@link defaultBound} unless given). */
+  compare(name: string, actual: NumericTensor, bound?: Bound): ComparedTensor {
+    const golden = this.tensor(name);
+    return compareTensors(name, actual, golden, bound ?? defaultBound(name, golden));
+  }
+}
+
+function decode(bytes: Buffer, entry: TensorEntry): Float32Array | Float64Array {
+  if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16' || entry.dtype === 'F64') {
+    return bytesToFloat32(bytes, entry.dtype, entry.name);
+  }
+  // Aligned copy: the data offset in the file need not be a multiple of the element size.
+  const aligned = new Uint8Array(bytes.byteLength);
+  aligned.set(bytes);
+  const buffer = aligned.buffer;
+  switch (entry.dtype) {
+    case 'I64': return Float64Array.from(new BigInt64Array(buffer), (v) => Number(v));
+    case 'I32': return Float64Array.from(new Int32Array(buffer));
+    case 'I16': return Float64Array.from(new Int16Array(buffer));
+    case 'I8': return Float64Array.from(new Int8Array(buffer));
+    case 'U8':
+    case 'BOOL': return Float64Array.from(aligned);
+    default: throw new SafetensorsError(`${entry.file}: tensor '${entry.name}' has dtype ${entry.dtype}, which verify cannot read`);
+  }
+}

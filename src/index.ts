@@ -1,0 +1,41 @@
+/**
+ * internvl-ts: InternVL models in TypeScript on onnxruntime.
+ *
+ * Tasks (what most users want):
+ * - chat: `loadChatPipeline(dir)` + `new Conversation(pipeline)` → `ask` / `stream`
+ * - InternVL-C/G: `loadClipPipeline(dir)` → `classifyImages`, `encodeImages`, `encodeTexts`, `retrievalScores`,
+ *   `captionImage`
+ * - InternViT features: `loadImageEmbedder(dir)` → `embedImages`
+ * Models, processing and core pieces are exported for finer control.
+ */
+export * from './core/errors.js';
+export { Checkpoint, SafetensorsFile, writeSafetensors, type DType, type TensorEntry } from './core/safetensors.js';
+export { resolveModelDir, type ResolveModelOptions, type DownloadProgress } from './core/hub.js';
+export { createSession, defaultCacheDir, type SessionOptions } from './core/runtime.js';
+export { useQuantizedLinears } from './core/quantize.js';
+export * from './core/matrix.js';
+
+export { InternVisionModel, parseInternVisionConfig, type InternVisionConfig, type VisionOutput } from './models/intern_vit.js';
+export { CausalLM, parseLlmConfig, LLM_VARIANTS, type LlmConfig, type LlmFamily, type KvCache } from './models/llm.js';
+export { InternVLChatModel, parseInternVLChatConfig, type InternVLChatConfig } from './models/internvl_chat.js';
+export { InternVLClipModel, parseInternVLClipConfig, type InternVLClipConfig, type ClipMode } from './models/internvl_clip.js';
+export { detectArchitecture, readConfig, type Architecture } from './models/config.js';
+
+export { loadImage, toCHWFloat, IMAGENET_MEAN, IMAGENET_STD, type RgbImage } from './processing/image.js';
+export { resizeBicubicPillow } from './processing/resample.js';
+export { dynamicTiles, preprocessForChat, preprocessForClip } from './processing/tiling.js';
+export { loadVideoFrames, probeVideo, sampleChatFrameIndices, sampleMsrvttFrameIndices } from './processing/video.js';
+export { loadTokenizer, type Tokenizer } from './processing/tokenizers/index.js';
+export { encodeClipTexts, preCaption } from './processing/tokenizers/clip_text.js';
+export { getTemplate, buildPrompt, listTemplates } from './processing/templates.js';
+
+export { loadChatPipeline, Conversation, type ChatPipeline, type VisualInput, type ChatTurnResult } from './tasks/chat.js';
+export {
+  loadClipPipeline, encodeImages, encodeTexts, classifyImages, buildZeroShotClassifier, classifyEmbeddings, fillTemplate,
+  type ClipPipeline,
+} from './tasks/clip.js';
+export { captionImage, type CaptionOptions } from './tasks/caption.js';
+export { generate, generateBatch, streamTokens, beamSearch, type GenerationOptions, type GenerationResult } from './tasks/generation.js';
+export { loadLanguageModel } from './tasks/language_model.js';
+export { loadImageEmbedder, embedImages } from './tasks/embed.js';
+export { loadTemplates, loadClassNames } from './tasks/zeroshot_prompts.js';
