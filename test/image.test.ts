@@ -62,7 +62,7 @@ function px(img: RgbImage, x: number, y: number): [number, number, number] {
 }
 
 test('loads the fixture photos (JPEG and PNG) as 8-bit RGB', async () => {
-  const a = await loadImage(join(DATA, 'preprocess/images/image5.jpg'));
+  const a = await loadImage(join(DATA, 'fixtures/preprocess/images/image5.jpg'));
   assert.equal(a.width, 889);
   assert.equal(a.height, 500);
   assert.equal(a.data.length, 889 * 500 * 3);
@@ -173,7 +173,7 @@ test('corrupt file → ImageError naming the file', async () => {
 });
 
 test('truncated JPEG → ImageError naming the file', async () => {
-  const full = readFileSync(join(DATA, 'preprocess/images/image3.jpg'));
+  const full = readFileSync(join(DATA, 'fixtures/preprocess/images/image3.jpg'));
   const f = join(tmp, 'truncated.jpg');
   writeFileSync(f, full.subarray(0, Math.floor(full.length / 2)));
   await assert.rejects(loadImage(f), (e: unknown) => {
@@ -205,7 +205,7 @@ test('decompression bomb: a 50,000 × 50,000 PNG header fails fast, before decod
   const ok = await loadImage(small, { maxPixels: 10_000 });
   assert.equal(ok.width, 100);
   // JPEG header sniffing
-  const jpg = readFileSync(join(DATA, 'preprocess/images/image5.jpg'));
+  const jpg = readFileSync(join(DATA, 'fixtures/preprocess/images/image5.jpg'));
   assert.deepEqual(readImageHeaderSize(jpg), { format: 'jpeg', width: 889, height: 500 });
   await assert.rejects(loadImage(jpg, { name: 'j.jpg', maxPixels: 1000 }), /j\.jpg: image is 889×500/);
 });

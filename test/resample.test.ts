@@ -201,12 +201,12 @@ test('resizeBicubicPillow agrees with a float reference to ±1 (fixed-point roun
 test('resizeBicubicPillow is bit-exact against Pillow on the preprocess fixture (896×448 tiles of image5)', async () => {
   // The fixture stores the normalised tiles of Pillow's resize; invert the float32 normalisation to bytes.
   const { loadImage, IMAGENET_MEAN, IMAGENET_STD } = await import('../src/processing/image.js');
-  const buf = readFileSync(new URL('./data/preprocess/io.safetensors', import.meta.url));
+  const buf = readFileSync(new URL('./data/fixtures/preprocess/io.safetensors', import.meta.url));
   const n = Number(buf.readBigUInt64LE(0));
   const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
   const [s, e] = header['out.image5.pixel_values'].data_offsets;
   const golden = new Float32Array(new Uint8Array(buf.subarray(8 + n + s, 8 + n + e)).buffer);
-  const img = await loadImage(new URL('./data/preprocess/images/image5.jpg', import.meta.url).pathname);
+  const img = await loadImage(new URL('./data/fixtures/preprocess/images/image5.jpg', import.meta.url).pathname);
   const resized = resizeBicubicPillow(img, 896, 448);
   const T = 448;
   let mism = 0;

@@ -73,7 +73,7 @@ test('candidate grids come out in CPython set order (reference orders for max 12
   assert.deepEqual(targetRatios(1, 12), ORDER_12);
   assert.deepEqual(targetRatios(1, 6), ORDER_6);
   // the fixture's meta records the order the official code used
-  const meta = JSON.parse(readFileSync(join(DATA, 'preprocess/meta.json'), 'utf8'));
+  const meta = JSON.parse(readFileSync(join(DATA, 'fixtures/preprocess/meta.json'), 'utf8'));
   assert.deepEqual(targetRatios(1, 6), meta.images['image5.jpg'].target_ratios);
 });
 
@@ -137,10 +137,10 @@ test('dynamicTiles: row-major tiles cut from the Pillow resize, thumbnail last',
 });
 
 test('preprocess fixture: official dynamic_preprocess + build_transform (448, max 6, thumbnail)', async (t) => {
-  const st = readSafetensors(join(DATA, 'preprocess/io.safetensors'));
-  const meta = JSON.parse(readFileSync(join(DATA, 'preprocess/meta.json'), 'utf8'));
+  const st = readSafetensors(join(DATA, 'fixtures/preprocess/io.safetensors'));
+  const meta = JSON.parse(readFileSync(join(DATA, 'fixtures/preprocess/meta.json'), 'utf8'));
   for (const name of ['image3', 'image5']) {
-    const img = await loadImage(join(DATA, `preprocess/images/${name}.jpg`));
+    const img = await loadImage(join(DATA, `fixtures/preprocess/images/${name}.jpg`));
     const info = meta.images[`${name}.jpg`];
     assert.deepEqual([img.width, img.height], info.orig_size);
     const r = preprocessForChat(img, { maxTiles: 6, minTiles: 1, tileSize: 448, useThumbnail: true });

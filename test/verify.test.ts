@@ -10,7 +10,7 @@ import { copyFolder, DATA, errorLines, runCli, tempDir } from './helpers/cli.js'
 
 const RMS = path.join(DATA, 'fixtures', 'intern_vit_rms');
 const LN = path.join(DATA, 'fixtures', 'intern_vit_ln');
-const PREPROCESS = path.join(DATA, 'preprocess');
+const PREPROCESS = path.join(DATA, 'fixtures', 'preprocess');
 
 /** Rewrites a safetensors file with some tensors replaced or removed (`null`). */
 function rewrite(file: string, changes: Record<string, ((data: Float32Array) => void) | null>): void {
@@ -111,7 +111,7 @@ test('verify intern_vit_ln (with the alt size) and several folders at once, --js
   }
 });
 
-test('verify preprocess: tiles and grids of real photos', { skip: !fs.existsSync(PREPROCESS) && 'test/data/preprocess not present' }, async () => {
+test('verify preprocess: tiles and grids of real photos', async () => {
   const r = await runCli(['verify', PREPROCESS]);
   assert.equal(r.code, 0, r.stderr);
   const rows = rowsOf(r.stdout);
