@@ -72,3 +72,15 @@ test('internvl chat streams the answer as plain text without --json', async () =
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout.trim(), meta.chat.turns[0].response);
 });
+
+test('internvl chat without a question reads one question per line from standard input, keeping history', async () => {
+  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as { chat: { turns: Array<{ question: string; generated_ids: number[]; input_ids_len: number }> } };
+  const result = await runCli([
+    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '6', '--max-new-tokens', '12', '--json',
+  ], { input: `${meta.chat.turns[0].question}\n\n${meta.chat.turns[1].question}\n` });
+  assert.equal(result.code, 0, result.stderr);
+  const turns = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { ids: number[]; prompt_tokens: number });
+  assert.deepEqual(turns.map((t) => t.ids), meta.chat.turns.map((t) => t.generated_ids));
+  // The second prompt holds the first turn (history): 1874 tokens, not the 1847 of a fresh conversation.
+  assert.deepEqual(turns.map((t) => t.prompt_tokens), meta.chat.turns.map((t) => t.input_ids_len));
+});

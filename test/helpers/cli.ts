@@ -27,13 +27,14 @@ export function tempDir(prefix = 'internvl-test-'): string {
 const cacheDir = tempDir('internvl-cache-');
 process.env.INTERNVL_CACHE = cacheDir;
 
-export function runCli(args: string[], options: { env?: Record<string, string>; cwd?: string } = {}): Promise<CliResult> {
+export function runCli(args: string[], options: { env?: Record<string, string>; cwd?: string; input?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'bin', 'internvl-dev.ts'), ...args], {
       cwd: options.cwd ?? REPO,
       env: { ...process.env, INTERNVL_CACHE: cacheDir, HF_HUB_OFFLINE: '1', ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
+    if (options.input !== undefined) child.stdin!.end(options.input);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
