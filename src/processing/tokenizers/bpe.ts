@@ -22,6 +22,7 @@ import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
+import { PriorityQueue } from './priority_queue.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Public types
@@ -312,45 +313,6 @@ function tokenBytes(token: string): Uint8Array {
 
 const POS_SPAN = 2 ** 32;
 
-class NumberHeap {
-  private a: number[] = [];
-  get size(): number {
-    return this.a.length;
-  }
-  push(v: number): void {
-    const a = this.a;
-    let i = a.length;
-    a.push(v);
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p] <= v) break;
-      a[i] = a[p];
-      i = p;
-    }
-    a[i] = v;
-  }
-  pop(): number {
-    const a = this.a;
-    const top = a[0];
-    const last = a.pop()!;
-    const n = a.length;
-    if (n > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= n) break;
-        const r = l + 1;
-        const c = r < n && a[r] < a[l] ? r : l;
-        if (a[c] >= last) break;
-        a[i] = a[c];
-        i = c;
-      }
-      a[i] = last;
-    }
-    return top;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // The tokenizer
 
@@ -600,7 +562,7 @@ export class ByteLevelBpeTokenizer implements Tokenizer {
       prev[i] = i - 1;
       next[i] = i + 1 < n ? i + 1 : -1;
     }
-    const heap = new NumberHeap();
+    const heap = new PriorityQueue<number>((a, b) => a < b);
     const { mergeRank, mergeResult, keyBase } = this;
     for (let i = 0; i + 1 < n; i++) {
       const rank = mergeRank.get(sym[i] * keyBase + sym[i + 1]);

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
+import { PriorityQueue } from './priority_queue.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // ModelProto
@@ -622,7 +623,7 @@ function encodeCodePoint(cp: number, out: Uint8Array): number {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// BPE agenda: a binary max-heap of candidate merges
+// BPE agenda: candidate merges in a PriorityQueue ordered by `outranks`
 
 interface MergeCandidate {
   left: number;
@@ -635,48 +636,6 @@ interface MergeCandidate {
 /** Higher score first; on equal scores the leftmost pair, which is what makes the result deterministic. */
 function outranks(a: MergeCandidate, b: MergeCandidate): boolean {
   return a.score > b.score || (a.score === b.score && a.left < b.left);
-}
-
-class MergeQueue {
-  private readonly heap: MergeCandidate[] = [];
-
-  get length(): number {
-    return this.heap.length;
-  }
-
-  push(c: MergeCandidate): void {
-    const h = this.heap;
-    let i = h.length;
-    h.push(c);
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!outranks(c, h[parent])) break;
-      h[i] = h[parent];
-      i = parent;
-    }
-    h[i] = c;
-  }
-
-  pop(): MergeCandidate {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop()!;
-    const n = h.length;
-    if (n > 0) {
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        if (l >= n) break;
-        const r = l + 1;
-        const child = r < n && outranks(h[r], h[l]) ? r : l;
-        if (!outranks(h[child], last)) break;
-        h[i] = h[child];
-        i = child;
-      }
-      h[i] = last;
-    }
-    return top;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -938,7 +897,7 @@ export class SentencePieceModel {
     const pieceIds = this.pieceIds;
     // An UNUSED piece may be passed through while merging but must not be emitted; remember how it was built.
     let unusedSplits: Map<string, [string, string]> | null = null;
-    const queue = new MergeQueue();
+    const queue = new PriorityQueue<MergeCandidate>(outranks);
     const consider = (left: number, right: number): void => {
       if (left < 0 || right < 0 || frozen[left] || frozen[right]) return;
       const merged = text.slice(start[left], end[right]);
@@ -951,7 +910,7 @@ export class SentencePieceModel {
       }
     };
     for (let i = 1; i < count; i++) consider(i - 1, i);
-    while (queue.length > 0) {
+    while (queue.size > 0) {
       const top = queue.pop();
       const { left, right } = top;
       if (!alive[left] || !alive[right] || end[right] - start[left] !== top.size || next[left] !== right) continue;
