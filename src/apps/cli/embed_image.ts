@@ -1,5 +1,6 @@
 /** `internvl embed-image --model <dir|org/name> <images…>` */
 import { parseCommandArgs } from './args.js';
+import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
 import type { Command } from './registry.js';
 
 const USAGE = `Usage: internvl embed-image --model <dir|org/name> [options] <image|folder>...
@@ -12,14 +13,11 @@ files in it.
 Without --json or --out, prints one summary line per image (dimension, L2 norm, first values).
 
 Options:
-  --model <dir|id>     model folder or Hugging Face repo id (org/name[@revision])   (required)
+${MODEL_USAGE}
   --out <file>         write the features as safetensors: 'embeddings' [images, dim] float32, image names in metadata
   --json               print {model, dim, images: [{image, embedding}]} on stdout
   --batch <n>          images per forward pass (default 1)
-  --threads <n>        onnxruntime threads (default: all cores)
   --no-exif            do not apply EXIF orientation (the official pipeline does not)
-  --offline            never download (also HF_HUB_OFFLINE=1)
-  --quiet              no progress on stderr
   -h, --help           show this help
 `;
 
@@ -31,8 +29,7 @@ export const embedImageCommand: Command = {
       command: 'embed-image',
       usage: USAGE,
       options: {
-        model: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' },
-        threads: { type: 'string' }, 'no-exif': { type: 'boolean' }, offline: { type: 'boolean' }, quiet: { type: 'boolean' },
+        ...MODEL_OPTIONS, out: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' }, 'no-exif': { type: 'boolean' },
       },
       positionals: { min: 1, max: Infinity },
     }, args);
@@ -41,26 +38,13 @@ export const embedImageCommand: Command = {
     const out = parsed.string('out');
     if (out !== undefined && !out.endsWith('.safetensors')) parsed.fail(`--out must name a .safetensors file, got '${out}'`);
     const batchSize = parsed.integer('batch', 1, { min: 1 });
-    const threads = parsed.integer('threads', undefined, { min: 1 });
     const quiet = parsed.flag('quiet');
 
     const [{ loadImageEmbedder, embedImages, expandImagePaths }, { createProgressReporter }, { writeSafetensors }] = await Promise.all([
       import('../../tasks/embed.js'), import('../../core/progress.js'), import('../../core/safetensors.js'),
     ]);
     const images = expandImagePaths(parsed.positionals);
-    const download = createProgressReporter('download', { quiet });
-    let downloading = false;
-    const model = await loadImageEmbedder(modelId, {
-      session: { threads },
-      hub: {
-        offline: parsed.flag('offline') || undefined,
-        onProgress: (e) => {
-          downloading = true;
-          download.update(e.overallBytesDone, e.overallTotalBytes, e.file);
-        },
-      },
-    });
-    if (downloading) download.finish();
+    const model = await loadImageEmbedder(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
     let result;
     try {
       // One image needs no progress line; many do (a few seconds each on CPU at 448 px).
