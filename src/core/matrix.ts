@@ -110,3 +110,21 @@ export function zeroShotLogits(imageEmbeddings: Matrix, classEmbeddings: Matrix,
 export function retrievalScores(textEmbeddings: Matrix, imageEmbeddings: Matrix): Matrix {
   return matmulTransposed(l2normalize(textEmbeddings), l2normalize(imageEmbeddings));
 }
+
+/** scores · softmax(scores, dim=0): each entry times the softmax over its column (no temperature). */
+export function dualSoftmax(scores: Matrix): Matrix {
+  checkMatrix('scores', scores);
+  const { rows, cols } = scores;
+  const out = new Float32Array(scores.data.length);
+  for (let c = 0; c < cols; c++) {
+    let max = -Infinity;
+    for (let r = 0; r < rows; r++) max = Math.max(max, scores.data[r * cols + c]);
+    let sum = 0;
+    for (let r = 0; r < rows; r++) sum += Math.exp(scores.data[r * cols + c] - max);
+    for (let r = 0; r < rows; r++) {
+      const v = scores.data[r * cols + c];
+      out[r * cols + c] = v * (Math.exp(v - max) / sum);
+    }
+  }
+  return { data: out, rows, cols };
+}

@@ -17,6 +17,7 @@ import { classifyCommand } from './classify.js';
 import { embedTextCommand } from './embed_text.js';
 import { generateCommand } from './generate.js';
 import { tokenizeCommand } from './tokenize.js';
+import { evalCommand } from './eval.js';
 
 export { registerCommand, type Command };
 
@@ -26,7 +27,7 @@ export const EXIT = { ok: 0, mismatch: 1, usage: 2, bug: 70 } as const;
 // New commands: one file in src/apps/cli/ exporting a Command, and one entry here.
 const BUILTIN_COMMANDS: Command[] = [
   verifyCommand, embedImageCommand, benchCommand, classifyCommand, embedTextCommand, captionCommand, tokenizeCommand,
-  generateCommand, chatCommand,
+  generateCommand, chatCommand, evalCommand,
 ];
 for (const command of BUILTIN_COMMANDS) if (!getCommand(command.name)) registerCommand(command);
 

@@ -11,8 +11,8 @@
  */
 import { UsageError } from '../../core/errors.js';
 
-export { matrix, l2normalize, matmulTransposed, transpose, ensembleClassEmbeddings, zeroShotLogits, retrievalScores, type Matrix } from '../../core/matrix.js';
-import { checkMatrix, l2normalize, matmulTransposed, transpose, type Matrix } from '../../core/matrix.js';
+export { matrix, l2normalize, matmulTransposed, transpose, ensembleClassEmbeddings, zeroShotLogits, retrievalScores, dualSoftmax, type Matrix } from '../../core/matrix.js';
+import { checkMatrix, dualSoftmax, l2normalize, matmulTransposed, transpose, type Matrix } from '../../core/matrix.js';
 
 /** Whether value a at index ia ranks before value b at index ib (higher first, NaN highest, ties by index). */
 function ranksBefore(a: number, ia: number, b: number, ib: number): boolean {
@@ -252,23 +252,6 @@ export function meanRecall(metrics: Record<string, number>): number {
   return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : NaN;
 }
 
-/** scores · softmax(scores, dim=0): each entry times the softmax over its column (no temperature). */
-export function dualSoftmax(scores: Matrix): Matrix {
-  checkMatrix('scores', scores);
-  const { rows, cols } = scores;
-  const out = new Float32Array(scores.data.length);
-  for (let c = 0; c < cols; c++) {
-    let max = -Infinity;
-    for (let r = 0; r < rows; r++) max = Math.max(max, scores.data[r * cols + c]);
-    let sum = 0;
-    for (let r = 0; r < rows; r++) sum += Math.exp(scores.data[r * cols + c] - max);
-    for (let r = 0; r < rows; r++) {
-      const v = scores.data[r * cols + c];
-      out[r * cols + c] = v * (Math.exp(v - max) / sum);
-    }
-  }
-  return { data: out, rows, cols };
-}
 
 export interface MsrvttOptions {
   ks?: readonly number[];
