@@ -110,3 +110,21 @@ test('CLI: classify prints ranked labels; embed-text and caption give JSON; erro
     assert.match(result.stderr, /^error: [^\n]+\n$/);
   }
 });
+
+test('classify on a video: frames of a still photo classify exactly like the photo', async () => {
+  const dir = (await import('./helpers/cli.js')).tempDir();
+  const video = path.join(dir, 'still.mkv');
+  const { spawnSync } = await import('node:child_process');
+  // PNG-coded frames keep the pixels exact, so every decoded frame is the photo.
+  const made = spawnSync('ffmpeg', ['-v', 'error', '-y', '-loop', '1', '-framerate', '4', '-i', CAT, '-t', '2', '-c:v', 'png', video]);
+  assert.equal(made.status, 0, String(made.stderr));
+  const args = ['--model', CLIP, '--labels', 'cat,dog,rocket', '--template', 'a photo of a {c}.', '--json'];
+  const fromVideo = await runCli(['classify', video, '--frames', '3', ...args]);
+  assert.equal(fromVideo.code, 0, fromVideo.stderr);
+  const fromImage = await runCli(['classify', CAT, ...args]);
+  const probs = (r: { stdout: string }) => (JSON.parse(r.stdout) as { images: Array<{ probs: number[] }> }).images[0].probs;
+  probs(fromVideo).forEach((p, i) => assert.ok(Math.abs(p - probs(fromImage)[i]) < 1e-5));
+  const mixed = await runCli(['classify', video, CAT, ...args]);
+  assert.equal(mixed.code, 2);
+  assert.match(mixed.stderr, /give images or videos, not both/);
+});

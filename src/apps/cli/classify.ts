@@ -3,11 +3,12 @@ import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
 import type { Command } from './registry.js';
 
-const USAGE = `Usage: internvl classify --model <dir|id> <image>... --labels "cat,dog" [options]
+const USAGE = `Usage: internvl classify --model <dir|id> (<image>... | <video>...) --labels "cat,dog" [options]
 
 Zero-shot classification with InternVL-C or InternVL-G (InternVL-14B-224px checkpoints), exactly as CLIP_benchmark:
 each label is put into every template, the prompt embeddings are normalized, averaged and renormalized; the logits
-are 100 · normalize(image) @ classes. Images: Resize(224, short side, bicubic) + CenterCrop.
+are 100 · normalize(image) @ classes. Images: Resize(224, short side, bicubic) + CenterCrop. Videos (.mp4, .mkv,
+.webm, .avi, .mov; needs ffmpeg): --frames frames sampled as the paper's MSR-VTT protocol, embeddings averaged.
 
 Options:
 ${MODEL_USAGE}
@@ -17,9 +18,12 @@ ${MODEL_USAGE}
                        .json/.txt file of templates (one per line)
   --mode <C|G>         InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)   (default C)
   --top <k>            labels shown per image (default 5)
+  --frames <n>         frames per video (default 8, as the paper's 8-frame Kinetics numbers)
   --json               {"labels": [...], "images": [{"path", "probs", "logits"}]} on stdout
   -h, --help           show this help
 `;
+
+const VIDEO_EXTENSIONS = ['.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v'];
 
 export const classifyCommand: Command = {
   name: 'classify',
@@ -29,7 +33,7 @@ export const classifyCommand: Command = {
       command: 'classify', usage: USAGE,
       options: {
         ...MODEL_OPTIONS, labels: { type: 'string' }, template: { type: 'string', multiple: true },
-        templates: { type: 'string' }, mode: { type: 'string' }, top: { type: 'string' }, json: { type: 'boolean' },
+        templates: { type: 'string' }, mode: { type: 'string' }, top: { type: 'string' }, frames: { type: 'string' }, json: { type: 'boolean' },
       },
       positionals: { min: 1, max: Infinity },
     }, args);
@@ -38,15 +42,21 @@ export const classifyCommand: Command = {
     if (labels.length === 0) parsed.fail('--labels names no label');
     const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
     const top = parsed.integer('top', 5, { min: 1 });
-    const [{ loadClipPipeline, classifyImages }, { loadImage }, { loadTemplates }] = await Promise.all([
-      import('../../tasks/clip.js'), import('../../processing/image.js'), import('../../tasks/zeroshot_prompts.js'),
+    const numFrames = parsed.integer('frames', 8, { min: 1, max: 256 });
+    const isVideo = (p: string) => VIDEO_EXTENSIONS.some((ext) => p.toLowerCase().endsWith(ext));
+    const videos = parsed.positionals.filter(isVideo);
+    if (videos.length > 0 && videos.length !== parsed.positionals.length) parsed.fail('give images or videos, not both');
+    const [{ loadClipPipeline, classifyImages }, { loadImage }, { loadTemplates }, { classifyVideos }] = await Promise.all([
+      import('../../tasks/clip.js'), import('../../processing/image.js'), import('../../tasks/zeroshot_prompts.js'), import('../../tasks/video.js'),
     ]);
     const custom = (parsed.values.template as string[] | undefined) ?? [];
     const templates = custom.length > 0 ? custom : loadTemplates(parsed.string('templates') ?? 'en');
-    const images = await Promise.all(parsed.positionals.map((p) => loadImage(p)));
+    const images = videos.length > 0 ? [] : await Promise.all(parsed.positionals.map((p) => loadImage(p)));
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
     try {
-      const { logits, probs } = await classifyImages(pipeline, images, labels, { templates, mode });
+      const { logits, probs } = videos.length > 0
+        ? await classifyVideos(pipeline, videos, labels, { templates, mode, numFrames })
+        : await classifyImages(pipeline, images, labels, { templates, mode });
       const row = (m: typeof probs, i: number) => Array.from(m.data.subarray(i * labels.length, (i + 1) * labels.length));
       if (parsed.flag('json')) {
         process.stdout.write(`${JSON.stringify({
