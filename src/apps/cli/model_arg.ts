@@ -1,5 +1,6 @@
 /** `--model <dir|org/name[@revision]>` for every command: a local folder, or a Hub download with a progress line. */
 import type { ParsedArgs } from './args.js';
+import { createProgressReporter } from '../../core/progress.js';
 
 export const MODEL_OPTIONS = {
   model: { type: 'string' },
@@ -14,7 +15,7 @@ export const MODEL_USAGE = `  --model <dir|id>     model folder or Hugging Face 
   --quiet              no progress on stderr`;
 
 export async function resolveModelArg(parsed: ParsedArgs): Promise<string> {
-  const [{ resolveModelDir }, { createProgressReporter }] = await Promise.all([import('../../core/hub.js'), import('../../core/progress.js')]);
+  const { resolveModelDir } = await import('../../core/hub.js');
   const progress = createProgressReporter('download', { quiet: parsed.flag('quiet') });
   let downloading = false;
   const dir = await resolveModelDir(parsed.required('model'), {
@@ -28,6 +29,18 @@ export async function resolveModelArg(parsed: ParsedArgs): Promise<string> {
   return dir;
 }
 
-export function sessionArgs(parsed: ParsedArgs): { threads?: number } {
-  return { threads: parsed.integer('threads', undefined, { min: 1 }) };
+/**
+ * Session options from the flags. The first load of a bf16 or quantized checkpoint writes its converted weights
+ * to the cache, which takes a while for big models: that shows as a progress line.
+ */
+export function sessionArgs(parsed: ParsedArgs): { threads?: number; onProgress: (done: number, total: number) => void } {
+  let progress: { update(done: number, total?: number): void; finish(): void } | null = null;
+  return {
+    threads: parsed.integer('threads', undefined, { min: 1 }),
+    onProgress: (done, total) => {
+      progress ??= createProgressReporter('converting weights (once)', { quiet: parsed.flag('quiet'), unit: 'items' });
+      progress.update(done, total);
+      if (done === total) { progress.finish(); progress = null; }
+    },
+  };
 }
