@@ -184,11 +184,14 @@ export class InternVisionModel {
 
   static async load(checkpoint: Checkpoint, config: InternVisionConfig, options: {
     prefix?: string; names?: VisionNames; graph?: VisionGraphOptions; session?: SessionOptions;
+    /** Runs on the graph before the model is built into it (e.g. `useQuantizedLinears`). */
+    configureGraph?: (g: GraphBuilder) => void;
   } = {}): Promise<InternVisionModel> {
     const prefix = options.prefix ?? '';
     const names = options.names ?? REMOTE_VISION_NAMES;
     const graphOptions = options.graph ?? {};
     const g = new GraphBuilder('intern_vit', checkpoint);
+    options.configureGraph?.(g);
     const { lastHiddenState, hiddenStates } = buildInternVisionEncoder(g, g.scope(prefix), config, names, graphOptions);
     g.output(lastHiddenState, 'last_hidden_state', 'float32');
     if (graphOptions.allHiddenStates) hiddenStates.forEach((h, i) => g.output(h, `hidden_states.${i}`, 'float32'));

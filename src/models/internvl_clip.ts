@@ -79,9 +79,16 @@ export class InternVLClipModel {
     private readonly textProjection: Float32Array,
     readonly logitScale: number,
     private readonly qllamaSession: SessionOptions | undefined,
+    private readonly configureQllamaGraph: ((g: GraphBuilder) => void) | undefined,
   ) {}
 
-  static async load(dir: string, options: { session?: SessionOptions; qllamaSession?: SessionOptions } = {}): Promise<InternVLClipModel> {
+  static async load(dir: string, options: {
+    session?: SessionOptions; qllamaSession?: SessionOptions;
+    /** Runs on the vision graph before the model is built into it (e.g. `useQuantizedLinears`). */
+    configureVisionGraph?: (g: GraphBuilder) => void;
+    /** The same for the QLLaMA graphs. */
+    configureQllamaGraph?: (g: GraphBuilder) => void;
+  } = {}): Promise<InternVLClipModel> {
     const raw = readConfig(dir);
     if (detectArchitecture(raw) !== 'InternVLModel') throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
     const config = parseInternVLClipConfig(raw);
@@ -89,12 +96,13 @@ export class InternVLClipModel {
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
     const g = new GraphBuilder('internvl_c', checkpoint);
+    options.configureVisionGraph?.(g);
     const { lastHiddenState } = buildInternVisionEncoder(g, g.scope('vision_model'), config.vision, REMOTE_VISION_NAMES);
     g.output(lastHiddenState, 'last_hidden_state');
     g.output(buildAttentionPooling(g, g.scope('clip_projector'), lastHiddenState, config.vision.hiddenSize, config.attnPoolNumHeads), 'image_embeds_c');
     const vision = await createSession(g, options.session);
 
-    const qllama = await loadQllama(checkpoint, config, { withoutLmHead: true, session: options.qllamaSession ?? options.session });
+    const qllama = await loadQllama(checkpoint, config, { withoutLmHead: true, session: options.qllamaSession ?? options.session, configureGraph: options.configureQllamaGraph });
 
     const p = new GraphBuilder('clip_projector2', checkpoint);
     const queries = p.input('query_features', 'float32', ['batch', config.numQueryToken, config.qllama.hiddenSize]);
@@ -105,7 +113,7 @@ export class InternVLClipModel {
     const positions = resizePositionEmbedding(checkpoint.readFloat32('vision_model.embeddings.position_embedding').data, config.vision.hiddenSize, side, side);
     const logitScale = checkpoint.readFloat32('logit_scale').data[0];
     return new InternVLClipModel(dir, config, checkpoint, vision, qllama, queryPooling, positions,
-      checkpoint.readFloat32('text_projection').data, logitScale, options.qllamaSession ?? options.session);
+      checkpoint.readFloat32('text_projection').data, logitScale, options.qllamaSession ?? options.session, options.configureQllamaGraph);
   }
 
   /** ViT tokens [B, 1+g², C] and the InternVL-C embedding [B, D] (not normalized) of [B, 3, S, S] pixels. */
@@ -196,7 +204,7 @@ export class InternVLClipModel {
 
   /** QLLaMA with its lm_head, for captioning; built on first use (the embedding paths do not need it). */
   captioningDecoder(): Promise<CausalLM> {
-    this.captionDecoder ??= loadQllama(this.checkpoint, this.config, { withoutLmHead: false, session: this.qllamaSession });
+    this.captionDecoder ??= loadQllama(this.checkpoint, this.config, { withoutLmHead: false, session: this.qllamaSession, configureGraph: this.configureQllamaGraph });
     return this.captionDecoder;
   }
 
@@ -232,9 +240,12 @@ export class InternVLClipModel {
   }
 }
 
-function loadQllama(checkpoint: Checkpoint, config: InternVLClipConfig, options: { withoutLmHead: boolean; session?: SessionOptions }): Promise<CausalLM> {
+function loadQllama(checkpoint: Checkpoint, config: InternVLClipConfig, options: {
+  withoutLmHead: boolean; session?: SessionOptions; configureGraph?: (g: GraphBuilder) => void;
+}): Promise<CausalLM> {
   return CausalLM.load(checkpoint, config.qllama, {
     prefix: 'qllama', graphName: options.withoutLmHead ? 'qllama' : 'qllama_lm', withoutLmHead: options.withoutLmHead, session: options.session,
+    configureGraph: options.configureGraph,
     afterSelfAttention: (index, layer, x, batchSeq) => (index % config.crossAttentionFrequency === 0
       ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x),
   });

@@ -56,7 +56,7 @@ export const VISION_SHAPES: Record<string, VisionShape> = {
 };
 
 export type StorageDtype = 'float32' | 'float16' | 'bfloat16';
-const STORAGE: Record<StorageDtype, { dtype: DType; bytes: number }> = {
+export const STORAGE: Record<StorageDtype, { dtype: DType; bytes: number }> = {
   float32: { dtype: 'F32', bytes: 4 }, float16: { dtype: 'F16', bytes: 2 }, bfloat16: { dtype: 'BF16', bytes: 2 },
 };
 
@@ -151,7 +151,7 @@ function configJson(shape: VisionShape, dtype: StorageDtype): Record<string, unk
 }
 
 /** A 32-bit xorshift: fast, and plenty for weights that only need to be non-degenerate. */
-function randomFiller(seed: number): (out: Float32Array, scale: number, offset?: number) => void {
+export function randomFiller(seed: number): (out: Float32Array, scale: number, offset?: number) => void {
   let s = (seed >>> 0) || 0x9e3779b9;
   return (out, scale, offset = 0) => {
     for (let i = 0; i < out.length; i++) {
@@ -161,7 +161,7 @@ function randomFiller(seed: number): (out: Float32Array, scale: number, offset?:
   };
 }
 
-function encode(values: Float32Array, dtype: StorageDtype): ArrayBufferView {
+export function encodeStorage(values: Float32Array, dtype: StorageDtype): ArrayBufferView {
   if (dtype === 'float32') return values;
   if (dtype === 'float16') return float32ToFloat16(values);
   const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
@@ -175,8 +175,15 @@ function encode(values: Float32Array, dtype: StorageDtype): ArrayBufferView {
  * Writes config.json and the first `layers` layers of a random checkpoint of `shape` to `dir`; returns the bytes
  * of weights written.
  */
-export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, options: { layers: number; dtype: StorageDtype; seed?: number }): number {
+export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, options: {
+  layers: number; dtype: StorageDtype; seed?: number;
+  /** Key prefix (`vision_model.` inside InternVL checkpoints). */
+  prefix?: string;
+  /** Write no config.json and no index (the caller adds its own). */
+  tensorsOnly?: boolean;
+}): { bytes: number; weightMap: Record<string, string> } {
   const { layers, dtype } = options;
+  const prefix = options.prefix ?? '';
   const C = shape.hiddenSize;
   const I = shape.intermediateSize;
   const fill = randomFiller(options.seed ?? 1);
@@ -188,19 +195,19 @@ export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, opt
     for (const [name, dims, scale, offset] of specs) {
       const values = new Float32Array(dims.reduce((a, b) => a * b, 1));
       fill(values, scale, offset);
-      const data = encode(values, dtype);
-      tensors[name] = { dtype: stDtype, shape: dims, data };
-      weightMap[name] = file;
+      const data = encodeStorage(values, dtype);
+      tensors[prefix + name] = { dtype: stDtype, shape: dims, data };
+      weightMap[prefix + name] = file;
       bytes += data.byteLength;
     }
     writeSafetensors(path.join(dir, file), tensors, { format: 'pt' });
   };
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(shape, dtype), null, 2)}\n`);
+  if (!options.tensorsOnly) fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(shape, dtype), null, 2)}\n`);
   const grid = shape.imageSize / shape.patchSize;
   // Uniform(-scale/2, scale/2) with scale ≈ 2·sqrt(3/fan_in): unit-variance activations, nothing degenerate.
   const w = (fanIn: number) => 2 * Math.sqrt(3 / fanIn);
-  writeShard('model-embeddings.safetensors', [
+  writeShard(`${prefix}model-embeddings.safetensors`, [
     ['embeddings.class_embedding', [1, 1, C], 0.5],
     ['embeddings.patch_embedding.weight', [C, 3, shape.patchSize, shape.patchSize], w(3 * shape.patchSize ** 2)],
     ['embeddings.patch_embedding.bias', [C], 0.2],
@@ -224,14 +231,16 @@ export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, opt
     if (shape.normType === 'layer_norm') specs.push([`${p}.norm1.bias`, [C], 0.2], [`${p}.norm2.bias`, [C], 0.2]);
     if (shape.qkvBias) specs.push([`${p}.attn.qkv.bias`, [3 * C], 0.2]);
     if (shape.qkNormalization) specs.push([`${p}.attn.q_norm.weight`, [C], 0.2, 1], [`${p}.attn.k_norm.weight`, [C], 0.2, 1]);
-    writeShard(`model-layer-${String(i).padStart(3, '0')}.safetensors`, specs);
+    writeShard(`${prefix}model-layer-${String(i).padStart(3, '0')}.safetensors`, specs);
   }
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'),
-    `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`);
-  return bytes;
+  if (!options.tensorsOnly) {
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'),
+      `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`);
+  }
+  return { bytes, weightMap };
 }
 
-function median(values: number[]): number {
+export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
@@ -419,11 +428,11 @@ async function profileOps(
     .sort((a, b) => b.ms - a.ms);
 }
 
-function round(x: number): number {
+export function round(x: number): number {
   return Number(x.toPrecision(4));
 }
 
-function cpuModel(): string {
+export function cpuModel(): string {
   const cpus = os.cpus();
   return `${cpus[0]?.model?.trim() ?? 'unknown'} × ${cpus.length}`;
 }
