@@ -20,15 +20,20 @@ const BENCHMARKS = [
   ['--shape', 'internvit-6b-224', '--dtype', 'float32', '--batch', '1', '--layers', '4'],
 ];
 
-function run(args) {
+// `bench chat` runs each llm/vision configuration in its own process already.
+const CHAT_BENCHMARKS = [
+  ['--shape', 'internvl2-1b', '--configs', 'fp32/fp32,int4/fp32,int4/int8,int4+int8/int8,int8/int8'],
+];
+
+function run(args, target = 'vision') {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin', 'internvl-dev.ts'), 'bench', 'vision', ...args], {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin', 'internvl-dev.ts'), 'bench', target, ...args], {
       cwd: repo, stdio: ['ignore', 'pipe', 'inherit'],
     });
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(stdout)) : reject(new Error(`bench vision ${args.join(' ')} exited with ${code}`))));
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(stdout)) : reject(new Error(`bench ${target} ${args.join(' ')} exited with ${code}`))));
   });
 }
 
@@ -38,5 +43,11 @@ for (const args of BENCHMARKS) {
   const extra = ['--runs', values.runs, ...(values.threads ? ['--threads', values.threads] : [])];
   process.stderr.write(`\n== internvl bench vision ${[...args, ...extra].join(' ')}\n`);
   results.push(await run([...args, ...extra]));
+}
+for (const args of CHAT_BENCHMARKS) {
+  if (values.only && !args.includes(values.only)) continue;
+  const extra = ['--runs', values.runs, ...(values.threads ? ['--threads', values.threads] : [])];
+  process.stderr.write(`\n== internvl bench chat ${[...args, ...extra].join(' ')}\n`);
+  results.push(await run([...args, ...extra], 'chat'));
 }
 process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);

@@ -6,8 +6,9 @@ const USAGE = `Usage: internvl bench <target> [options]
 
 Targets:
   vision   time the InternViT encoder on random weights of a released shape
+  chat     time to first token and decoding speed of an InternVL-Chat shape (float32, int8, int4 weights)
 
-See 'internvl bench vision --help'.
+See 'internvl bench vision --help', 'internvl bench chat --help'.
 `;
 
 const VISION_USAGE = `Usage: internvl bench vision [options]
@@ -33,7 +34,7 @@ Options:
 
 export const benchCommand: Command = {
   name: 'bench',
-  summary: 'benchmarks: `bench vision` times the vision encoder (JSON)',
+  summary: 'benchmarks: `bench vision` times the vision encoder, `bench chat` a chat model (JSON)',
   async run(args) {
     const [target, ...rest] = args;
     if (target === undefined) throw usageError('bench', 'missing target (vision)');
@@ -41,7 +42,8 @@ export const benchCommand: Command = {
       process.stdout.write(USAGE);
       return 0;
     }
-    if (target !== 'vision') throw usageError('bench', `unknown target '${target}' (targets: vision)`);
+    if (target === 'chat') return (await import('./bench_chat.js')).runBenchChat(rest);
+    if (target !== 'vision') throw usageError('bench', `unknown target '${target}' (targets: vision, chat)`);
     const parsed = parseCommandArgs({
       command: 'bench vision',
       usage: VISION_USAGE,
