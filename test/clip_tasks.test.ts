@@ -128,3 +128,18 @@ test('classify on a video: frames of a still photo classify exactly like the pho
   assert.equal(mixed.code, 2);
   assert.match(mixed.stderr, /give images or videos, not both/);
 });
+
+test('--weights int8 quantizes the ViT and QLLaMA linears: close to float32, not identical', async () => {
+  const args = ['classify', '--model', CLIP, CAT, '--labels', 'cat,dog,rocket', '--template', 'a photo of a {c}.', '--json'];
+  const probs = async (weights: string) => {
+    const result = await runCli([...args, '--weights', weights]);
+    assert.equal(result.code, 0, result.stderr);
+    return (JSON.parse(result.stdout) as { images: Array<{ probs: number[] }> }).images[0].probs;
+  };
+  const [float, int8] = [await probs('fp32'), await probs('int8')];
+  const difference = Math.max(...float.map((p, i) => Math.abs(p - int8[i])));
+  assert.ok(difference > 1e-6 && difference < 0.02, String(difference));
+  const bad = await runCli([...args, '--weights', 'int4']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--weights must be one of fp32, int8/);
+});

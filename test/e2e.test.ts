@@ -84,3 +84,18 @@ test('internvl chat without a question reads one question per line from standard
   // The second prompt holds the first turn (history): 1874 tokens, not the 1847 of a fresh conversation.
   assert.deepEqual(turns.map((t) => t.prompt_tokens), meta.chat.turns.map((t) => t.input_ids_len));
 });
+
+test('internvl chat with 4-bit LLM weights (int8 prefill) and int8 vision runs the same conversation', async () => {
+  const result = await runCli([
+    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '2',
+    '--max-new-tokens', '4', '--llm-weights', 'int4+int8', '--vision-weights', 'int8', 'Describe this image.', '--json',
+  ]);
+  assert.equal(result.code, 0, result.stderr);
+  const turn = JSON.parse(result.stdout) as { ids: number[]; prompt_tokens: number };
+  assert.equal(turn.ids.length, 4);
+  // 2×1 grid + thumbnail = 3 tiles of 256 tokens, plus the template.
+  assert.ok(turn.prompt_tokens > 3 * 256 && turn.prompt_tokens < 3 * 256 + 100);
+  const bad = await runCli(['chat', '--model', CHAT, '--vision-weights', 'int4', 'hi']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--vision-weights must be one of fp32, int8/);
+});

@@ -530,3 +530,25 @@ export function dequantizeInt8PerChannel(q: Int8PerChannel, N: number, K: number
   for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[n * K + k] = q.transposed[k * N + n] * q.scales[n];
   return out;
 }
+
+/**
+ * The weight formats offered to users: float32, or quantized linears. `int4+int8` = 4-bit weights for decoding
+ * plus int8 ones for prompt/image prefill; int8 = DynamicQuantizeMatMul (per-channel weights, the fast int8 GEMM).
+ */
+export type WeightFormat = 'fp32' | 'int8' | 'int4' | 'int4+int8';
+export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8', 'int4', 'int4+int8'];
+
+export function quantizationFor(format: WeightFormat): QuantizeOptions | null {
+  switch (format) {
+    case 'fp32': return null;
+    case 'int4': return { format: 'int4' };
+    case 'int4+int8': return { format: 'int4', prefill: 'int8' };
+    case 'int8': return { format: 'int8' };
+  }
+}
+
+/** A graph hook (`configureGraph`) that installs the format's quantized linears; none for fp32. */
+export function weightFormatHook(format: WeightFormat): ((g: GraphBuilder) => void) | undefined {
+  const options = quantizationFor(format);
+  return options ? (g) => useQuantizedLinears(g, options) : undefined;
+}

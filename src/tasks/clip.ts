@@ -9,7 +9,6 @@ import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '..
 export { retrievalScores } from '../core/matrix.js';
 import { UsageError } from '../core/errors.js';
 import { InternVLClipModel, type ClipMode } from '../models/internvl_clip.js';
-import type { SessionOptions } from '../core/runtime.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForClip } from '../processing/tiling.js';
 import { encodeClipTexts } from '../processing/tokenizers/clip_text.js';
@@ -20,7 +19,7 @@ export interface ClipPipeline {
   tokenizer: Tokenizer;
 }
 
-export async function loadClipPipeline(dir: string, options: { session?: SessionOptions } = {}): Promise<ClipPipeline> {
+export async function loadClipPipeline(dir: string, options: Parameters<typeof InternVLClipModel.load>[1] = {}): Promise<ClipPipeline> {
   const [model, tokenizer] = await Promise.all([InternVLClipModel.load(dir, options), loadTokenizer(dir)]);
   return { model, tokenizer };
 }

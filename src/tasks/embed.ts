@@ -17,6 +17,7 @@ import {
 } from '../models/intern_vit.js';
 import { IMAGENET_MEAN, IMAGENET_STD, loadImage, toCHWFloat, type RgbImage } from '../processing/image.js';
 import { resizeBicubicPillow } from '../processing/resample.js';
+import type { GraphBuilder } from '../core/graph.js';
 
 export interface ImageEmbedder {
   /** The local folder the model was loaded from. */
@@ -34,6 +35,8 @@ export interface LoadImageEmbedderOptions {
   session?: SessionOptions;
   /** For Hugging Face repo ids (download, revision, offline). */
   hub?: ResolveModelOptions;
+  /** Runs on the vision graph before it is built (e.g. `useQuantizedLinears`). */
+  configureGraph?: (g: GraphBuilder) => void;
 }
 
 interface VisionLayout {
@@ -82,7 +85,7 @@ export async function loadImageEmbedder(idOrPath: string, options: LoadImageEmbe
     throw new ModelLoadError(`${config.file}: image size ${layout.imageSize} is not a multiple of the patch size ${visionConfig.patchSize}`);
   }
   const vision = await InternVisionModel.load(checkpoint, visionConfig, {
-    prefix: layout.prefix, names: layout.names, session: options.session,
+    prefix: layout.prefix, names: layout.names, session: options.session, configureGraph: options.configureGraph,
   });
   return {
     dir, architecture, imageSize: layout.imageSize, dim: visionConfig.hiddenSize, vision,

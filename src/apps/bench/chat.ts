@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
 import type { GraphBuilder } from '../../core/graph.js';
-import { useQuantizedLinears, type QuantizeOptions } from '../../core/quantize.js';
+import { quantizationFor, WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
 import { writeSafetensors, type DType } from '../../core/safetensors.js';
 
 export interface ChatShape {
@@ -55,12 +55,8 @@ export const CHAT_SHAPES: Record<string, ChatShape> = {
   },
 };
 
-/**
- * Weight format of one part of the model: float32 compute, or quantized linears; `int4+int8` = 4-bit weights for
- * decoding plus int8 ones for prompt/image prefill (`useQuantizedLinears({format: 'int4', prefill: 'int8'})`).
- */
-export type PartFormat = 'fp32' | 'int8' | 'int4' | 'int4+int8';
-const PART_FORMATS: PartFormat[] = ['fp32', 'int8', 'int4', 'int4+int8'];
+export type PartFormat = WeightFormat;
+const PART_FORMATS = WEIGHT_FORMATS;
 export type StorageDtype = 'bfloat16' | 'float32';
 
 export interface ChatBenchOptions {
@@ -288,20 +284,7 @@ export function ensureRandomChatCheckpoint(dir: string, shape: ChatShape, dtype:
 
 // ---- one measured configuration ------------------------------------------------------------------------------
 
-/** The quantization each part format stands for (int8 vision: DynamicQuantizeMatMul, the fast int8 GEMM). */
-export function quantizationFor(format: PartFormat): QuantizeOptions | null {
-  switch (format) {
-    case 'fp32': return null;
-    case 'int4': return { format: 'int4' };
-    case 'int4+int8': return { format: 'int4', prefill: 'int8' };
-    case 'int8': return { format: 'int8' };
-  }
-}
-
-function configureWith(format: PartFormat): ((g: GraphBuilder) => void) | undefined {
-  const options = quantizationFor(format);
-  return options ? (g) => useQuantizedLinears(g, options) : undefined;
-}
+const configureWith = weightFormatHook;
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -550,7 +533,7 @@ export async function runChatMatrix(options: ChatMatrixOptions): Promise<{ machi
 export function parseConfigs(text: string): Array<{ llm: PartFormat; vision: PartFormat }> {
   return text.split(',').map((pair) => {
     const [llm, vision = 'fp32'] = pair.trim().split('/');
-    if (!PART_FORMATS.includes(llm as PartFormat) || !PART_FORMATS.includes(vision as PartFormat)) {
+    if (!(PART_FORMATS as readonly string[]).includes(llm) || !(PART_FORMATS as readonly string[]).includes(vision)) {
       throw new UsageError(`configuration '${pair}' is not llm/vision with each of ${PART_FORMATS.join(', ')}`);
     }
     return { llm: llm as PartFormat, vision: vision as PartFormat };

@@ -1,6 +1,6 @@
 /** `internvl caption --model <dir> <image>`: InternVL-G captioning (QLLaMA). */
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
 
 const USAGE = `Usage: internvl caption --model <dir|id> <image>... [options]
@@ -10,6 +10,7 @@ Captions images with InternVL-G (InternVL-14B-224px): QLLaMA reads the 96 image 
 
 Options:
 ${MODEL_USAGE}
+  --weights <f>        fp32 (default) or int8 (ViT and QLLaMA linears; quantized once and cached)
   --prompt <text>      the text prompt (default 'English caption:')
   --beams <n>          beam width; 1 = greedy (default 5)
   --min-new-tokens <n> default 8
@@ -25,7 +26,7 @@ export const captionCommand: Command = {
     const parsed = parseCommandArgs({
       command: 'caption', usage: USAGE,
       options: {
-        ...MODEL_OPTIONS, prompt: { type: 'string' }, beams: { type: 'string' }, 'min-new-tokens': { type: 'string' },
+        ...MODEL_OPTIONS, weights: { type: 'string' }, prompt: { type: 'string' }, beams: { type: 'string' }, 'min-new-tokens': { type: 'string' },
         'max-new-tokens': { type: 'string' }, json: { type: 'boolean' },
       },
       positionals: { min: 1, max: Infinity },
@@ -41,7 +42,10 @@ export const captionCommand: Command = {
       import('../../tasks/clip.js'), import('../../tasks/caption.js'), import('../../processing/image.js'),
     ]);
     const images = await Promise.all(parsed.positionals.map((p) => loadImage(p)));
-    const pipeline = await loadClipPipeline(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
+    const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
+      session: sessionArgs(parsed), configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+    });
     try {
       const results = [];
       for (const [i, image] of images.entries()) {

@@ -2,7 +2,7 @@
 import readline from 'node:readline';
 import { parseCommandArgs } from './args.js';
 import { GENERATION_OPTIONS, GENERATION_USAGE, generationArgs } from './generation_args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
 
 const USAGE = `Usage: internvl chat --model <dir|id> [--image <file>]... [--video <file>] [options] ["question"]...
@@ -19,6 +19,9 @@ ${MODEL_USAGE}
   --frames <n>         video frames (default 8)
   --max-tiles <n>      tiles per image (default: the config's max_dynamic_patch, usually 12)
   --system <text>      replace the template's system message
+  --llm-weights <f>    fp32 (default), int8, int4, or int4+int8 (4-bit decoding, int8 prefill): faster, slightly
+                       less exact; quantized once and cached
+  --vision-weights <f> fp32 (default) or int8
 ${GENERATION_USAGE}
   --json               one line per turn: {"response": "...", "ids": [...], "prompt_tokens": N}
   -h, --help           show this help
@@ -33,6 +36,7 @@ export const chatCommand: Command = {
       options: {
         ...MODEL_OPTIONS, ...GENERATION_OPTIONS, image: { type: 'string', multiple: true }, video: { type: 'string' },
         frames: { type: 'string' }, 'max-tiles': { type: 'string' }, system: { type: 'string' }, json: { type: 'boolean' },
+        'llm-weights': { type: 'string' }, 'vision-weights': { type: 'string' },
       },
       positionals: { min: 0, max: Infinity },
     }, args);
@@ -50,7 +54,11 @@ export const chatCommand: Command = {
     ]);
     const images = await Promise.all(imagePaths.map((p) => loadImage(p)));
     const videoFrames = video ? (await loadVideoFrames(video, { sampling: 'chat', numFrames: frames })).frames : undefined;
-    const pipeline = await loadChatPipeline(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
+    const pipeline = await loadChatPipeline(await resolveModelArg(parsed), {
+      session: sessionArgs(parsed),
+      configureLlmGraph: weightsArg(parsed, 'llm-weights'),
+      configureVisionGraph: weightsArg(parsed, 'vision-weights', ['fp32', 'int8']),
+    });
     try {
       const conversation = new Conversation(pipeline, { systemMessage: parsed.string('system') });
       if (images.length > 0 || videoFrames) conversation.setVisuals({ images, videoFrames, maxTiles });

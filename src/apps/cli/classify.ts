@@ -1,6 +1,6 @@
 /** `internvl classify --model <dir> <images…> --labels "a,b,c"`: zero-shot classification with InternVL-C/G. */
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
 
 const USAGE = `Usage: internvl classify --model <dir|id> (<image>... | <video>...) --labels "cat,dog" [options]
@@ -12,6 +12,7 @@ are 100 · normalize(image) @ classes. Images: Resize(224, short side, bicubic) 
 
 Options:
 ${MODEL_USAGE}
+  --weights <f>        fp32 (default) or int8 (ViT and QLLaMA linears; quantized once and cached)
   --labels <a,b,c>     class names, comma-separated                                   (required)
   --template <t>       a prompt template with {c} (or {}) for the label; repeatable
   --templates <name>   a built-in template set: en, cn, jp, ar, it (ImageNet templates of the paper), or a
@@ -32,7 +33,7 @@ export const classifyCommand: Command = {
     const parsed = parseCommandArgs({
       command: 'classify', usage: USAGE,
       options: {
-        ...MODEL_OPTIONS, labels: { type: 'string' }, template: { type: 'string', multiple: true },
+        ...MODEL_OPTIONS, weights: { type: 'string' }, labels: { type: 'string' }, template: { type: 'string', multiple: true },
         templates: { type: 'string' }, mode: { type: 'string' }, top: { type: 'string' }, frames: { type: 'string' }, json: { type: 'boolean' },
       },
       positionals: { min: 1, max: Infinity },
@@ -52,7 +53,10 @@ export const classifyCommand: Command = {
     const custom = (parsed.values.template as string[] | undefined) ?? [];
     const templates = custom.length > 0 ? custom : loadTemplates(parsed.string('templates') ?? 'en');
     const images = videos.length > 0 ? [] : await Promise.all(parsed.positionals.map((p) => loadImage(p)));
-    const pipeline = await loadClipPipeline(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
+    const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
+      session: sessionArgs(parsed), configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+    });
     try {
       const { logits, probs } = videos.length > 0
         ? await classifyVideos(pipeline, videos, labels, { templates, mode, numFrames })

@@ -1,7 +1,7 @@
 /** `internvl embed-text --model <dir> "text" …`: InternVL-C/G text embeddings. */
 import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
 
 const USAGE = `Usage: internvl embed-text --model <dir|id> [options] ("text" ... | --file <lines.txt>)
@@ -11,6 +11,7 @@ BOS + EOS, right padding to 80 tokens, as the official evaluation. Same embeddin
 
 Options:
 ${MODEL_USAGE}
+  --weights <f>        fp32 (default) or int8 (ViT and QLLaMA linears; quantized once and cached)
   --file <file>        one text per line
   --normalize          L2-normalize the embeddings
   --out <file>         write 'embeddings' [texts, dim] float32 to a .safetensors file
@@ -24,7 +25,7 @@ export const embedTextCommand: Command = {
   async run(args) {
     const parsed = parseCommandArgs({
       command: 'embed-text', usage: USAGE,
-      options: { ...MODEL_OPTIONS, file: { type: 'string' }, normalize: { type: 'boolean' }, out: { type: 'string' }, json: { type: 'boolean' } },
+      options: { ...MODEL_OPTIONS, weights: { type: 'string' }, file: { type: 'string' }, normalize: { type: 'boolean' }, out: { type: 'string' }, json: { type: 'boolean' } },
       positionals: { min: 0, max: Infinity },
     }, args);
     if (!parsed) return 0;
@@ -43,7 +44,10 @@ export const embedTextCommand: Command = {
     const [{ loadClipPipeline, encodeTexts }, { l2normalize }, { writeSafetensors }, { createProgressReporter }] = await Promise.all([
       import('../../tasks/clip.js'), import('../../core/matrix.js'), import('../../core/safetensors.js'), import('../../core/progress.js'),
     ]);
-    const pipeline = await loadClipPipeline(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
+    const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
+      session: sessionArgs(parsed), configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+    });
     try {
       const progress = createProgressReporter('embedding', { quiet: parsed.flag('quiet') || texts.length < 64, unit: 'items' });
       let embeddings = await encodeTexts(pipeline, texts, { onProgress: (done, total) => progress.update(done, total) });

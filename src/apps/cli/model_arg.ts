@@ -1,6 +1,8 @@
 /** `--model <dir|org/name[@revision]>` for every command: a local folder, or a Hub download with a progress line. */
 import type { ParsedArgs } from './args.js';
 import { createProgressReporter } from '../../core/progress.js';
+import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import type { GraphBuilder } from '../../core/graph.js';
 
 export const MODEL_OPTIONS = {
   model: { type: 'string' },
@@ -43,4 +45,12 @@ export function sessionArgs(parsed: ParsedArgs): { threads?: number; onProgress:
       if (done === total) { progress.finish(); progress = null; }
     },
   };
+}
+
+/**
+ * `--<flag> fp32|int8|int4|int4+int8`: the weight format of a model part, as a graph hook (none for fp32).
+ * Quantized weights are computed on the first load and cached.
+ */
+export function weightsArg(parsed: ParsedArgs, flag: string, allowed: readonly WeightFormat[] = WEIGHT_FORMATS): ((g: GraphBuilder) => void) | undefined {
+  return weightFormatHook(parsed.choice(flag, allowed, 'fp32'));
 }
