@@ -2,7 +2,7 @@
 // `npm run bench`: the benchmarks of docs/benchmarks.md, each in a fresh process (peak RSS is per process), from
 // source through tsx so that no build is needed. Prints one JSON array on stdout; progress goes to stderr.
 //
-//   node scripts/bench.mjs [--runs N] [--only <shape>] [--threads N]
+//   node scripts/bench.mjs [--runs N] [--only <shape or target>] [--threads N]
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,14 +15,14 @@ const { values } = parseArgs({
 });
 
 // The 6B encoder (24 GB of float32 weights) does not fit a small machine: 4 layers are timed and extrapolated.
+// `bench chat` runs each llm/vision configuration in its own process already; `bench clip` extrapolates from
+// truncated InternVL-14B-shaped checkpoints.
 const BENCHMARKS = [
-  ['--shape', 'internvit-300m-448', '--dtype', 'float32', '--batch', '1'],
-  ['--shape', 'internvit-6b-224', '--dtype', 'float32', '--batch', '1', '--layers', '4'],
-];
-
-// `bench chat` runs each llm/vision configuration in its own process already.
-const CHAT_BENCHMARKS = [
-  ['--shape', 'internvl2-1b', '--configs', 'fp32/fp32,int4/fp32,int4/int8,int4+int8/int8,int8/int8'],
+  ['vision', ['--shape', 'internvit-300m-448', '--dtype', 'float32', '--batch', '1']],
+  ['vision', ['--shape', 'internvit-300m-448', '--dtype', 'float32', '--batch', '1', '--weights', 'int8']],
+  ['vision', ['--shape', 'internvit-6b-224', '--dtype', 'float32', '--batch', '1', '--layers', '4']],
+  ['chat', ['--shape', 'internvl2-1b', '--configs', 'fp32/fp32,int4/fp32,int4/int8,int4+int8/int8,int8/int8']],
+  ['clip', ['--weights', 'float32,int8,int8-block']],
 ];
 
 function run(args, target = 'vision') {
@@ -38,16 +38,10 @@ function run(args, target = 'vision') {
 }
 
 const results = [];
-for (const args of BENCHMARKS) {
-  if (values.only && !args.includes(values.only)) continue;
+for (const [target, args] of BENCHMARKS) {
+  if (values.only && !args.includes(values.only) && values.only !== target) continue;
   const extra = ['--runs', values.runs, ...(values.threads ? ['--threads', values.threads] : [])];
-  process.stderr.write(`\n== internvl bench vision ${[...args, ...extra].join(' ')}\n`);
-  results.push(await run([...args, ...extra]));
-}
-for (const args of CHAT_BENCHMARKS) {
-  if (values.only && !args.includes(values.only)) continue;
-  const extra = ['--runs', values.runs, ...(values.threads ? ['--threads', values.threads] : [])];
-  process.stderr.write(`\n== internvl bench chat ${[...args, ...extra].join(' ')}\n`);
-  results.push(await run([...args, ...extra], 'chat'));
+  process.stderr.write(`\n== internvl bench ${target} ${[...args, ...extra].join(' ')}\n`);
+  results.push(await run([...args, ...extra], target));
 }
 process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);

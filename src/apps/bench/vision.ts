@@ -17,6 +17,7 @@ import { UsageError } from '../../core/errors.js';
 import { float32ToFloat16, GraphBuilder } from '../../core/graph.js';
 import { ort } from '../../core/runtime.js';
 import { Checkpoint, writeSafetensors, type DType } from '../../core/safetensors.js';
+import { weightFormatHook } from '../../core/quantize.js';
 import { ConfigSection } from '../../models/config.js';
 import {
   buildInternVisionEncoder, InternVisionModel, parseInternVisionConfig, REMOTE_VISION_NAMES, type InternVisionConfig,
@@ -63,6 +64,8 @@ export const STORAGE: Record<StorageDtype, { dtype: DType; bytes: number }> = {
 export interface BenchVisionOptions {
   shape: string;
   dtype?: StorageDtype;
+  /** Execution format of the linears: float32, or int8 (DynamicQuantizeMatMul). */
+  weights?: 'fp32' | 'int8';
   batch?: number;
   threads?: number;
   /** Timed runs after one warm-up run (default 3). */
@@ -92,6 +95,7 @@ export interface OpTime {
 export interface BenchVisionResult {
   shape: string;
   dtype: StorageDtype;
+  weights: 'fp32' | 'int8';
   computeDtype: 'float32';
   batch: number;
   threads: number;
@@ -280,7 +284,7 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     log(`${shape.name}: ${(fullBytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit in memory; timing ${layersTimed} layers and extrapolating`);
   }
   const prepack = options.prepack ?? fullBytes < 2 ** 31;
-  if (options.profile && dtype !== 'float32') throw new UsageError('--profile needs --dtype float32 (weights used in place)');
+  if (options.profile && (dtype !== 'float32' || (options.weights ?? 'fp32') !== 'fp32')) throw new UsageError('--profile needs --dtype float32 and fp32 weights (weights used in place)');
 
   const workDir = options.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), `internvl-bench-${shape.name}-`));
   const modelDir = path.join(workDir, 'model');
@@ -300,7 +304,8 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
 
     log(`creating session (${layersTimed} layers, ${threads} threads, prepack ${prepack ? 'on' : 'off'})`);
     start = performance.now();
-    const model = await InternVisionModel.load(checkpoint, config, { graph: { numLayers: layersTimed }, session });
+    const configureGraph = weightFormatHook(options.weights ?? 'fp32');
+    const model = await InternVisionModel.load(checkpoint, config, { graph: { numLayers: layersTimed }, session, configureGraph });
     const sessionCreateSeconds = (performance.now() - start) / 1000;
     let timed: { times: number[]; cpuSeconds: number };
     try {
@@ -317,7 +322,7 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     // Whole encoder for one batch, from a timing of the layersTimed-layer graph.
     let wholeEncoder = (seconds: number) => seconds;
     if (extrapolated) {
-      const embeddingsOnly = await InternVisionModel.load(checkpoint, config, { graph: { numLayers: 0 }, session });
+      const embeddingsOnly = await InternVisionModel.load(checkpoint, config, { graph: { numLayers: 0 }, session, configureGraph });
       try {
         embeddingSeconds = Math.min(...(await timeModel(embeddingsOnly, pixels, dims, runs, log, 'embeddings only')).times);
       } finally {
@@ -338,6 +343,7 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     return {
       shape: shape.name,
       dtype,
+      weights: options.weights ?? 'fp32',
       computeDtype: 'float32',
       batch,
       threads,

@@ -7,8 +7,9 @@ const USAGE = `Usage: internvl bench <target> [options]
 Targets:
   vision   time the InternViT encoder on random weights of a released shape
   chat     time to first token and decoding speed of an InternVL-Chat shape (float32, int8, int4 weights)
+  clip     InternVL-C/G image and text embeddings per second (InternVL-14B-224px shape)
 
-See 'internvl bench vision --help', 'internvl bench chat --help'.
+See 'internvl bench vision --help', 'internvl bench chat --help', 'internvl bench clip --help'.
 `;
 
 const VISION_USAGE = `Usage: internvl bench vision [options]
@@ -24,6 +25,7 @@ Options:
   --threads <n>        onnxruntime threads (default: all cores)
   --runs <n>           timed runs after one warm-up (default 3)
   --dtype <t>          checkpoint storage: float32 (default), float16, bfloat16; compute is float32
+  --weights <f>        fp32 (default) or int8: the linears as DynamicQuantizeMatMul (int8 weights and activations)
   --layers <n>         build and time only the first n layers, extrapolate to all
   --prepack <m>        onnxruntime weight prepacking: auto (default: on below 2 GiB of weights), on, off
   --profile            also run under onnxruntime's profiler and report kernel time per operator type
@@ -43,13 +45,14 @@ export const benchCommand: Command = {
       return 0;
     }
     if (target === 'chat') return (await import('./bench_chat.js')).runBenchChat(rest);
-    if (target !== 'vision') throw usageError('bench', `unknown target '${target}' (targets: vision, chat)`);
+    if (target === 'clip') return (await import('./bench_clip.js')).runBenchClip(rest);
+    if (target !== 'vision') throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip)`);
     const parsed = parseCommandArgs({
       command: 'bench vision',
       usage: VISION_USAGE,
       options: {
         shape: { type: 'string' }, batch: { type: 'string' }, threads: { type: 'string' }, runs: { type: 'string' },
-        dtype: { type: 'string' }, layers: { type: 'string' }, prepack: { type: 'string' },
+        dtype: { type: 'string' }, weights: { type: 'string' }, layers: { type: 'string' }, prepack: { type: 'string' },
         keep: { type: 'boolean' }, quiet: { type: 'boolean' }, profile: { type: 'boolean' },
       },
     }, rest);
@@ -61,6 +64,7 @@ export const benchCommand: Command = {
     const result = await benchVision({
       shape,
       dtype: parsed.choice('dtype', ['float32', 'float16', 'bfloat16'] as const, 'float32'),
+      weights: parsed.choice('weights', ['fp32', 'int8'] as const, 'fp32'),
       batch: parsed.integer('batch', 1, { min: 1, max: 256 }),
       threads: parsed.integer('threads', undefined, { min: 1 }),
       runs: parsed.integer('runs', 3, { min: 1 }),
