@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
 import { PriorityQueue } from './priority_queue.js';
+import { cleanUpTokenization } from './cleanup.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Public types
@@ -493,7 +494,7 @@ export class ByteLevelBpeTokenizer implements Tokenizer {
       len += bytes.length;
     }
     let text = this.decoder.decode(buf.subarray(0, len));
-    if (this.cleanUp) text = cleanUpTokenizationSpaces(text);
+    if (this.cleanUp) text = cleanUpTokenization(text);
     return text;
   }
 
@@ -711,20 +712,6 @@ function splitByRegex(text: string, regex: RegExp, behavior: SplitBehavior, inve
   for (const [s, e] of spans) if (e > s) out.push(text.slice(s, e));
 }
 
-/** transformers' `clean_up_tokenization` (only applied when the config asks for it). */
-function cleanUpTokenizationSpaces(s: string): string {
-  return s
-    .replaceAll(' .', '.')
-    .replaceAll(' ?', '?')
-    .replaceAll(' !', '!')
-    .replaceAll(' ,', ',')
-    .replaceAll(" ' ", "'")
-    .replaceAll(" n't", "n't")
-    .replaceAll(" 'm", "'m")
-    .replaceAll(" 's", "'s")
-    .replaceAll(" 've", "'ve")
-    .replaceAll(" 're", "'re");
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading

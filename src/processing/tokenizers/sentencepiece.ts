@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
 import { PriorityQueue } from './priority_queue.js';
+import { cleanUpTokenization } from './cleanup.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // ModelProto
@@ -1332,20 +1333,6 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 }
 
-/** HF's clean_up_tokenization: removes the space that word-piece style decoding puts before punctuation. */
-function cleanUpTokenization(text: string): string {
-  return text
-    .replaceAll(' .', '.')
-    .replaceAll(' ?', '?')
-    .replaceAll(' !', '!')
-    .replaceAll(' ,', ',')
-    .replaceAll(" ' ", "'")
-    .replaceAll(" n't", "n't")
-    .replaceAll(" 'm", "'m")
-    .replaceAll(" 's", "'s")
-    .replaceAll(" 've", "'ve")
-    .replaceAll(" 're", "'re");
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading a checkpoint folder
