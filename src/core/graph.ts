@@ -45,6 +45,8 @@ export interface WeightRequest {
   produce: () => Uint8Array;
   /** Identity of the bytes for the on-disk cache key. */
   cacheKey: string;
+  /** Checkpoint files the bytes come from: a cache entry is rebuilt when one of them changes. */
+  sources?: readonly string[];
 }
 
 /** How a model's float weights are stored for execution. */
@@ -259,6 +261,7 @@ function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: 
     dims: entry.shape,
     inPlace: inPlace ? { file: entry.file, offset: entry.offset, length: entry.byteLength } : undefined,
     cacheKey: `${entry.file}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}:${format}`,
+    sources: [entry.file],
     produce: () => {
       const data = checkpoint.readFloat32(entry.name).data;
       const out = format === 'float32' ? data : float32ToFloat16(data);

@@ -265,6 +265,10 @@ function sourceKey(g: GraphBuilder, members: Member[]): string {
   }).join('|');
 }
 
+function sourceFiles(g: GraphBuilder, members: Member[]): string[] {
+  return [...new Set(members.map((m) => g.checkpoint!.entry(m.key).file))];
+}
+
 function requestName(members: Member[], suffix: string): string {
   return `${members.map((m) => m.key).join('+')}#${suffix}`;
 }
@@ -286,6 +290,7 @@ function fusedBiasRequest(g: GraphBuilder, members: Member[]): WeightRequest {
   return {
     name: requestName(members, 'bias'), type: 'float32', dims: [N],
     cacheKey: `${sourceKey(g, members)}:bias:${members.map((m) => (m.biasKey ? 1 : 0)).join('')}`,
+    sources: sourceFiles(g, members),
     produce: () => {
       const out = new Float32Array(N);
       let offset = 0;
@@ -309,7 +314,10 @@ function nbitsRequests(g: GraphBuilder, members: Member[], K: number, bits: 4 | 
     return bits === 4 ? quantizeInt4Blockwise(weights, N, K, blockSize, { symmetric }) : quantizeInt8Blockwise(weights, N, K, blockSize);
   });
   const request = (suffix: string, type: WeightRequest['type'], dims: number[], pick: () => ArrayBufferView): string =>
-    g.request({ name: requestName(members, `${tag}.${suffix}`), type, dims, cacheKey: `${cacheKey}:${suffix}`, produce: () => bytesOf(pick()) });
+    g.request({
+      name: requestName(members, `${tag}.${suffix}`), type, dims, cacheKey: `${cacheKey}:${suffix}`, sources: sourceFiles(g, members),
+      produce: () => bytesOf(pick()),
+    });
   const weight = request('B', 'uint8', [N, blocks, (blockSize * bits) / 8], () => quantize().packed);
   const scales = request('scales', 'float32', [N * blocks], () => quantize().scales);
   const zeroPoints = symmetric ? null
@@ -322,11 +330,11 @@ function int8PerChannelRequests(g: GraphBuilder, members: Member[], K: number, r
   const cacheKey = `${sourceKey(g, members)}:q8c:v${QUANTIZER_VERSION}`;
   const quantize = shared(2, () => quantizeInt8PerChannel(read(), N, K));
   const weight = g.request({
-    name: requestName(members, 'q8c.B'), type: 'int8', dims: [K, N], cacheKey: `${cacheKey}:B`,
+    name: requestName(members, 'q8c.B'), type: 'int8', dims: [K, N], cacheKey: `${cacheKey}:B`, sources: sourceFiles(g, members),
     produce: () => bytesOf(quantize().transposed),
   });
   const scales = g.request({
-    name: requestName(members, 'q8c.scales'), type: 'float32', dims: [N], cacheKey: `${cacheKey}:scales`,
+    name: requestName(members, 'q8c.scales'), type: 'float32', dims: [N], cacheKey: `${cacheKey}:scales`, sources: sourceFiles(g, members),
     produce: () => bytesOf(quantize().scales),
   });
   return [weight, scales];

@@ -117,14 +117,17 @@ const ALIGN = 64;
 function ensureWeightCache(cacheDir: string, requests: WeightRequest[], onProgress?: (done: number, total: number) => void):
   { fileName: string; offsets: Map<string, { offset: number; length: number }> } {
   const hash = crypto.createHash('sha256');
+  const stamps = new Map<string, string>();
+  const stampOf = (file: string) => {
+    if (!stamps.has(file)) {
+      const stat = fs.statSync(file);
+      stamps.set(file, `${stat.size}:${stat.mtimeMs}`);
+    }
+    return stamps.get(file)!;
+  };
   for (const r of requests) {
-    const source = r.inPlace?.file ?? r.cacheKey.split(':')[0];
-    let stamp = '';
-    try {
-      const stat = fs.statSync(source);
-      stamp = `${stat.size}:${stat.mtimeMs}`;
-    } catch { /* derived keys without a file path */ }
-    hash.update(`${r.name}|${r.type}|${r.dims.join('x')}|${r.cacheKey}|${stamp}\n`);
+    const sources = r.sources ?? (r.inPlace ? [r.inPlace.file] : []);
+    hash.update(`${r.name}|${r.type}|${r.dims.join('x')}|${r.cacheKey}|${sources.map(stampOf).join(',')}\n`);
   }
   const fileName = `weights-${hash.digest('hex').slice(0, 32)}.bin`;
   const offsets = new Map<string, { offset: number; length: number }>();
