@@ -21,7 +21,7 @@ import {
 } from '../src/apps/eval/datasets.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const zeroshotAssets = join(here, '..', '..', 'shared', 'assets', 'zeroshot');
+const zeroshotAssets = join(here, '..', 'assets', 'zeroshot');
 
 function tmp(): string {
   return mkdtempSync(join(tmpdir(), 'ivl-ds-'));
@@ -81,7 +81,7 @@ test('Python-compatible helpers', () => {
   assert.throws(() => fillTemplate('a {d}', 'x'), /only \{c\}/);
 });
 
-test('CLIP_benchmark class-name and template tables from the shared assets', async () => {
+test('CLIP_benchmark class-name and template tables (the bundled assets)', async () => {
   const names = await loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'imagenet1k', 'classnames');
   assert.equal(names.length, 1000);
   assert.equal(names[0], 'tench');
