@@ -8,8 +8,6 @@ import { captionImage } from '../src/tasks/caption.js';
 import { encodeTexts, fillTemplate, loadClipPipeline } from '../src/tasks/clip.js';
 import { loadClassNames, loadTemplates } from '../src/tasks/zeroshot_prompts.js';
 import { preprocessForClip } from '../src/processing/tiling.js';
-import { causalAttentionBias } from '../src/models/llm.js';
-import * as ort from 'onnxruntime-node';
 
 const CLIP = path.join(DATA, 'fixtures', 'clip_e2e');
 const CAT = path.join(DATA, 'images', 'chelsea.png');
@@ -22,29 +20,21 @@ test('greedy captioning with the KV cache equals re-running queries + text with 
   const cached = await captionImage(pipeline, image, { numBeams: 1, minNewTokens: 0, maxNewTokens: 6 });
   assert.equal(cached.ids.length, 6);
 
-  const lm = await model.captioningDecoder();
   const S = model.config.imageSize;
   const { tokens } = await model.encodeVision(preprocessForClip(image, 'retrieval', S), 1);
+  const decoder = await model.captionDecoder(tokens);
   const Q = model.config.numQueryToken;
   const H = model.config.qllama.hiddenSize;
-  const Cv = model.config.vision.hiddenSize;
   const ids = tokenizer.encode('English caption:');
   for (let step = 0; step < 6; step++) {
+    // A prefill from an empty cache every time: queries + text with cross-attention, no reuse of earlier steps.
     const T = Q + ids.length;
     const embeds = new Float32Array(T * H);
-    embeds.set(model.checkpoint.readFloat32('query_tokens').data);
-    embeds.set(lm.embedTokens(ids), Q * H);
-    const bias = causalAttentionBias(new Uint8Array(T).fill(1), 1, T, T);
-    for (let i = 0; i < Q; i++) bias.fill(0, i * T, i * T + Q);
-    const rows = new Float32Array(T);
-    rows.fill(1, 0, Q);
-    const { logits } = await lm.step({
+    embeds.set(model.queryTokens());
+    embeds.set(decoder.embedTokens(ids), Q * H);
+    const { logits } = await decoder.step({
       embeds, batch: 1, seq: T, positions: Int32Array.from({ length: T }, (_, i) => i), attentionMask: new Uint8Array(T).fill(1),
-      logitIndices: [T - 1], cache: lm.emptyCache(1), attentionBias: bias,
-      extraFeeds: {
-        vision_hidden_states: new ort.Tensor('float32', tokens, [1, tokens.length / Cv, Cv]),
-        cross_attention_rows: new ort.Tensor('float32', rows, [T, 1]),
-      },
+      logitIndices: [T - 1], cache: decoder.emptyCache(1),
     });
     let best = 0;
     for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;

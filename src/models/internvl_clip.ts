@@ -15,7 +15,7 @@ import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
 import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
 import { buildInternVisionEncoder, parseInternVisionConfig, REMOTE_VISION_NAMES, resizePositionEmbedding, type InternVisionConfig } from './intern_vit.js';
-import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
+import { CausalLM, causalAttentionBias, parseLlmConfig, type LlmConfig } from './llm.js';
 
 export interface InternVLClipConfig {
   vision: InternVisionConfig;
@@ -66,7 +66,7 @@ function buildAttentionPooling(g: GraphBuilder, block: Scope, tokens: string, di
 export type ClipMode = 'C' | 'G';
 
 export class InternVLClipModel {
-  private captionDecoder: Promise<CausalLM> | null = null;
+  private captionModel: Promise<CausalLM> | null = null;
 
   private constructor(
     readonly dir: string,
@@ -132,7 +132,7 @@ export class InternVLClipModel {
   async queryFeatures(visionTokens: Float32Array, batch: number): Promise<Float32Array> {
     const Q = this.config.numQueryToken;
     const H = this.config.qllama.hiddenSize;
-    const queryTokens = this.checkpoint.readFloat32('query_tokens').data;
+    const queryTokens = this.queryTokens();
     const embeds = new Float32Array(batch * Q * H);
     for (let b = 0; b < batch; b++) embeds.set(queryTokens, b * Q * H);
     const Cv = this.config.vision.hiddenSize;
@@ -202,14 +202,48 @@ export class InternVLClipModel {
     return { hidden, embeds };
   }
 
-  /** QLLaMA with its lm_head, for captioning; built on first use (the embedding paths do not need it). */
-  captioningDecoder(): Promise<CausalLM> {
-    this.captionDecoder ??= loadQllama(this.checkpoint, this.config, { withoutLmHead: false, session: this.qllamaSession, configureGraph: this.configureQllamaGraph });
-    return this.captionDecoder;
+  /** The 96 learned query embeddings, [96, H]. */
+  queryTokens(): Float32Array {
+    return this.checkpoint.readFloat32('query_tokens').data;
+  }
+
+  /**
+   * QLLaMA with its lm_head for captioning (`InternVLModel.generate`), as a decoder whose prefill reads the queries
+   * followed by the prompt: queries see each other both ways and cross-attend to `visionTokens` [1+g², C] (the text
+   * is causal and sees the queries); later steps run from the KV cache without cross-attention. Its lm_head graph is
+   * built on first use (the embedding paths do not need it).
+   */
+  async captionDecoder(visionTokens: Float32Array): Promise<Pick<CausalLM, 'config' | 'embedTokens' | 'emptyCache' | 'step'>> {
+    this.captionModel ??= loadQllama(this.checkpoint, this.config, { withoutLmHead: false, session: this.qllamaSession, configureGraph: this.configureQllamaGraph });
+    const lm = await this.captionModel;
+    const Q = this.config.numQueryToken;
+    const Cv = this.config.vision.hiddenSize;
+    return {
+      config: lm.config,
+      embedTokens: (ids) => lm.embedTokens(ids),
+      emptyCache: (batch) => lm.emptyCache(batch),
+      step: (step) => {
+        const { batch: B, seq: S } = step;
+        if (step.cache.length > 0) return lm.step({ ...step, extraFeeds: this.noVisionFeeds(B, S) });
+        const bias = causalAttentionBias(step.attentionMask, B, S, S);
+        for (let b = 0; b < B; b++) for (let i = 0; i < Q; i++) bias.fill(0, (b * S + i) * S, (b * S + i) * S + Q);
+        const rows = new Float32Array(B * S);
+        for (let b = 0; b < B; b++) rows.fill(1, b * S, b * S + Q);
+        const vision = new Float32Array(B * visionTokens.length);
+        for (let b = 0; b < B; b++) vision.set(visionTokens, b * visionTokens.length);
+        return lm.step({
+          ...step, attentionBias: bias,
+          extraFeeds: {
+            vision_hidden_states: new ort.Tensor('float32', vision, [B, visionTokens.length / Cv, Cv]),
+            cross_attention_rows: new ort.Tensor('float32', rows, [B * S, 1]),
+          },
+        });
+      },
+    };
   }
 
   /** Cross-attention switched off: a one-token dummy vision input with every row gated to zero. */
-  noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
+  private noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
     const Cv = this.config.vision.hiddenSize;
     return {
       vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
@@ -235,7 +269,7 @@ export class InternVLClipModel {
   }
 
   async release(): Promise<void> {
-    const caption = this.captionDecoder ? await this.captionDecoder : null;
+    const caption = this.captionModel ? await this.captionModel : null;
     await Promise.all([this.vision.release(), this.qllama.release(), this.queryPooling.release(), caption?.release()]);
   }
 }
