@@ -157,22 +157,10 @@ export function buildPrompt(template: ConversationTemplate, input: PromptInput):
       ret = systemPrompt + sep;
       for (const [role, msg] of messages) ret += msg ? role + msg + sep : role;
       return ret;
-    case 'ADD_COLON_TWO': {
-      const seps = [sep, sep2];
-      ret = systemPrompt + seps[0];
-      messages.forEach(([role, msg], i) => {
-        ret += msg ? `${role}: ${msg}${seps[i % 2]}` : `${role}:`;
-      });
-      return ret;
-    }
-    case 'INTERNVL_ZH': {
-      const seps = [sep2, sep];
-      ret = systemMessage + seps[0];
-      messages.forEach(([role, msg], i) => {
-        ret += msg ? `${role}: ${msg}${seps[i % 2]}` : `${role}:`;
-      });
-      return ret;
-    }
+    case 'ADD_COLON_TWO':
+      return colonTurns(systemPrompt, messages, [sep, sep2]);
+    case 'INTERNVL_ZH':
+      return colonTurns(systemMessage, messages, [sep2, sep]);
     case 'LLAMA2': {
       const seps = [sep, sep2];
       ret = systemMessage ? systemPrompt : '[INST] ';
@@ -185,6 +173,15 @@ export function buildPrompt(template: ConversationTemplate, input: PromptInput):
       return ret;
     }
   }
+}
+
+/** `{prefix}{sep0}{role}: {msg}{sep(i)}…{role}:` — the colon styles, separators alternating per message. */
+function colonTurns(prefix: string, messages: ReadonlyArray<[string, string | null]>, seps: [string, string]): string {
+  let ret = prefix + seps[0];
+  messages.forEach(([role, msg], i) => {
+    ret += msg ? `${role}: ${msg}${seps[i % 2]}` : `${role}:`;
+  });
+  return ret;
 }
 
 /**

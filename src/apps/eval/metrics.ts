@@ -182,38 +182,30 @@ function checkK(k: number): void {
  */
 export function recallAtK(scores: Matrix, positives: readonly (readonly number[])[], k: number): number {
   checkMatrix('scores', scores);
-  checkK(k);
-  if (positives.length !== scores.rows) throw new UsageError(`got positives for ${positives.length} queries, scores have ${scores.rows} rows`);
-  let hits = 0;
-  for (let r = 0; r < scores.rows; r++) {
-    const pos = positives[r];
-    if (pos.length === 0) continue;
-    for (const p of pos) {
-      if (!Number.isInteger(p) || p < 0 || p >= scores.cols) throw new UsageError(`positive ${p} of query ${r} is outside the ${scores.cols} candidates`);
-    }
-    const o = r * scores.cols;
-    const get = (i: number) => scores.data[o + i];
-    if (inTopK(get, scores.cols, bestPositive(get, pos), k)) hits++;
-  }
-  return scores.rows === 0 ? NaN : hits / scores.rows;
+  return recallOverQueries(scores.rows, scores.cols, positives, k, 'rows', (q, c) => scores.data[q * scores.cols + c]);
 }
 
 /** Same as {@link recallAtK} with the queries in the columns, so scoresᵀ need not be built. */
 export function recallAtKColumns(scores: Matrix, positives: readonly (readonly number[])[], k: number): number {
   checkMatrix('scores', scores);
+  return recallOverQueries(scores.cols, scores.rows, positives, k, 'columns', (q, c) => scores.data[c * scores.cols + q]);
+}
+
+function recallOverQueries(queries: number, candidates: number, positives: readonly (readonly number[])[], k: number,
+  axis: 'rows' | 'columns', score: (query: number, candidate: number) => number): number {
   checkK(k);
-  if (positives.length !== scores.cols) throw new UsageError(`got positives for ${positives.length} queries, scores have ${scores.cols} columns`);
+  if (positives.length !== queries) throw new UsageError(`got positives for ${positives.length} queries, scores have ${queries} ${axis}`);
   let hits = 0;
-  for (let c = 0; c < scores.cols; c++) {
-    const pos = positives[c];
+  for (let q = 0; q < queries; q++) {
+    const pos = positives[q];
     if (pos.length === 0) continue;
     for (const p of pos) {
-      if (!Number.isInteger(p) || p < 0 || p >= scores.rows) throw new UsageError(`positive ${p} of query ${c} is outside the ${scores.rows} candidates`);
+      if (!Number.isInteger(p) || p < 0 || p >= candidates) throw new UsageError(`positive ${p} of query ${q} is outside the ${candidates} candidates`);
     }
-    const get = (i: number) => scores.data[i * scores.cols + c];
-    if (inTopK(get, scores.rows, bestPositive(get, pos), k)) hits++;
+    const get = (i: number) => score(q, i);
+    if (inTopK(get, candidates, bestPositive(get, pos), k)) hits++;
   }
-  return scores.cols === 0 ? NaN : hits / scores.cols;
+  return queries === 0 ? NaN : hits / queries;
 }
 
 /**
