@@ -109,10 +109,10 @@ export function detectArchitecture(config: ConfigSection): Architecture {
     if (name === 'InternVisionModel' || name === 'InternVLChatModel' || name === 'InternVLModel' || name === 'InternVLForConditionalGeneration') return name;
     if (LLM_ARCHITECTURES.includes(name)) return 'CausalLM';
   }
-  if (modelType === 'internvl') return 'InternVLForConditionalGeneration';
+  // InternVL-14B (InternVLModel) and the *-hf chat checkpoints share model_type 'internvl'; only the former has QLLaMA.
+  if (modelType === 'internvl') return config.has('qllama_config') ? 'InternVLModel' : 'InternVLForConditionalGeneration';
   if (modelType === 'internvl_chat') return 'InternVLChatModel';
   if (modelType === 'intern_vit_6b' || modelType === 'intern_vit') return 'InternVisionModel';
-  if (modelType === 'internvl') return 'InternVLModel';
   if (['llama', 'qwen2', 'internlm2', 'phi3', 'mistral'].includes(modelType)) return 'CausalLM';
   throw new ModelLoadError(
     `${config.file}: unknown architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; `

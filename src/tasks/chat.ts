@@ -112,10 +112,7 @@ export class Conversation {
   promptFor(question: string): string {
     const { template, hfChatTemplate, model } = this.pipeline;
     const visuals = this.visuals;
-    let text = question;
-    if (visuals && visuals.tiles.length > 0 && this.history.length === 0 && !question.includes(IMAGE_PLACEHOLDER)) {
-      text = visuals.labels.join('') + question;
-    }
+    const text = this.withImagePlaceholders(question);
     let prompt: string;
     if (template) {
       prompt = buildPrompt(template, {
@@ -164,9 +161,7 @@ export class Conversation {
     }
     const decoded = tokenizer.decode(generated, { skipSpecialTokens: true });
     const response = template ? extractResponse(template, decoded) : this.cut(decoded).trim();
-    const firstQuestion = this.visuals && this.visuals.tiles.length > 0 && this.history.length === 0 && !question.includes(IMAGE_PLACEHOLDER)
-      ? this.visuals.labels.join('') + question : question;
-    this.history.push([firstQuestion, response]);
+    this.history.push([this.withImagePlaceholders(question), response]);
     return { response, ids: generated, promptTokens: ids.length };
   }
 
@@ -177,6 +172,16 @@ export class Conversation {
       const next = await stream.next();
       if (next.done) return next.value;
     }
+  }
+
+  /**
+   * The question as the template sees it: on the first turn with visuals and no `<image>` of its own, prefixed with
+   * one `<image>\n` (or `Image-k: <image>\n`, `Frame-k: <image>\n` lines) per image, as `chat()` does.
+   */
+  private withImagePlaceholders(question: string): string {
+    const visuals = this.visuals;
+    if (!visuals || visuals.tiles.length === 0 || this.history.length > 0 || question.includes(IMAGE_PLACEHOLDER)) return question;
+    return visuals.labels.join('') + question;
   }
 
   private cut(text: string): string {
