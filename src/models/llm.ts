@@ -135,19 +135,17 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
   const D = config.headDim;
   const embeds = g.input('inputs_embeds', 'float32', ['batch', 'seq', H]);
   const mask = g.input('attention_bias', 'float32', ['batch', 1, 'seq', 'total']);
-  const cos = g.input('rope_cos', 'float32', ['batch', 1, 'seq', D]);
-  const sin = g.input('rope_sin', 'float32', ['batch', 1, 'seq', D]);
+  // One cos/sin row per new token (computed in JS for any RoPE scaling) and each token's row index into them.
+  const cos = g.input('rope_cos', 'float32', ['rows', D / 2]);
+  const sin = g.input('rope_sin', 'float32', ['rows', D / 2]);
+  const ropeRows = g.input('rope_rows', 'int64', ['batch', 'seq']);
   const logitIndices = g.input('logit_indices', 'int64', ['selected']);
 
   const batchSeq = g.slice(g.node('Shape', [embeds]), [0], [2], [0]);
   const headsShape = (n: number) => g.concat([batchSeq, g.constInt64([n, D])], 0);
   const toHeads = (x: string, n: number) => g.transpose(g.node('Reshape', [x, headsShape(n)]), [0, 2, 1, 3]); // [B, n, S, D]
-  const rotate = (x: string) => {
-    const first = g.slice(x, [0], [D / 2], [3]);
-    const second = g.slice(x, [D / 2], [D], [3]);
-    const rotated = g.concat([g.node('Neg', [second]), first], 3);
-    return g.add(g.mul(x, cos), g.mul(rotated, sin));
-  };
+  // Rotate-half RoPE on [B, n, S, D] in one fused node.
+  const rotate = (x: string) => g.node('RotaryEmbedding', [x, ropeRows, cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
 
   let x = g.reshape(embeds, [-1, H]);
   for (let i = 0; i < config.numHiddenLayers; i++) {
@@ -289,8 +287,9 @@ export class CausalLM {
       logit_indices: new ort.Tensor('int64', BigInt64Array.from(step.logitIndices, (i) => BigInt(i)), [step.logitIndices.length]),
     };
     const { cos, sin } = this.rotary.cosSin(step.positions, total);
-    feeds.rope_cos = new ort.Tensor('float32', cos, [B, 1, S, D]);
-    feeds.rope_sin = new ort.Tensor('float32', sin, [B, 1, S, D]);
+    feeds.rope_cos = new ort.Tensor('float32', halfWidth(cos, D), [B * S, D / 2]);
+    feeds.rope_sin = new ort.Tensor('float32', halfWidth(sin, D), [B * S, D / 2]);
+    feeds.rope_rows = new ort.Tensor('int64', BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i)), [B, S]);
     for (let i = 0; i < this.config.numHiddenLayers; i++) {
       feeds[`past_key.${i}`] = cache.keys[i];
       feeds[`past_value.${i}`] = cache.values[i];
@@ -311,6 +310,14 @@ export class CausalLM {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** The first half of each D-wide cos/sin row (rotate-half repeats it). */
+function halfWidth(values: Float32Array, D: number): Float32Array {
+  const rows = values.length / D;
+  const out = new Float32Array(rows * (D / 2));
+  for (let r = 0; r < rows; r++) out.set(values.subarray(r * D, r * D + D / 2), r * (D / 2));
+  return out;
 }
 
 /** The output projection: lm_head where the checkpoint has one, else the tied input embedding. */
