@@ -64,10 +64,21 @@ export async function encodeImages(pipeline: ClipPipeline, images: readonly RgbI
   return matrix(out, images.length, D);
 }
 
-/** `{c}` (CLIP_benchmark) or `{}` replaced by the class name. */
+/**
+ * A prompt template filled as CLIP_benchmark's `template.format(c=label)`: `{c}` is the label, `{{` and `}}` are
+ * literal braces; `{}` (positional, as some template files write it) is the label too.
+ */
 export function fillTemplate(template: string, label: string): string {
-  if (!template.includes('{c}') && !template.includes('{}')) throw new UsageError(`template ${JSON.stringify(template)} has no {c} or {} for the label`);
-  return template.replaceAll('{c}', label).replaceAll('{}', label);
+  let slots = 0;
+  const filled = template.replace(/\{\{|\}\}|\{([^{}]*)\}/g, (match, field: string | undefined) => {
+    if (match === '{{') return '{';
+    if (match === '}}') return '}';
+    if (field !== 'c' && field !== '') throw new UsageError(`template ${JSON.stringify(template)} has a field {${field}}; only {c} (or {}) is filled in`);
+    slots++;
+    return label;
+  });
+  if (slots === 0) throw new UsageError(`template ${JSON.stringify(template)} has no {c} or {} for the label`);
+  return filled;
 }
 
 /** The zero-shot classifier [classes, D], rows unit norm. */

@@ -11,6 +11,9 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 import { InternVLError, UsageError } from '../../core/errors.js';
+import { preCaption } from '../../processing/tokenizers/clip_text.js';
+export { preCaption } from '../../processing/tokenizers/clip_text.js';
+export { fillTemplate } from '../../tasks/clip.js';
 
 /** A dataset file or folder that is missing or malformed. */
 export class DatasetError extends InternVLError {}
@@ -38,29 +41,6 @@ const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, 'g');
 /** Python's `str.strip()` with no argument. */
 function pyStrip(s: string): string {
   return s.replace(PY_STRIP, '');
-}
-
-/**
- * CLIP_benchmark's `pre_caption` (datasets/tools.py), which InternVL's fork applies to flickr30k and
- * mscoco_captions captions: lower-case, each of . ! " ( ) * # : ; ~ becomes a space, runs of whitespace
- * collapse to one space, strip, keep the first maxWords space-separated words.
- */
-export function preCaption(caption: string, maxWords = 50): string {
-  let c = caption.toLowerCase().replace(/[.!"()*#:;~]/g, ' ');
-  c = c.replace(/\s{2,}/g, ' ');
-  c = c.replace(/\n+$/, '').replace(/^ +| +$/g, '');
-  const words = c.split(' ');
-  return words.length > maxWords ? words.slice(0, maxWords).join(' ') : c;
-}
-
-/** Python `template.format(c=name)`: `{c}` is the class name, `{{` and `}}` are literal braces. */
-export function fillTemplate(template: string, className: string): string {
-  return template.replace(/\{\{|\}\}|\{([^{}]*)\}/g, (m, field: string | undefined) => {
-    if (m === '{{') return '{';
-    if (m === '}}') return '}';
-    if (field === 'c') return className;
-    throw new UsageError(`template "${template}" has a field {${field}}; only {c} is filled in`);
-  });
 }
 
 async function readText(path: string, what: string): Promise<string> {

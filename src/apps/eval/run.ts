@@ -20,12 +20,12 @@ import type { ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
 import type { FfmpegOptions } from '../../processing/video.js';
 import {
-  encodeImages, encodeTexts, fillTemplate as fillBraces, loadClipPipeline, type ClipPipeline, type ImageTransform,
+  encodeImages, encodeTexts, fillTemplate, loadClipPipeline, type ClipPipeline, type ImageTransform,
 } from '../../tasks/clip.js';
 import { DEFAULT_VIDEO_FRAMES, embedVideo } from '../../tasks/video.js';
 import { loadClassNames, loadTemplates, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
 import {
-  DatasetError, fillTemplate, loadDatasetStrings, openWebDataset, preCaption, readCaptionDataset, readImageFolder, splitLines,
+  DatasetError, loadDatasetStrings, openWebDataset, preCaption, readCaptionDataset, readImageFolder, splitLines,
 } from './datasets.js';
 import { meanRecall, msrvttRetrievalMetrics, retrievalRecall, zeroShotClassificationMetrics } from './metrics.js';
 import type { EvalResult } from './report.js';
@@ -76,10 +76,6 @@ export async function readStringList(file: string, kind: 'classnames' | 'templat
   return list;
 }
 
-/** CLIP_benchmark's `template.format(c=name)`; a template with `{}` instead of `{c}` is accepted too. */
-export function fillPrompt(template: string, className: string): string {
-  return template.includes('{c}') ? fillTemplate(template, className) : fillBraces(template, className);
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // The model as the harness sees it (an interface, so tests can count or fake the encoder calls).
@@ -603,7 +599,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
   templates ??= loadTemplates(language ?? 'en');
   if (templates.length === 0) throw new UsageError('no prompt templates');
   // Fill every prompt before any encoding, so that a bad template fails at once.
-  const prompts = classNames.flatMap((c) => templates.map((t) => fillPrompt(t, c)));
+  const prompts = classNames.flatMap((c) => templates.map((t) => fillTemplate(t, c)));
 
   const ctx = await withModel(s, options.model);
   const text = await encodeTextsCached(ctx, prompts, 'building the classifier', Math.max(ctx.batchSize, 32));
