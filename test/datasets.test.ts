@@ -91,7 +91,7 @@ test('CLIP_benchmark class-name and template tables (the bundled assets)', async
   assert.deepEqual(await loadDatasetStrings(join(zeroshotAssets, 'en_zeroshot_classification_templates.json'), 'wds/imagenet-o', 'templates'), tpl);
   const cifar = await loadDatasetStrings(join(zeroshotAssets, 'en_zeroshot_classification_templates.json'), 'wds/cifar10', 'templates');
   assert.equal(cifar[0], 'a photo of a {c}.');
-  await assert.rejects(loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'nope', 'classnames'), (e: Error) => e instanceof DatasetError && /en_classnames\.json/.test(e.message));
+  assert.throws(() => loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'nope', 'classnames'), (e: Error) => e instanceof DatasetError && /en_classnames\.json/.test(e.message));
 });
 
 test('ImageFolder: sorted classes, recursive files, image extensions only', async () => {

@@ -20,6 +20,8 @@ export class ConfigError extends InternVLError {}
 export class ImageError extends InternVLError {}
 /** A tokenizer file that cannot be parsed, or text that cannot be encoded. */
 export class TokenizerError extends InternVLError {}
+/** A dataset file or folder (evaluation data, class names, templates) that is missing or malformed. */
+export class DatasetError extends InternVLError {}
 /** Downloads from the Hugging Face Hub. */
 export class HubError extends InternVLError {}
 /** Invalid arguments to the library API or the CLI. */

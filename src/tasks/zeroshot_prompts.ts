@@ -1,53 +1,107 @@
 /**
- * The zero-shot prompt templates and class names the InternVL evaluation uses (CLIP_benchmark's files, shipped in
- * `assets/zeroshot/`): `{lang}_zeroshot_classification_templates.json` and `{lang}_classnames.json`, keyed by dataset.
- * A name selects a built-in language set; a path reads a .json (list, or keyed by dataset) or .txt (one per line).
+ * Zero-shot prompt templates and class names. The built-in sets are the files the InternVL evaluation uses
+ * (CLIP_benchmark's, shipped in `assets/zeroshot/`): `{lang}_zeroshot_classification_templates.json` and
+ * `{lang}_classnames.json`, keyed by dataset. User files: `.txt` (one per line), a JSON list, or such a table.
  */
 import fs from 'node:fs';
-import { UsageError } from '../core/errors.js';
+import { fileURLToPath } from 'node:url';
+import { DatasetError, UsageError } from '../core/errors.js';
 
 export const ZEROSHOT_LANGUAGES = ['en', 'cn', 'jp', 'ar', 'it'] as const;
 
-function assetPath(file: string): URL {
+export type ListKind = 'classnames' | 'templates';
+
+const WHAT: Record<ListKind, string> = { classnames: 'class-names file', templates: 'templates file' };
+
+function assetPath(file: string): string {
   // Same relative path from src/tasks (tsx) and dist/tasks (built).
-  return new URL(`../../assets/zeroshot/${file}`, import.meta.url);
+  return fileURLToPath(new URL(`../../assets/zeroshot/${file}`, import.meta.url));
 }
 
-function readList(source: string | URL, what: string, dataset: string): string[] {
+function readJson(path: string, what: string): unknown {
   let text: string;
   try {
-    text = fs.readFileSync(source, 'utf8');
-  } catch (error) {
-    throw new UsageError(`${String(source)}: cannot read ${what} (${(error as NodeJS.ErrnoException).code ?? error})`);
+    text = fs.readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new DatasetError(`cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  if (String(source).endsWith('.txt')) return text.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(text);
-  } catch (error) {
-    throw new UsageError(`${String(source)}: ${what} file is not valid JSON (${(error as Error).message})`);
+    return JSON.parse(text);
+  } catch (e) {
+    throw new DatasetError(`${what} ${path} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
   }
-  const list = Array.isArray(parsed) ? parsed : (parsed as Record<string, unknown>)[dataset];
-  if (!Array.isArray(list) || !list.every((t) => typeof t === 'string')) {
-    throw new UsageError(`${String(source)}: expected a list of strings${Array.isArray(parsed) ? '' : ` under "${dataset}"`}`);
+}
+
+/**
+ * A CLIP_benchmark table (`{dataset: [strings]}`) at `dataset`. For templates, a dataset that is not listed falls
+ * back to the `imagenet1k` list as CLIP_benchmark does; class names have no fallback. A `wds/`, `tfds/` or `vtab/`
+ * prefix is dropped from the name first.
+ */
+export function loadDatasetStrings(path: string, dataset: string, kind: ListKind): string[] {
+  const what = WHAT[kind];
+  const json = readJson(path, what);
+  if (!json || typeof json !== 'object' || Array.isArray(json)) {
+    throw new DatasetError(`${what} ${path} must be a JSON object mapping dataset names to lists of strings`);
+  }
+  const table = json as Record<string, unknown>;
+  const name = /^(wds|tfds|vtab)\//.test(dataset) ? dataset.slice(dataset.lastIndexOf('/') + 1) : dataset;
+  let list = table[name];
+  if (list === undefined && kind === 'templates') list = table.imagenet1k;
+  if (list === undefined) {
+    const keys = Object.keys(table);
+    throw new DatasetError(`${what} ${path} has no entry "${name}" (it has: ${keys.slice(0, 12).join(', ')}${keys.length > 12 ? ', …' : ''})`);
+  }
+  if (!Array.isArray(list) || !list.every((s) => typeof s === 'string')) {
+    throw new DatasetError(`${what} ${path}: entry "${name}" is not a list of strings`);
   }
   return list as string[];
 }
 
-function resolve(spec: string, suffix: string, what: string, dataset: string): string[] {
-  if ((ZEROSHOT_LANGUAGES as readonly string[]).includes(spec)) return readList(assetPath(`${spec}_${suffix}.json`), what, dataset);
-  if (!fs.existsSync(spec)) {
-    throw new UsageError(`${what} '${spec}' is neither a built-in language (${ZEROSHOT_LANGUAGES.join(', ')}) nor a file`);
+/**
+ * A list of strings from a user file: `.txt` = one per line (blank lines dropped, ends stripped); JSON = a list,
+ * or a CLIP_benchmark table read at `dataset`.
+ */
+export function readStringList(file: string, kind: ListKind, dataset = 'imagenet1k'): string[] {
+  const what = WHAT[kind];
+  let list: string[];
+  if (/\.json$/i.test(file)) {
+    const json = readJson(file, what);
+    if (Array.isArray(json)) {
+      if (!json.every((s) => typeof s === 'string')) throw new DatasetError(`${what} ${file} must be a list of strings`);
+      list = json as string[];
+    } else {
+      list = loadDatasetStrings(file, dataset, kind);
+    }
+  } else {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new DatasetError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    list = text.split(/\r\n|\r|\n/).map((l) => l.trim()).filter((l) => l.length > 0);
   }
-  return readList(spec, what, dataset);
+  if (list.length === 0) throw new DatasetError(`${what} ${file} holds no entries`);
+  return list;
 }
 
-/** Prompt templates (`{c}` marks the class name). */
+function resolve(spec: string, kind: ListKind, dataset: string): string[] {
+  if ((ZEROSHOT_LANGUAGES as readonly string[]).includes(spec)) {
+    const file = kind === 'templates' ? `${spec}_zeroshot_classification_templates.json` : `${spec}_classnames.json`;
+    return loadDatasetStrings(assetPath(file), dataset, kind);
+  }
+  if (!fs.existsSync(spec)) {
+    throw new UsageError(`${kind === 'templates' ? 'templates' : 'class names'} '${spec}' is neither a built-in language (${ZEROSHOT_LANGUAGES.join(', ')}) nor a file`);
+  }
+  return readStringList(spec, kind, dataset);
+}
+
+/** Prompt templates (`{c}` marks the class name): a built-in language or a file. */
 export function loadTemplates(spec: string, dataset = 'imagenet1k'): string[] {
-  return resolve(spec, 'zeroshot_classification_templates', 'templates', dataset);
+  return resolve(spec, 'templates', dataset);
 }
 
-/** Class names, in class-index order. */
+/** Class names in class-index order: a built-in language or a file. */
 export function loadClassNames(spec: string, dataset = 'imagenet1k'): string[] {
-  return resolve(spec, 'classnames', 'class names', dataset);
+  return resolve(spec, 'classnames', dataset);
 }

@@ -15,8 +15,8 @@ import { preCaption } from '../../processing/tokenizers/clip_text.js';
 export { preCaption } from '../../processing/tokenizers/clip_text.js';
 export { fillTemplate } from '../../tasks/clip.js';
 
-/** A dataset file or folder that is missing or malformed. */
-export class DatasetError extends InternVLError {}
+export { DatasetError } from '../../core/errors.js';
+import { DatasetError } from '../../core/errors.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers that mirror Python semantics where the reference code relies on them.
@@ -90,30 +90,7 @@ function readBytes(path: string): () => Promise<Buffer> {
 // ---------------------------------------------------------------------------------------------------------
 // Class names and templates (CLIP_benchmark JSON files).
 
-/**
- * Loads `{lang}_classnames.json` / `{lang}_zeroshot_classification_templates.json` style files: an object
- * mapping a dataset name to a list of strings. For templates, a dataset that is not listed falls back to the
- * `imagenet1k` list as CLIP_benchmark does; class names have no fallback. A `wds/`, `tfds/` or `vtab/`
- * prefix is dropped from the name first.
- */
-export async function loadDatasetStrings(path: string, dataset: string, kind: 'classnames' | 'templates'): Promise<string[]> {
-  const what = kind === 'classnames' ? 'class-names file' : 'templates file';
-  const json = await readJson(path, what);
-  if (!json || typeof json !== 'object' || Array.isArray(json)) {
-    throw new DatasetError(`${what} ${path} must be a JSON object mapping dataset names to lists of strings`);
-  }
-  const table = json as Record<string, unknown>;
-  const name = /^(wds|tfds|vtab)\//.test(dataset) ? dataset.slice(dataset.lastIndexOf('/') + 1) : dataset;
-  let list = table[name];
-  if (list === undefined && kind === 'templates') list = table.imagenet1k;
-  if (list === undefined) {
-    throw new DatasetError(`${what} ${path} has no entry "${name}" (it has: ${Object.keys(table).slice(0, 12).join(', ')}${Object.keys(table).length > 12 ? ', …' : ''})`);
-  }
-  if (!Array.isArray(list) || !list.every((s) => typeof s === 'string')) {
-    throw new DatasetError(`${what} ${path}: entry "${name}" is not a list of strings`);
-  }
-  return list as string[];
-}
+export { loadDatasetStrings } from '../../tasks/zeroshot_prompts.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // ImageNet-style folders.

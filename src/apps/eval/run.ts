@@ -23,9 +23,10 @@ import {
   encodeImages, encodeTexts, fillTemplate, loadClipPipeline, type ClipPipeline, type ImageTransform,
 } from '../../tasks/clip.js';
 import { DEFAULT_VIDEO_FRAMES, embedVideo } from '../../tasks/video.js';
-import { loadClassNames, loadTemplates, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
+import { loadClassNames, loadTemplates, readStringList, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
+export { readStringList } from '../../tasks/zeroshot_prompts.js';
 import {
-  DatasetError, loadDatasetStrings, openWebDataset, preCaption, readCaptionDataset, readImageFolder, splitLines,
+  DatasetError, openWebDataset, preCaption, readCaptionDataset, readImageFolder, splitLines,
 } from './datasets.js';
 import { meanRecall, msrvttRetrievalMetrics, retrievalRecall, zeroShotClassificationMetrics } from './metrics.js';
 import type { EvalResult } from './report.js';
@@ -43,38 +44,6 @@ export function checkLanguage(language: string): Language {
   return language as Language;
 }
 
-/**
- * A list of strings from a user file: `.txt` = one per line (blank lines dropped, ends stripped); JSON = a list,
- * or a CLIP_benchmark `{dataset: [...]}` table read at `key` (templates fall back to `imagenet1k`).
- */
-export async function readStringList(file: string, kind: 'classnames' | 'templates', key = 'imagenet1k'): Promise<string[]> {
-  const what = kind === 'classnames' ? 'class-names file' : 'templates file';
-  let text: string;
-  try {
-    text = await fs.promises.readFile(file, 'utf8');
-  } catch (e) {
-    throw new DatasetError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  let list: string[];
-  if (/\.json$/i.test(file)) {
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (e) {
-      throw new DatasetError(`${what} ${file} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
-    }
-    if (Array.isArray(json)) {
-      if (!json.every((s) => typeof s === 'string')) throw new DatasetError(`${what} ${file} must be a list of strings`);
-      list = json as string[];
-    } else {
-      list = await loadDatasetStrings(file, key, kind);
-    }
-  } else {
-    list = splitLines(text).map((l) => l.trim()).filter((l) => l.length > 0);
-  }
-  if (list.length === 0) throw new DatasetError(`${what} ${file} holds no entries`);
-  return list;
-}
 
 
 // ---------------------------------------------------------------------------------------------------------
