@@ -9,7 +9,8 @@ import { readConfig } from '../src/models/config.js';
 import { InternVisionModel, parseInternVisionConfig } from '../src/models/intern_vit.js';
 import { toCHWFloat, type RgbImage } from '../src/processing/image.js';
 import { resizeBicubicPillow } from '../src/processing/resample.js';
-import { embedImages, expandImagePaths, loadImageEmbedder, preprocessForEmbedding } from '../src/tasks/embed.js';
+import { embedImages, expandImagePaths, loadImageEmbedder } from '../src/tasks/embed.js';
+import { preprocessForClip } from '../src/processing/tiling.js';
 import { DATA, errorLines, runCli, tempDir } from './helpers/cli.js';
 
 const LN = path.join(DATA, 'fixtures', 'intern_vit_ln');
@@ -83,7 +84,7 @@ test('embedImages = pooled output of InternVisionModel on resized, normalised pi
     } finally {
       await reference.release();
     }
-    assert.deepEqual(preprocessForEmbedding(noise(56, 56, 3), 56), toCHWFloat(noise(56, 56, 3)), 'no resize at the model size');
+    assert.deepEqual(preprocessForClip(noise(56, 56, 3), 'retrieval', 56), toCHWFloat(noise(56, 56, 3)), 'no resize at the model size');
   } finally {
     await model.release();
   }

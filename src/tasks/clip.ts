@@ -57,7 +57,7 @@ export async function encodeImages(pipeline: ClipPipeline, images: readonly RgbI
   for (let start = 0; start < images.length; start += batchSize) {
     const batch = images.slice(start, start + batchSize);
     const pixels = new Float32Array(batch.length * 3 * S * S);
-    batch.forEach((image, i) => pixels.set(preprocessForClip(image, options.transform ?? 'classification', S), i * 3 * S * S));
+    batch.forEach((image, i) => preprocessForClip(image, options.transform ?? 'classification', S, pixels, i * 3 * S * S));
     out.set(await model.encodeImage(pixels, batch.length, options.mode ?? 'C'), start * D);
     options.onProgress?.(Math.min(start + batchSize, images.length), images.length);
   }

@@ -15,8 +15,8 @@ import { detectArchitecture, readConfig, type Architecture, type ConfigSection }
 import {
   HF_VISION_NAMES, InternVisionModel, parseInternVisionConfig, REMOTE_VISION_NAMES, type VisionNames,
 } from '../models/intern_vit.js';
-import { IMAGENET_MEAN, IMAGENET_STD, loadImage, toCHWFloat, type RgbImage } from '../processing/image.js';
-import { resizeBicubicPillow } from '../processing/resample.js';
+import { loadImage, type RgbImage } from '../processing/image.js';
+import { preprocessForClip } from '../processing/tiling.js';
 import type { GraphBuilder } from '../core/graph.js';
 
 export interface ImageEmbedder {
@@ -93,11 +93,6 @@ export async function loadImageEmbedder(idOrPath: string, options: LoadImageEmbe
   };
 }
 
-/** Resize to size×size (Pillow bicubic) and normalise: float32 [3, size, size]. */
-export function preprocessForEmbedding(image: RgbImage, size: number, out?: Float32Array, offset = 0): Float32Array {
-  const resized = image.width === size && image.height === size ? image : resizeBicubicPillow(image, size, size);
-  return toCHWFloat(resized, IMAGENET_MEAN, IMAGENET_STD, out, offset);
-}
 
 /** An image file path, encoded bytes, or decoded pixels (named in progress and results by `name`). */
 export type ImageSource = string | RgbImage | { name: string; image: RgbImage | Uint8Array };
@@ -133,7 +128,8 @@ export async function embedImages(model: ImageEmbedder, images: readonly ImageSo
     const pixels = new Float32Array(count * perImage);
     for (let i = 0; i < count; i++) {
       const image = await decode(images[start + i], names[start + i], options.applyExifOrientation ?? true);
-      preprocessForEmbedding(image, size, pixels, i * perImage);
+      // Resize to size×size (Pillow bicubic) and normalise: the InternVL-C/G retrieval transform.
+      preprocessForClip(image, 'retrieval', size, pixels, i * perImage);
     }
     const output = await model.vision.forward(pixels, [count, 3, size, size]);
     data.set(output.poolerOutput.data, start * model.dim);
