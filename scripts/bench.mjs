@@ -27,13 +27,24 @@ const BENCHMARKS = [
 
 function run(args, target = 'vision') {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(repo, 'bin', 'internvl-dev.ts'), 'bench', target, ...args], {
-      cwd: repo, stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(repo, 'bin', 'internvl-dev.ts'), 'bench', target, ...args],
+      {
+        cwd: repo,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d;
+    });
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(stdout)) : reject(new Error(`bench ${target} ${args.join(' ')} exited with ${code}`))));
+    child.on('close', (code) =>
+      code === 0
+        ? resolve(JSON.parse(stdout))
+        : reject(new Error(`bench ${target} ${args.join(' ')} exited with ${code}`)),
+    );
   });
 }
 

@@ -16,6 +16,6 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
   fi
 fi
 
-# .npmrc (and, for npm versions that drop unknown .npmrc keys, the environment variable) skip onnxruntime-node's
+# The environment variable skips onnxruntime-node's
 # CUDA download (no network beyond the registry); `prepare` builds dist/.
 ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund

@@ -15,10 +15,20 @@ export { createSession, defaultCacheDir, type SessionOptions } from './core/runt
 export { useQuantizedLinears } from './core/quantize.js';
 export * from './core/matrix.js';
 
-export { InternVisionModel, parseInternVisionConfig, type InternVisionConfig, type VisionOutput } from './models/intern_vit.js';
+export {
+  InternVisionModel,
+  parseInternVisionConfig,
+  type InternVisionConfig,
+  type VisionOutput,
+} from './models/intern_vit.js';
 export { CausalLM, parseLlmConfig, LLM_VARIANTS, type LlmConfig, type LlmFamily, type KvCache } from './models/llm.js';
 export { InternVLChatModel, parseInternVLChatConfig, type InternVLChatConfig } from './models/internvl_chat.js';
-export { InternVLClipModel, parseInternVLClipConfig, type InternVLClipConfig, type ClipMode } from './models/internvl_clip.js';
+export {
+  InternVLClipModel,
+  parseInternVLClipConfig,
+  type InternVLClipConfig,
+  type ClipMode,
+} from './models/internvl_clip.js';
 export { detectArchitecture, readConfig, type Architecture } from './models/config.js';
 
 export { loadImage, toCHWFloat, IMAGENET_MEAN, IMAGENET_STD, type RgbImage } from './processing/image.js';
@@ -29,13 +39,32 @@ export { loadTokenizer, type Tokenizer } from './processing/tokenizers/index.js'
 export { encodeClipTexts, preCaption } from './processing/tokenizers/clip_text.js';
 export { getTemplate, buildPrompt, listTemplates } from './processing/templates.js';
 
-export { loadChatPipeline, Conversation, type ChatPipeline, type VisualInput, type ChatTurnResult } from './tasks/chat.js';
 export {
-  loadClipPipeline, encodeImages, encodeTexts, classifyImages, buildZeroShotClassifier, classifyEmbeddings, fillTemplate,
+  loadChatPipeline,
+  Conversation,
+  type ChatPipeline,
+  type VisualInput,
+  type ChatTurnResult,
+} from './tasks/chat.js';
+export {
+  loadClipPipeline,
+  encodeImages,
+  encodeTexts,
+  classifyImages,
+  buildZeroShotClassifier,
+  classifyEmbeddings,
+  fillTemplate,
   type ClipPipeline,
 } from './tasks/clip.js';
 export { captionImage, type CaptionOptions } from './tasks/caption.js';
-export { generate, generateBatch, streamTokens, beamSearch, type GenerationOptions, type GenerationResult } from './tasks/generation.js';
+export {
+  generate,
+  generateBatch,
+  streamTokens,
+  beamSearch,
+  type GenerationOptions,
+  type GenerationResult,
+} from './tasks/generation.js';
 export { loadLanguageModel } from './tasks/language_model.js';
 export { loadImageEmbedder, embedImages } from './tasks/embed.js';
 export { loadTemplates, loadClassNames } from './tasks/zeroshot_prompts.js';

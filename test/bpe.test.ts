@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { before, after, describe, it } from 'node:test';
 import { TokenizerError } from '../src/core/errors.js';
 import {
-  ByteLevelBpeTokenizer,
+  type ByteLevelBpeTokenizer,
   QWEN2_PRETOKENIZE_PATTERN,
   byteLevelBpeFromTokenizerJson,
   loadBpeTokenizer,
@@ -161,7 +161,10 @@ describe('Qwen2 tokenizer (InternVL2-1B files)', () => {
 
   it('round-trips arbitrary text (decode(encode(s)) = NFC(s))', () => {
     let seed = 12345;
-    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const rand = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
     const pools = [
       [0x20, 0x7e],
       [0x00, 0x20],
@@ -211,18 +214,24 @@ describe('Qwen2 tokenizer (InternVL2-1B files)', () => {
       }
     };
     let seed = 7;
-    const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const rand = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
     const letters = 'etaoinshrdlucmfwypvbgkjqxz';
     for (let n = 0; n < 200; n++) {
       const len = 1 + Math.floor(rand() * (n < 20 ? 400 : 30));
       let word = '';
-      for (let k = 0; k < len; k++) word += letters[Math.floor(Math.pow(rand(), 2) * letters.length)];
+      for (let k = 0; k < len; k++) word += letters[Math.floor(rand() ** 2 * letters.length)];
       const want = naive([...word]).map((t) => vocab[t]);
       assert.deepEqual(tok.encode(word), want, word);
     }
     const zh = '我们今天在上海人工智能实验室讨论书生多模态大模型的推理效率问题'.repeat(20);
     const bytes = [...Buffer.from(zh, 'utf8')].map(byteChar);
-    assert.deepEqual(tok.encode(zh), naive(bytes).map((t) => vocab[t]));
+    assert.deepEqual(
+      tok.encode(zh),
+      naive(bytes).map((t) => vocab[t]),
+    );
   });
 
   it('encodes a few KB in milliseconds', () => {
@@ -232,7 +241,7 @@ describe('Qwen2 tokenizer (InternVL2-1B files)', () => {
     ).repeat(60);
     tok.encode(text);
     const t0 = performance.now();
-    const ids = tok.encode(text + 'x');
+    const ids = tok.encode(`${text}x`);
     const ms = performance.now() - t0;
     assert.ok(ids.length > 1000);
     assert.ok(ms < 100, `encode of ${text.length} chars took ${ms.toFixed(1)} ms`);
@@ -251,7 +260,9 @@ describe('tokenizer.json loading', () => {
   it('gives the same ids as the slow files for a Qwen2 tokenizer.json', async () => {
     const vocab = JSON.parse(await readFile(join(TOKENIZER, 'vocab.json'), 'utf8')) as Record<string, number>;
     const merges = parseMergesTxt(await readFile(join(TOKENIZER, 'merges.txt'), 'utf8'), 'merges.txt');
-    const config = JSON.parse(await readFile(join(TOKENIZER, 'tokenizer_config.json'), 'utf8')) as { added_tokens_decoder: Record<string, Record<string, unknown>> };
+    const config = JSON.parse(await readFile(join(TOKENIZER, 'tokenizer_config.json'), 'utf8')) as {
+      added_tokens_decoder: Record<string, Record<string, unknown>>;
+    };
     const json = {
       version: '1.0',
       added_tokens: Object.entries(config.added_tokens_decoder).map(([id, t]) => ({ id: Number(id), ...t })),
@@ -259,7 +270,18 @@ describe('tokenizer.json loading', () => {
       pre_tokenizer: qwen2PreTokenizer,
       post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
       decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+      model: {
+        type: 'BPE',
+        dropout: null,
+        unk_token: null,
+        continuing_subword_prefix: '',
+        end_of_word_suffix: '',
+        fuse_unk: false,
+        byte_fallback: false,
+        ignore_merges: false,
+        vocab,
+        merges,
+      },
     };
     const dir = join(tmp, 'qwen2-json');
     await rm(dir, { recursive: true, force: true });
@@ -274,7 +296,16 @@ describe('tokenizer.json loading', () => {
   });
 
   /** A tiny byte-level vocab: the 256 byte chars, then merged tokens. */
-  function tinyJson(extra: Record<string, unknown> = {}, merges: unknown = [['h', 'e'], ['l', 'l'], ['he', 'll'], ['hell', 'o'], ['Ġ', 'w']]) {
+  function tinyJson(
+    extra: Record<string, unknown> = {},
+    merges: unknown = [
+      ['h', 'e'],
+      ['l', 'l'],
+      ['he', 'll'],
+      ['hell', 'o'],
+      ['Ġ', 'w'],
+    ],
+  ) {
     const vocab: Record<string, number> = {};
     for (let b = 0; b < 256; b++) vocab[byteChar(b)] = b;
     for (const t of ['he', 'll', 'hell', 'hello', 'Ġw']) vocab[t] = Object.keys(vocab).length;
@@ -345,18 +376,39 @@ describe('tokenizer.json loading', () => {
       [{ pre_tokenizer: { type: 'Whitespace' } }, /tiny\.json: the pre_tokenizer must end with ByteLevel/],
       [{ normalizer: { type: 'Precompiled' } }, /tiny\.json: normalizer type "Precompiled"/],
       [
-        { pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: '(?i)a' }, behavior: 'Isolated' }, { type: 'ByteLevel' }] } },
+        {
+          pre_tokenizer: {
+            type: 'Sequence',
+            pretokenizers: [
+              { type: 'Split', pattern: { Regex: '(?i)a' }, behavior: 'Isolated' },
+              { type: 'ByteLevel' },
+            ],
+          },
+        },
         /tiny\.json: cannot use the pre-tokenizer regex/,
       ],
     ];
     for (const [extra, re] of bad) {
-      assert.throws(() => byteLevelBpeFromTokenizerJson(tinyJson(extra), 'tiny.json'), (e: unknown) => e instanceof TokenizerError && re.test(e.message));
+      assert.throws(
+        () => byteLevelBpeFromTokenizerJson(tinyJson(extra), 'tiny.json'),
+        (e: unknown) => e instanceof TokenizerError && re.test(e.message),
+      );
     }
     assert.throws(
-      () => byteLevelBpeFromTokenizerJson(tinyJson({}, [['h', 'e'], ['q', 'z']]), 'tiny.json'),
+      () =>
+        byteLevelBpeFromTokenizerJson(
+          tinyJson({}, [
+            ['h', 'e'],
+            ['q', 'z'],
+          ]),
+          'tiny.json',
+        ),
       /tiny\.json: merge 2 \("q z"\) produces "qz", which is not in the vocabulary/,
     );
-    assert.throws(() => byteLevelBpeFromTokenizerJson(tinyJson({}, ['h e', 'bad']), 'tiny.json'), /model\.merges\[1\] is not "left right"/);
+    assert.throws(
+      () => byteLevelBpeFromTokenizerJson(tinyJson({}, ['h e', 'bad']), 'tiny.json'),
+      /model\.merges\[1\] is not "left right"/,
+    );
   });
 });
 
@@ -372,7 +424,7 @@ describe('errors for missing or corrupt files', () => {
   const tinyVocab = () => {
     const v: Record<string, number> = {};
     for (let b = 0; b < 256; b++) v[byteChar(b)] = b;
-    v['he'] = 256;
+    v.he = 256;
     return v;
   };
 
@@ -403,7 +455,10 @@ describe('errors for missing or corrupt files', () => {
     const d1 = await folder('bad-merge-line', { 'vocab.json': vocab, 'merges.txt': '#version: 0.2\nh e\nx y z\n' });
     await assert.rejects(loadBpeTokenizer(d1), isTokErr(/merges\.txt: line 3 is not a merge/));
     const d2 = await folder('merge-oov', { 'vocab.json': vocab, 'merges.txt': '#version: 0.2\nh e\nl l\n' });
-    await assert.rejects(loadBpeTokenizer(d2), isTokErr(/merges\.txt: merge 2 \("l l"\) produces "ll", which is not in the vocabulary/));
+    await assert.rejects(
+      loadBpeTokenizer(d2),
+      isTokErr(/merges\.txt: merge 2 \("l l"\) produces "ll", which is not in the vocabulary/),
+    );
   });
 
   it('an unknown tokenizer_class or eos token', async () => {
@@ -419,7 +474,10 @@ describe('errors for missing or corrupt files', () => {
       'merges.txt': 'h e\n',
       'tokenizer_config.json': JSON.stringify({ tokenizer_class: 'Qwen2Tokenizer', eos_token: '<|nope|>' }),
     });
-    await assert.rejects(loadBpeTokenizer(d2), isTokErr(/eos_token "<\|nope\|>" is neither in the vocabulary nor an added token/));
+    await assert.rejects(
+      loadBpeTokenizer(d2),
+      isTokErr(/eos_token "<\|nope\|>" is neither in the vocabulary nor an added token/),
+    );
     const ok = await loadBpeTokenizer(
       await folder('tiny-ok', { 'vocab.json': vocab, 'merges.txt': '#version: 0.2\nh e\n' }),
     );

@@ -21,7 +21,8 @@ test('--help lists every command; --version prints the package version', async (
   const help = await runCli(['--help']);
   assert.equal(help.code, 0);
   assert.equal(help.stderr, '');
-  for (const name of ['verify', 'embed-image', 'bench']) assert.match(help.stdout, new RegExp(`^  ${name}\\s+\\S`, 'm'));
+  for (const name of ['verify', 'embed-image', 'bench'])
+    assert.match(help.stdout, new RegExp(`^  ${name}\\s+\\S`, 'm'));
   assert.match(help.stdout, /^Usage: internvl <command> \[options\]$/m);
   assert.equal((await runCli(['-h'])).stdout, help.stdout);
   assert.equal((await runCli(['help'])).stdout, help.stdout);
@@ -34,7 +35,13 @@ test('--help lists every command; --version prints the package version', async (
 });
 
 test('internvl <command> --help shows the command usage', async () => {
-  for (const args of [['verify', '--help'], ['embed-image', '-h'], ['bench', '--help'], ['bench', 'vision', '--help'], ['help', 'verify']]) {
+  for (const args of [
+    ['verify', '--help'],
+    ['embed-image', '-h'],
+    ['bench', '--help'],
+    ['bench', 'vision', '--help'],
+    ['help', 'verify'],
+  ]) {
     const r = await runCli(args);
     assert.equal(r.code, 0, `${args}: ${r.stderr}`);
     assert.match(r.stdout, /^Usage: internvl /, args.join(' '));
@@ -51,31 +58,64 @@ test('no arguments: help on stderr, exit 2', async () => {
 });
 
 test('unknown commands and flags → one-line usage error, exit 2', async () => {
-  assertUsageError(await runCli(['frobnicate']), /unknown command 'frobnicate'; commands: (.*, )?bench, (.*, )?embed-image, (.*, )?verify\b/);
+  assertUsageError(
+    await runCli(['frobnicate']),
+    /unknown command 'frobnicate'; commands: (.*, )?bench, (.*, )?embed-image, (.*, )?verify\b/,
+  );
   assertUsageError(await runCli(['verfiy']), /did you mean 'verify'\?/);
   assertUsageError(await runCli(['--frobnicate']), /unknown option '--frobnicate'/);
-  assertUsageError(await runCli(['verify', '--bogus', 'x']), /^error: internvl verify: unknown option '--bogus' \(see 'internvl verify --help'\)$/m);
+  assertUsageError(
+    await runCli(['verify', '--bogus', 'x']),
+    /^error: internvl verify: unknown option '--bogus' \(see 'internvl verify --help'\)$/m,
+  );
   assertUsageError(await runCli(['verify']), /internvl verify: missing argument/);
   assertUsageError(await runCli(['verify', '--threads', 'two', 'x']), /--threads must be an integer, got 'two'/);
-  assertUsageError(await runCli(['verify', '--threads']), /internvl verify: Option '--threads <value>' argument missing/);
+  assertUsageError(
+    await runCli(['verify', '--threads']),
+    /internvl verify: Option '--threads <value>' argument missing/,
+  );
   assertUsageError(await runCli(['verify', '--json=yes', 'x']), /Option '--json' does not take an argument/);
   assertUsageError(await runCli(['bench']), /internvl bench: missing target \(vision\)/);
   assertUsageError(await runCli(['bench', 'gpu']), /unknown target 'gpu'/);
   assertUsageError(await runCli(['bench', 'vision', 'extra']), /unexpected argument 'extra'/);
-  assertUsageError(await runCli(['bench', 'vision', '--shape', 'internvit-1t']), /--shape must be one of internvit-300m-448, internvit-6b-224, internvit-6b-448; got 'internvit-1t'/);
+  assertUsageError(
+    await runCli(['bench', 'vision', '--shape', 'internvit-1t']),
+    /--shape must be one of internvit-300m-448, internvit-6b-224, internvit-6b-448; got 'internvit-1t'/,
+  );
   assertUsageError(await runCli(['bench', 'vision', '--batch', '0']), /--batch must be at least 1, got 0/);
-  assertUsageError(await runCli(['bench', 'vision', '--dtype', 'int4']), /--dtype must be one of float32, float16, bfloat16/);
-  assertUsageError(await runCli(['bench', 'vision', '--layers', '30']), /--layers 30: internvit-300m-448 has 24 layers/);
+  assertUsageError(
+    await runCli(['bench', 'vision', '--dtype', 'int4']),
+    /--dtype must be one of float32, float16, bfloat16/,
+  );
+  assertUsageError(
+    await runCli(['bench', 'vision', '--layers', '30']),
+    /--layers 30: internvit-300m-448 has 24 layers/,
+  );
   assertUsageError(await runCli(['embed-image', '--model']), /--model <value>' argument missing/);
 });
 
 test('InternVLError → "error: <message>" on one line, exit 2; anything else → stack trace, exit 70', async () => {
-  registerCommand({ name: 'test-user-error', summary: 'test', run: async () => { throw new ImageError('pic.png: bad\nsecond line'); } });
-  registerCommand({ name: 'test-bug', summary: 'test', run: async () => { throw new TypeError('undefined is not a function'); } });
+  registerCommand({
+    name: 'test-user-error',
+    summary: 'test',
+    run: async () => {
+      throw new ImageError('pic.png: bad\nsecond line');
+    },
+  });
+  registerCommand({
+    name: 'test-bug',
+    summary: 'test',
+    run: async () => {
+      throw new TypeError('undefined is not a function');
+    },
+  });
   registerCommand({ name: 'test-code', summary: 'test', run: async (args) => Number(args[0]) });
   const captured: string[] = [];
   const write = process.stderr.write;
-  process.stderr.write = ((chunk: string) => { captured.push(String(chunk)); return true; }) as typeof process.stderr.write;
+  process.stderr.write = ((chunk: string) => {
+    captured.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
   let userCode: number;
   let bugCode: number;
   try {
@@ -94,10 +134,31 @@ test('InternVLError → "error: <message>" on one line, exit 2; anything else �
 });
 
 test('bench vision runs a timed layer of a real shape and prints the JSON record', async () => {
-  const r = await runCli(['bench', 'vision', '--shape', 'internvit-300m-448', '--layers', '1', '--runs', '1', '--threads', '1']);
+  const r = await runCli([
+    'bench',
+    'vision',
+    '--shape',
+    'internvit-300m-448',
+    '--layers',
+    '1',
+    '--runs',
+    '1',
+    '--threads',
+    '1',
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const result = JSON.parse(r.stdout);
-  for (const key of ['shape', 'dtype', 'batch', 'threads', 'layersTimed', 'secondsPerTile', 'tilesPerSecond', 'peakRssMB', 'sessionCreateSeconds']) {
+  for (const key of [
+    'shape',
+    'dtype',
+    'batch',
+    'threads',
+    'layersTimed',
+    'secondsPerTile',
+    'tilesPerSecond',
+    'peakRssMB',
+    'sessionCreateSeconds',
+  ]) {
     assert.ok(key in result, key);
   }
   assert.equal(result.shape, 'internvit-300m-448');

@@ -33,8 +33,13 @@ test('greedy captioning with the KV cache equals re-running queries + text with 
     embeds.set(model.queryTokens());
     embeds.set(decoder.embedTokens(ids), Q * H);
     const { logits } = await decoder.step({
-      embeds, batch: 1, seq: T, positions: Int32Array.from({ length: T }, (_, i) => i), attentionMask: new Uint8Array(T).fill(1),
-      logitIndices: [T - 1], cache: decoder.emptyCache(1),
+      embeds,
+      batch: 1,
+      seq: T,
+      positions: Int32Array.from({ length: T }, (_, i) => i),
+      attentionMask: new Uint8Array(T).fill(1),
+      logitIndices: [T - 1],
+      cache: decoder.emptyCache(1),
     });
     let best = 0;
     for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
@@ -50,7 +55,7 @@ test('beam search captions respect the minimum length', async () => {
   assert.equal(typeof result.text, 'string');
 });
 
-test('built-in prompt sets: the paper\'s ImageNet templates and class names per language', () => {
+test("built-in prompt sets: the paper's ImageNet templates and class names per language", () => {
   assert.equal(loadTemplates('en').length, 80);
   assert.equal(loadTemplates('cn').length, 80);
   assert.equal(loadClassNames('en').length, 1000);
@@ -71,7 +76,18 @@ test('text embeddings do not depend on the batch they are computed in', async ()
 });
 
 test('CLI: classify prints ranked labels; embed-text and caption give JSON; errors are one line', async () => {
-  const classify = await runCli(['classify', '--model', CLIP, CAT, '--labels', 'cat,dog,rocket', '--template', 'a photo of a {c}.', '--top', '2']);
+  const classify = await runCli([
+    'classify',
+    '--model',
+    CLIP,
+    CAT,
+    '--labels',
+    'cat,dog,rocket',
+    '--template',
+    'a photo of a {c}.',
+    '--top',
+    '2',
+  ]);
   assert.equal(classify.code, 0, classify.stderr);
   const lines = classify.stdout.trim().split('\n');
   assert.equal(lines[0], CAT);
@@ -84,7 +100,19 @@ test('CLI: classify prints ranked labels; embed-text and caption give JSON; erro
   assert.equal(output.texts.length, 2);
   for (const t of output.texts) assert.ok(Math.abs(Math.hypot(...t.embedding) - 1) < 1e-5);
 
-  const caption = await runCli(['caption', '--model', CLIP, CAT, '--beams', '2', '--max-new-tokens', '5', '--min-new-tokens', '5', '--json']);
+  const caption = await runCli([
+    'caption',
+    '--model',
+    CLIP,
+    CAT,
+    '--beams',
+    '2',
+    '--max-new-tokens',
+    '5',
+    '--min-new-tokens',
+    '5',
+    '--json',
+  ]);
   assert.equal(caption.code, 0, caption.stderr);
   const captions = JSON.parse(caption.stdout) as Array<{ image: string; ids: number[] }>;
   assert.equal(captions[0].ids.length, 5);
@@ -106,13 +134,29 @@ test('classify on a video: frames of a still photo classify exactly like the pho
   const video = path.join(dir, 'still.mkv');
   const { spawnSync } = await import('node:child_process');
   // PNG-coded frames keep the pixels exact, so every decoded frame is the photo.
-  const made = spawnSync('ffmpeg', ['-v', 'error', '-y', '-loop', '1', '-framerate', '4', '-i', CAT, '-t', '2', '-c:v', 'png', video]);
+  const made = spawnSync('ffmpeg', [
+    '-v',
+    'error',
+    '-y',
+    '-loop',
+    '1',
+    '-framerate',
+    '4',
+    '-i',
+    CAT,
+    '-t',
+    '2',
+    '-c:v',
+    'png',
+    video,
+  ]);
   assert.equal(made.status, 0, String(made.stderr));
   const args = ['--model', CLIP, '--labels', 'cat,dog,rocket', '--template', 'a photo of a {c}.', '--json'];
   const fromVideo = await runCli(['classify', video, '--frames', '3', ...args]);
   assert.equal(fromVideo.code, 0, fromVideo.stderr);
   const fromImage = await runCli(['classify', CAT, ...args]);
-  const probs = (r: { stdout: string }) => (JSON.parse(r.stdout) as { images: Array<{ probs: number[] }> }).images[0].probs;
+  const probs = (r: { stdout: string }) =>
+    (JSON.parse(r.stdout) as { images: Array<{ probs: number[] }> }).images[0].probs;
   probs(fromVideo).forEach((p, i) => assert.ok(Math.abs(p - probs(fromImage)[i]) < 1e-5));
   const mixed = await runCli(['classify', video, CAT, ...args]);
   assert.equal(mixed.code, 2);
@@ -120,7 +164,17 @@ test('classify on a video: frames of a still photo classify exactly like the pho
 });
 
 test('--weights int8 quantizes the ViT and QLLaMA linears: close to float32, not identical', async () => {
-  const args = ['classify', '--model', CLIP, CAT, '--labels', 'cat,dog,rocket', '--template', 'a photo of a {c}.', '--json'];
+  const args = [
+    'classify',
+    '--model',
+    CLIP,
+    CAT,
+    '--labels',
+    'cat,dog,rocket',
+    '--template',
+    'a photo of a {c}.',
+    '--json',
+  ];
   const probs = async (weights: string) => {
     const result = await runCli([...args, '--weights', weights]);
     assert.equal(result.code, 0, result.stderr);

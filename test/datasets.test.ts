@@ -49,14 +49,14 @@ function ustar(members: [string, string | Buffer][]): Buffer {
     h.write('0000644\0', 100, 'latin1');
     h.write('0000000\0', 108, 'latin1');
     h.write('0000000\0', 116, 'latin1');
-    h.write(data.length.toString(8).padStart(11, '0') + '\0', 124, 'latin1');
+    h.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
     h.write('00000000000\0', 136, 'latin1');
     h.write('        ', 148, 'latin1');
     h.write('0', 156, 'latin1');
     h.write('ustar\0' + '00', 257, 'latin1');
     let sum = 0;
     for (const b of h) sum += b;
-    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+    h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
     blocks.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
   }
   blocks.push(Buffer.alloc(1024));
@@ -73,7 +73,16 @@ test('Python-compatible helpers', () => {
   assert.deepEqual(splitLines('a\n\n'), ['a', '']);
   assert.deepEqual(splitLines(''), []);
   assert.deepEqual(splitLines('\n'), ['']);
-  assert.deepEqual(['b', 'a', 'C', 'Z', 'é', 'z', '\u{1F600}', '\uFF21'].sort(comparePython), ['C', 'Z', 'a', 'b', 'z', 'é', '\uFF21', '\u{1F600}']);
+  assert.deepEqual(['b', 'a', 'C', 'Z', 'é', 'z', '\u{1F600}', '\uFF21'].sort(comparePython), [
+    'C',
+    'Z',
+    'a',
+    'b',
+    'z',
+    'é',
+    '\uFF21',
+    '\u{1F600}',
+  ]);
   assert.equal(preCaption('A man (in red) rides a bike!!  Fast.'), 'a man in red rides a bike fast');
   assert.equal(preCaption('one two three four', 2), 'one two');
   assert.equal(fillTemplate('a photo of a {c}.', 'tench'), 'a photo of a tench.');
@@ -85,13 +94,31 @@ test('CLIP_benchmark class-name and template tables (the bundled assets)', async
   const names = await loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'imagenet1k', 'classnames');
   assert.equal(names.length, 1000);
   assert.equal(names[0], 'tench');
-  const tpl = await loadDatasetStrings(join(zeroshotAssets, 'en_zeroshot_classification_templates.json'), 'imagenet1k', 'templates');
+  const tpl = await loadDatasetStrings(
+    join(zeroshotAssets, 'en_zeroshot_classification_templates.json'),
+    'imagenet1k',
+    'templates',
+  );
   assert.equal(tpl.length, 80);
   // Unknown datasets fall back to the imagenet1k templates; `wds/` is dropped from the name.
-  assert.deepEqual(await loadDatasetStrings(join(zeroshotAssets, 'en_zeroshot_classification_templates.json'), 'wds/imagenet-o', 'templates'), tpl);
-  const cifar = await loadDatasetStrings(join(zeroshotAssets, 'en_zeroshot_classification_templates.json'), 'wds/cifar10', 'templates');
+  assert.deepEqual(
+    await loadDatasetStrings(
+      join(zeroshotAssets, 'en_zeroshot_classification_templates.json'),
+      'wds/imagenet-o',
+      'templates',
+    ),
+    tpl,
+  );
+  const cifar = await loadDatasetStrings(
+    join(zeroshotAssets, 'en_zeroshot_classification_templates.json'),
+    'wds/cifar10',
+    'templates',
+  );
   assert.equal(cifar[0], 'a photo of a {c}.');
-  assert.throws(() => loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'nope', 'classnames'), (e: Error) => e instanceof DatasetError && /en_classnames\.json/.test(e.message));
+  assert.throws(
+    () => loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'nope', 'classnames'),
+    (e: Error) => e instanceof DatasetError && /en_classnames\.json/.test(e.message),
+  );
 });
 
 test('ImageFolder: sorted classes, recursive files, image extensions only', async () => {
@@ -122,18 +149,38 @@ test('ImageFolder: sorted classes, recursive files, image extensions only', asyn
 
     // Names: CLIP_benchmark table (pick the entry), a wnid map, or a 1000-list indexed through wnids.
     put(root, 'names.json', JSON.stringify({ mini: ['zero', 'one', 'two'], other: ['x'] }));
-    assert.deepEqual((await readImageFolder(root, { classNames: join(root, 'names.json'), classNamesKey: 'mini' })).classNames, ['zero', 'one', 'two']);
+    assert.deepEqual(
+      (await readImageFolder(root, { classNames: join(root, 'names.json'), classNamesKey: 'mini' })).classNames,
+      ['zero', 'one', 'two'],
+    );
     put(root, 'map.json', JSON.stringify({ N00: 'dog', n01: 'cat', n02: 'fish', n99: 'unused' }));
-    assert.deepEqual((await readImageFolder(root, { classNames: join(root, 'map.json') })).classNames, ['dog', 'cat', 'fish']);
+    assert.deepEqual((await readImageFolder(root, { classNames: join(root, 'map.json') })).classNames, [
+      'dog',
+      'cat',
+      'fish',
+    ]);
     put(root, 'keras.json', JSON.stringify({ 0: ['n02', 'fish'], 1: ['N00', 'dog'], 2: ['n01', 'cat'] }));
-    assert.deepEqual((await readImageFolder(root, { classNames: join(root, 'keras.json') })).classNames, ['dog', 'cat', 'fish']);
-    const sub = await readImageFolder(root, { classNames: ['a', 'DOG', 'b', 'CAT', 'FISH'], classNamesWnids: ['w', 'N00', 'v', 'n01', 'n02'] });
+    assert.deepEqual((await readImageFolder(root, { classNames: join(root, 'keras.json') })).classNames, [
+      'dog',
+      'cat',
+      'fish',
+    ]);
+    const sub = await readImageFolder(root, {
+      classNames: ['a', 'DOG', 'b', 'CAT', 'FISH'],
+      classNamesWnids: ['w', 'N00', 'v', 'n01', 'n02'],
+    });
     assert.deepEqual(sub.classNames, ['DOG', 'CAT', 'FISH']);
-    await assert.rejects(readImageFolder(root, { classNames: ['only', 'two'] }), (e: Error) => e instanceof DatasetError && /2 class names but .* has 3/.test(e.message));
+    await assert.rejects(
+      readImageFolder(root, { classNames: ['only', 'two'] }),
+      (e: Error) => e instanceof DatasetError && /2 class names but .* has 3/.test(e.message),
+    );
 
     put(root, 'n03/readme.md', 'no images here');
     await assert.rejects(readImageFolder(root), (e: Error) => e instanceof DatasetError && /n03/.test(e.message));
-    await assert.rejects(readImageFolder(join(root, 'nope')), (e: Error) => e instanceof DatasetError && /nope/.test(e.message));
+    await assert.rejects(
+      readImageFolder(join(root, 'nope')),
+      (e: Error) => e instanceof DatasetError && /nope/.test(e.message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -156,10 +203,14 @@ test('ImageFolder follows symlinked class folders', async () => {
 test('caption datasets: the five annotation layouts', async () => {
   const root = tmp();
   try {
-    put(root, 'blip.json', JSON.stringify([
-      { image: 'img/1.jpg', caption: ['A dog.', 'A brown dog'] },
-      { image: 'img/2.jpg', caption: 'A cat' },
-    ]));
+    put(
+      root,
+      'blip.json',
+      JSON.stringify([
+        { image: 'img/1.jpg', caption: ['A dog.', 'A brown dog'] },
+        { image: 'img/2.jpg', caption: 'A cat' },
+      ]),
+    );
     const a = await readCaptionDataset(join(root, 'blip.json'));
     assert.deepEqual(a.texts, ['A dog.', 'A brown dog', 'A cat']);
     assert.deepEqual(Array.from(a.textImageIndex), [0, 0, 1]);
@@ -168,41 +219,86 @@ test('caption datasets: the five annotation layouts', async () => {
     assert.deepEqual(ap.texts, ['a dog', 'a brown dog', 'a cat']);
     assert.equal(ap.images[0].path, '/data/img/1.jpg');
 
-    put(root, 'karpathy.json', JSON.stringify({
-      images: [
-        { filepath: 'val2014', filename: 'a.jpg', split: 'test', sentences: [{ raw: 'one' }, { raw: 'two' }] },
-        { filepath: 'train2014', filename: 'b.jpg', split: 'train', sentences: [{ raw: 'three' }] },
-        { filename: 'c.jpg', split: 'test', sentences: [{ raw: 'four' }] },
-      ],
-    }));
+    put(
+      root,
+      'karpathy.json',
+      JSON.stringify({
+        images: [
+          { filepath: 'val2014', filename: 'a.jpg', split: 'test', sentences: [{ raw: 'one' }, { raw: 'two' }] },
+          { filepath: 'train2014', filename: 'b.jpg', split: 'train', sentences: [{ raw: 'three' }] },
+          { filename: 'c.jpg', split: 'test', sentences: [{ raw: 'four' }] },
+        ],
+      }),
+    );
     const k = await readCaptionDataset(join(root, 'karpathy.json'));
-    assert.deepEqual(k.images.map((i) => i.key), ['val2014/a.jpg', 'c.jpg']);
+    assert.deepEqual(
+      k.images.map((i) => i.key),
+      ['val2014/a.jpg', 'c.jpg'],
+    );
     assert.deepEqual(Array.from(k.textImageIndex), [0, 0, 1]);
     assert.equal((await readCaptionDataset(join(root, 'karpathy.json'), { split: null })).images.length, 3);
 
-    put(root, 'coco.json', JSON.stringify({
-      images: [{ id: 9, file_name: 'nine.jpg' }, { id: 3, file_name: 'three.jpg' }],
-      annotations: [
-        { image_id: 9, caption: 'n1' },
-        { image_id: 3, caption: 't1' },
-        { image_id: 9, caption: 'n2' },
-      ],
-    }));
+    put(
+      root,
+      'coco.json',
+      JSON.stringify({
+        images: [
+          { id: 9, file_name: 'nine.jpg' },
+          { id: 3, file_name: 'three.jpg' },
+        ],
+        annotations: [
+          { image_id: 9, caption: 'n1' },
+          { image_id: 3, caption: 't1' },
+          { image_id: 9, caption: 'n2' },
+        ],
+      }),
+    );
     const c = await readCaptionDataset(join(root, 'coco.json'));
-    assert.deepEqual(c.images.map((i) => [i.key, i.captions]), [['three.jpg', ['t1']], ['nine.jpg', ['n1', 'n2']]]);
+    assert.deepEqual(
+      c.images.map((i) => [i.key, i.captions]),
+      [
+        ['three.jpg', ['t1']],
+        ['nine.jpg', ['n1', 'n2']],
+      ],
+    );
 
-    put(root, 'xtd.json', JSON.stringify({ image_paths: ['val2014/x.jpg', 'train2014/y.jpg'], annotations: ['ein Hund', 'eine Katze'], indicies: [0, 1] }));
+    put(
+      root,
+      'xtd.json',
+      JSON.stringify({
+        image_paths: ['val2014/x.jpg', 'train2014/y.jpg'],
+        annotations: ['ein Hund', 'eine Katze'],
+        indicies: [0, 1],
+      }),
+    );
     const x = await readCaptionDataset(join(root, 'xtd.json'));
     assert.deepEqual(Array.from(x.textImageIndex), [0, 1]);
 
-    put(root, 'flickr30k_test_karpathy.txt', 'image,caption\r\n1000.jpg,A man, in a hat.\n2000.jpg,Two dogs\n1000.jpg,Someone outside\n\n');
+    put(
+      root,
+      'flickr30k_test_karpathy.txt',
+      'image,caption\r\n1000.jpg,A man, in a hat.\n2000.jpg,Two dogs\n1000.jpg,Someone outside\n\n',
+    );
     const f = await readCaptionDataset(join(root, 'flickr30k_test_karpathy.txt'));
-    assert.deepEqual(f.images.map((i) => [i.key, i.captions]), [['1000.jpg', ['A man, in a hat.', 'Someone outside']], ['2000.jpg', ['Two dogs']]]);
+    assert.deepEqual(
+      f.images.map((i) => [i.key, i.captions]),
+      [
+        ['1000.jpg', ['A man, in a hat.', 'Someone outside']],
+        ['2000.jpg', ['Two dogs']],
+      ],
+    );
 
     put(root, 'bad.json', '{"images": [{"filename": "a.jpg"}]}');
-    await assert.rejects(readCaptionDataset(join(root, 'bad.json')), (e: Error) => e instanceof DatasetError && /bad\.json/.test(e.message));
+    await assert.rejects(
+      readCaptionDataset(join(root, 'bad.json')),
+      (e: Error) => e instanceof DatasetError && /bad\.json/.test(e.message),
+    );
     put(root, 'broken.json', '[{"image": ');
-    await assert.rejects(readCaptionDataset(join(root, 'broken.json')), (e: Error) => e instanceof DatasetError && /broken\.json.*not valid JSON/.test(e.message) && !e.message.includes('\n'));
+    await assert.rejects(
+      readCaptionDataset(join(root, 'broken.json')),
+      (e: Error) =>
+        e instanceof DatasetError && /broken\.json.*not valid JSON/.test(e.message) && !e.message.includes('\n'),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -213,10 +309,14 @@ test('tar reader: ustar, pax and GNU long names; directories are reported', asyn
   try {
     const long = `${'d'.repeat(60)}/${'e'.repeat(60)}/${'f'.repeat(120)}.bin`; // > 100 chars, a 120-char base name
     const mid = `${'p'.repeat(80)}/${'q'.repeat(70)}.bin`; // fits ustar's prefix + name split
-    put(root, 'src/' + long, Buffer.alloc(1000, 7));
-    put(root, 'src/' + mid, 'mid');
+    put(root, `src/${long}`, Buffer.alloc(1000, 7));
+    put(root, `src/${mid}`, 'mid');
     put(root, 'src/empty.txt', '');
-    for (const [format, members] of [['pax', [long, mid, 'empty.txt']], ['gnu', [long, mid, 'empty.txt']], ['ustar', [mid, 'empty.txt']]] as const) {
+    for (const [format, members] of [
+      ['pax', [long, mid, 'empty.txt']],
+      ['gnu', [long, mid, 'empty.txt']],
+      ['ustar', [mid, 'empty.txt']],
+    ] as const) {
       const archive = join(root, `${format}.tar`);
       tarCreate(archive, join(root, 'src'), format, [...members]);
       const entries = (await collect(readTar(archive))).filter((e) => e.type === 'file');
@@ -245,18 +345,27 @@ test('tar reader: truncated, corrupt and non-tar files are one-line errors namin
 
     const cut = join(root, 'cut.tar');
     writeFileSync(cut, bytes.subarray(0, 512 * 3 + 100));
-    await assert.rejects(collect(readTar(cut)), (e: Error) => e instanceof DatasetError && /truncated tar file/.test(e.message) && e.message.includes(cut));
+    await assert.rejects(
+      collect(readTar(cut)),
+      (e: Error) => e instanceof DatasetError && /truncated tar file/.test(e.message) && e.message.includes(cut),
+    );
 
     const bad = join(root, 'bad.tar');
     const flipped = Buffer.from(bytes);
     flipped[3] ^= 0xff;
     writeFileSync(bad, flipped);
-    await assert.rejects(collect(readTar(bad)), (e: Error) => e instanceof DatasetError && e.message.includes(bad) && !e.message.includes('\n'));
+    await assert.rejects(
+      collect(readTar(bad)),
+      (e: Error) => e instanceof DatasetError && e.message.includes(bad) && !e.message.includes('\n'),
+    );
 
     const text = join(root, 'text.tar');
     writeFileSync(text, 'hello '.repeat(200));
     await assert.rejects(collect(readTar(text)), /not a tar file.*text\.tar/);
-    await assert.rejects(collect(readTar(join(root, 'none.tar'))), (e: Error) => e instanceof DatasetError && /none\.tar/.test(e.message));
+    await assert.rejects(
+      collect(readTar(join(root, 'none.tar'))),
+      (e: Error) => e instanceof DatasetError && /none\.tar/.test(e.message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -277,8 +386,19 @@ test('webdataset classification export: keys, labels, images, classnames and tem
     put(stage, 's0000003.cls', '2');
     const ds = join(root, 'wds_mini');
     mkdirSync(join(ds, 'test'), { recursive: true });
-    tarCreate(join(ds, 'test', '0.tar'), stage, 'pax', ['s0000000.webp', 's0000000.cls', 's0000001.jpg', 's0000001.cls', 's0000001.json']);
-    tarCreate(join(ds, 'test', '1.tar'), stage, 'gnu', ['s0000002.png', 's0000002.cls', 's0000003.cls', 's0000003.jpg']);
+    tarCreate(join(ds, 'test', '0.tar'), stage, 'pax', [
+      's0000000.webp',
+      's0000000.cls',
+      's0000001.jpg',
+      's0000001.cls',
+      's0000001.json',
+    ]);
+    tarCreate(join(ds, 'test', '1.tar'), stage, 'gnu', [
+      's0000002.png',
+      's0000002.cls',
+      's0000003.cls',
+      's0000003.jpg',
+    ]);
     writeFileSync(join(ds, 'test', 'nshards.txt'), '2\n');
     writeFileSync(join(ds, 'classnames.txt'), 'zero\none\n  two  \n\nthree\n');
     writeFileSync(join(ds, 'zeroshot_classification_templates.txt'), 'a photo of a {c}.\na {c}.\n');
@@ -289,12 +409,15 @@ test('webdataset classification export: keys, labels, images, classnames and tem
     assert.deepEqual(w.templates, ['a photo of a {c}.', 'a {c}.']);
     assert.deepEqual(w.shards, [join(ds, 'test', '0.tar'), join(ds, 'test', '1.tar')]);
     const items = await collect(w.items());
-    assert.deepEqual(items.map((i) => [i.key, i.label, i.imageExt, i.image.toString()]), [
-      ['s0000000', 3, 'webp', 'WEBP-0'],
-      ['s0000001', 1, 'jpg', 'JPG-1'],
-      ['s0000002', 0, 'png', 'PNG-2'],
-      ['s0000003', 2, 'jpg', 'JPG-3'],
-    ]);
+    assert.deepEqual(
+      items.map((i) => [i.key, i.label, i.imageExt, i.image.toString()]),
+      [
+        ['s0000000', 3, 'webp', 'WEBP-0'],
+        ['s0000001', 1, 'jpg', 'JPG-1'],
+        ['s0000002', 0, 'png', 'PNG-2'],
+        ['s0000003', 2, 'jpg', 'JPG-3'],
+      ],
+    );
     assert.deepEqual(items[1].json, { w: 2 });
 
     // Without nshards.txt the .tar files of the split are used in numeric order.
@@ -303,7 +426,10 @@ test('webdataset classification export: keys, labels, images, classnames and tem
 
     // A label outside classnames.txt, a sample without an image, a repeated extension.
     writeFileSync(join(ds, 'classnames.txt'), 'zero\none\n');
-    await assert.rejects(collect((await openWebDataset(ds)).items()), (e: Error) => e instanceof DatasetError && /s0000000.*label 3/.test(e.message));
+    await assert.rejects(
+      collect((await openWebDataset(ds)).items()),
+      (e: Error) => e instanceof DatasetError && /s0000000.*label 3/.test(e.message),
+    );
     put(stage, 'x.cls', '0');
     put(stage, 'dup/x.cls', '1');
     const lonely = join(root, 'lonely.tar');
@@ -311,16 +437,48 @@ test('webdataset classification export: keys, labels, images, classnames and tem
     const bad = join(root, 'badsplit');
     mkdirSync(join(bad, 'test'), { recursive: true });
     tarCreate(join(bad, 'test', '0.tar'), stage, 'pax', ['x.cls']);
-    await assert.rejects(collect((await openWebDataset(bad)).items()), (e: Error) => e instanceof DatasetError && /sample x of .*0\.tar has no image/.test(e.message));
+    await assert.rejects(
+      collect((await openWebDataset(bad)).items()),
+      (e: Error) => e instanceof DatasetError && /sample x of .*0\.tar has no image/.test(e.message),
+    );
     const dup = join(root, 'dup.tar');
-    writeFileSync(dup, ustar([['k.jpg', 'J'], ['k.cls', '1'], ['k.CLS', '2']]));
-    await assert.rejects(collect(readWdsShard(dup)), (e: Error) => e instanceof DatasetError && /duplicate member "k\.CLS".*dup\.tar/.test(e.message));
+    writeFileSync(
+      dup,
+      ustar([
+        ['k.jpg', 'J'],
+        ['k.cls', '1'],
+        ['k.CLS', '2'],
+      ]),
+    );
+    await assert.rejects(
+      collect(readWdsShard(dup)),
+      (e: Error) => e instanceof DatasetError && /duplicate member "k\.CLS".*dup\.tar/.test(e.message),
+    );
     // Hand-written ustar: keys up to the first dot of the base name, multi-dot extensions, meta files skipped.
     const hand = join(root, 'hand.tar');
-    writeFileSync(hand, ustar([['__meta__', 'x'], ['a/b.c/k1.seg.png', 'S'], ['a/b.c/k1.jpg', 'J1'], ['k2.jpg', 'J2'], ['noext', 'n'], ['k2.cls', '5']]));
+    writeFileSync(
+      hand,
+      ustar([
+        ['__meta__', 'x'],
+        ['a/b.c/k1.seg.png', 'S'],
+        ['a/b.c/k1.jpg', 'J1'],
+        ['k2.jpg', 'J2'],
+        ['noext', 'n'],
+        ['k2.cls', '5'],
+      ]),
+    );
     const samples = await collect(readWdsShard(hand));
-    assert.deepEqual(samples.map((x) => [x.key, [...x.files.keys()]]), [['a/b.c/k1', ['seg.png', 'jpg']], ['k2', ['jpg', 'cls']]]);
-    await assert.rejects(openWebDataset(join(root, 'nowhere')), (e: Error) => e instanceof DatasetError && /nowhere/.test(e.message));
+    assert.deepEqual(
+      samples.map((x) => [x.key, [...x.files.keys()]]),
+      [
+        ['a/b.c/k1', ['seg.png', 'jpg']],
+        ['k2', ['jpg', 'cls']],
+      ],
+    );
+    await assert.rejects(
+      openWebDataset(join(root, 'nowhere')),
+      (e: Error) => e instanceof DatasetError && /nowhere/.test(e.message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
@@ -336,16 +494,30 @@ test('webdataset retrieval export: txt captions split into lines', async () => {
     put(stage, 's0000001.txt', 'one caption');
     const ds = join(root, 'flickr');
     mkdirSync(join(ds, 'test'), { recursive: true });
-    tarCreate(join(ds, 'test', '0.tar'), stage, 'pax', ['s0000000.webp', 's0000000.txt', 's0000001.webp', 's0000001.txt']);
+    tarCreate(join(ds, 'test', '0.tar'), stage, 'pax', [
+      's0000000.webp',
+      's0000000.txt',
+      's0000001.webp',
+      's0000001.txt',
+    ]);
     writeFileSync(join(ds, 'test', 'nshards.txt'), '1');
     writeFileSync(join(ds, 'dataset_type.txt'), 'retrieval\n');
     const w = await openWebDataset(ds);
     assert.equal(w.type, 'retrieval');
     assert.equal(w.classnames, null);
     const items = await collect(w.items());
-    assert.deepEqual(items.map((i) => [i.key, i.captions]), [['s0000000', ['a dog runs', 'a brown dog']], ['s0000001', ['one caption']]]);
+    assert.deepEqual(
+      items.map((i) => [i.key, i.captions]),
+      [
+        ['s0000000', ['a dog runs', 'a brown dog']],
+        ['s0000001', ['one caption']],
+      ],
+    );
     writeFileSync(join(ds, 'test', 'nshards.txt'), '3');
-    await assert.rejects(openWebDataset(ds), (e: Error) => e instanceof DatasetError && /missing shard .*1\.tar/.test(e.message));
+    await assert.rejects(
+      openWebDataset(ds),
+      (e: Error) => e instanceof DatasetError && /missing shard .*1\.tar/.test(e.message),
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

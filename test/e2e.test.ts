@@ -12,7 +12,10 @@ import { Fixture, verifyFixture } from '../src/apps/verify/index.js';
 const CLIP = path.join(DATA, 'fixtures', 'clip_e2e');
 const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');
 
-for (const [dir, compared] of [[CLIP, 24], [CHAT, 13]] as const) {
+for (const [dir, compared] of [
+  [CLIP, 24],
+  [CHAT, 13],
+] as const) {
   test(`verify ${path.basename(dir)}: the whole user flow within bound`, async () => {
     const report = await verifyFixture(dir);
     assert.equal(report.compared.length, compared);
@@ -27,14 +30,33 @@ test('internvl classify --json reproduces the official probabilities and logits 
   const meta = fixture.meta as { classify: { images: string[]; labels: string[]; templates: string[] } };
   const images = meta.classify.images.map((p) => path.join(CLIP, 'golden', 'images', path.basename(p)));
   for (const mode of ['C', 'G']) {
-    const args = ['classify', '--model', CLIP, ...images, '--labels', meta.classify.labels.join(','), '--mode', mode, '--json'];
+    const args = [
+      'classify',
+      '--model',
+      CLIP,
+      ...images,
+      '--labels',
+      meta.classify.labels.join(','),
+      '--mode',
+      mode,
+      '--json',
+    ];
     for (const template of meta.classify.templates) args.push('--template', template);
     const result = await runCli(args);
     assert.equal(result.code, 0, result.stderr);
-    const output = JSON.parse(result.stdout) as { labels: string[]; images: Array<{ path: string; probs: number[]; logits: number[] }> };
+    const output = JSON.parse(result.stdout) as {
+      labels: string[];
+      images: Array<{ path: string; probs: number[]; logits: number[] }>;
+    };
     assert.deepEqual(output.labels, meta.classify.labels);
-    assert.deepEqual(output.images.map((i) => i.path), images);
-    for (const [key, golden] of [['probs', `out.${mode}.probs`], ['logits', `out.${mode}.logits`]] as const) {
+    assert.deepEqual(
+      output.images.map((i) => i.path),
+      images,
+    );
+    for (const [key, golden] of [
+      ['probs', `out.${mode}.probs`],
+      ['logits', `out.${mode}.logits`],
+    ] as const) {
       const expected = fixture.tensor(golden);
       const actual = output.images.flatMap((i) => i[key]);
       const maxRef = Math.max(...Array.from(expected.data, Math.abs));
@@ -50,11 +72,25 @@ test('internvl chat --json: both turns of one session give the official ids and 
   };
   const [first, second] = meta.chat.turns;
   const result = await runCli([
-    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '6',
-    '--max-new-tokens', '12', '--greedy', first.question, second.question, '--json',
+    'chat',
+    '--model',
+    CHAT,
+    '--image',
+    path.join(CHAT, 'golden', 'images', 'chelsea.png'),
+    '--max-tiles',
+    '6',
+    '--max-new-tokens',
+    '12',
+    '--greedy',
+    first.question,
+    second.question,
+    '--json',
   ]);
   assert.equal(result.code, 0, result.stderr);
-  const turns = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { response: string; ids: number[]; prompt_tokens: number });
+  const turns = result.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { response: string; ids: number[]; prompt_tokens: number });
   assert.equal(turns.length, 2);
   turns.forEach((turn, i) => {
     assert.deepEqual(turn.ids, meta.chat.turns[i].generated_ids);
@@ -64,31 +100,77 @@ test('internvl chat --json: both turns of one session give the official ids and 
 });
 
 test('internvl chat streams the answer as plain text without --json', async () => {
-  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as { chat: { turns: Array<{ question: string; response: string }> } };
+  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as {
+    chat: { turns: Array<{ question: string; response: string }> };
+  };
   const result = await runCli([
-    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '6',
-    '--max-new-tokens', '12', meta.chat.turns[0].question,
+    'chat',
+    '--model',
+    CHAT,
+    '--image',
+    path.join(CHAT, 'golden', 'images', 'chelsea.png'),
+    '--max-tiles',
+    '6',
+    '--max-new-tokens',
+    '12',
+    meta.chat.turns[0].question,
   ]);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stdout.trim(), meta.chat.turns[0].response);
 });
 
 test('internvl chat without a question reads one question per line from standard input, keeping history', async () => {
-  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as { chat: { turns: Array<{ question: string; generated_ids: number[]; input_ids_len: number }> } };
-  const result = await runCli([
-    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '6', '--max-new-tokens', '12', '--json',
-  ], { input: `${meta.chat.turns[0].question}\n\n${meta.chat.turns[1].question}\n` });
+  const meta = JSON.parse(fs.readFileSync(path.join(CHAT, 'golden', 'meta.json'), 'utf8')) as {
+    chat: { turns: Array<{ question: string; generated_ids: number[]; input_ids_len: number }> };
+  };
+  const result = await runCli(
+    [
+      'chat',
+      '--model',
+      CHAT,
+      '--image',
+      path.join(CHAT, 'golden', 'images', 'chelsea.png'),
+      '--max-tiles',
+      '6',
+      '--max-new-tokens',
+      '12',
+      '--json',
+    ],
+    { input: `${meta.chat.turns[0].question}\n\n${meta.chat.turns[1].question}\n` },
+  );
   assert.equal(result.code, 0, result.stderr);
-  const turns = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { ids: number[]; prompt_tokens: number });
-  assert.deepEqual(turns.map((t) => t.ids), meta.chat.turns.map((t) => t.generated_ids));
+  const turns = result.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { ids: number[]; prompt_tokens: number });
+  assert.deepEqual(
+    turns.map((t) => t.ids),
+    meta.chat.turns.map((t) => t.generated_ids),
+  );
   // The second prompt holds the first turn (history): 1874 tokens, not the 1847 of a fresh conversation.
-  assert.deepEqual(turns.map((t) => t.prompt_tokens), meta.chat.turns.map((t) => t.input_ids_len));
+  assert.deepEqual(
+    turns.map((t) => t.prompt_tokens),
+    meta.chat.turns.map((t) => t.input_ids_len),
+  );
 });
 
 test('internvl chat with 4-bit LLM weights (int8 prefill) and int8 vision runs the same conversation', async () => {
   const result = await runCli([
-    'chat', '--model', CHAT, '--image', path.join(CHAT, 'golden', 'images', 'chelsea.png'), '--max-tiles', '2',
-    '--max-new-tokens', '4', '--llm-weights', 'int4+int8', '--vision-weights', 'int8', 'Describe this image.', '--json',
+    'chat',
+    '--model',
+    CHAT,
+    '--image',
+    path.join(CHAT, 'golden', 'images', 'chelsea.png'),
+    '--max-tiles',
+    '2',
+    '--max-new-tokens',
+    '4',
+    '--llm-weights',
+    'int4+int8',
+    '--vision-weights',
+    'int8',
+    'Describe this image.',
+    '--json',
   ]);
   assert.equal(result.code, 0, result.stderr);
   const turn = JSON.parse(result.stdout) as { ids: number[]; prompt_tokens: number };

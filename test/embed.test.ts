@@ -28,7 +28,9 @@ function noise(width: number, height: number, seed: number): RgbImage {
 
 async function writePng(name: string, image: RgbImage): Promise<string> {
   const file = path.join(images, name);
-  await sharp(Buffer.from(image.data), { raw: { width: image.width, height: image.height, channels: 3 } }).png().toFile(file);
+  await sharp(Buffer.from(image.data), { raw: { width: image.width, height: image.height, channels: 3 } })
+    .png()
+    .toFile(file);
   return file;
 }
 
@@ -38,7 +40,12 @@ const fileA = await writePng('a.png', a);
 const fileB = await writePng('b.png', b);
 
 /** Copies the intern_vit_ln weights under a prefix and with renamed keys, plus an unrelated tensor. */
-function relayout(dir: string, config: object, rename: (key: string) => string[], split?: (key: string, data: Uint8Array) => Uint8Array[]): void {
+function relayout(
+  dir: string,
+  config: object,
+  rename: (key: string) => string[],
+  split?: (key: string, data: Uint8Array) => Uint8Array[],
+): void {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
   const st = SafetensorsFile.open(path.join(LN, 'model.safetensors'));
@@ -65,11 +72,16 @@ test('embedImages = pooled output of InternVisionModel on resized, normalised pi
     assert.equal(model.dim, 48);
     const progress: Array<[number, number, string]> = [];
     const result = await embedImages(model, [fileA, b, { name: 'again', image: a }], {
-      batchSize: 2, onProgress: (done, total, name) => progress.push([done, total, name]),
+      batchSize: 2,
+      onProgress: (done, total, name) => progress.push([done, total, name]),
     });
     assert.deepEqual(result.dims, [3, 48]);
     assert.deepEqual(result.names, [fileA, '<image 1>', 'again']);
-    assert.deepEqual(progress, [[1, 3, fileA], [2, 3, '<image 1>'], [3, 3, 'again']]);
+    assert.deepEqual(progress, [
+      [1, 3, fileA],
+      [2, 3, '<image 1>'],
+      [3, 3, 'again'],
+    ]);
 
     // By hand: Pillow bicubic to 56×56, ImageNet normalisation, CLS token of the last hidden state.
     const config = parseInternVisionConfig(readConfig(LN));
@@ -79,12 +91,17 @@ test('embedImages = pooled output of InternVisionModel on resized, normalised pi
         const pixels = toCHWFloat(resizeBicubicPillow(image, 56, 56));
         const expected = (await reference.forward(pixels, [1, 3, 56, 56])).poolerOutput.data;
         const actual = result.data.subarray(i * 48, (i + 1) * 48);
-        for (let k = 0; k < 48; k++) assert.ok(Math.abs(actual[k] - expected[k]) < 1e-5, `image ${i} [${k}]: ${actual[k]} vs ${expected[k]}`);
+        for (let k = 0; k < 48; k++)
+          assert.ok(Math.abs(actual[k] - expected[k]) < 1e-5, `image ${i} [${k}]: ${actual[k]} vs ${expected[k]}`);
       }
     } finally {
       await reference.release();
     }
-    assert.deepEqual(preprocessForClip(noise(56, 56, 3), 'retrieval', 56), toCHWFloat(noise(56, 56, 3)), 'no resize at the model size');
+    assert.deepEqual(
+      preprocessForClip(noise(56, 56, 3), 'retrieval', 56),
+      toCHWFloat(noise(56, 56, 3)),
+      'no resize at the model size',
+    );
   } finally {
     await model.release();
   }
@@ -93,37 +110,60 @@ test('embedImages = pooled output of InternVisionModel on resized, normalised pi
 test('the vision tower of InternVL-Chat and *-hf checkpoints gives the same embeddings', async () => {
   const vision = JSON.parse(fs.readFileSync(path.join(LN, 'config.json'), 'utf8'));
   const chatDir = path.join(tempDir(), 'chat');
-  relayout(chatDir, { architectures: ['InternVLChatModel'], model_type: 'internvl_chat', force_image_size: 56, vision_config: vision },
-    (key) => [`vision_model.${key}`]);
+  relayout(
+    chatDir,
+    { architectures: ['InternVLChatModel'], model_type: 'internvl_chat', force_image_size: 56, vision_config: vision },
+    (key) => [`vision_model.${key}`],
+  );
 
   const hfNames: Array<[RegExp, string]> = [
     [/^embeddings\.class_embedding$/, 'embeddings.cls_token'],
     [/^embeddings\.patch_embedding\./, 'embeddings.patch_embeddings.projection.'],
     [/^embeddings\.position_embedding$/, 'embeddings.position_embeddings'],
     [/^encoder\.layers\./, 'encoder.layer.'],
-    [/\.norm1\./, '.layernorm_before.'], [/\.norm2\./, '.layernorm_after.'], [/\.ls1$/, '.lambda_1'], [/\.ls2$/, '.lambda_2'],
+    [/\.norm1\./, '.layernorm_before.'],
+    [/\.norm2\./, '.layernorm_after.'],
+    [/\.ls1$/, '.lambda_1'],
+    [/\.ls2$/, '.lambda_2'],
     [/\.attn\.proj\./, '.attention.projection_layer.'],
   ];
   const hfDir = path.join(tempDir(), 'hf');
-  relayout(hfDir, {
-    architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl',
-    vision_config: {
-      model_type: 'internvl_vision', hidden_size: 48, num_attention_heads: 3, num_hidden_layers: 2, intermediate_size: 192,
-      image_size: [56, 56], patch_size: [14, 14], norm_type: 'layer_norm', layer_norm_eps: 1e-6, use_qk_norm: false,
-      attention_bias: true, hidden_act: 'gelu',
+  relayout(
+    hfDir,
+    {
+      architectures: ['InternVLForConditionalGeneration'],
+      model_type: 'internvl',
+      vision_config: {
+        model_type: 'internvl_vision',
+        hidden_size: 48,
+        num_attention_heads: 3,
+        num_hidden_layers: 2,
+        intermediate_size: 192,
+        image_size: [56, 56],
+        patch_size: [14, 14],
+        norm_type: 'layer_norm',
+        layer_norm_eps: 1e-6,
+        use_qk_norm: false,
+        attention_bias: true,
+        hidden_act: 'gelu',
+      },
     },
-  }, (key) => {
-    let name = key;
-    for (const [from, to] of hfNames) name = name.replace(from, to);
-    if (name.includes('.attn.qkv.')) {
-      const kind = name.endsWith('weight') ? 'weight' : 'bias';
-      return ['q', 'k', 'v'].map((p) => `model.vision_tower.${name.replace(/\.attn\.qkv\.(weight|bias)$/, `.attention.${p}_proj.${kind}`)}`);
-    }
-    return [`model.vision_tower.${name}`];
-  }, (_key, data) => {
-    const third = data.byteLength / 3;
-    return [0, 1, 2].map((i) => data.slice(i * third, (i + 1) * third));
-  });
+    (key) => {
+      let name = key;
+      for (const [from, to] of hfNames) name = name.replace(from, to);
+      if (name.includes('.attn.qkv.')) {
+        const kind = name.endsWith('weight') ? 'weight' : 'bias';
+        return ['q', 'k', 'v'].map(
+          (p) => `model.vision_tower.${name.replace(/\.attn\.qkv\.(weight|bias)$/, `.attention.${p}_proj.${kind}`)}`,
+        );
+      }
+      return [`model.vision_tower.${name}`];
+    },
+    (_key, data) => {
+      const third = data.byteLength / 3;
+      return [0, 1, 2].map((i) => data.slice(i * third, (i + 1) * third));
+    },
+  );
 
   const results = [];
   for (const dir of [LN, chatDir, hfDir]) {
@@ -136,16 +176,24 @@ test('the vision tower of InternVL-Chat and *-hf checkpoints gives the same embe
     }
   }
   for (const other of results.slice(1)) {
-    for (let k = 0; k < other.length; k++) assert.ok(Math.abs(other[k] - results[0][k]) < 1e-5, `[${k}] ${other[k]} vs ${results[0][k]}`);
+    for (let k = 0; k < other.length; k++)
+      assert.ok(Math.abs(other[k] - results[0][k]) < 1e-5, `[${k}] ${other[k]} vs ${results[0][k]}`);
   }
 });
 
 test('folders expand to their images; a language model is refused', async () => {
-  assert.deepEqual(expandImagePaths([images, 'x.jpg']), [path.join(images, 'a.png'), path.join(images, 'b.png'), 'x.jpg']);
+  assert.deepEqual(expandImagePaths([images, 'x.jpg']), [
+    path.join(images, 'a.png'),
+    path.join(images, 'b.png'),
+    'x.jpg',
+  ]);
   const llm = tempDir();
   fs.writeFileSync(path.join(llm, 'config.json'), JSON.stringify({ architectures: ['Qwen2ForCausalLM'] }));
   writeSafetensors(path.join(llm, 'model.safetensors'), { w: { dtype: 'F32', shape: [1], data: new Float32Array(1) } });
-  await assert.rejects(loadImageEmbedder(llm), (e: unknown) => e instanceof ModelLoadError && /language model without a vision tower/.test((e as Error).message));
+  await assert.rejects(
+    loadImageEmbedder(llm),
+    (e: unknown) => e instanceof ModelLoadError && /language model without a vision tower/.test((e as Error).message),
+  );
 });
 
 test('embed-image CLI: table, --json and --out agree with the library', async () => {
@@ -167,7 +215,10 @@ test('embed-image CLI: table, --json and --out agree with the library', async ()
   const parsed = JSON.parse(json.stdout);
   assert.equal(parsed.dim, 48);
   assert.equal(parsed.architecture, 'InternVisionModel');
-  assert.deepEqual(parsed.images.map((i: { image: string }) => path.basename(i.image)), ['a.png', 'b.png']);
+  assert.deepEqual(
+    parsed.images.map((i: { image: string }) => path.basename(i.image)),
+    ['a.png', 'b.png'],
+  );
   const flat = parsed.images.flatMap((i: { embedding: number[] }) => i.embedding);
   flat.forEach((v: number, k: number) => assert.ok(Math.abs(v - expected[k]) < 1e-5, `[${k}]`));
 

@@ -10,7 +10,12 @@ import path from 'node:path';
 
 import { dualSoftmax, msrvttRetrievalMetrics, recallAtK, type Matrix } from '../src/apps/eval/metrics.js';
 import {
-  EmbeddingCache, loadEvalModel, runRetrieval, runVideoRetrieval, runZeroShot, type EvalModel,
+  EmbeddingCache,
+  loadEvalModel,
+  runRetrieval,
+  runVideoRetrieval,
+  runZeroShot,
+  type EvalModel,
 } from '../src/apps/eval/run.js';
 import { bytesToFloat32, readRange, SafetensorsFile } from '../src/core/safetensors.js';
 import { l2normalize, matrix } from '../src/core/matrix.js';
@@ -48,7 +53,12 @@ interface Captured {
  */
 const cli = (args: string[]): Promise<Captured> => runCli(args);
 
-function jsonResult(r: Captured): { metrics: Record<string, number | null>; extra: Record<string, unknown>; model: string; task: string } {
+function jsonResult(r: Captured): {
+  metrics: Record<string, number | null>;
+  extra: Record<string, unknown>;
+  model: string;
+  task: string;
+} {
   assert.equal(r.code, 0, r.stderr);
   const parsed = JSON.parse(r.stdout);
   assert.ok(Array.isArray(parsed) && parsed.length === 1, r.stdout);
@@ -142,68 +152,138 @@ before(() => {
   }
   fs.writeFileSync(TEMPLATES_TXT, `${TEMPLATES.join('\n')}\n`);
   // Karpathy JSON: the 8 photos with their captions in the test split, plus a train image that must be skipped.
-  fs.writeFileSync(KARPATHY, JSON.stringify({
-    images: [
-      ...PHOTOS.map((f, i) => ({ filename: f, split: 'test', sentences: [{ raw: CAPTIONS[i] }] })),
-      { filename: 'not-there.jpg', split: 'train', sentences: [{ raw: 'ignored' }] },
-    ],
-  }));
+  fs.writeFileSync(
+    KARPATHY,
+    JSON.stringify({
+      images: [
+        ...PHOTOS.map((f, i) => ({ filename: f, split: 'test', sentences: [{ raw: CAPTIONS[i] }] })),
+        { filename: 'not-there.jpg', split: 'train', sentences: [{ raw: 'ignored' }] },
+      ],
+    }),
+  );
   // Classification webdataset: the 5 labelled photos with .cls labels in meta order, names and templates files.
   fs.mkdirSync(path.join(WDS_CLS, 'test'), { recursive: true });
   fs.writeFileSync(path.join(WDS_CLS, 'classnames.txt'), `${LABELS.join('\n')}\n`);
   fs.writeFileSync(path.join(WDS_CLS, 'zeroshot_classification_templates.txt'), `${TEMPLATES.join('\n')}\n`);
-  writeTar(path.join(WDS_CLS, 'test', '0.tar'), Object.entries(TARGETS).flatMap(([file, label], i): [string, Buffer][] => {
-    const key = `s${String(i).padStart(4, '0')}`;
-    const ext = path.extname(file).slice(1);
-    return [[`${key}.${ext}`, fs.readFileSync(path.join(IMAGES, file))], [`${key}.cls`, Buffer.from(String(LABELS.indexOf(label)))]];
-  }));
+  writeTar(
+    path.join(WDS_CLS, 'test', '0.tar'),
+    Object.entries(TARGETS).flatMap(([file, label], i): [string, Buffer][] => {
+      const key = `s${String(i).padStart(4, '0')}`;
+      const ext = path.extname(file).slice(1);
+      return [
+        [`${key}.${ext}`, fs.readFileSync(path.join(IMAGES, file))],
+        [`${key}.cls`, Buffer.from(String(LABELS.indexOf(label)))],
+      ];
+    }),
+  );
   fs.writeFileSync(path.join(WDS_CLS, 'test', 'nshards.txt'), '1\n');
   // Retrieval webdataset: the 8 photos with their captions.
   fs.mkdirSync(path.join(WDS_RET, 'test'), { recursive: true });
   fs.writeFileSync(path.join(WDS_RET, 'dataset_type.txt'), 'retrieval\n');
-  writeTar(path.join(WDS_RET, 'test', '0.tar'), PHOTOS.flatMap((file, i): [string, Buffer][] => {
-    const key = `r${String(i).padStart(4, '0')}`;
-    return [[`${key}.${path.extname(file).slice(1)}`, fs.readFileSync(path.join(IMAGES, file))], [`${key}.txt`, Buffer.from(CAPTIONS[i])]];
-  }));
+  writeTar(
+    path.join(WDS_RET, 'test', '0.tar'),
+    PHOTOS.flatMap((file, i): [string, Buffer][] => {
+      const key = `r${String(i).padStart(4, '0')}`;
+      return [
+        [`${key}.${path.extname(file).slice(1)}`, fs.readFileSync(path.join(IMAGES, file))],
+        [`${key}.txt`, Buffer.from(CAPTIONS[i])],
+      ];
+    }),
+  );
 });
 
-const LABELLED = (mode: 'C' | 'G') => META.classify.modes[mode].labelled_metrics as { acc1: number; acc5: number; mean_per_class_recall: number };
+const LABELLED = (mode: 'C' | 'G') =>
+  META.classify.modes[mode].labelled_metrics as { acc1: number; acc5: number; mean_per_class_recall: number };
 
 // ---- zero-shot classification ----------------------------------------------------------------------------------
 
 test('eval zeroshot on an ImageNet-style folder: acc1/acc5/mean per-class recall of golden/meta.json, both modes', async () => {
   // Both modes at once into one cache folder: concurrent runs write separate cache segments.
-  const runs = await Promise.all((['C', 'G'] as const).map((mode) => cli(['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET,
-    '--templates', TEMPLATES_TXT, '--mode', mode, '--json', '--cache-dir', path.join(TMP, 'cache-zs-cli')])));
+  const runs = await Promise.all(
+    (['C', 'G'] as const).map((mode) =>
+      cli([
+        'eval',
+        'zeroshot',
+        '--model',
+        FIXTURE,
+        '--dataset',
+        INET,
+        '--templates',
+        TEMPLATES_TXT,
+        '--mode',
+        mode,
+        '--json',
+        '--cache-dir',
+        path.join(TMP, 'cache-zs-cli'),
+      ]),
+    ),
+  );
   for (const [i, mode] of (['C', 'G'] as const).entries()) {
     const r = jsonResult(runs[i]);
     const want = LABELLED(mode);
-    assert.deepEqual(r.metrics, { acc1: want.acc1, acc5: want.acc5, mean_per_class_recall: want.mean_per_class_recall }, `mode ${mode}`);
+    assert.deepEqual(
+      r.metrics,
+      { acc1: want.acc1, acc5: want.acc5, mean_per_class_recall: want.mean_per_class_recall },
+      `mode ${mode}`,
+    );
     assert.equal(r.model, `clip_e2e (InternVL-${mode})`);
     assert.equal(r.task, 'zeroshot_classification');
-    assert.deepEqual([r.extra.images, r.extra.classes, r.extra.templates, r.extra.dataset_format], [5, 5, 3, 'image-folder']);
+    assert.deepEqual(
+      [r.extra.images, r.extra.classes, r.extra.templates, r.extra.dataset_format],
+      [5, 5, 3, 'image-folder'],
+    );
   }
 });
 
 test('eval zeroshot: readable table by default, Markdown file, progress on stderr', async () => {
   const md = path.join(TMP, 'zs.md');
-  const r = await cli(['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--templates', TEMPLATES_TXT, '--markdown', md,
-    '--cache-dir', path.join(TMP, 'cache-zs-cli')]);
+  const r = await cli([
+    'eval',
+    'zeroshot',
+    '--model',
+    FIXTURE,
+    '--dataset',
+    INET,
+    '--templates',
+    TEMPLATES_TXT,
+    '--markdown',
+    md,
+    '--cache-dir',
+    path.join(TMP, 'cache-zs-cli'),
+  ]);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^clip_e2e \(InternVL-C\) on inet: zero-shot classification, 5 images, 5 classes, 3 templates$/m);
+  assert.match(
+    r.stdout,
+    /^clip_e2e \(InternVL-C\) on inet: zero-shot classification, 5 images, 5 classes, 3 templates$/m,
+  );
   assert.match(r.stdout, /^top-1 accuracy\s+acc1\s+40\.00$/m);
   assert.match(r.stdout, /^top-5 accuracy\s+acc5\s+100\.00$/m);
   assert.match(r.stdout, /^mean per-class recall\s+mean_per_class_recall\s+40\.00$/m);
   assert.match(r.stderr, /^building the classifier .*15\/15/m);
   assert.match(r.stderr, /^encoding images .*5\/5/m);
-  assert.equal(fs.readFileSync(md, 'utf8'), [
-    '| model | dataset | acc1 | acc5 | mean_per_class_recall |',
-    '| --- | --- | ---: | ---: | ---: |',
-    '| clip_e2e (InternVL-C) | inet | 40.00 | 100.00 | 40.00 |',
-    '',
-  ].join('\n'));
-  const quiet = await cli(['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--templates', TEMPLATES_TXT, '--quiet', '--json',
-    '--cache-dir', path.join(TMP, 'cache-zs-cli')]);
+  assert.equal(
+    fs.readFileSync(md, 'utf8'),
+    [
+      '| model | dataset | acc1 | acc5 | mean_per_class_recall |',
+      '| --- | --- | ---: | ---: | ---: |',
+      '| clip_e2e (InternVL-C) | inet | 40.00 | 100.00 | 40.00 |',
+      '',
+    ].join('\n'),
+  );
+  const quiet = await cli([
+    'eval',
+    'zeroshot',
+    '--model',
+    FIXTURE,
+    '--dataset',
+    INET,
+    '--templates',
+    TEMPLATES_TXT,
+    '--quiet',
+    '--json',
+    '--cache-dir',
+    path.join(TMP, 'cache-zs-cli'),
+  ]);
   assert.equal(quiet.stderr, '');
 });
 
@@ -233,17 +313,53 @@ test('runZeroShot logits match the official ones (golden io.safetensors)', async
 });
 
 test('eval zeroshot on a webdataset shard: labels, classnames.txt and templates file of the export', async () => {
-  const runs = await Promise.all((['C', 'G'] as const).map((mode) => cli(['eval', 'zeroshot', '--model', FIXTURE, '--dataset', WDS_CLS,
-    '--mode', mode, '--json', '--cache-dir', path.join(TMP, 'cache-wds')])));
+  const runs = await Promise.all(
+    (['C', 'G'] as const).map((mode) =>
+      cli([
+        'eval',
+        'zeroshot',
+        '--model',
+        FIXTURE,
+        '--dataset',
+        WDS_CLS,
+        '--mode',
+        mode,
+        '--json',
+        '--cache-dir',
+        path.join(TMP, 'cache-wds'),
+      ]),
+    ),
+  );
   for (const [i, mode] of (['C', 'G'] as const).entries()) {
     const r = jsonResult(runs[i]);
     const want = LABELLED(mode);
-    assert.deepEqual(r.metrics, { acc1: want.acc1, acc5: want.acc5, mean_per_class_recall: want.mean_per_class_recall }, `mode ${mode}`);
-    assert.deepEqual([r.extra.images, r.extra.classes, r.extra.templates, r.extra.dataset_format], [5, 5, 3, 'webdataset']);
+    assert.deepEqual(
+      r.metrics,
+      { acc1: want.acc1, acc5: want.acc5, mean_per_class_recall: want.mean_per_class_recall },
+      `mode ${mode}`,
+    );
+    assert.deepEqual(
+      [r.extra.images, r.extra.classes, r.extra.templates, r.extra.dataset_format],
+      [5, 5, 3, 'webdataset'],
+    );
   }
   // --limit keeps the first samples of the shard.
-  const limited = jsonResult(await cli(['eval', 'zeroshot', '--model', FIXTURE, '--dataset', WDS_CLS, '--limit', '2', '--json', '--quiet',
-    '--cache-dir', path.join(TMP, 'cache-wds')]));
+  const limited = jsonResult(
+    await cli([
+      'eval',
+      'zeroshot',
+      '--model',
+      FIXTURE,
+      '--dataset',
+      WDS_CLS,
+      '--limit',
+      '2',
+      '--json',
+      '--quiet',
+      '--cache-dir',
+      path.join(TMP, 'cache-wds'),
+    ]),
+  );
   assert.equal(limited.extra.images, 2);
   assert.equal(limited.extra.images_from_cache, 2);
 });
@@ -264,11 +380,23 @@ test('embedding cache: other templates or class names do not re-encode the image
     const calls = m.imageCalls;
     const textsBefore = m.textsEncoded;
     const names = ['an astronaut', 'a cat', 'a cup of coffee', 'a motorcycle', 'a rocket'];
-    const second = await runZeroShot({ model: m, dataset: INET, templates: ['a photo of {c}.', 'itap of {c}.'], classNames: names, cacheDir });
+    const second = await runZeroShot({
+      model: m,
+      dataset: INET,
+      templates: ['a photo of {c}.', 'itap of {c}.'],
+      classNames: names,
+      cacheDir,
+    });
     assert.equal(m.imageCalls, calls, 'the image encoder must not run again');
     assert.equal(m.textsEncoded - textsBefore, 10);
     assert.deepEqual([second.result.extra?.images_encoded, second.result.extra?.images_from_cache], [0, 5]);
-    const fresh = await runZeroShot({ model: base, dataset: INET, templates: ['a photo of {c}.', 'itap of {c}.'], classNames: names, cacheDir: null });
+    const fresh = await runZeroShot({
+      model: base,
+      dataset: INET,
+      templates: ['a photo of {c}.', 'itap of {c}.'],
+      classNames: names,
+      cacheDir: null,
+    });
     assert.deepEqual(second.imageEmbeddings.data, fresh.imageEmbeddings.data);
     assert.deepEqual(second.logits.data, fresh.logits.data);
 
@@ -289,7 +417,9 @@ test('embedding cache: other templates or class names do not re-encode the image
 
     // A run killed mid-write leaves a partial record: it is skipped, the whole ones still load.
     const nsDirs = fs.readdirSync(cacheDir).map((d) => path.join(cacheDir, d));
-    for (const d of nsDirs) for (const f of fs.readdirSync(d).filter((n) => n.endsWith('.emb'))) fs.appendFileSync(path.join(d, f), Buffer.from([1, 2, 3]));
+    for (const d of nsDirs)
+      for (const f of fs.readdirSync(d).filter((n) => n.endsWith('.emb')))
+        fs.appendFileSync(path.join(d, f), Buffer.from([1, 2, 3]));
     const again = await runZeroShot({ model: m, dataset: INET, templates: TEMPLATES, cacheDir });
     assert.deepEqual([again.result.extra?.images_encoded, again.result.extra?.images_from_cache], [0, 5]);
     assert.deepEqual(again.logits.data, afterTouch.logits.data);
@@ -300,14 +430,39 @@ test('embedding cache: other templates or class names do not re-encode the image
 
 test('embedding cache through the CLI: the second run reports no image encoded; --no-cache encodes all', async () => {
   const cacheDir = path.join(TMP, 'cache-cli2');
-  const args = ['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--json', '--quiet', '--cache-dir', cacheDir];
+  const args = [
+    'eval',
+    'zeroshot',
+    '--model',
+    FIXTURE,
+    '--dataset',
+    INET,
+    '--json',
+    '--quiet',
+    '--cache-dir',
+    cacheDir,
+  ];
   const first = jsonResult(await cli([...args, '--templates', TEMPLATES_TXT]));
   assert.deepEqual([first.extra.images_encoded, first.extra.images_from_cache], [5, 0]);
   const json = path.join(TMP, 'templates.json');
   fs.writeFileSync(json, JSON.stringify({ imagenet1k: ['a photo of a {c}.'] }));
   const second = jsonResult(await cli([...args, '--templates', json]));
   assert.deepEqual([second.extra.images_encoded, second.extra.images_from_cache, second.extra.templates], [0, 5, 1]);
-  const none = jsonResult(await cli(['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--json', '--quiet', '--no-cache', '--templates', json]));
+  const none = jsonResult(
+    await cli([
+      'eval',
+      'zeroshot',
+      '--model',
+      FIXTURE,
+      '--dataset',
+      INET,
+      '--json',
+      '--quiet',
+      '--no-cache',
+      '--templates',
+      json,
+    ]),
+  );
   assert.deepEqual([none.extra.images_encoded, none.extra.images_from_cache], [5, 0]);
   assert.deepEqual(none.metrics, second.metrics);
 });
@@ -315,7 +470,10 @@ test('embedding cache through the CLI: the second run reports no image encoded; 
 test('EmbeddingCache: exact values, separate namespaces, unknown keys miss', () => {
   const root = path.join(TMP, 'cache-unit');
   const a = EmbeddingCache.open(root, { kind: 'x', mode: 'C' }, 3);
-  a.put([['k1', Float32Array.of(1, 2.5, -3e-7)], ['k2', Float32Array.of(0, 0, 1)]]);
+  a.put([
+    ['k1', Float32Array.of(1, 2.5, -3e-7)],
+    ['k2', Float32Array.of(0, 0, 1)],
+  ]);
   const b = EmbeddingCache.open(root, { kind: 'x', mode: 'C' }, 3);
   assert.deepEqual(b.get('k1'), Float32Array.of(1, 2.5, -3e-7));
   assert.deepEqual(b.get('k2'), Float32Array.of(0, 0, 1));
@@ -326,8 +484,26 @@ test('EmbeddingCache: exact values, separate namespaces, unknown keys miss', () 
 // ---- retrieval -------------------------------------------------------------------------------------------------
 
 test('eval retrieval on a Karpathy JSON: the CLIP_benchmark recalls of golden/meta.json, both modes', async () => {
-  const runs = await Promise.all((['C', 'G'] as const).map((mode) => cli(['eval', 'retrieval', '--model', FIXTURE, '--dataset', KARPATHY,
-    '--image-root', IMAGES, '--mode', mode, '--json', '--quiet', '--cache-dir', path.join(TMP, 'cache-ret')])));
+  const runs = await Promise.all(
+    (['C', 'G'] as const).map((mode) =>
+      cli([
+        'eval',
+        'retrieval',
+        '--model',
+        FIXTURE,
+        '--dataset',
+        KARPATHY,
+        '--image-root',
+        IMAGES,
+        '--mode',
+        mode,
+        '--json',
+        '--quiet',
+        '--cache-dir',
+        path.join(TMP, 'cache-ret'),
+      ]),
+    ),
+  );
   for (const [i, mode] of (['C', 'G'] as const).entries()) {
     const r = jsonResult(runs[i]);
     const want = META.retrieval.modes[mode] as Record<string, number>;
@@ -335,11 +511,18 @@ test('eval retrieval on a Karpathy JSON: the CLIP_benchmark recalls of golden/me
     // 8 images, 8 captions: everything is in the top 10.
     assert.equal(r.metrics['text_retrieval_recall@10'], 1);
     assert.equal(r.metrics['image_retrieval_recall@10'], 1);
-    const six = ['text', 'image'].flatMap((d) => [1, 5, 10].map((k) => r.metrics[`${d}_retrieval_recall@${k}`] as number));
+    const six = ['text', 'image'].flatMap((d) =>
+      [1, 5, 10].map((k) => r.metrics[`${d}_retrieval_recall@${k}`] as number),
+    );
     assert.ok(Math.abs((r.metrics.mean_recall as number) - six.reduce((s, v) => s + v, 0) / 6) < 1e-12);
     assert.deepEqual(Object.keys(r.metrics), [
-      'text_retrieval_recall@1', 'text_retrieval_recall@5', 'text_retrieval_recall@10',
-      'image_retrieval_recall@1', 'image_retrieval_recall@5', 'image_retrieval_recall@10', 'mean_recall',
+      'text_retrieval_recall@1',
+      'text_retrieval_recall@5',
+      'text_retrieval_recall@10',
+      'image_retrieval_recall@1',
+      'image_retrieval_recall@5',
+      'image_retrieval_recall@10',
+      'mean_recall',
     ]);
     assert.deepEqual([r.extra.images, r.extra.texts, r.extra.pre_caption], [8, 8, true]);
   }
@@ -358,8 +541,23 @@ test('runRetrieval scores match the official ones; pre_caption is applied; --xtd
   } finally {
     await model.release();
   }
-  const xtd = jsonResult(await cli(['eval', 'retrieval', '--model', FIXTURE, '--dataset', KARPATHY, '--image-root', IMAGES, '--xtd',
-    '--json', '--quiet', '--cache-dir', path.join(TMP, 'cache-ret')]));
+  const xtd = jsonResult(
+    await cli([
+      'eval',
+      'retrieval',
+      '--model',
+      FIXTURE,
+      '--dataset',
+      KARPATHY,
+      '--image-root',
+      IMAGES,
+      '--xtd',
+      '--json',
+      '--quiet',
+      '--cache-dir',
+      path.join(TMP, 'cache-ret'),
+    ]),
+  );
   assert.deepEqual(Object.keys(xtd.metrics), ['text_retrieval_recall@10']);
   assert.equal(xtd.task, 'zeroshot_retrieval_xtd');
   assert.equal(xtd.extra.pre_caption, false);
@@ -369,8 +567,36 @@ test('runRetrieval scores match the official ones; pre_caption is applied; --xtd
 
 test('eval retrieval on a webdataset shard equals the caption-file run', async () => {
   const cacheDir = path.join(TMP, 'cache-ret');
-  const file = jsonResult(await cli(['eval', 'retrieval', '--model', FIXTURE, '--dataset', KARPATHY, '--image-root', IMAGES, '--json', '--quiet', '--cache-dir', cacheDir]));
-  const wds = jsonResult(await cli(['eval', 'retrieval', '--model', FIXTURE, '--dataset', WDS_RET, '--json', '--quiet', '--cache-dir', cacheDir]));
+  const file = jsonResult(
+    await cli([
+      'eval',
+      'retrieval',
+      '--model',
+      FIXTURE,
+      '--dataset',
+      KARPATHY,
+      '--image-root',
+      IMAGES,
+      '--json',
+      '--quiet',
+      '--cache-dir',
+      cacheDir,
+    ]),
+  );
+  const wds = jsonResult(
+    await cli([
+      'eval',
+      'retrieval',
+      '--model',
+      FIXTURE,
+      '--dataset',
+      WDS_RET,
+      '--json',
+      '--quiet',
+      '--cache-dir',
+      cacheDir,
+    ]),
+  );
   assert.deepEqual(wds.metrics, file.metrics);
   assert.deepEqual([wds.extra.images, wds.extra.texts, wds.extra.dataset_format], [8, 8, 'webdataset']);
 });
@@ -393,7 +619,9 @@ function makeVideo(name: string, frames: string[]): void {
   ffmpeg(['-framerate', '8', '-i', path.join(seq, '%03d.png'), '-c:v', 'png', path.join(VIDEOS, name)]);
 }
 
-test('eval video-retrieval: pooled frame embeddings, video order, dual softmax on and off', { skip: noFfmpeg }, async () => {
+test('eval video-retrieval: pooled frame embeddings, video order, dual softmax on and off', {
+  skip: noFfmpeg,
+}, async () => {
   fs.mkdirSync(VIDEOS, { recursive: true });
   fs.mkdirSync(FRAMES, { recursive: true });
   const still = (photo: string) => {
@@ -439,11 +667,16 @@ test('eval video-retrieval: pooled frame embeddings, video order, dual softmax o
       for (let c = 0; c < m.cols; c++) {
         let z = 0;
         for (let r = 0; r < m.rows; r++) z += Math.exp(m.data[r * m.cols + c]);
-        for (let r = 0; r < m.rows; r++) out[r * m.cols + c] = m.data[r * m.cols + c] * Math.exp(m.data[r * m.cols + c]) / z;
+        for (let r = 0; r < m.rows; r++)
+          out[r * m.cols + c] = (m.data[r * m.cols + c] * Math.exp(m.data[r * m.cols + c])) / z;
       }
       return matrix(out, m.rows, m.cols);
     };
-    const St = matrix(Float32Array.from({ length: 9 }, (_, i) => S.data[(i % 3) * 3 + Math.floor(i / 3)]), 3, 3);
+    const St = matrix(
+      Float32Array.from({ length: 9 }, (_, i) => S.data[(i % 3) * 3 + Math.floor(i / 3)]),
+      3,
+      3,
+    );
     assert.ok(maxAbsDiff(dualSoftmax(S).data, manual(S).data) < 1e-6);
     const tasks = videoTextRetrieval(on.textEmbeddings, on.videoEmbeddings);
     assert.ok(maxAbsDiff(tasks.textToVideo.data, manual(S).data) < 1e-6);
@@ -453,9 +686,19 @@ test('eval video-retrieval: pooled frame embeddings, video order, dual softmax o
       assert.equal(on.result.metrics[`t2v_retrieval_recall@${k}`], recallAtK(manual(S), diag, k));
       assert.equal(on.result.metrics[`v2t_retrieval_recall@${k}`], recallAtK(manual(St), diag, k));
     }
-    assert.deepEqual([on.result.extra?.videos_encoded, on.result.extra?.frames, on.result.extra?.dual_softmax], [3, 8, true]);
+    assert.deepEqual(
+      [on.result.extra?.videos_encoded, on.result.extra?.frames, on.result.extra?.dual_softmax],
+      [3, 8, true],
+    );
 
-    const off = await runVideoRetrieval({ model, videos: VIDEOS, captions, numFrames: 8, dualSoftmax: false, cacheDir });
+    const off = await runVideoRetrieval({
+      model,
+      videos: VIDEOS,
+      captions,
+      numFrames: 8,
+      dualSoftmax: false,
+      cacheDir,
+    });
     assert.deepEqual([off.result.extra?.videos_encoded, off.result.extra?.videos_from_cache], [0, 3]);
     assert.deepEqual(off.scores.data, on.scores.data);
     for (const k of [1, 5, 10]) {
@@ -472,21 +715,72 @@ test('eval video-retrieval: pooled frame embeddings, video order, dual softmax o
     for (let v = 0; v < 3; v++) assert.deepEqual(row(rev.videoEmbeddings, v), row(on.videoEmbeddings, 2 - v));
 
     // The CLI gives the same numbers, and --no-dual-softmax switches it off.
-    const cliOn = jsonResult(await cli(['eval', 'video-retrieval', '--model', FIXTURE, '--videos', VIDEOS, '--captions', captions,
-      '--frames', '8', '--json', '--quiet', '--cache-dir', cacheDir]));
+    const cliOn = jsonResult(
+      await cli([
+        'eval',
+        'video-retrieval',
+        '--model',
+        FIXTURE,
+        '--videos',
+        VIDEOS,
+        '--captions',
+        captions,
+        '--frames',
+        '8',
+        '--json',
+        '--quiet',
+        '--cache-dir',
+        cacheDir,
+      ]),
+    );
     assert.deepEqual(cliOn.metrics, on.result.metrics);
     assert.deepEqual(Object.keys(cliOn.metrics), [
-      't2v_retrieval_recall@1', 't2v_retrieval_recall@5', 't2v_retrieval_recall@10',
-      'v2t_retrieval_recall@1', 'v2t_retrieval_recall@5', 'v2t_retrieval_recall@10', 'mean_recall',
+      't2v_retrieval_recall@1',
+      't2v_retrieval_recall@5',
+      't2v_retrieval_recall@10',
+      'v2t_retrieval_recall@1',
+      'v2t_retrieval_recall@5',
+      'v2t_retrieval_recall@10',
+      'mean_recall',
     ]);
-    const cliOff = jsonResult(await cli(['eval', 'video-retrieval', '--model', FIXTURE, '--videos', VIDEOS, '--captions', captions,
-      '--frames', '8', '--no-dual-softmax', '--json', '--quiet', '--cache-dir', cacheDir]));
+    const cliOff = jsonResult(
+      await cli([
+        'eval',
+        'video-retrieval',
+        '--model',
+        FIXTURE,
+        '--videos',
+        VIDEOS,
+        '--captions',
+        captions,
+        '--frames',
+        '8',
+        '--no-dual-softmax',
+        '--json',
+        '--quiet',
+        '--cache-dir',
+        cacheDir,
+      ]),
+    );
     assert.deepEqual(cliOff.metrics, off.result.metrics);
     assert.equal(cliOff.extra.dual_softmax, false);
 
     // 16 frames cannot give 12 by the MSR-VTT rule (interval 2 → 8 ids): an error naming the video.
-    const bad = await cli(['eval', 'video-retrieval', '--model', FIXTURE, '--videos', VIDEOS, '--captions', captions, '--frames', '12',
-      '--quiet', '--cache-dir', cacheDir]);
+    const bad = await cli([
+      'eval',
+      'video-retrieval',
+      '--model',
+      FIXTURE,
+      '--videos',
+      VIDEOS,
+      '--captions',
+      captions,
+      '--frames',
+      '12',
+      '--quiet',
+      '--cache-dir',
+      cacheDir,
+    ]);
     assertOneLineError(bad, /cat\.mkv.*cannot sample 12 frames from a 16-frame video/);
   } finally {
     await model.release();
@@ -511,8 +805,14 @@ test('eval video-retrieval: pooled frame embeddings, video order, dual softmax o
 
 test('bad input → one-line errors, exit 2', async () => {
   const cases: [string[], RegExp][] = [
-    [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', path.join(TMP, 'no-such-folder')], /^error: dataset not found: .*no-such-folder$/],
-    [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--language', 'xx'], /unknown language 'xx' \(built-in class names and templates: en, cn, jp, ar, it\)/],
+    [
+      ['eval', 'zeroshot', '--model', FIXTURE, '--dataset', path.join(TMP, 'no-such-folder')],
+      /^error: dataset not found: .*no-such-folder$/,
+    ],
+    [
+      ['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--language', 'xx'],
+      /unknown language 'xx' \(built-in class names and templates: en, cn, jp, ar, it\)/,
+    ],
     [['eval'], /internvl eval: missing evaluation \(zeroshot, retrieval, video-retrieval\)/],
     [['eval', 'linear-probe'], /unknown evaluation 'linear-probe'/],
     [['eval', 'zeroshot', '--dataset', INET], /--model is required/],
@@ -520,17 +820,38 @@ test('bad input → one-line errors, exit 2', async () => {
     [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--mode', 'X'], /--mode must be one of C, G; got 'X'/],
     [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--batch', '0'], /--batch must be at least 1/],
     [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', KARPATHY], /is a file; zero-shot classification needs/],
-    [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--templates', path.join(TMP, 'nope.txt')], /templates file not found: .*nope\.txt/],
+    [
+      ['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--templates', path.join(TMP, 'nope.txt')],
+      /templates file not found: .*nope\.txt/,
+    ],
     // The built-in lists have 1000 ImageNet classes; this folder has 5.
-    [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--language', 'cn'], /built-in cn ImageNet class-name list has 1000 names but .* has 5 class folders/],
-    [['eval', 'zeroshot', '--model', FIXTURE, '--dataset', WDS_RET], /is a retrieval webdataset; zero-shot classification needs a classification one/],
+    [
+      ['eval', 'zeroshot', '--model', FIXTURE, '--dataset', INET, '--language', 'cn'],
+      /built-in cn ImageNet class-name list has 1000 names but .* has 5 class folders/,
+    ],
+    [
+      ['eval', 'zeroshot', '--model', FIXTURE, '--dataset', WDS_RET],
+      /is a retrieval webdataset; zero-shot classification needs a classification one/,
+    ],
     [['eval', 'retrieval', '--model', FIXTURE, '--dataset', path.join(TMP, 'nope.json')], /dataset not found/],
     [['eval', 'retrieval', '--model', FIXTURE, '--dataset', KARPATHY], /cannot read .*chelsea\.png: ENOENT/],
-    [['eval', 'retrieval', '--model', FIXTURE, '--dataset', KARPATHY, '--pre-caption', '--no-pre-caption'], /exclude each other/],
+    [
+      ['eval', 'retrieval', '--model', FIXTURE, '--dataset', KARPATHY, '--pre-caption', '--no-pre-caption'],
+      /exclude each other/,
+    ],
     [['eval', 'video-retrieval', '--model', FIXTURE, '--videos', INET], /--captions is required/],
-    [['eval', 'video-retrieval', '--model', FIXTURE, '--videos', path.join(TMP, 'nope'), '--captions', KARPATHY], /video folder not found/],
-    [['eval', 'video-retrieval', '--model', FIXTURE, '--videos', INET, '--captions', KARPATHY], /must be a JSON list of \{video, caption\}/],
-    [['eval', 'video-retrieval', '--model', FIXTURE, '--videos', INET, '--captions', KARPATHY, '--frames', '0'], /--frames must be at least 1/],
+    [
+      ['eval', 'video-retrieval', '--model', FIXTURE, '--videos', path.join(TMP, 'nope'), '--captions', KARPATHY],
+      /video folder not found/,
+    ],
+    [
+      ['eval', 'video-retrieval', '--model', FIXTURE, '--videos', INET, '--captions', KARPATHY],
+      /must be a JSON list of \{video, caption\}/,
+    ],
+    [
+      ['eval', 'video-retrieval', '--model', FIXTURE, '--videos', INET, '--captions', KARPATHY, '--frames', '0'],
+      /--frames must be at least 1/,
+    ],
     [['eval', 'zeroshot', '--model', path.join(TMP, 'no-model'), '--dataset', INET], /no-model/],
   ];
   const results = await Promise.all(cases.map(([args]) => cli(args.length > 1 ? [...args, '--quiet'] : args)));

@@ -9,17 +9,35 @@ import { DATA, runCli } from './helpers/cli.js';
 import { Checkpoint } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { CausalLM, parseLlmConfig } from '../src/models/llm.js';
-import { beamSearch, generate, generateBatch, streamTokens, TokenChooser, type Prompt } from '../src/tasks/generation.js';
+import {
+  beamSearch,
+  generate,
+  generateBatch,
+  streamTokens,
+  TokenChooser,
+  type Prompt,
+} from '../src/tasks/generation.js';
 
 const TINY = path.join(DATA, 'models', 'tiny-llama-stories260k');
-const expected = JSON.parse(fs.readFileSync(path.join(TINY, 'expected_greedy.json'), 'utf8')) as { prompt_ids: number[]; greedy_ids: number[] };
+const expected = JSON.parse(fs.readFileSync(path.join(TINY, 'expected_greedy.json'), 'utf8')) as {
+  prompt_ids: number[];
+  greedy_ids: number[];
+};
 
 const lmPromise = CausalLM.load(Checkpoint.open(TINY), parseLlmConfig(readConfig(TINY)));
 const prompt = (lm: CausalLM, ids: number[]): Prompt => ({ ids, embeds: lm.embedTokens(ids) });
 
-test('internvl generate reproduces the real model\'s greedy ids exactly (KV cache)', async () => {
-  const result = await runCli(['generate', '--model', TINY, '--input-ids', expected.prompt_ids.join(','),
-    '--max-new-tokens', String(expected.greedy_ids.length), '--json']);
+test("internvl generate reproduces the real model's greedy ids exactly (KV cache)", async () => {
+  const result = await runCli([
+    'generate',
+    '--model',
+    TINY,
+    '--input-ids',
+    expected.prompt_ids.join(','),
+    '--max-new-tokens',
+    String(expected.greedy_ids.length),
+    '--json',
+  ]);
   assert.equal(result.code, 0, result.stderr);
   const output = JSON.parse(result.stdout) as { ids: number[]; prompt_tokens: number; finish_reason: string };
   assert.deepEqual(output.ids, expected.greedy_ids);
@@ -35,8 +53,13 @@ test('cached decoding equals re-running the whole sequence at every step', async
   for (let step = 0; step < 12; step++) {
     const S = ids.length;
     const { logits } = await lm.step({
-      embeds: lm.embedTokens(ids), batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i),
-      attentionMask: new Uint8Array(S).fill(1), logitIndices: [S - 1], cache: lm.emptyCache(1),
+      embeds: lm.embedTokens(ids),
+      batch: 1,
+      seq: S,
+      positions: Int32Array.from({ length: S }, (_, i) => i),
+      attentionMask: new Uint8Array(S).fill(1),
+      logitIndices: [S - 1],
+      cache: lm.emptyCache(1),
     });
     let best = 0;
     for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
@@ -51,7 +74,10 @@ test('streaming yields the same tokens and stops at a stop id', async () => {
   const stop = expected.greedy_ids[6];
   const stream = streamTokens(lm, prompt(lm, [1]), { maxNewTokens: 50, stopTokenIds: [stop] });
   let next = await stream.next();
-  while (!next.done) { streamed.push(next.value); next = await stream.next(); }
+  while (!next.done) {
+    streamed.push(next.value);
+    next = await stream.next();
+  }
   assert.deepEqual(streamed, expected.greedy_ids.slice(0, expected.greedy_ids.indexOf(stop) + 1));
   assert.equal(next.value, 'stop');
 });
@@ -67,7 +93,8 @@ test('a batch with left padding gives each prompt the tokens it gets alone', asy
 
 test('seeded sampling is reproducible; top-k 1 is greedy; cancellation stops early', async () => {
   const lm = await lmPromise;
-  const sample = (seed: number) => generate(lm, prompt(lm, [1]), { maxNewTokens: 16, doSample: true, temperature: 1.2, seed });
+  const sample = (seed: number) =>
+    generate(lm, prompt(lm, [1]), { maxNewTokens: 16, doSample: true, temperature: 1.2, seed });
   const [x, y, z] = await Promise.all([sample(7), sample(7), sample(8)]);
   assert.deepEqual(x.ids, y.ids);
   assert.notDeepEqual(x.ids, z.ids);
@@ -76,7 +103,11 @@ test('seeded sampling is reproducible; top-k 1 is greedy; cancellation stops ear
   const controller = new AbortController();
   let seen = 0;
   const cancelled = await generate(lm, prompt(lm, [1]), {
-    maxNewTokens: 50, signal: controller.signal, onLogits: () => { if (++seen === 3) controller.abort(); },
+    maxNewTokens: 50,
+    signal: controller.signal,
+    onLogits: () => {
+      if (++seen === 3) controller.abort();
+    },
   });
   assert.equal(cancelled.finishReason, 'cancelled');
   assert.deepEqual(cancelled.ids, expected.greedy_ids.slice(0, 3));
@@ -90,8 +121,13 @@ test('beam search with one beam is greedy; with more beams it scores at least as
     const all = [1, ...ids];
     const S = all.length;
     const { logits } = await lm.step({
-      embeds: lm.embedTokens(all), batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i),
-      attentionMask: new Uint8Array(S).fill(1), logitIndices: Array.from({ length: S - 1 }, (_, i) => i), cache: lm.emptyCache(1),
+      embeds: lm.embedTokens(all),
+      batch: 1,
+      seq: S,
+      positions: Int32Array.from({ length: S }, (_, i) => i),
+      attentionMask: new Uint8Array(S).fill(1),
+      logitIndices: Array.from({ length: S - 1 }, (_, i) => i),
+      cache: lm.emptyCache(1),
     });
     const V = lm.config.vocabSize;
     let total = 0;
@@ -104,7 +140,7 @@ test('beam search with one beam is greedy; with more beams it scores at least as
   };
   const five = await beamSearch(lm, prompt(lm, [1]), { numBeams: 5, maxNewTokens: 12 });
   assert.equal(five.ids.length, 12);
-  assert.ok(await score(five.ids) >= await score(one.ids) - 1e-4);
+  assert.ok((await score(five.ids)) >= (await score(one.ids)) - 1e-4);
 });
 
 test('token choice rules: repetition penalty, suppression, minimum length, top-p', () => {

@@ -103,7 +103,11 @@ class FakeHub {
         res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
         return;
       }
-      const body = JSON.stringify({ id: REPO, sha: SHA, siblings: Object.keys(FILES).map((rfilename) => ({ rfilename })) });
+      const body = JSON.stringify({
+        id: REPO,
+        sha: SHA,
+        siblings: Object.keys(FILES).map((rfilename) => ({ rfilename })),
+      });
       res.writeHead(200, { 'Content-Type': 'application/json' }).end(body);
       return;
     }
@@ -195,8 +199,13 @@ let savedEnv: Record<string, string | undefined> = {};
 let caseNo = 0;
 let cache = '';
 
-const downloads = (s: Seen[]) => s.filter((r) => r.method === 'GET' && (r.server === 'cdn' || r.url.includes('/resolve/')));
-const opts = (extra: Parameters<typeof resolveModelDir>[1] = {}) => ({ cacheDir: cache, endpoint: fake.hubUrl, ...extra });
+const downloads = (s: Seen[]) =>
+  s.filter((r) => r.method === 'GET' && (r.server === 'cdn' || r.url.includes('/resolve/')));
+const opts = (extra: Parameters<typeof resolveModelDir>[1] = {}) => ({
+  cacheDir: cache,
+  endpoint: fake.hubUrl,
+  ...extra,
+});
 const snapshot = (root = cache) => path.join(root, REPO_DIR, 'snapshots', SHA);
 
 before(async () => {
@@ -267,7 +276,10 @@ describe('resolveModelDir: downloads', () => {
     assert.equal(events.at(-1)!.overallTotalBytes, total);
     assert.equal(events.at(-1)!.overallBytesDone, total);
 
-    assert.equal(await realModelFilePath(path.join(dir, 'model.safetensors')), await fs.realpath(path.join(repoDir, 'blobs', LFS_ETAG)));
+    assert.equal(
+      await realModelFilePath(path.join(dir, 'model.safetensors')),
+      await fs.realpath(path.join(repoDir, 'blobs', LFS_ETAG)),
+    );
   });
 
   it('downloads nothing the second time, and reuses a blob when only the link is missing', async () => {
@@ -300,7 +312,8 @@ describe('resolveModelDir: downloads', () => {
   it('resolves org/name@revision and pins downloads to the listed commit', async () => {
     const dir = await resolveModelDir(`${REPO}@main`, opts());
     assert.equal(dir, snapshot());
-    for (const s of fake.seen.filter((r) => r.url.includes('/resolve/'))) assert.ok(s.url.includes(`/resolve/${SHA}/`), s.url);
+    for (const s of fake.seen.filter((r) => r.url.includes('/resolve/')))
+      assert.ok(s.url.includes(`/resolve/${SHA}/`), s.url);
   });
 
   it('resumes with Range after the connection is cut mid-file', async () => {
@@ -324,7 +337,10 @@ describe('resolveModelDir: downloads', () => {
       cache = path.join(tmpRoot, `cache-${++caseNo}`);
       const blobs = path.join(cache, REPO_DIR, 'blobs');
       await fs.mkdir(blobs, { recursive: true });
-      await fs.writeFile(path.join(blobs, `${LFS_ETAG}.incomplete`), FILES['model.safetensors']!.content.subarray(0, 12_345));
+      await fs.writeFile(
+        path.join(blobs, `${LFS_ETAG}.incomplete`),
+        FILES['model.safetensors']!.content.subarray(0, 12_345),
+      );
       const dir = await resolveModelDir(REPO, opts());
       const gets = fake.seen.filter((s) => s.server === 'cdn' && s.method === 'GET');
       assert.deepEqual(
@@ -332,7 +348,10 @@ describe('resolveModelDir: downloads', () => {
         ['bytes=12345-'],
       );
       assert.deepEqual(await fs.readFile(path.join(dir, 'model.safetensors')), FILES['model.safetensors']!.content);
-      assert.deepEqual((await fs.readdir(blobs)).filter((f) => f.startsWith(LFS_ETAG)), [LFS_ETAG]);
+      assert.deepEqual(
+        (await fs.readdir(blobs)).filter((f) => f.startsWith(LFS_ETAG)),
+        [LFS_ETAG],
+      );
     }
   });
 
@@ -358,7 +377,10 @@ describe('resolveModelDir: downloads', () => {
     assert.equal(a, b);
     assert.equal(fake.seen.filter((s) => s.server === 'cdn' && s.method === 'GET').length, 1);
     assert.deepEqual(await fs.readFile(path.join(a, 'model.safetensors')), FILES['model.safetensors']!.content);
-    assert.deepEqual((await fs.readdir(path.join(cache, REPO_DIR, 'blobs'))).filter((f) => f.endsWith('.lock')), []);
+    assert.deepEqual(
+      (await fs.readdir(path.join(cache, REPO_DIR, 'blobs'))).filter((f) => f.endsWith('.lock')),
+      [],
+    );
   });
 
   it('takes over a stale lock left by a dead process', async () => {
@@ -495,14 +517,20 @@ describe('resolveModelDir: offline, environment, local folders', () => {
     await assert.rejects(resolveModelDir('./no/such/dir', opts({ fetchImpl: noNetwork })), ModelLoadError);
     await assert.rejects(resolveModelDir(path.join(tmpRoot, 'nope'), opts({ fetchImpl: noNetwork })), ModelLoadError);
     await fs.writeFile(path.join(local, 'config.json'), '{}');
-    await assert.rejects(resolveModelDir(path.join(local, 'config.json'), opts({ fetchImpl: noNetwork })), ModelLoadError);
+    await assert.rejects(
+      resolveModelDir(path.join(local, 'config.json'), opts({ fetchImpl: noNetwork })),
+      ModelLoadError,
+    );
   });
 });
 
 describe('helpers', () => {
   it('parseRepoId', () => {
     assert.deepEqual(parseRepoId('OpenGVLab/InternVL2-1B'), { repoId: 'OpenGVLab/InternVL2-1B' });
-    assert.deepEqual(parseRepoId('OpenGVLab/InternVL2-1B@v1.0'), { repoId: 'OpenGVLab/InternVL2-1B', revision: 'v1.0' });
+    assert.deepEqual(parseRepoId('OpenGVLab/InternVL2-1B@v1.0'), {
+      repoId: 'OpenGVLab/InternVL2-1B',
+      revision: 'v1.0',
+    });
     assert.deepEqual(parseRepoId('a/b@refs/pr/3'), { repoId: 'a/b', revision: 'refs/pr/3' });
     for (const bad of ['gpt2', 'a/b/c', '../x', 'a/..', 'a--b/c', 'a/b@../../x', '/abs/path', 'a/b@']) {
       assert.equal(parseRepoId(bad), undefined, bad);
@@ -517,10 +545,22 @@ describe('helpers', () => {
     assert.ok(matchesGlob('onnx/', 'onnx/model.onnx'));
     assert.ok(matchesGlob('model-0000[0-9]*', 'model-00001-of-2'));
     const def = (f: string) => DEFAULT_ALLOW_PATTERNS.some((p) => matchesGlob(p, f));
-    for (const f of ['config.json', 'tokenizer.model', 'chat_template.jinja', 'model.safetensors.index.json', 'model-00001-of-00004.safetensors']) {
+    for (const f of [
+      'config.json',
+      'tokenizer.model',
+      'chat_template.jinja',
+      'model.safetensors.index.json',
+      'model-00001-of-00004.safetensors',
+    ]) {
       assert.ok(def(f), f);
     }
-    for (const f of ['pytorch_model.bin', 'model.pth', 'modeling_internvl.py', 'README.md', 'original/model.safetensors']) {
+    for (const f of [
+      'pytorch_model.bin',
+      'model.pth',
+      'modeling_internvl.py',
+      'README.md',
+      'original/model.safetensors',
+    ]) {
       assert.ok(!def(f), f);
     }
   });
@@ -539,7 +579,10 @@ describe('helpers', () => {
     assert.ok(out.every((l) => l.endsWith('\n') && !l.includes('\r')));
 
     const tty: string[] = [];
-    const r2 = createProgressReporter('Downloading', { stream: { isTTY: true, columns: 100, write: (s: string) => tty.push(s) }, now: () => t });
+    const r2 = createProgressReporter('Downloading', {
+      stream: { isTTY: true, columns: 100, write: (s: string) => tty.push(s) },
+      now: () => t,
+    });
     for (let i = 0; i <= 100; i++) {
       t = 1_000_000 + i * 50;
       r2.update(i, 100, 'model.safetensors');

@@ -19,7 +19,11 @@ const FILES = fs.readdirSync(SOURCE).filter((f) => fs.statSync(path.join(SOURCE,
 
 function serve(handler: http.RequestListener): Promise<{ server: http.Server; url: string }> {
   const server = http.createServer(handler);
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }),
+    ),
+  );
 }
 
 test('internvl chat --model org/name downloads once into the HF cache, then runs offline', async () => {
@@ -29,28 +33,47 @@ test('internvl chat --model org/name downloads once into the HF cache, then runs
   const cdn = await serve((req, res) => {
     requests.push(`cdn ${req.url}`);
     const file = FILES.find((f) => req.url === `/lfs/${sha(f)}`);
-    if (!file) { res.writeHead(404).end(); return; }
+    if (!file) {
+      res.writeHead(404).end();
+      return;
+    }
     const body = content(file);
-    res.writeHead(200, { 'Content-Length': String(body.length), ETag: `"${sha(file)}"` }).end(req.method === 'HEAD' ? undefined : body);
+    res
+      .writeHead(200, { 'Content-Length': String(body.length), ETag: `"${sha(file)}"` })
+      .end(req.method === 'HEAD' ? undefined : body);
   });
   const hub = await serve((req, res) => {
     requests.push(`hub ${req.url}`);
     const url = new URL(req.url!, 'http://x');
     if (url.pathname === `/api/models/${REPO}/revision/main`) {
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ sha: SHA, siblings: FILES.map((rfilename) => ({ rfilename })) }));
+      res
+        .writeHead(200, { 'Content-Type': 'application/json' })
+        .end(JSON.stringify({ sha: SHA, siblings: FILES.map((rfilename) => ({ rfilename })) }));
       return;
     }
-    const file = FILES.find((f) => url.pathname === `/${REPO}/resolve/${SHA}/${f}` || url.pathname === `/${REPO}/resolve/main/${f}`);
-    if (!file) { res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end(); return; }
+    const file = FILES.find(
+      (f) => url.pathname === `/${REPO}/resolve/${SHA}/${f}` || url.pathname === `/${REPO}/resolve/main/${f}`,
+    );
+    if (!file) {
+      res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end();
+      return;
+    }
     if (file.endsWith('.safetensors')) {
-      res.writeHead(302, {
-        Location: `${cdn.url}/lfs/${sha(file)}`, 'X-Linked-Etag': `"${sha(file)}"`, 'X-Linked-Size': String(content(file).length), 'X-Repo-Commit': SHA,
-      }).end();
+      res
+        .writeHead(302, {
+          Location: `${cdn.url}/lfs/${sha(file)}`,
+          'X-Linked-Etag': `"${sha(file)}"`,
+          'X-Linked-Size': String(content(file).length),
+          'X-Repo-Commit': SHA,
+        })
+        .end();
       return;
     }
     const body = content(file);
     const etag = crypto.createHash('sha1').update(body).digest('hex');
-    res.writeHead(200, { ETag: `"${etag}"`, 'Content-Length': String(body.length), 'X-Repo-Commit': SHA }).end(req.method === 'HEAD' ? undefined : body);
+    res
+      .writeHead(200, { ETag: `"${etag}"`, 'Content-Length': String(body.length), 'X-Repo-Commit': SHA })
+      .end(req.method === 'HEAD' ? undefined : body);
   });
   try {
     const cache = tempDir();
@@ -58,10 +81,16 @@ test('internvl chat --model org/name downloads once into the HF cache, then runs
     const args = ['chat', '--model', REPO, '--max-new-tokens', '3', '--json', 'Hello'];
     const online = await runCli(args, { env });
     assert.equal(online.code, 0, online.stderr);
-    assert.ok(requests.some((r) => r.startsWith('cdn /lfs/')), 'the weights came through the redirect');
+    assert.ok(
+      requests.some((r) => r.startsWith('cdn /lfs/')),
+      'the weights came through the redirect',
+    );
     const snapshot = path.join(cache, `models--${REPO.replace('/', '--')}`, 'snapshots', SHA);
     assert.ok(fs.lstatSync(path.join(snapshot, 'model.safetensors')).isSymbolicLink());
-    assert.equal(fs.readFileSync(path.join(cache, `models--${REPO.replace('/', '--')}`, 'refs', 'main'), 'utf8').trim(), SHA);
+    assert.equal(
+      fs.readFileSync(path.join(cache, `models--${REPO.replace('/', '--')}`, 'refs', 'main'), 'utf8').trim(),
+      SHA,
+    );
 
     const local = await runCli(['chat', '--model', SOURCE, '--max-new-tokens', '3', '--json', 'Hello']);
     assert.deepEqual(JSON.parse(online.stdout), JSON.parse(local.stdout));
@@ -76,6 +105,9 @@ test('internvl chat --model org/name downloads once into the HF cache, then runs
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /^error: .*OpenGVLab\/nope[^\n]*\n$/);
   } finally {
-    for (const { server } of [hub, cdn]) { server.closeAllConnections(); server.close(); }
+    for (const { server } of [hub, cdn]) {
+      server.closeAllConnections();
+      server.close();
+    }
   }
 });

@@ -75,7 +75,10 @@ test('loads the fixture photos (JPEG and PNG) as 8-bit RGB', async () => {
 
 test('greyscale PNG → R = G = B', async () => {
   const grey = Buffer.from([0, 50, 100, 150, 200, 255]);
-  const png = await sharp(grey, { raw: { width: 3, height: 2, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+  const png = await sharp(grey, { raw: { width: 3, height: 2, channels: 1 } })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
   assert.equal((await sharp(png).metadata()).channels, 1);
   const img = await loadImage(png, { name: 'grey.png' });
   assert.deepEqual([img.width, img.height], [3, 2]);
@@ -84,13 +87,18 @@ test('greyscale PNG → R = G = B', async () => {
 
 test('greyscale + alpha and RGBA: alpha dropped, colours kept (no compositing, like Pillow convert("RGB"))', async () => {
   const rgba = Buffer.from([10, 20, 30, 0, 200, 100, 50, 128, 255, 255, 255, 255, 1, 2, 3, 4]);
-  const png = await sharp(rgba, { raw: { width: 2, height: 2, channels: 4 } }).png().toBuffer();
+  const png = await sharp(rgba, { raw: { width: 2, height: 2, channels: 4 } })
+    .png()
+    .toBuffer();
   assert.equal((await sharp(png).metadata()).channels, 4);
   const img = await loadImage(png);
   assert.deepEqual(Array.from(img.data), [10, 20, 30, 200, 100, 50, 255, 255, 255, 1, 2, 3]);
 
   const la = Buffer.from([7, 0, 99, 255]);
-  const png2 = await sharp(la, { raw: { width: 2, height: 1, channels: 2 } }).toColourspace('b-w').png().toBuffer();
+  const png2 = await sharp(la, { raw: { width: 2, height: 1, channels: 2 } })
+    .toColourspace('b-w')
+    .png()
+    .toBuffer();
   assert.equal((await sharp(png2).metadata()).channels, 2);
   const img2 = await loadImage(png2);
   assert.deepEqual(Array.from(img2.data), [7, 7, 7, 99, 99, 99]);
@@ -108,15 +116,21 @@ test('palette PNG and 16-bit PNG → 8-bit RGB', async () => {
   assert.equal((await sharp(pal).metadata()).isPalette, true);
   const a = await loadImage(pal);
   assert.deepEqual([a.width, a.height], [2, 2]);
-  assert.ok(Array.from(a.data).every((v, i) => Math.abs(v - rgb[i]) <= 8), 'palette colours');
+  assert.ok(
+    Array.from(a.data).every((v, i) => Math.abs(v - rgb[i]) <= 8),
+    'palette colours',
+  );
 
-  const p16 = await sharp(rgb, { raw: { width: 2, height: 2, channels: 3 } }).toColourspace('rgb16').png().toBuffer();
+  const p16 = await sharp(rgb, { raw: { width: 2, height: 2, channels: 3 } })
+    .toColourspace('rgb16')
+    .png()
+    .toBuffer();
   assert.equal((await sharp(p16).metadata()).depth, 'ushort');
   const b = await loadImage(p16);
   assert.deepEqual(Array.from(b.data), Array.from(rgb));
 });
 
-test('CMYK → RGB with Pillow\'s formula (no ICC)', async () => {
+test("CMYK → RGB with Pillow's formula (no ICC)", async () => {
   const cmyk = await sharp({ create: { width: 2, height: 1, channels: 3, background: { r: 200, g: 100, b: 10 } } })
     .toColourspace('cmyk')
     .tiff({ compression: 'none' })

@@ -14,27 +14,48 @@ import { CausalLM, parseLlmConfig } from '../src/models/llm.js';
 import { parseRopeScaling, RotaryEmbedding } from '../src/models/rope.js';
 import { ConfigSection } from '../src/models/config.js';
 
-const H = 32, HEADS = 4, KV = 2, D = 8, I = 48, V = 50, L = 2;
+const H = 32,
+  HEADS = 4,
+  KV = 2,
+  D = 8,
+  I = 48,
+  V = 50,
+  L = 2;
 
 function random(seed: number): () => number {
   let s = seed;
-  return () => { s = (s * 1103515245 + 12345) % 2147483648; return s / 2147483648 - 0.5; };
+  return () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648 - 0.5;
+  };
 }
 
 type Tensors = Record<string, { dtype: DType; shape: number[]; data: Float32Array }>;
 
 function llamaWeights(): Tensors {
   const r = random(42);
-  const t = (shape: number[], scale = 0.3): { dtype: DType; shape: number[]; data: Float32Array } =>
-    ({ dtype: 'F32', shape, data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() * scale) });
-  const w: Tensors = { 'model.embed_tokens.weight': t([V, H], 2), 'model.norm.weight': t([H], 1), 'lm_head.weight': t([V, H]) };
+  const t = (shape: number[], scale = 0.3): { dtype: DType; shape: number[]; data: Float32Array } => ({
+    dtype: 'F32',
+    shape,
+    data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => r() * scale),
+  });
+  const w: Tensors = {
+    'model.embed_tokens.weight': t([V, H], 2),
+    'model.norm.weight': t([H], 1),
+    'lm_head.weight': t([V, H]),
+  };
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}.`;
     Object.assign(w, {
-      [`${p}input_layernorm.weight`]: t([H], 1), [`${p}post_attention_layernorm.weight`]: t([H], 1),
-      [`${p}self_attn.q_proj.weight`]: t([HEADS * D, H]), [`${p}self_attn.k_proj.weight`]: t([KV * D, H]),
-      [`${p}self_attn.v_proj.weight`]: t([KV * D, H]), [`${p}self_attn.o_proj.weight`]: t([H, HEADS * D]),
-      [`${p}mlp.gate_proj.weight`]: t([I, H]), [`${p}mlp.up_proj.weight`]: t([I, H]), [`${p}mlp.down_proj.weight`]: t([H, I]),
+      [`${p}input_layernorm.weight`]: t([H], 1),
+      [`${p}post_attention_layernorm.weight`]: t([H], 1),
+      [`${p}self_attn.q_proj.weight`]: t([HEADS * D, H]),
+      [`${p}self_attn.k_proj.weight`]: t([KV * D, H]),
+      [`${p}self_attn.v_proj.weight`]: t([KV * D, H]),
+      [`${p}self_attn.o_proj.weight`]: t([H, HEADS * D]),
+      [`${p}mlp.gate_proj.weight`]: t([I, H]),
+      [`${p}mlp.up_proj.weight`]: t([I, H]),
+      [`${p}mlp.down_proj.weight`]: t([H, I]),
     });
   }
   for (const value of Object.values(w)) if (value.shape.length === 1) value.data = value.data.map((x) => 1 + x);
@@ -44,16 +65,31 @@ function llamaWeights(): Tensors {
 function rows(...parts: Float32Array[]): Float32Array {
   const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
-  for (const p of parts) { out.set(p, offset); offset += p.length; }
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
   return out;
 }
 
 function save(dir: string, config: Record<string, unknown>, weights: Tensors): string {
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    hidden_size: H, num_attention_heads: HEADS, num_key_value_heads: KV, intermediate_size: I, num_hidden_layers: L,
-    vocab_size: V, rms_norm_eps: 1e-6, rope_theta: 10000, max_position_embeddings: 64, hidden_act: 'silu', ...config,
-  }));
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      hidden_size: H,
+      num_attention_heads: HEADS,
+      num_key_value_heads: KV,
+      intermediate_size: I,
+      num_hidden_layers: L,
+      vocab_size: V,
+      rms_norm_eps: 1e-6,
+      rope_theta: 10000,
+      max_position_embeddings: 64,
+      hidden_act: 'silu',
+      ...config,
+    }),
+  );
   writeSafetensors(path.join(dir, 'model.safetensors'), weights);
   return dir;
 }
@@ -63,8 +99,13 @@ async function logitsOf(dir: string): Promise<Float32Array> {
   const ids = [3, 17, 42, 8, 1, 29];
   const S = ids.length;
   const { logits } = await lm.step({
-    embeds: lm.embedTokens(ids), batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i),
-    attentionMask: new Uint8Array(S).fill(1), logitIndices: Array.from({ length: S }, (_, i) => i), cache: lm.emptyCache(1),
+    embeds: lm.embedTokens(ids),
+    batch: 1,
+    seq: S,
+    positions: Int32Array.from({ length: S }, (_, i) => i),
+    attentionMask: new Uint8Array(S).fill(1),
+    logitIndices: Array.from({ length: S }, (_, i) => i),
+    cache: lm.emptyCache(1),
   });
   await lm.release();
   return logits;
@@ -80,15 +121,27 @@ test('Phi-3, InternLM2 and tied-embedding layouts compute what LLaMA computes fr
   const w = llamaWeights();
   const llama = await logitsOf(save(path.join(root, 'llama'), { architectures: ['LlamaForCausalLM'] }, w));
 
-  const phi3: Tensors = { 'model.embed_tokens.weight': w['model.embed_tokens.weight'], 'model.norm.weight': w['model.norm.weight'], 'lm_head.weight': w['lm_head.weight'] };
-  const internlm2: Tensors = { 'model.tok_embeddings.weight': w['model.embed_tokens.weight'], 'model.norm.weight': w['model.norm.weight'], 'output.weight': w['lm_head.weight'] };
+  const phi3: Tensors = {
+    'model.embed_tokens.weight': w['model.embed_tokens.weight'],
+    'model.norm.weight': w['model.norm.weight'],
+    'lm_head.weight': w['lm_head.weight'],
+  };
+  const internlm2: Tensors = {
+    'model.tok_embeddings.weight': w['model.embed_tokens.weight'],
+    'model.norm.weight': w['model.norm.weight'],
+    'output.weight': w['lm_head.weight'],
+  };
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}.`;
     const get = (n: string) => w[`${p}${n}.weight`].data;
     const f = (shape: number[], data: Float32Array) => ({ dtype: 'F32' as DType, shape, data });
     Object.assign(phi3, {
-      [`${p}input_layernorm.weight`]: w[`${p}input_layernorm.weight`], [`${p}post_attention_layernorm.weight`]: w[`${p}post_attention_layernorm.weight`],
-      [`${p}self_attn.qkv_proj.weight`]: f([(HEADS + 2 * KV) * D, H], rows(get('self_attn.q_proj'), get('self_attn.k_proj'), get('self_attn.v_proj'))),
+      [`${p}input_layernorm.weight`]: w[`${p}input_layernorm.weight`],
+      [`${p}post_attention_layernorm.weight`]: w[`${p}post_attention_layernorm.weight`],
+      [`${p}self_attn.qkv_proj.weight`]: f(
+        [(HEADS + 2 * KV) * D, H],
+        rows(get('self_attn.q_proj'), get('self_attn.k_proj'), get('self_attn.v_proj')),
+      ),
       [`${p}self_attn.o_proj.weight`]: w[`${p}self_attn.o_proj.weight`],
       [`${p}mlp.gate_up_proj.weight`]: f([2 * I, H], rows(get('mlp.gate_proj'), get('mlp.up_proj'))),
       [`${p}mlp.down_proj.weight`]: w[`${p}mlp.down_proj.weight`],
@@ -97,25 +150,42 @@ test('Phi-3, InternLM2 and tied-embedding layouts compute what LLaMA computes fr
     const groups = HEADS / KV;
     const parts: Float32Array[] = [];
     for (let g = 0; g < KV; g++) {
-      for (let q = 0; q < groups; q++) parts.push(get('self_attn.q_proj').subarray((g * groups + q) * D * H, (g * groups + q + 1) * D * H));
-      parts.push(get('self_attn.k_proj').subarray(g * D * H, (g + 1) * D * H), get('self_attn.v_proj').subarray(g * D * H, (g + 1) * D * H));
+      for (let q = 0; q < groups; q++)
+        parts.push(get('self_attn.q_proj').subarray((g * groups + q) * D * H, (g * groups + q + 1) * D * H));
+      parts.push(
+        get('self_attn.k_proj').subarray(g * D * H, (g + 1) * D * H),
+        get('self_attn.v_proj').subarray(g * D * H, (g + 1) * D * H),
+      );
     }
     Object.assign(internlm2, {
-      [`${p}attention_norm.weight`]: w[`${p}input_layernorm.weight`], [`${p}ffn_norm.weight`]: w[`${p}post_attention_layernorm.weight`],
-      [`${p}attention.wqkv.weight`]: f([(HEADS + 2 * KV) * D, H], rows(...parts)), [`${p}attention.wo.weight`]: w[`${p}self_attn.o_proj.weight`],
-      [`${p}feed_forward.w1.weight`]: w[`${p}mlp.gate_proj.weight`], [`${p}feed_forward.w3.weight`]: w[`${p}mlp.up_proj.weight`],
+      [`${p}attention_norm.weight`]: w[`${p}input_layernorm.weight`],
+      [`${p}ffn_norm.weight`]: w[`${p}post_attention_layernorm.weight`],
+      [`${p}attention.wqkv.weight`]: f([(HEADS + 2 * KV) * D, H], rows(...parts)),
+      [`${p}attention.wo.weight`]: w[`${p}self_attn.o_proj.weight`],
+      [`${p}feed_forward.w1.weight`]: w[`${p}mlp.gate_proj.weight`],
+      [`${p}feed_forward.w3.weight`]: w[`${p}mlp.up_proj.weight`],
       [`${p}feed_forward.w2.weight`]: w[`${p}mlp.down_proj.weight`],
     });
   }
   const phi3Logits = await logitsOf(save(path.join(root, 'phi3'), { architectures: ['Phi3ForCausalLM'] }, phi3));
   assert.ok(maxDifference(phi3Logits, llama) < 1e-5, `phi3: ${maxDifference(phi3Logits, llama)}`);
-  const internLogits = await logitsOf(save(path.join(root, 'internlm2'), { architectures: ['InternLM2ForCausalLM'] }, internlm2));
+  const internLogits = await logitsOf(
+    save(path.join(root, 'internlm2'), { architectures: ['InternLM2ForCausalLM'] }, internlm2),
+  );
   assert.ok(maxDifference(internLogits, llama) < 1e-5, `internlm2: ${maxDifference(internLogits, llama)}`);
 
-  const { ['lm_head.weight']: _dropped, ...untied } = w;
+  const { 'lm_head.weight': _dropped, ...untied } = w;
   const tiedWeights = { ...untied };
-  const tied = await logitsOf(save(path.join(root, 'tied'), { architectures: ['LlamaForCausalLM'], tie_word_embeddings: true }, tiedWeights));
-  const explicit = await logitsOf(save(path.join(root, 'explicit'), { architectures: ['LlamaForCausalLM'] }, { ...untied, 'lm_head.weight': w['model.embed_tokens.weight'] }));
+  const tied = await logitsOf(
+    save(path.join(root, 'tied'), { architectures: ['LlamaForCausalLM'], tie_word_embeddings: true }, tiedWeights),
+  );
+  const explicit = await logitsOf(
+    save(
+      path.join(root, 'explicit'),
+      { architectures: ['LlamaForCausalLM'] },
+      { ...untied, 'lm_head.weight': w['model.embed_tokens.weight'] },
+    ),
+  );
   assert.ok(maxDifference(tied, explicit) < 1e-6);
   assert.ok(maxDifference(tied, llama) > 1e-2, 'tied and untied heads must differ for these weights');
 });
@@ -143,7 +213,18 @@ test('RoPE: dynamic NTK rescales the base only past max_position_embeddings', ()
 });
 
 test('RoPE: llama3 bands and longrope factors', () => {
-  const llama3 = parseRopeScaling(section({ rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 } }), 128);
+  const llama3 = parseRopeScaling(
+    section({
+      rope_scaling: {
+        rope_type: 'llama3',
+        factor: 8,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 16,
+      },
+    }),
+    128,
+  );
   const rope = new RotaryEmbedding(8, 10000, llama3);
   const { sin } = rope.cosSin(Int32Array.of(1), 1);
   // Frequencies 1, 0.1, 0.01: wavelength 6.3 lies between 16/4 and 16/1 (smoothed), 63 and 628 are above 16
@@ -152,9 +233,13 @@ test('RoPE: llama3 bands and longrope factors', () => {
   assert.ok(Math.abs(sin[0] - Math.sin((1 - smooth) / 8 + smooth)) < 1e-6);
   assert.ok(Math.abs(sin[1] - Math.sin(0.1 / 8)) < 1e-7);
   assert.ok(Math.abs(sin[2] - Math.sin(0.01 / 8)) < 1e-7);
-  const longrope = parseRopeScaling(section({
-    original_max_position_embeddings: 4, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [3, 4] },
-  }), 16);
+  const longrope = parseRopeScaling(
+    section({
+      original_max_position_embeddings: 4,
+      rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [3, 4] },
+    }),
+    16,
+  );
   assert.equal(longrope.type, 'longrope');
   const scale = Math.sqrt(1 + Math.log(4) / Math.log(4));
   const lr = new RotaryEmbedding(4, 10000, longrope);
@@ -162,5 +247,8 @@ test('RoPE: llama3 bands and longrope factors', () => {
   assert.ok(Math.abs(short.sin[1] - scale * Math.sin(2 / (2 * 100))) < 1e-6);
   const long = lr.cosSin(Int32Array.of(6), 7);
   assert.ok(Math.abs(long.sin[1] - scale * Math.sin(6 / (4 * 100))) < 1e-6);
-  assert.throws(() => parseRopeScaling(section({ rope_scaling: { type: 'yarn', factor: 2 } }), 8), /rope scaling 'yarn' is not supported/);
+  assert.throws(
+    () => parseRopeScaling(section({ rope_scaling: { type: 'yarn', factor: 2 } }), 8),
+    /rope scaling 'yarn' is not supported/,
+  );
 });

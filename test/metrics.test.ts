@@ -37,7 +37,12 @@ function close(actual: ArrayLike<number>, expected: number[], tol = 1e-5): void 
 }
 
 test('l2normalize: unit rows, zero rows stay zero', () => {
-  const n = l2normalize(m([[3, 4], [0, 0]]));
+  const n = l2normalize(
+    m([
+      [3, 4],
+      [0, 0],
+    ]),
+  );
   close(n.data, [0.6, 0.8, 0, 0]);
 });
 
@@ -48,14 +53,26 @@ test('matrix rejects a wrong length', () => {
 test('ensembleClassEmbeddings: normalise each template, average, renormalise', () => {
   // Class 0: [3,4] → [.6,.8] and [0,2] → [0,1]; mean [.3,.9]; / sqrt(.9) → [0.316228, 0.948683].
   // Class 1: one template [5,0] → [1,0].
-  const e = ensembleClassEmbeddings([m([[3, 4], [0, 2]]), m([[5, 0]])]);
+  const e = ensembleClassEmbeddings([
+    m([
+      [3, 4],
+      [0, 2],
+    ]),
+    m([[5, 0]]),
+  ]);
   assert.equal(e.rows, 2);
   assert.equal(e.cols, 2);
   close(e.data, [0.316228, 0.948683, 1, 0]);
 });
 
 test('zeroShotLogits: 100 · normalize(img) @ classesᵀ', () => {
-  const l = zeroShotLogits(m([[3, 4]]), m([[1, 0], [0, 1]]));
+  const l = zeroShotLogits(
+    m([[3, 4]]),
+    m([
+      [1, 0],
+      [0, 1],
+    ]),
+  );
   close(l.data, [60, 80], 1e-4);
 });
 
@@ -109,8 +126,18 @@ test('targets outside the classes are rejected', () => {
 test('average precision per class (multi-label)', () => {
   // Scores .9 .8 .7 .6 with positives at ranks 1 and 3: (1/1 + 2/3) / 2 = 0.833333.
   // Second class: no positives → 0 (divided by max(0, 1)).
-  const s = m([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]]);
-  const t = m([[1, 0], [0, 0], [1, 0], [0, 0]]);
+  const s = m([
+    [0.9, 0.1],
+    [0.8, 0.2],
+    [0.7, 0.3],
+    [0.6, 0.4],
+  ]);
+  const t = m([
+    [1, 0],
+    [0, 0],
+    [1, 0],
+    [0, 0],
+  ]);
   close(averagePrecisionPerClass(s, t), [5 / 6, 0], 1e-12);
   close([meanAveragePrecision(s, t)], [5 / 12], 1e-12);
 });
@@ -155,7 +182,10 @@ test('retrieval recall@K: several captions per image, hand-computed ranks', () =
 });
 
 test('retrieval ties go to the lower index in both directions', () => {
-  const s = m([[0.5, 0.5], [0.5, 0.5]]);
+  const s = m([
+    [0.5, 0.5],
+    [0.5, 0.5],
+  ]);
   const r = retrievalRecall(s, [1, 0], [1]);
   // t0 wants image 1 but image 0 wins the tie; t1 wants image 0 → hit. Same by columns.
   assert.equal(r['image_retrieval_recall@1'], 0.5);
@@ -163,7 +193,10 @@ test('retrieval ties go to the lower index in both directions', () => {
 });
 
 test('an image without captions counts as a text-retrieval miss', () => {
-  const s = m([[0.9, 0.1], [0.8, 0.2]]);
+  const s = m([
+    [0.9, 0.1],
+    [0.8, 0.2],
+  ]);
   const r = retrievalRecall(s, [0, 0], [1]);
   assert.equal(r['image_retrieval_recall@1'], 1);
   assert.equal(r['text_retrieval_recall@1'], 0.5);
@@ -175,13 +208,24 @@ test('meanRecall averages the recall entries only', () => {
 });
 
 test('retrievalScores normalises both sides', () => {
-  const s = retrievalScores(m([[2, 0]]), m([[0, 3], [4, 4]]));
+  const s = retrievalScores(
+    m([[2, 0]]),
+    m([
+      [0, 3],
+      [4, 4],
+    ]),
+  );
   close(s.data, [0, Math.SQRT1_2]);
 });
 
 test('dualSoftmax: scores × softmax over each column', () => {
   // Column 0 softmax of [1, 0] = [e/(e+1), 1/(e+1)] = [0.731059, 0.268941].
-  const d = dualSoftmax(m([[1, 0], [0, 1]]));
+  const d = dualSoftmax(
+    m([
+      [1, 0],
+      [0, 1],
+    ]),
+  );
   close(d.data, [0.731059, 0, 0, 0.731059]);
 });
 
@@ -209,7 +253,10 @@ test('MSR-VTT video→text with dual softmax, by hand', () => {
   // S = [[.9 .8] [.95 .1]] (texts × videos). Sᵀ = [[.9 .95] [.8 .1]].
   // softmax(Sᵀ, dim 0): column t0 over [.9 .8] → [.524979 .475021]; column t1 over [.95 .1] → [.700567 .299433].
   // v0 row [.472481 .665539]: its caption t0 loses; v1 row [.380017 .029943]: t1 loses → R@1 = 0, R@2 = 1.
-  const s = m([[0.9, 0.8], [0.95, 0.1]]);
+  const s = m([
+    [0.9, 0.8],
+    [0.95, 0.1],
+  ]);
   const r = msrvttRetrievalMetrics(s, { ks: [1, 2] });
   assert.equal(r['v2t_retrieval_recall@1'], 0);
   assert.equal(r['v2t_retrieval_recall@2'], 1);
@@ -226,7 +273,11 @@ test('XTD R@10 is image→text recall@10', () => {
 
 test('report: JSON maps NaN to null; Markdown has model/dataset/metric columns', () => {
   const results: EvalResult[] = [
-    { model: 'internvl-c', dataset: 'imagenet1k', metrics: { acc1: 0.83178, acc5: 0.97322, mean_per_class_recall: 0.8312 } },
+    {
+      model: 'internvl-c',
+      dataset: 'imagenet1k',
+      metrics: { acc1: 0.83178, acc5: 0.97322, mean_per_class_recall: 0.8312 },
+    },
     { model: 'internvl-c', dataset: 'cifar|x', metrics: { acc1: 0.5, acc5: NaN } },
   ];
   const json = JSON.parse(resultsToJson(results));

@@ -16,8 +16,14 @@ const EXPECTED: Record<string, string[]> = {
   chat_internlm2: ['out.vit_embeds', 'out.logits', 'out.generated_ids', 'out.greedy_step_logits'],
   hf_internvl: ['out.logits'],
   internvl_clip: [
-    'out.vision_last_hidden_state', 'out.qllama_query_features', 'out.text_hidden', 'out.text_embeds',
-    'out.image_embeds_C', 'out.logits_per_image_C', 'out.image_embeds_G', 'out.logits_per_image_G',
+    'out.vision_last_hidden_state',
+    'out.qllama_query_features',
+    'out.text_hidden',
+    'out.text_embeds',
+    'out.image_embeds_C',
+    'out.logits_per_image_C',
+    'out.image_embeds_G',
+    'out.logits_per_image_G',
   ],
 };
 

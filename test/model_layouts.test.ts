@@ -21,7 +21,10 @@ function editConfig(dir: string, edit: (config: Record<string, any>) => void): v
 }
 
 /** Rewrites model.safetensors with tensors renamed/replaced by `entries`. */
-function rewriteWeights(dir: string, entries: (checkpoint: Checkpoint) => Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>): void {
+function rewriteWeights(
+  dir: string,
+  entries: (checkpoint: Checkpoint) => Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
+): void {
   const checkpoint = Checkpoint.open(dir);
   const tensors = entries(checkpoint);
   const file = path.join(dir, 'model.safetensors');
@@ -33,7 +36,10 @@ function maxRelativeError(actual: Float32Array, golden: Float32Array): number {
   assert.equal(actual.length, golden.length);
   let maxErr = 0;
   let maxRef = 0;
-  golden.forEach((g, i) => { maxErr = Math.max(maxErr, Math.abs(actual[i] - g)); maxRef = Math.max(maxRef, Math.abs(g)); });
+  golden.forEach((g, i) => {
+    maxErr = Math.max(maxErr, Math.abs(actual[i] - g));
+    maxRef = Math.max(maxRef, Math.abs(g));
+  });
   return maxErr / maxRef;
 }
 
@@ -42,59 +48,81 @@ test('force_image_size (the *-FT-364px models): positions resized once with PyTo
   // force_image_size 84, and expect intern_vit_rms's golden for its 84 px input.
   const dir = copyFolder(path.join(FIXTURES, 'internvl_clip'));
   const vit = Checkpoint.open(path.join(FIXTURES, 'intern_vit_rms'));
-  rewriteWeights(dir, (clip) => Object.fromEntries(clip.keys().map((key) => {
-    const source = key.startsWith('vision_model.') ? vit : clip;
-    const name = key.startsWith('vision_model.') ? key.slice('vision_model.'.length) : key;
-    const entry = source.entry(name);
-    return [key, { dtype: entry.dtype, shape: entry.shape, data: source.readBytes(name) }];
-  })));
-  editConfig(dir, (c) => { c.force_image_size = 84; });
-  const io = new Checkpoint(path.join(FIXTURES, 'intern_vit_rms'), [SafetensorsFile.open(path.join(FIXTURES, 'intern_vit_rms', 'io.safetensors'))]);
+  rewriteWeights(dir, (clip) =>
+    Object.fromEntries(
+      clip.keys().map((key) => {
+        const source = key.startsWith('vision_model.') ? vit : clip;
+        const name = key.startsWith('vision_model.') ? key.slice('vision_model.'.length) : key;
+        const entry = source.entry(name);
+        return [key, { dtype: entry.dtype, shape: entry.shape, data: source.readBytes(name) }];
+      }),
+    ),
+  );
+  editConfig(dir, (c) => {
+    c.force_image_size = 84;
+  });
+  const io = new Checkpoint(path.join(FIXTURES, 'intern_vit_rms'), [
+    SafetensorsFile.open(path.join(FIXTURES, 'intern_vit_rms', 'io.safetensors')),
+  ]);
   const model = await InternVLClipModel.load(dir);
   assert.equal(model.config.imageSize, 84);
   const { tokens } = await model.encodeVision(io.readFloat32('in.pixel_values_alt').data, 1);
   assert.ok(maxRelativeError(tokens, io.readFloat32('out.alt.last_hidden_state').data) < 1e-5);
-  await assert.rejects(model.encodeVision(io.readFloat32('in.pixel_values').data, 2), /pixel values must be \[2, 3, 84, 84\]/);
+  await assert.rejects(
+    model.encodeVision(io.readFloat32('in.pixel_values').data, 2),
+    /pixel values must be \[2, 3, 84, 84\]/,
+  );
   await model.release();
 });
 
 test('pixel shuffle v1 orders the image tokens column-major where v2 is row-major', async () => {
   const v2Dir = path.join(FIXTURES, 'chat_llama');
   const v1Dir = copyFolder(v2Dir);
-  editConfig(v1Dir, (c) => { c.ps_version = 'v1'; });
+  editConfig(v1Dir, (c) => {
+    c.ps_version = 'v1';
+  });
   const io = new Checkpoint(v2Dir, [SafetensorsFile.open(path.join(v2Dir, 'io.safetensors'))]);
   const pixels = io.readFloat32('in.pixel_values');
-  const [v2, v1] = await Promise.all([v2Dir, v1Dir].map(async (dir) => {
-    const model = await InternVLChatModel.load(dir);
-    const features = await model.extractFeature(pixels.data, pixels.shape[0]);
-    await model.release();
-    return features;
-  }));
+  const [v2, v1] = await Promise.all(
+    [v2Dir, v1Dir].map(async (dir) => {
+      const model = await InternVLChatModel.load(dir);
+      const features = await model.extractFeature(pixels.data, pixels.shape[0]);
+      await model.release();
+      return features;
+    }),
+  );
   const H = 64;
   const side = 2; // 56 px / 14 = 4 patches per side, 2 after pixel shuffle
   for (let tile = 0; tile < pixels.shape[0]; tile++) {
-    for (let i = 0; i < side; i++) for (let j = 0; j < side; j++) {
-      const row = (tile * side * side + i * side + j) * H;
-      const column = (tile * side * side + j * side + i) * H;
-      assert.deepEqual(v1.subarray(column, column + H), v2.subarray(row, row + H));
-    }
+    for (let i = 0; i < side; i++)
+      for (let j = 0; j < side; j++) {
+        const row = (tile * side * side + i * side + j) * H;
+        const column = (tile * side * side + j * side + i) * H;
+        assert.deepEqual(v1.subarray(column, column + H), v2.subarray(row, row + H));
+      }
   }
   assert.notDeepEqual(v1, v2);
 });
 
 test('select_layer −2 feeds the projector the output of the second-to-last ViT block', async () => {
   const full = copyFolder(path.join(FIXTURES, 'chat_llama'));
-  editConfig(full, (c) => { c.select_layer = -2; });
+  editConfig(full, (c) => {
+    c.select_layer = -2;
+  });
   const truncated = copyFolder(path.join(FIXTURES, 'chat_llama'));
-  editConfig(truncated, (c) => { c.vision_config.num_hidden_layers -= 1; });
+  editConfig(truncated, (c) => {
+    c.vision_config.num_hidden_layers -= 1;
+  });
   const io = new Checkpoint(full, [SafetensorsFile.open(path.join(full, 'io.safetensors'))]);
   const pixels = io.readFloat32('in.pixel_values');
-  const [a, b, last] = await Promise.all([full, truncated, path.join(FIXTURES, 'chat_llama')].map(async (dir) => {
-    const model = await InternVLChatModel.load(dir);
-    const features = await model.extractFeature(pixels.data, pixels.shape[0]);
-    await model.release();
-    return features;
-  }));
+  const [a, b, last] = await Promise.all(
+    [full, truncated, path.join(FIXTURES, 'chat_llama')].map(async (dir) => {
+      const model = await InternVLChatModel.load(dir);
+      const features = await model.extractFeature(pixels.data, pixels.shape[0]);
+      await model.release();
+      return features;
+    }),
+  );
   assert.deepEqual(a, b);
   assert.ok(maxRelativeError(a, last) > 1e-2);
 });

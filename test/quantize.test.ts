@@ -19,10 +19,17 @@ process.env.INTERNVL_CACHE = cacheDir;
 
 const { GraphBuilder } = await import('../src/core/graph.js');
 const { createSession, ort } = await import('../src/core/runtime.js');
-const { Checkpoint, SafetensorsFile, readRange, bytesToFloat32, writeSafetensors } = await import('../src/core/safetensors.js');
+const { Checkpoint, SafetensorsFile, readRange, bytesToFloat32, writeSafetensors } = await import(
+  '../src/core/safetensors.js'
+);
 const {
-  useQuantizedLinears, quantizeInt4Blockwise, dequantizeInt4Blockwise, quantizeInt8Blockwise, dequantizeInt8Blockwise,
-  quantizeInt8PerChannel, dequantizeInt8PerChannel,
+  useQuantizedLinears,
+  quantizeInt4Blockwise,
+  dequantizeInt4Blockwise,
+  quantizeInt8Blockwise,
+  dequantizeInt8Blockwise,
+  quantizeInt8PerChannel,
+  dequantizeInt8PerChannel,
 } = await import('../src/core/quantize.js');
 const { InternVLChatModel } = await import('../src/models/internvl_chat.js');
 type QuantizeOptions = import('../src/core/quantize.js').QuantizeOptions;
@@ -33,7 +40,12 @@ after(() => fs.rmSync(cacheDir, { recursive: true, force: true }));
 
 function gaussian(seed: number): () => number {
   let s = seed >>> 0 || 1;
-  const uniform = () => { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; return ((s >>> 0) + 0.5) / 4294967296; };
+  const uniform = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return ((s >>> 0) + 0.5) / 4294967296;
+  };
   return () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
 }
 
@@ -44,7 +56,8 @@ function randomMatrix(count: number, scale: number, seed: number): Float32Array 
 
 /** max |a − b| / max |b|: the project's per-tensor error measure. */
 function maxRelative(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
+  let diff = 0,
+    scale = 0;
   for (let i = 0; i < expected.length; i++) {
     diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
     scale = Math.max(scale, Math.abs(expected[i]));
@@ -54,7 +67,8 @@ function maxRelative(actual: ArrayLike<number>, expected: ArrayLike<number>): nu
 
 /** ‖a − b‖ / ‖b‖. */
 function rmsRelative(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let diff = 0, norm = 0;
+  let diff = 0,
+    norm = 0;
   for (let i = 0; i < expected.length; i++) {
     diff += (actual[i] - expected[i]) ** 2;
     norm += expected[i] ** 2;
@@ -82,7 +96,8 @@ test('int4 packing: two codes per byte along K, lower index in the low nibble; z
 });
 
 test('int4/int8 round trip: every value within half a step, re-quantizing the dequantized matrix is exact', () => {
-  const N = 48, K = 256;
+  const N = 48,
+    K = 256;
   const weights = randomMatrix(N * K, 0.02, 11);
   for (const symmetric of [false, true]) {
     const q = quantizeInt4Blockwise(weights, N, K, 32, { symmetric });
@@ -100,16 +115,19 @@ test('int4/int8 round trip: every value within half a step, re-quantizing the de
   }
   const q8 = quantizeInt8Blockwise(weights, N, K, 32);
   const r8 = dequantizeInt8Blockwise(q8, N, K, 32);
-  for (let i = 0; i < weights.length; i++) assert.ok(Math.abs(r8[i] - weights[i]) <= q8.scales[Math.floor(i / 32)] / 2 + 1e-8);
+  for (let i = 0; i < weights.length; i++)
+    assert.ok(Math.abs(r8[i] - weights[i]) <= q8.scales[Math.floor(i / 32)] / 2 + 1e-8);
   const c8 = quantizeInt8PerChannel(weights, N, K);
   const rc = dequantizeInt8PerChannel(c8, N, K);
-  for (let i = 0; i < weights.length; i++) assert.ok(Math.abs(rc[i] - weights[i]) <= c8.scales[Math.floor(i / K)] / 2 + 1e-8);
+  for (let i = 0; i < weights.length; i++)
+    assert.ok(Math.abs(rc[i] - weights[i]) <= c8.scales[Math.floor(i / K)] / 2 + 1e-8);
   // Transposed layout: B[k, n] = code of W[n, k].
   assert.equal(Math.fround(c8.transposed[5 * N + 3] * c8.scales[3]), rc[3 * K + 5]);
 });
 
 test('quantizers are fast enough to quantize a model on load (≥ 50M values/s)', () => {
-  const N = 1024, K = 4096;
+  const N = 1024,
+    K = 4096;
   const weights = randomMatrix(N * K, 0.02, 5);
   for (const [name, run] of [
     ['int4 asym', () => quantizeInt4Blockwise(weights, N, K, 32)],
@@ -157,20 +175,24 @@ async function linearCase(M: number, N: number, K: number, seed: number) {
   /** The float result with the given [N, K] weights (what a correct kernel computes from the dequantized matrix). */
   const reference = (w: Float32Array) => {
     const y = new Float32Array(M * N);
-    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
-      let sum = bias[n];
-      for (let k = 0; k < K; k++) sum += x[m * K + k] * w[n * K + k];
-      y[m * N + n] = sum;
-    }
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let sum = bias[n];
+        for (let k = 0; k < K; k++) sum += x[m * K + k] * w[n * K + k];
+        y[m * N + n] = sum;
+      }
     return y;
   };
   return { weights, run, reference, dispose: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-test('a quantized linear matches the float matmul of its dequantized weights, and the float one within the format\'s error', async () => {
-  const M = 7, N = 96, K = 256;
+test("a quantized linear matches the float matmul of its dequantized weights, and the float one within the format's error", async () => {
+  const M = 7,
+    N = 96,
+    K = 256;
   const c = await linearCase(M, N, K, Number(process.env.QUANTIZE_TEST_SEED ?? 21));
-  const report = (label: string, value: number) => process.stdout.write(`# linear ${label}: ${value.toExponential(2)}\n`);
+  const report = (label: string, value: number) =>
+    process.stdout.write(`# linear ${label}: ${value.toExponential(2)}\n`);
   try {
     const exact = c.reference(c.weights);
     const float = await c.run(null);
@@ -182,13 +204,19 @@ test('a quantized linear matches the float matmul of its dequantized weights, an
       const dequantized = c.reference(dequantizeInt4Blockwise(q, N, K, 32));
       const plain = await c.run({ format: 'int4', accuracyLevel: 0, symmetric });
       assert.ok(plain.ops.includes('MatMulNBits') && !plain.ops.includes('Gemm'));
-      assert.ok(maxRelative(plain.y, dequantized) < 1e-5, `int4 ${symmetric ? 'sym' : 'asym'} packing: ${maxRelative(plain.y, dequantized)}`);
+      assert.ok(
+        maxRelative(plain.y, dequantized) < 1e-5,
+        `int4 ${symmetric ? 'sym' : 'asym'} packing: ${maxRelative(plain.y, dequantized)}`,
+      );
       // accuracy_level 4 also quantizes activations to int8 per block: 3.9e-3…6.6e-3 over 8 seeds.
       const fast = await c.run({ format: 'int4', symmetric });
       report(`int4 ${symmetric ? 'sym' : 'asym'} vs dequantized`, maxRelative(fast.y, dequantized));
       report(`int4 ${symmetric ? 'sym' : 'asym'} vs float`, maxRelative(fast.y, exact));
       report(`int4 ${symmetric ? 'sym' : 'asym'} vs float RMS`, rmsRelative(fast.y, exact));
-      assert.ok(maxRelative(fast.y, dequantized) < 1e-2, `int4 int8-activation error ${maxRelative(fast.y, dequantized)}`);
+      assert.ok(
+        maxRelative(fast.y, dequantized) < 1e-2,
+        `int4 int8-activation error ${maxRelative(fast.y, dequantized)}`,
+      );
       // Against the float weights, over 8 seeds: max-relative 5.2e-2…8.8e-2 (asym) / 5.3e-2…1.01e-1 (sym), RMS
       // 7.0…8.2 % (asym) / 7.8…8.9 % (sym): the ≈ 7.9 % rounding error of 16 levels over a Gaussian block.
       assert.ok(maxRelative(fast.y, exact) < 0.13, `int4 vs float ${maxRelative(fast.y, exact)}`);
@@ -231,8 +259,11 @@ test('int4 with int8 prefill: many rows take the int8 GEMM, few rows the 4-bit k
 test('quantized bytes are produced once, then read from the weight cache', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-quantize-cache-'));
   try {
-    const K = 128, N = 64;
-    writeSafetensors(path.join(dir, 'model.safetensors'), { 'proj.weight': { dtype: 'F32', shape: [N, K], data: randomMatrix(N * K, 0.02, 70) } });
+    const K = 128,
+      N = 64;
+    writeSafetensors(path.join(dir, 'model.safetensors'), {
+      'proj.weight': { dtype: 'F32', shape: [N, K], data: randomMatrix(N * K, 0.02, 70) },
+    });
     const checkpoint = Checkpoint.open(dir);
     const cache = path.join(dir, 'cache');
     const load = async () => {
@@ -242,7 +273,10 @@ test('quantized bytes are produced once, then read from the weight cache', async
       let produced = 0;
       for (const request of g.weights.values()) {
         const produce = request.produce;
-        request.produce = () => { produced++; return produce(); };
+        request.produce = () => {
+          produced++;
+          return produce();
+        };
       }
       await (await createSession(g, { cacheDir: cache })).release();
       return produced;
@@ -276,11 +310,13 @@ test('small or oddly shaped matrices and skipped keys stay float', async () => {
 test('linears reading the same input run as one fused matmul, with the same results as separate ones', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-quantize-fuse-'));
   try {
-    const K = 128, M = 5;
+    const K = 128,
+      M = 5;
     const sizes = { q: 96, k: 32, v: 32, other: 64 };
     const tensors: Parameters<typeof writeSafetensors>[1] = {};
     let seed = 40;
-    for (const [name, N] of Object.entries(sizes)) tensors[`${name}.weight`] = { dtype: 'F32', shape: [N, K], data: randomMatrix(N * K, 0.02, seed++) };
+    for (const [name, N] of Object.entries(sizes))
+      tensors[`${name}.weight`] = { dtype: 'F32', shape: [N, K], data: randomMatrix(N * K, 0.02, seed++) };
     // Biases on q and v only (the fused bias fills k's slice with zeros).
     tensors['q.bias'] = { dtype: 'F32', shape: [sizes.q], data: randomMatrix(sizes.q, 0.1, 50) };
     tensors['v.bias'] = { dtype: 'F32', shape: [sizes.v], data: randomMatrix(sizes.v, 0.1, 51) };
@@ -298,26 +334,46 @@ test('linears reading the same input run as one fused matmul, with the same resu
       const k = root.linear(input, 'k');
       const other = root.linear(g.node('Relu', [input]), 'other');
       const v = root.linear(input, 'v');
-      g.output(q, 'q'); g.output(k, 'k'); g.output(v, 'v'); g.output(other, 'other'); g.output(qRelu, 'qRelu');
+      g.output(q, 'q');
+      g.output(k, 'k');
+      g.output(v, 'v');
+      g.output(other, 'other');
+      g.output(qRelu, 'qRelu');
       const ops = g.nodes.map((n) => n.opType);
       const session = await createSession(g, { threads: 1 });
       try {
         const out = await session.run({ x: new ort.Tensor('float32', x, [M, K]) });
-        return { ops, weights: [...g.weights.keys()], out: Object.fromEntries(Object.entries(out).map(([name, t]) => [name, t.data as Float32Array])) };
+        return {
+          ops,
+          weights: [...g.weights.keys()],
+          out: Object.fromEntries(Object.entries(out).map(([name, t]) => [name, t.data as Float32Array])),
+        };
       } finally {
         await session.release();
       }
     };
-    for (const options of [{ format: 'int4' }, { format: 'int8' }, { format: 'int8', int8Kernel: 'nbits' }, { format: 'int4', prefill: 'int8', prefillRows: 2 }] as QuantizeOptions[]) {
+    for (const options of [
+      { format: 'int4' },
+      { format: 'int8' },
+      { format: 'int8', int8Kernel: 'nbits' },
+      { format: 'int4', prefill: 'int8', prefillRows: 2 },
+    ] as QuantizeOptions[]) {
       const fused = await run(options);
       const separate = await run({ ...options, fuse: false });
-      const matmuls = (ops: Array<string | undefined>) => ops.filter((op) => op === 'MatMulNBits' || op === 'DynamicQuantizeMatMul' || op === 'If').length;
+      const matmuls = (ops: Array<string | undefined>) =>
+        ops.filter((op) => op === 'MatMulNBits' || op === 'DynamicQuantizeMatMul' || op === 'If').length;
       assert.equal(matmuls(fused.ops), 2, `${JSON.stringify(options)}: q+k+v fused, other alone`);
       assert.equal(matmuls(separate.ops), 4);
       // No request of the superseded partial groups is left behind.
-      assert.ok(fused.weights.every((name) => !/^(q|k)\.weight#/.test(name)), fused.weights.join(', '));
+      assert.ok(
+        fused.weights.every((name) => !/^(q|k)\.weight#/.test(name)),
+        fused.weights.join(', '),
+      );
       for (const name of ['q', 'k', 'v', 'other', 'qRelu']) {
-        assert.ok(maxRelative(fused.out[name], separate.out[name]) < 1e-6, `${JSON.stringify(options)} ${name}: ${maxRelative(fused.out[name], separate.out[name])}`);
+        assert.ok(
+          maxRelative(fused.out[name], separate.out[name]) < 1e-6,
+          `${JSON.stringify(options)} ${name}: ${maxRelative(fused.out[name], separate.out[name])}`,
+        );
       }
     }
   } finally {
@@ -340,7 +396,9 @@ function readIo(name: string): { shape: number[]; data: Float32Array | BigInt64A
   return { shape: entry.shape, data: bytesToFloat32(bytes, entry.dtype, name) };
 }
 
-async function fixtureLogits(configureLlmGraph?: (g: InstanceType<typeof GraphBuilder>) => void): Promise<Float32Array> {
+async function fixtureLogits(
+  configureLlmGraph?: (g: InstanceType<typeof GraphBuilder>) => void,
+): Promise<Float32Array> {
   const model = await InternVLChatModel.load(FIXTURE, { session: { threads: 1 }, configureLlmGraph });
   try {
     const pixels = readIo('in.pixel_values');
@@ -350,8 +408,13 @@ async function fixtureLogits(configureLlmGraph?: (g: InstanceType<typeof GraphBu
     const S = ids.length;
     const embeds = model.embedWithImages(ids, imageTokenId, features);
     const { logits } = await model.language.step({
-      embeds, batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i), attentionMask: new Uint8Array(S).fill(1),
-      logitIndices: Array.from({ length: S }, (_, i) => i), cache: model.language.emptyCache(1),
+      embeds,
+      batch: 1,
+      seq: S,
+      positions: Int32Array.from({ length: S }, (_, i) => i),
+      attentionMask: new Uint8Array(S).fill(1),
+      logitIndices: Array.from({ length: S }, (_, i) => i),
+      cache: model.language.emptyCache(1),
     });
     return logits;
   } finally {
@@ -360,7 +423,9 @@ async function fixtureLogits(configureLlmGraph?: (g: InstanceType<typeof GraphBu
 }
 
 let golden: Float32Array;
-before(() => { golden = readIo('out.logits').data as Float32Array; });
+before(() => {
+  golden = readIo('out.logits').data as Float32Array;
+});
 
 function argmaxRows(values: Float32Array, width: number): number[] {
   const out: number[] = [];
@@ -397,12 +462,16 @@ test('chat_llama: float logits match the goldens; int8 and int4 LLM weights stay
       graph = g;
       useQuantizedLinears(g, options);
     });
-    const quantizedOps = graph!.nodes.filter((n) => ['MatMulNBits', 'DynamicQuantizeMatMul', 'If'].includes(n.opType!)).length;
+    const quantizedOps = graph!.nodes.filter((n) =>
+      ['MatMulNBits', 'DynamicQuantizeMatMul', 'If'].includes(n.opType!),
+    ).length;
     const error = maxRelative(logits, golden);
     const top1 = argmaxRows(logits, vocab);
     const goldenTop1 = argmaxRows(golden, vocab);
     const same = top1.filter((t, i) => t === goldenTop1[i]).length;
-    process.stdout.write(`# chat_llama ${label}: max-relative ${error.toExponential(2)}, RMS ${rmsRelative(logits, golden).toExponential(2)}, top-1 agreement ${same}/30\n`);
+    process.stdout.write(
+      `# chat_llama ${label}: max-relative ${error.toExponential(2)}, RMS ${rmsRelative(logits, golden).toExponential(2)}, top-1 agreement ${same}/30\n`,
+    );
     // Every LLM matmul (K = 64 or 128), fused per shared input: 2 layers × (qkv, o, gate+up, down) + lm_head.
     assert.equal(quantizedOps, options.fuse === false ? 15 : 9, `${label}: quantized matmuls`);
     assert.ok(error < bound, `${label}: logits max-relative error ${error}`);

@@ -120,7 +120,10 @@ test('resizeBicubicTorch matches the formula: 2×2 → 4×4, 4×4 → 3×3, 3×5
     const got = resizeBicubicTorch(input, C, H, W, OH, OW);
     assert.equal(got.length, C * OH * OW);
     for (let i = 0; i < got.length; i++) {
-      assert.ok(Math.abs(got[i] - expect[i]) <= 1e-6 * Math.max(1, Math.abs(expect[i])), `${C}x${H}x${W}→${OH}x${OW} @${i}`);
+      assert.ok(
+        Math.abs(got[i] - expect[i]) <= 1e-6 * Math.max(1, Math.abs(expect[i])),
+        `${C}x${H}x${W}→${OH}x${OW} @${i}`,
+      );
     }
   }
 });
@@ -164,7 +167,11 @@ test('resizeBicubicPillow: same size is a copy; constant images stay constant', 
   const same = resizeBicubicPillow(img, 13, 7);
   assert.deepEqual(same.data, img.data);
   assert.notEqual(same.data, img.data);
-  const flat: RgbImage = { width: 37, height: 23, data: new Uint8Array(37 * 23 * 3).fill(0).map((_, i) => [12, 200, 255][i % 3]) };
+  const flat: RgbImage = {
+    width: 37,
+    height: 23,
+    data: new Uint8Array(37 * 23 * 3).fill(0).map((_, i) => [12, 200, 255][i % 3]),
+  };
   for (const [w, h] of [
     [448, 448],
     [5, 3],
@@ -203,7 +210,10 @@ test('resizeBicubicPillow is bit-exact against Pillow on the preprocess fixture 
   const { loadImage, IMAGENET_MEAN, IMAGENET_STD } = await import('../src/processing/image.js');
   const buf = readFileSync(new URL('./data/fixtures/preprocess/io.safetensors', import.meta.url));
   const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<
+    string,
+    { data_offsets: [number, number] }
+  >;
   const [s, e] = header['out.image5.pixel_values'].data_offsets;
   const golden = new Float32Array(new Uint8Array(buf.subarray(8 + n + s, 8 + n + e)).buffer);
   const img = await loadImage(new URL('./data/fixtures/preprocess/images/image5.jpg', import.meta.url).pathname);

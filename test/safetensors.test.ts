@@ -4,7 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { InternVLError, ModelLoadError, SafetensorsError } from '../src/core/errors.js';
 import { float32ToFloat16 } from '../src/core/graph.js';
-import { bytesToFloat32, Checkpoint, float16ToFloat32, SafetensorsFile, writeSafetensors } from '../src/core/safetensors.js';
+import {
+  bytesToFloat32,
+  Checkpoint,
+  float16ToFloat32,
+  SafetensorsFile,
+  writeSafetensors,
+} from '../src/core/safetensors.js';
 import { tempDir } from './helpers/cli.js';
 
 const root = tempDir('internvl-st-');
@@ -22,14 +28,17 @@ function rawFile(header: unknown, data: Uint8Array = new Uint8Array(), headerLen
 }
 
 function rejects(file: string, pattern: RegExp): void {
-  assert.throws(() => SafetensorsFile.open(file), (error: unknown) => {
-    assert.ok(error instanceof SafetensorsError, `expected SafetensorsError, got ${String(error)}`);
-    assert.ok(error instanceof InternVLError);
-    assert.match(error.message, pattern);
-    assert.ok(error.message.includes(file), 'message names the file');
-    assert.ok(!error.message.includes('\n'), 'one-line message');
-    return true;
-  });
+  assert.throws(
+    () => SafetensorsFile.open(file),
+    (error: unknown) => {
+      assert.ok(error instanceof SafetensorsError, `expected SafetensorsError, got ${String(error)}`);
+      assert.ok(error instanceof InternVLError);
+      assert.match(error.message, pattern);
+      assert.ok(error.message.includes(file), 'message names the file');
+      assert.ok(!error.message.includes('\n'), 'one-line message');
+      return true;
+    },
+  );
 }
 
 const f32 = (n: number) => ({ dtype: 'F32', shape: [n], data_offsets: [0, 4 * n] });
@@ -40,13 +49,17 @@ test('round trip with writeSafetensors: dtypes, shapes, metadata, in-place entri
   const ids = BigInt64Array.from([1n, -2n, 2n ** 40n]);
   const bytes = Uint8Array.from([0, 1, 255]);
   const half = Uint16Array.from([0x3c00, 0xc000]);
-  writeSafetensors(file, {
-    a: { dtype: 'F32', shape: [2, 3], data: a },
-    ids: { dtype: 'I64', shape: [3], data: ids },
-    bytes: { dtype: 'U8', shape: [3], data: bytes },
-    half: { dtype: 'F16', shape: [2], data: half },
-    empty: { dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
-  }, { format: 'pt', note: 'hi' });
+  writeSafetensors(
+    file,
+    {
+      a: { dtype: 'F32', shape: [2, 3], data: a },
+      ids: { dtype: 'I64', shape: [3], data: ids },
+      bytes: { dtype: 'U8', shape: [3], data: bytes },
+      half: { dtype: 'F16', shape: [2], data: half },
+      empty: { dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
+    },
+    { format: 'pt', note: 'hi' },
+  );
   const st = SafetensorsFile.open(file);
   assert.deepEqual(st.metadata, { format: 'pt', note: 'hi' });
   assert.deepEqual([...st.tensors.keys()], ['a', 'ids', 'bytes', 'half', 'empty']);
@@ -71,7 +84,10 @@ test('round trip with writeSafetensors: dtypes, shapes, metadata, in-place entri
   assert.deepEqual(checkpoint.readRowsFloat32('a', [1, 0]), Float32Array.from([0, 1e-30, -7, 1.5, -2, 3.25]));
   assert.throws(() => checkpoint.readRowsFloat32('a', [2]), ModelLoadError);
   assert.throws(() => checkpoint.readFloat32('ids'), /not a float type/);
-  assert.throws(() => checkpoint.entry('nope'), (e: unknown) => e instanceof ModelLoadError && /no tensor 'nope'/.test((e as Error).message));
+  assert.throws(
+    () => checkpoint.entry('nope'),
+    (e: unknown) => e instanceof ModelLoadError && /no tensor 'nope'/.test((e as Error).message),
+  );
 });
 
 test('round trip keeps non-ASCII tensor names', () => {
@@ -83,7 +99,7 @@ test('round trip keeps non-ASCII tensor names', () => {
 
 test('non-ASCII names keep the data 8-byte aligned', () => {
   const file = path.join(root, 'unicode-align.safetensors');
-  writeSafetensors(file, { 'é': { dtype: 'F32', shape: [1], data: Float32Array.from([1]) } });
+  writeSafetensors(file, { é: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) } });
   const headerLength = Number(fs.readFileSync(file).readBigUInt64LE(0));
   assert.equal((8 + headerLength) % 8, 0);
 });
@@ -117,80 +133,149 @@ test('bad JSON and non-object headers', () => {
 });
 
 test('unknown dtype', () => {
-  rejects(rawFile({ a: { dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /tensor 'a': unsupported dtype "F8_E4M3"/);
+  rejects(
+    rawFile({ a: { dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)),
+    /tensor 'a': unsupported dtype "F8_E4M3"/,
+  );
   rejects(rawFile({ a: { shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)), /unsupported dtype undefined/);
 });
 
 test('bad shapes and offsets', () => {
-  rejects(rawFile({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)), /shape \[-1\] is not a list of non-negative integers/);
-  rejects(rawFile({ a: { dtype: 'F32', shape: [1.5], data_offsets: [0, 4] } }, new Uint8Array(4)), /not a list of non-negative integers/);
+  rejects(
+    rawFile({ a: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)),
+    /shape \[-1\] is not a list of non-negative integers/,
+  );
+  rejects(
+    rawFile({ a: { dtype: 'F32', shape: [1.5], data_offsets: [0, 4] } }, new Uint8Array(4)),
+    /not a list of non-negative integers/,
+  );
   rejects(rawFile({ a: { dtype: 'F32', shape: 4, data_offsets: [0, 4] } }, new Uint8Array(4)), /not a list/);
-  rejects(rawFile({ a: { dtype: 'F32', shape: [1], data_offsets: [0] } }, new Uint8Array(4)), /data_offsets \[0\] is not a pair/);
-  rejects(rawFile({ a: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, new Uint8Array(4)), /is not a pair of non-negative integers/);
+  rejects(
+    rawFile({ a: { dtype: 'F32', shape: [1], data_offsets: [0] } }, new Uint8Array(4)),
+    /data_offsets \[0\] is not a pair/,
+  );
+  rejects(
+    rawFile({ a: { dtype: 'F32', shape: [1], data_offsets: [-4, 0] } }, new Uint8Array(4)),
+    /is not a pair of non-negative integers/,
+  );
   rejects(rawFile({ a: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }, new Uint8Array(8)), /byte range \[8, 4\)/);
 });
 
 test('shape × dtype size different from the byte range', () => {
-  rejects(rawFile({ a: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 20] } }, new Uint8Array(24)),
-    /tensor 'a': byte range \[0, 20\) holds 20 bytes but shape \[2,3\] × F32 needs 24/);
+  rejects(
+    rawFile({ a: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 20] } }, new Uint8Array(24)),
+    /tensor 'a': byte range \[0, 20\) holds 20 bytes but shape \[2,3\] × F32 needs 24/,
+  );
   rejects(rawFile({ a: { dtype: 'BF16', shape: [3], data_offsets: [0, 12] } }, new Uint8Array(12)), /needs 6/);
 });
 
 test('range past the end of the file', () => {
-  rejects(rawFile({ a: f32(4) }, new Uint8Array(12)), /tensor 'a': byte range \[0, 16\) ends past the data \(12 bytes\)/);
-  rejects(rawFile({ a: { dtype: 'U8', shape: [4], data_offsets: [2 ** 40, 2 ** 40 + 4] } }, new Uint8Array(4)), /ends past the data/);
+  rejects(
+    rawFile({ a: f32(4) }, new Uint8Array(12)),
+    /tensor 'a': byte range \[0, 16\) ends past the data \(12 bytes\)/,
+  );
+  rejects(
+    rawFile({ a: { dtype: 'U8', shape: [4], data_offsets: [2 ** 40, 2 ** 40 + 4] } }, new Uint8Array(4)),
+    /ends past the data/,
+  );
 });
 
 test('overlapping tensors', () => {
-  rejects(rawFile({ a: f32(4), b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, new Uint8Array(16)), /tensors 'a' and 'b' overlap/);
+  rejects(
+    rawFile({ a: f32(4), b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } }, new Uint8Array(16)),
+    /tensors 'a' and 'b' overlap/,
+  );
   // The same bytes under two names.
   rejects(rawFile({ a: f32(2), b: f32(2) }, new Uint8Array(8)), /overlap/);
   // One range nested inside another, not adjacent in sorted order.
-  rejects(rawFile({
-    big: f32(8),
-    inner: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
-    late: { dtype: 'F32', shape: [1], data_offsets: [20, 24] },
-  }, new Uint8Array(32)), /overlap/);
+  rejects(
+    rawFile(
+      {
+        big: f32(8),
+        inner: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+        late: { dtype: 'F32', shape: [1], data_offsets: [20, 24] },
+      },
+      new Uint8Array(32),
+    ),
+    /overlap/,
+  );
   // Adjacent and empty tensors are fine.
-  const ok = SafetensorsFile.open(rawFile({
-    a: f32(2), e: { dtype: 'F32', shape: [0], data_offsets: [8, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
-  }, new Uint8Array(16)));
+  const ok = SafetensorsFile.open(
+    rawFile(
+      {
+        a: f32(2),
+        e: { dtype: 'F32', shape: [0], data_offsets: [8, 8] },
+        b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] },
+      },
+      new Uint8Array(16),
+    ),
+  );
   assert.equal(ok.tensors.size, 3);
 });
 
 test('overlap behind an empty tensor is still found', () => {
-  rejects(rawFile({
-    big: f32(8),
-    empty: { dtype: 'F32', shape: [0], data_offsets: [4, 4] },
-    inside: { dtype: 'F32', shape: [1], data_offsets: [12, 16] },
-  }, new Uint8Array(32)), /overlap/);
+  rejects(
+    rawFile(
+      {
+        big: f32(8),
+        empty: { dtype: 'F32', shape: [0], data_offsets: [4, 4] },
+        inside: { dtype: 'F32', shape: [1], data_offsets: [12, 16] },
+      },
+      new Uint8Array(32),
+    ),
+    /overlap/,
+  );
 });
 
 test('sharded checkpoints', () => {
   const dir = path.join(root, 'sharded');
   fs.mkdirSync(dir);
-  writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), { a: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) } });
-  writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), { b: { dtype: 'F32', shape: [1], data: Float32Array.from([2]) } });
-  const index = (map: Record<string, string>) => fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: map }));
+  writeSafetensors(path.join(dir, 'model-00001-of-00002.safetensors'), {
+    a: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) },
+  });
+  writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), {
+    b: { dtype: 'F32', shape: [1], data: Float32Array.from([2]) },
+  });
+  const index = (map: Record<string, string>) =>
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: map }));
 
   index({ a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' });
   const checkpoint = Checkpoint.open(dir);
   assert.deepEqual(checkpoint.keys().sort(), ['a', 'b']);
   assert.deepEqual(checkpoint.readFloat32('b').data, Float32Array.from([2]));
 
-  index({ a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors', c: 'model-00002-of-00002.safetensors' });
-  assert.throws(() => Checkpoint.open(dir), (e: unknown) => e instanceof ModelLoadError && /'c' is listed in model-00002-of-00002.safetensors but that shard does not hold it/.test((e as Error).message));
+  index({
+    a: 'model-00001-of-00002.safetensors',
+    b: 'model-00002-of-00002.safetensors',
+    c: 'model-00002-of-00002.safetensors',
+  });
+  assert.throws(
+    () => Checkpoint.open(dir),
+    (e: unknown) =>
+      e instanceof ModelLoadError &&
+      /'c' is listed in model-00002-of-00002.safetensors but that shard does not hold it/.test((e as Error).message),
+  );
 
   index({ a: 'model-00001-of-00002.safetensors', b: 'model-00003-of-00003.safetensors' });
-  assert.throws(() => Checkpoint.open(dir), (e: unknown) => e instanceof SafetensorsError && /model-00003-of-00003.safetensors: cannot open \(ENOENT\)/.test((e as Error).message));
+  assert.throws(
+    () => Checkpoint.open(dir),
+    (e: unknown) =>
+      e instanceof SafetensorsError &&
+      /model-00003-of-00003.safetensors: cannot open \(ENOENT\)/.test((e as Error).message),
+  );
 
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), '{"weight_map": ');
-  assert.throws(() => Checkpoint.open(dir), (e: unknown) => e instanceof ModelLoadError && /index.json: not valid JSON/.test((e as Error).message));
+  assert.throws(
+    () => Checkpoint.open(dir),
+    (e: unknown) => e instanceof ModelLoadError && /index.json: not valid JSON/.test((e as Error).message),
+  );
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), '{}');
   assert.throws(() => Checkpoint.open(dir), /no "weight_map" object/);
 
   // The same tensor in two shards.
-  writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), { a: { dtype: 'F32', shape: [1], data: Float32Array.from([2]) } });
+  writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), {
+    a: { dtype: 'F32', shape: [1], data: Float32Array.from([2]) },
+  });
   index({ a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' });
   assert.throws(() => Checkpoint.open(dir), /tensor 'a' appears in two shards/);
 });
@@ -199,30 +284,53 @@ test('checkpoint folders without weights', () => {
   const dir = path.join(root, 'empty-model');
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'pytorch_model.bin'), 'x');
-  assert.throws(() => Checkpoint.open(dir), (e: unknown) => e instanceof ModelLoadError && /no .safetensors weights found/.test((e as Error).message));
+  assert.throws(
+    () => Checkpoint.open(dir),
+    (e: unknown) => e instanceof ModelLoadError && /no .safetensors weights found/.test((e as Error).message),
+  );
   assert.throws(() => Checkpoint.open(path.join(root, 'missing')), /not a directory/);
 });
 
 test('float16 and bfloat16 conversion', () => {
-  const halves = Uint16Array.from([0x3c00, 0xc000, 0x7bff, 0x0001, 0x03ff, 0x0400, 0x8000, 0x7c00, 0xfc00, 0x7e00, 0x3555]);
+  const halves = Uint16Array.from([
+    0x3c00, 0xc000, 0x7bff, 0x0001, 0x03ff, 0x0400, 0x8000, 0x7c00, 0xfc00, 0x7e00, 0x3555,
+  ]);
   const expected = [1, -2, 65504, 2 ** -24, 1023 * 2 ** -24, 2 ** -14, -0, Infinity, -Infinity, NaN, 0.333251953125];
   const converted = float16ToFloat32(halves);
-  expected.forEach((v, i) => assert.ok(Object.is(converted[i], v), `f16 0x${halves[i].toString(16)} → ${converted[i]}, expected ${v}`));
+  expected.forEach((v, i) =>
+    assert.ok(Object.is(converted[i], v), `f16 0x${halves[i].toString(16)} → ${converted[i]}, expected ${v}`),
+  );
   assert.deepEqual(bytesToFloat32(new Uint8Array(halves.buffer), 'F16', 't'), converted);
 
   const bf = Uint16Array.from([0x3f80, 0xc040, 0x7f80, 0xff80, 0x0000, 0x8000, 0x3eaa, 0x4049]);
   const bfExpected = [1, -3, Infinity, -Infinity, 0, -0, 0.33203125, 3.140625];
   const bfConverted = bytesToFloat32(new Uint8Array(bf.buffer), 'BF16', 't');
-  bfExpected.forEach((v, i) => assert.ok(Object.is(bfConverted[i], v), `bf16 0x${bf[i].toString(16)} → ${bfConverted[i]}, expected ${v}`));
+  bfExpected.forEach((v, i) =>
+    assert.ok(Object.is(bfConverted[i], v), `bf16 0x${bf[i].toString(16)} → ${bfConverted[i]}, expected ${v}`),
+  );
 
   // Unaligned source bytes (safetensors offsets need not be aligned).
   const shifted = new Uint8Array(9);
   shifted.set(new Uint8Array(Float32Array.from([1.5, -4]).buffer), 1);
   assert.deepEqual(bytesToFloat32(shifted.subarray(1), 'F32', 't'), Float32Array.from([1.5, -4]));
-  assert.deepEqual(bytesToFloat32(new Uint8Array(Float64Array.from([0.1, 2]).buffer), 'F64', 't'), Float32Array.from([0.1, 2]));
+  assert.deepEqual(
+    bytesToFloat32(new Uint8Array(Float64Array.from([0.1, 2]).buffer), 'F64', 't'),
+    Float32Array.from([0.1, 2]),
+  );
 
   // float32 → float16 → float32 is exact on representable values and rounds to nearest even otherwise.
-  const values = Float32Array.from([0, 1, -2, 65504, 2 ** -24, 0.5 + 2 ** -11, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 70000, 1e-9]);
+  const values = Float32Array.from([
+    0,
+    1,
+    -2,
+    65504,
+    2 ** -24,
+    0.5 + 2 ** -11,
+    1 + 2 ** -11,
+    1 + 3 * 2 ** -11,
+    70000,
+    1e-9,
+  ]);
   const back = float16ToFloat32(float32ToFloat16(values));
   assert.deepEqual(Array.from(back), [0, 1, -2, 65504, 2 ** -24, 0.5 + 2 ** -11, 1, 1 + 4 * 2 ** -11, Infinity, 0]);
 

@@ -64,7 +64,9 @@ test('corpus.txt is the reference corpus', () => {
 });
 
 test('llama2: llama.cpp ggml-vocab-llama-spm cases (no BOS)', () => {
-  const inputs = readFileSync(join(DATA, 'vectors', 'ggml-vocab-llama-spm.gguf.inp'), 'utf8').split('\n__ggml_vocab_test__\n');
+  const inputs = readFileSync(join(DATA, 'vectors', 'ggml-vocab-llama-spm.gguf.inp'), 'utf8').split(
+    '\n__ggml_vocab_test__\n',
+  );
   const outputs = readFileSync(join(DATA, 'vectors', 'ggml-vocab-llama-spm.gguf.out'), 'utf8').split('\n');
   // Both files end with a separator / newline, which leaves one empty entry that is no case.
   assert.equal(inputs.pop(), '');
@@ -212,8 +214,11 @@ test('InternLM2 folder: added_tokens_decoder and added_tokens.json', async () =>
       ...m.encode('\nWhat is this?'),
       92542,
     ]);
-    assert.equal(tok.decode(ids), '<s>' + prompt);
-    assert.equal(tok.decode(ids, { skipSpecialTokens: true }), 'user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nWhat is this?');
+    assert.equal(tok.decode(ids), `<s>${prompt}`);
+    assert.equal(
+      tok.decode(ids, { skipSpecialTokens: true }),
+      'user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nWhat is this?',
+    );
     // Without the folder's added tokens, sentencepiece alone spells the markers out in pieces.
     assert.ok(m.encode('<|im_end|>').length > 1);
   } finally {
@@ -262,7 +267,7 @@ test('Phi-3 style folder (LLaMA vocabulary, legacy false): no prefix space after
     const text = '<|user|>\nHello<|end|>\n<|assistant|>';
     // The lone prefix-space piece before a leading special token is dropped; "\nHello" gets no dummy prefix.
     assert.deepEqual(tok.encode(text), [1, 32010, 13, 10994, 32007, 13, 32001]);
-    assert.equal(tok.decode(tok.encode(text)), '<s>' + text);
+    assert.equal(tok.decode(tok.encode(text)), `<s>${text}`);
     assert.deepEqual(tok.encode('Hello world'), [1, 15043, 3186]);
     assert.deepEqual(tok.encode('Hi <|end|> there', { addSpecialTokens: false }), [6324, 29871, 32007, 727]);
     for (const t of [...spRef.texts, ' x<|end|>  y ', '<|end|>']) {
@@ -294,7 +299,9 @@ interface PromptIds {
   classify: { prompts: string[]; input_ids: number[][] };
   retrieval: { captions: string[]; texts: string[]; input_ids: number[][] };
 }
-const e2e = JSON.parse(readFileSync(join(DATA, 'internvl-c-llama-zh', 'clip_e2e_prompt_ids.json'), 'utf8')) as PromptIds;
+const e2e = JSON.parse(
+  readFileSync(join(DATA, 'internvl-c-llama-zh', 'clip_e2e_prompt_ids.json'), 'utf8'),
+) as PromptIds;
 
 test('InternVL-C prompts: ids of the official InternVLTokenizer (classification)', async () => {
   const tok = await loadSentencePieceTokenizer(join(DATA, 'internvl-c-llama-zh'));
@@ -304,7 +311,10 @@ test('InternVL-C prompts: ids of the official InternVLTokenizer (classification)
   for (const [r, row] of ids.entries()) {
     assert.equal(row.length, 80);
     const real = row.lastIndexOf(2) + 1;
-    assert.deepEqual(attentionMask[r], row.map((_, i) => (i < real ? 1 : 0)));
+    assert.deepEqual(
+      attentionMask[r],
+      row.map((_, i) => (i < real ? 1 : 0)),
+    );
   }
 });
 
@@ -319,7 +329,7 @@ test('InternVL-C prompts: truncation keeps BOS and EOS, padding and prefix', asy
   const tok = await loadSentencePieceTokenizer(join(DATA, 'internvl-c-llama-zh'));
   const long = Array.from({ length: 120 }, (_, i) => `word${i}`).join(' ');
   const { ids, attentionMask } = encodeClipTexts(tok, [long, 'a cat']);
-  const content = tok.encode('summarize:' + long, { addSpecialTokens: false });
+  const content = tok.encode(`summarize:${long}`, { addSpecialTokens: false });
   assert.ok(content.length > 78);
   assert.deepEqual(ids[0], [1, ...content.slice(0, 78), 2]);
   assert.ok(attentionMask[0].every((v) => v === 1));
@@ -330,7 +340,10 @@ test('InternVL-C prompts: truncation keeps BOS and EOS, padding and prefix', asy
 });
 
 test('preCaption matches clip_benchmark pre_caption', () => {
-  assert.equal(preCaption('A man (riding) a wave!!  On top: of a "surfboard".'), 'a man riding a wave on top of a surfboard');
+  assert.equal(
+    preCaption('A man (riding) a wave!!  On top: of a "surfboard".'),
+    'a man riding a wave on top of a surfboard',
+  );
   assert.equal(preCaption('  Hello.World~#*;  \n'), 'hello world');
   // Only runs of two or more whitespace characters are collapsed; a lone tab stays, as in Python's re.sub.
   assert.equal(preCaption('a\tb  c'), 'a\tb c');
@@ -363,7 +376,10 @@ test('corrupt, truncated and missing model files raise TokenizerError naming the
         name,
       );
     }
-    await assert.rejects(loadSentencePieceTokenizer(dir), (err: unknown) => err instanceof TokenizerError && err.message.includes('tokenizer.model'));
+    await assert.rejects(
+      loadSentencePieceTokenizer(dir),
+      (err: unknown) => err instanceof TokenizerError && err.message.includes('tokenizer.model'),
+    );
     await copyFile(modelPath('llama2'), join(dir, 'tokenizer.model'));
     await writeFile(join(dir, 'tokenizer_config.json'), '{ "add_bos_token": tru');
     await assert.rejects(
@@ -416,8 +432,15 @@ function varint(value: number | bigint): number[] {
   } while (x !== 0n);
   return out;
 }
-const vField = (field: number, value: number | bigint | boolean): number[] => [...varint(field * 8), ...varint(typeof value === 'boolean' ? Number(value) : value)];
-const bytesField = (field: number, payload: ArrayLike<number>): number[] => [...varint(field * 8 + 2), ...varint(payload.length), ...Array.from(payload)];
+const vField = (field: number, value: number | bigint | boolean): number[] => [
+  ...varint(field * 8),
+  ...varint(typeof value === 'boolean' ? Number(value) : value),
+];
+const bytesField = (field: number, payload: ArrayLike<number>): number[] => [
+  ...varint(field * 8 + 2),
+  ...varint(payload.length),
+  ...Array.from(payload),
+];
 const strField = (field: number, s: string): number[] => bytesField(field, utf8.encode(s));
 function floatField(field: number, x: number): number[] {
   const b = new Uint8Array(4);
@@ -436,7 +459,15 @@ function buildModel(spec: SyntheticModel): Uint8Array {
   for (const [piece, score, type] of spec.pieces) {
     out.push(...bytesField(1, [...strField(1, piece), ...floatField(2, score), ...(type ? vField(3, type) : [])]));
   }
-  out.push(...bytesField(2, [...vField(3, spec.modelType), ...vField(40, 0), ...vField(41, 1), ...vField(42, 2), ...vField(43, -1)]));
+  out.push(
+    ...bytesField(2, [
+      ...vField(3, spec.modelType),
+      ...vField(40, 0),
+      ...vField(41, 1),
+      ...vField(42, 2),
+      ...vField(43, -1),
+    ]),
+  );
   const n = spec.normalizer ?? {};
   out.push(
     ...bytesField(3, [
@@ -542,11 +573,22 @@ function buildCharsmap(rules: Record<string, string>): Uint8Array {
 }
 
 test('synthetic precompiled charsmap: longest rule wins, output goes through whitespace handling', () => {
-  const charsmap = buildCharsmap({ 'Ａ': 'A', 'ﬁ': 'fi', '\t': ' ', 'ｶﾞ': 'ガ', 'ｶ': 'カ', '①': ' 1 ' });
+  const charsmap = buildCharsmap({ Ａ: 'A', ﬁ: 'fi', '\t': ' ', ｶﾞ: 'ガ', ｶ: 'カ', '①': ' 1 ' });
   const bytes = buildModel({
     modelType: 2,
     normalizer: { charsmap },
-    pieces: [...SPECIALS, ['▁', -1], ['A', -2], ['f', -3], ['i', -4], ['fi', -1], ['ガ', -5], ['カ', -6], ['1', -7], ['▁A', 0]],
+    pieces: [
+      ...SPECIALS,
+      ['▁', -1],
+      ['A', -2],
+      ['f', -3],
+      ['i', -4],
+      ['fi', -1],
+      ['ガ', -5],
+      ['カ', -6],
+      ['1', -7],
+      ['▁A', 0],
+    ],
   });
   const m = SentencePieceModel.fromBytes(bytes, 'synthetic-charsmap');
   assert.equal(m.normalize('Ａ\t\tﬁ ｶﾞｶ'), '▁A▁fi▁ガカ');

@@ -151,7 +151,15 @@ describe('templates', () => {
         e.message.includes('"chatml"') &&
         listTemplates().every((name) => e.message.includes(name)),
     );
-    assert.deepEqual(listTemplates(), ['Hermes-2', 'internlm2-chat', 'phi3-chat', 'internvl2_5', 'internvl_zh', 'vicuna_v1.1', 'llama-2']);
+    assert.deepEqual(listTemplates(), [
+      'Hermes-2',
+      'internlm2-chat',
+      'phi3-chat',
+      'internvl2_5',
+      'internvl_zh',
+      'vicuna_v1.1',
+      'llama-2',
+    ]);
   });
 
   it('extractResponse cuts at the stop string and strips', () => {
@@ -180,7 +188,9 @@ describe('expandImagePlaceholders', () => {
 
 describe('renderHfChatTemplate', () => {
   it('renders the Qwen2 chat_template of tokenizer_config.json', async () => {
-    const config = JSON.parse(await readFile(join(TOKENIZER, 'tokenizer_config.json'), 'utf8')) as { chat_template: string };
+    const config = JSON.parse(await readFile(join(TOKENIZER, 'tokenizer_config.json'), 'utf8')) as {
+      chat_template: string;
+    };
     const messages = [
       { role: 'user', content: 'hi' },
       { role: 'assistant', content: 'hello' },
@@ -191,9 +201,16 @@ describe('renderHfChatTemplate', () => {
       '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n<|im_start|>user\nbye<|im_end|>\n<|im_start|>assistant\n',
     );
     assert.equal(
-      renderHfChatTemplate(config.chat_template, [{ role: 'system', content: 'S' }, { role: 'user', content: 'q' }], {
-        addGenerationPrompt: false,
-      }),
+      renderHfChatTemplate(
+        config.chat_template,
+        [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'q' },
+        ],
+        {
+          addGenerationPrompt: false,
+        },
+      ),
       '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nq<|im_end|>\n',
     );
   });

@@ -15,17 +15,25 @@ async function tokenize(tokenizer: string, args: string[]): Promise<number[][]> 
 }
 
 test('SentencePiece tokenizers: every corpus line as the sentencepiece library encodes it', async () => {
-  const reference = JSON.parse(fs.readFileSync(path.join(TOKENIZERS, 'vectors', 'sentencepiece_ref.json'), 'utf8')) as { texts: string[]; ids: Record<string, number[][]> };
+  const reference = JSON.parse(fs.readFileSync(path.join(TOKENIZERS, 'vectors', 'sentencepiece_ref.json'), 'utf8')) as {
+    texts: string[];
+    ids: Record<string, number[][]>;
+  };
   const corpus = path.join(TOKENIZERS, 'vectors', 'corpus.txt');
   for (const [name, expected] of Object.entries(reference.ids)) {
     const ids = await tokenize(path.join(TOKENIZERS, name), ['--file', corpus]);
     assert.equal(ids.length, reference.texts.length, name);
-    ids.forEach((row, i) => assert.deepEqual(row, expected[i], `${name} line ${i}: ${JSON.stringify(reference.texts[i])}`));
+    ids.forEach((row, i) =>
+      assert.deepEqual(row, expected[i], `${name} line ${i}: ${JSON.stringify(reference.texts[i])}`),
+    );
   }
 });
 
 test('Qwen2 tokenizer: every corpus line as Hugging Face encodes it (special tokens as single ids)', async () => {
-  const reference = JSON.parse(fs.readFileSync(path.join(TOKENIZERS, 'qwen2', 'qwen2_ref.json'), 'utf8')) as { texts: string[]; ids: number[][] };
+  const reference = JSON.parse(fs.readFileSync(path.join(TOKENIZERS, 'qwen2', 'qwen2_ref.json'), 'utf8')) as {
+    texts: string[];
+    ids: number[][];
+  };
   const file = path.join(tempDir(), 'texts.txt');
   fs.writeFileSync(file, `${reference.texts.join('\n')}\n`);
   const ids = await tokenize(QWEN2, ['--file', file]);
@@ -38,7 +46,10 @@ for (const [name, tokenizer, vectors] of [
 ] as const) {
   test(`${name}: llama.cpp's test vectors (multi-line inputs with --separator)`, async () => {
     const ids = await tokenize(tokenizer, ['--file', `${vectors}.inp`, '--separator', '\\n__ggml_vocab_test__\\n']);
-    const expected = fs.readFileSync(`${vectors}.out`, 'utf8').split('\n').slice(0, -1)
+    const expected = fs
+      .readFileSync(`${vectors}.out`, 'utf8')
+      .split('\n')
+      .slice(0, -1)
       .map((line) => (line.trim() ? line.trim().split(/\s+/).map(Number) : []));
     assert.equal(ids.length, expected.length);
     ids.forEach((row, i) => assert.deepEqual(row, expected[i], `case ${i}`));
@@ -46,8 +57,15 @@ for (const [name, tokenizer, vectors] of [
 }
 
 test('--add-special adds BOS (and EOS where the config says) ; --text splits lines', async () => {
-  const plain = await tokenize(path.join(TOKENIZERS, 'internvl-c-llama-zh'), ['--text', 'a photo of a cat\nsecond line']);
-  const special = await tokenize(path.join(TOKENIZERS, 'internvl-c-llama-zh'), ['--text', 'a photo of a cat', '--add-special']);
+  const plain = await tokenize(path.join(TOKENIZERS, 'internvl-c-llama-zh'), [
+    '--text',
+    'a photo of a cat\nsecond line',
+  ]);
+  const special = await tokenize(path.join(TOKENIZERS, 'internvl-c-llama-zh'), [
+    '--text',
+    'a photo of a cat',
+    '--add-special',
+  ]);
   assert.equal(plain.length, 2);
   assert.deepEqual(special[0], [1, ...plain[0]]);
   const result = await runCli(['tokenize', path.join(TOKENIZERS, 'llama2'), '--text', 'hello world']);
@@ -56,7 +74,11 @@ test('--add-special adds BOS (and EOS where the config says) ; --text splits lin
 });
 
 test('tokenize errors are one line with exit code 2', async () => {
-  for (const args of [['tokenize', '/nonexistent', '--text', 'x'], ['tokenize', path.join(TOKENIZERS, 'llama2')], ['tokenize', tempDir(), '--text', 'x']]) {
+  for (const args of [
+    ['tokenize', '/nonexistent', '--text', 'x'],
+    ['tokenize', path.join(TOKENIZERS, 'llama2')],
+    ['tokenize', tempDir(), '--text', 'x'],
+  ]) {
     const result = await runCli(args);
     assert.equal(result.code, 2, result.stderr);
     assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);

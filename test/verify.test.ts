@@ -4,7 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { SafetensorsFile, readRange, writeSafetensors, type DType } from '../src/core/safetensors.js';
 import {
-  compareTensors, defaultBound, formatTable, registerFixtureRunner, verifyFixture, EXACT_BOUND, MODEL_BOUND, PIXEL_BOUND,
+  compareTensors,
+  defaultBound,
+  formatTable,
+  registerFixtureRunner,
+  verifyFixture,
+  EXACT_BOUND,
+  MODEL_BOUND,
+  PIXEL_BOUND,
 } from '../src/apps/verify/index.js';
 import { copyFolder, DATA, errorLines, runCli, tempDir } from './helpers/cli.js';
 
@@ -72,7 +79,14 @@ test('compareTensors: errors, bounds, shape mismatch, NaN', () => {
 });
 
 test('formatTable aligns columns', () => {
-  const table = formatTable(['a', 'num'], [['long name', '1'], ['x', '123']], [false, true]);
+  const table = formatTable(
+    ['a', 'num'],
+    [
+      ['long name', '1'],
+      ['x', '123'],
+    ],
+    [false, true],
+  );
   assert.equal(table, ['a          num', '---------  ---', 'long name    1', 'x          123'].join('\n'));
 });
 
@@ -80,8 +94,16 @@ test('verify intern_vit_rms: every golden compared, within 1e-4', async () => {
   const r = await runCli(['verify', RMS]);
   assert.equal(r.code, 0, r.stderr);
   const rows = rowsOf(r.stdout);
-  const expected = ['out.last_hidden_state', 'out.pooler_output', 'out.hidden_states.0', 'out.hidden_states.1',
-    'out.hidden_states.2', 'out.hidden_states.3', 'out.alt.last_hidden_state', 'out.alt.pooler_output'];
+  const expected = [
+    'out.last_hidden_state',
+    'out.pooler_output',
+    'out.hidden_states.0',
+    'out.hidden_states.1',
+    'out.hidden_states.2',
+    'out.hidden_states.3',
+    'out.alt.last_hidden_state',
+    'out.alt.pooler_output',
+  ];
   assert.deepEqual([...rows.keys()].sort(), expected.sort());
   for (const [name, cells] of rows) {
     assert.equal(cells.at(-1), 'ok', name);
@@ -116,7 +138,10 @@ test('verify preprocess: tiles and grids of real photos', async () => {
   assert.equal(r.code, 0, r.stderr);
   const rows = rowsOf(r.stdout);
   assert.deepEqual([...rows.keys()].sort(), [
-    'out.image3.pixel_values', 'out.image3.target_aspect_ratio', 'out.image5.pixel_values', 'out.image5.target_aspect_ratio',
+    'out.image3.pixel_values',
+    'out.image3.target_aspect_ratio',
+    'out.image5.pixel_values',
+    'out.image5.target_aspect_ratio',
   ]);
   assert.equal(rows.get('out.image5.pixel_values')![1], '[3,3,448,448]');
   assert.equal(rows.get('out.image5.target_aspect_ratio')![4], 'exact');
@@ -125,7 +150,11 @@ test('verify preprocess: tiles and grids of real photos', async () => {
 
 test('a wrong golden → exit 1 with the failing row', async () => {
   const dir = copyFolder(LN);
-  rewrite(path.join(dir, 'io.safetensors'), { 'out.pooler_output': (d) => { d[5] += 0.01; } });
+  rewrite(path.join(dir, 'io.safetensors'), {
+    'out.pooler_output': (d) => {
+      d[5] += 0.01;
+    },
+  });
   const r = await runCli(['verify', dir]);
   assert.equal(r.code, 1, r.stderr);
   const rows = rowsOf(r.stdout);
@@ -137,13 +166,24 @@ test('a wrong golden → exit 1 with the failing row', async () => {
 test('goldens no runner computes are listed as skipped; nothing compared → exit 2', async () => {
   const dir = copyFolder(LN);
   const io = path.join(dir, 'io.safetensors');
-  rewrite(io, { 'out.last_hidden_state': null, 'out.pooler_output': null, 'out.hidden_states.0': null, 'out.hidden_states.1': null,
-    'out.hidden_states.2': null, 'out.alt.last_hidden_state': null, 'out.alt.pooler_output': null });
+  rewrite(io, {
+    'out.last_hidden_state': null,
+    'out.pooler_output': null,
+    'out.hidden_states.0': null,
+    'out.hidden_states.1': null,
+    'out.hidden_states.2': null,
+    'out.alt.last_hidden_state': null,
+    'out.alt.pooler_output': null,
+  });
   // Add a golden the runner does not know.
   const st = SafetensorsFile.open(io);
   const input = st.tensors.get('in.pixel_values')!;
   writeSafetensors(io, {
-    'in.pixel_values': { dtype: 'F32', shape: input.shape, data: readRange(input.file, input.offset, input.byteLength) },
+    'in.pixel_values': {
+      dtype: 'F32',
+      shape: input.shape,
+      data: readRange(input.file, input.offset, input.byteLength),
+    },
     'out.attentions.0': { dtype: 'F32', shape: [1], data: Float32Array.from([0]) },
   });
   const r = await runCli(['verify', dir]);
@@ -160,10 +200,16 @@ test('folders verify cannot run → exit 2 with one error line', async () => {
   assert.match(missing.stderr, /^error: .*nope: no such fixture folder\n$/);
 
   const llm = tempDir();
-  fs.writeFileSync(path.join(llm, 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }));
+  fs.writeFileSync(
+    path.join(llm, 'config.json'),
+    JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }),
+  );
   const noRunner = await runCli(['verify', llm]);
   assert.equal(noRunner.code, 2);
-  assert.match(noRunner.stderr, /^error: .*no verify runner knows this fixture \(architectures \["LlamaForCausalLM"\].*runners: intern_vit, preprocess\b.*\)\n$/);
+  assert.match(
+    noRunner.stderr,
+    /^error: .*no verify runner knows this fixture \(architectures \["LlamaForCausalLM"\].*runners: intern_vit, preprocess\b.*\)\n$/,
+  );
 
   const file = await runCli(['verify', path.join(LN, 'config.json')]);
   assert.equal(file.code, 2);
@@ -189,25 +235,35 @@ test('a config with a missing field → exit 2, one line naming the field', asyn
 test('bad model.safetensors (truncated, lying, overlapping) → exit 2, one line', async () => {
   const cases: Array<[string, (file: string) => void, RegExp]> = [
     ['truncated', (f) => fs.truncateSync(f, fs.statSync(f).size - 100), /truncated or header lies/],
-    ['lying header length', (f) => {
-      const b = fs.readFileSync(f);
-      b.writeBigUInt64LE(2n ** 40n, 0);
-      fs.writeFileSync(f, b);
-    }, /header length \d+ is implausible/],
-    ['overlapping', (f) => {
-      const b = fs.readFileSync(f);
-      const n = Number(b.readBigUInt64LE(0));
-      const header = JSON.parse(b.subarray(8, 8 + n).toString('utf8'));
-      const [first, second] = Object.keys(header).filter((k) => k !== '__metadata__' && header[k].dtype === 'F32' && header[k].shape.length === 1);
-      // Point the second tensor at the first one's bytes when they have the same size; else shift it back by 4 bytes.
-      const [b1] = header[first].data_offsets;
-      const [b2, e2] = header[second].data_offsets;
-      header[second].data_offsets = b2 > b1 ? [b2 - 4, e2 - 4] : [b2 + 4, e2 + 4];
-      let text = JSON.stringify(header);
-      text += ' '.repeat(Math.max(0, n - text.length));
-      assert.equal(text.length, n, 'header must keep its length');
-      fs.writeFileSync(f, Buffer.concat([b.subarray(0, 8), Buffer.from(text), b.subarray(8 + n)]));
-    }, /overlap/],
+    [
+      'lying header length',
+      (f) => {
+        const b = fs.readFileSync(f);
+        b.writeBigUInt64LE(2n ** 40n, 0);
+        fs.writeFileSync(f, b);
+      },
+      /header length \d+ is implausible/,
+    ],
+    [
+      'overlapping',
+      (f) => {
+        const b = fs.readFileSync(f);
+        const n = Number(b.readBigUInt64LE(0));
+        const header = JSON.parse(b.subarray(8, 8 + n).toString('utf8'));
+        const [first, second] = Object.keys(header).filter(
+          (k) => k !== '__metadata__' && header[k].dtype === 'F32' && header[k].shape.length === 1,
+        );
+        // Point the second tensor at the first one's bytes when they have the same size; else shift it back by 4 bytes.
+        const [b1] = header[first].data_offsets;
+        const [b2, e2] = header[second].data_offsets;
+        header[second].data_offsets = b2 > b1 ? [b2 - 4, e2 - 4] : [b2 + 4, e2 + 4];
+        let text = JSON.stringify(header);
+        text += ' '.repeat(Math.max(0, n - text.length));
+        assert.equal(text.length, n, 'header must keep its length');
+        fs.writeFileSync(f, Buffer.concat([b.subarray(0, 8), Buffer.from(text), b.subarray(8 + n)]));
+      },
+      /overlap/,
+    ],
   ];
   for (const [label, corrupt, pattern] of cases) {
     const dir = copyFolder(LN);
@@ -231,9 +287,15 @@ test('runners registered later are used, and their skipped strings normalised', 
   registerFixtureRunner({
     name: 'toy',
     matches: (f) => (f.config?.raw.architectures as string[] | undefined)?.[0] === 'ToyModel',
-    run: async (f) => ({ compared: [f.compare('out.a', { data: [1, 2], shape: [2] })], skipped: ['out.b: needs a tokenizer'] }),
+    run: async (f) => ({
+      compared: [f.compare('out.a', { data: [1, 2], shape: [2] })],
+      skipped: ['out.b: needs a tokenizer'],
+    }),
   });
-  assert.throws(() => registerFixtureRunner({ name: 'toy', matches: () => false, run: async () => [] }), /registered twice/);
+  assert.throws(
+    () => registerFixtureRunner({ name: 'toy', matches: () => false, run: async () => [] }),
+    /registered twice/,
+  );
   const report = await verifyFixture(dir);
   assert.equal(report.runner, 'toy');
   assert.equal(report.status, 0);

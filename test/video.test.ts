@@ -16,7 +16,10 @@ import {
 } from '../src/processing/video.js';
 
 test('pythonRound rounds halves to even, like Python round() and np.round()', () => {
-  assert.deepEqual([0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, 2.4999, 2.5001].map(pythonRound), [0, 2, 2, 4, 0, -2, -2, 2, 3]);
+  assert.deepEqual(
+    [0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, 2.4999, 2.5001].map(pythonRound),
+    [0, 2, 2, 4, 0, -2, -2, 2, 3],
+  );
 });
 
 test('chat get_index: 21 frames, 8 segments (banker’s rounding changes segments 1 and 5)', () => {
@@ -69,8 +72,14 @@ test('a missing ffmpeg gives an error that says how to install it', async () => 
       assert.match(e.message, /x\.mp4/);
       return true;
     });
-    await assert.rejects(probeVideo(f, { ffprobe: join(dir, 'no-such-ffprobe') }), /ffprobe was not found.*apt-get install ffmpeg/);
-    await assert.rejects(probeVideo(join(dir, 'missing.mp4')), (e: Error) => e instanceof ImageError && /missing\.mp4/.test(e.message));
+    await assert.rejects(
+      probeVideo(f, { ffprobe: join(dir, 'no-such-ffprobe') }),
+      /ffprobe was not found.*apt-get install ffmpeg/,
+    );
+    await assert.rejects(
+      probeVideo(join(dir, 'missing.mp4')),
+      (e: Error) => e instanceof ImageError && /missing\.mp4/.test(e.message),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -80,7 +89,20 @@ test('ffmpeg: probe and decode a generated test video', { skip: noFfmpeg }, asyn
   const dir = mkdtempSync(join(tmpdir(), 'ivl-video-'));
   try {
     const f = join(dir, 'testsrc.mp4');
-    const mk = spawnSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=64x48:rate=10', '-t', '2', '-pix_fmt', 'yuv420p', f]);
+    const mk = spawnSync('ffmpeg', [
+      '-v',
+      'error',
+      '-y',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=size=64x48:rate=10',
+      '-t',
+      '2',
+      '-pix_fmt',
+      'yuv420p',
+      f,
+    ]);
     assert.equal(mk.status, 0, mk.stderr?.toString());
 
     const info = await probeVideo(f);
@@ -101,14 +123,19 @@ test('ffmpeg: probe and decode a generated test video', { skip: noFfmpeg }, asyn
     assert.notDeepEqual(frames[1].data, frames[0].data); // frame 0 vs frame 5
 
     // Frame k must be the k-th frame of a plain full decode.
-    const all = spawnSync('ffmpeg', ['-v', 'error', '-i', f, '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'], { maxBuffer: 1 << 26 });
+    const all = spawnSync('ffmpeg', ['-v', 'error', '-i', f, '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'], {
+      maxBuffer: 1 << 26,
+    });
     assert.equal(all.status, 0);
     const size = 64 * 48 * 3;
     assert.equal(all.stdout.length, 20 * size);
     assert.deepEqual(Buffer.from(frames[0].data), all.stdout.subarray(5 * size, 6 * size));
     assert.deepEqual(Buffer.from(frames[3].data), all.stdout.subarray(19 * size, 20 * size));
 
-    await assert.rejects(decodeVideoFrames(f, [3, 25]), (e: Error) => e instanceof ImageError && /frame 25/.test(e.message) && e.message.includes(f));
+    await assert.rejects(
+      decodeVideoFrames(f, [3, 25]),
+      (e: Error) => e instanceof ImageError && /frame 25/.test(e.message) && e.message.includes(f),
+    );
 
     const loaded = await loadVideoFrames(f);
     assert.deepEqual(loaded.indices, [1, 3, 6, 8, 11, 13, 15, 18]);
@@ -125,7 +152,20 @@ test('ffmpeg without -fps_mode (before 5.1): falls back to -vsync passthrough', 
   const dir = mkdtempSync(join(tmpdir(), 'ivl-video-'));
   try {
     const f = join(dir, 'v.mp4');
-    const mk = spawnSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=32x24:rate=10', '-t', '1', '-pix_fmt', 'yuv420p', f]);
+    const mk = spawnSync('ffmpeg', [
+      '-v',
+      'error',
+      '-y',
+      '-f',
+      'lavfi',
+      '-i',
+      'testsrc=size=32x24:rate=10',
+      '-t',
+      '1',
+      '-pix_fmt',
+      'yuv420p',
+      f,
+    ]);
     assert.equal(mk.status, 0, mk.stderr?.toString());
     // A stand-in for an old ffmpeg: rejects -fps_mode the way ffmpeg 4.x does, otherwise runs the real one.
     const old = join(dir, 'old-ffmpeg');

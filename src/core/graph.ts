@@ -6,8 +6,13 @@
  */
 import { create, toBinary } from '@bufbuild/protobuf';
 import {
-  ModelProtoSchema, TensorProto_DataType, TensorProto_DataLocation,
-  type NodeProto, type TensorProto, type ValueInfoProto, type AttributeProto,
+  ModelProtoSchema,
+  TensorProto_DataType,
+  TensorProto_DataLocation,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+  type AttributeProto,
 } from 'onnx-buf';
 import { AttributeProto_AttributeType } from 'onnx-buf';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -26,7 +31,15 @@ const ONNX_TYPES: Record<ElemType, TensorProto_DataType> = {
   bool: TensorProto_DataType.BOOL,
 };
 
-export const ELEM_BYTES: Record<ElemType, number> = { float32: 4, float16: 2, int64: 8, int32: 4, int8: 1, uint8: 1, bool: 1 };
+export const ELEM_BYTES: Record<ElemType, number> = {
+  float32: 4,
+  float16: 2,
+  int64: 8,
+  int32: 4,
+  int8: 1,
+  uint8: 1,
+  bool: 1,
+};
 
 /** A dimension: a fixed size or a symbolic name (`batch`, `seq`). */
 export type Dim = number | string;
@@ -60,7 +73,10 @@ export class GraphBuilder {
   readonly weights = new Map<string, WeightRequest>();
   private counter = 0;
 
-  constructor(readonly name: string, readonly checkpoint: Checkpoint | null) {}
+  constructor(
+    readonly name: string,
+    readonly checkpoint: Checkpoint | null,
+  ) {}
 
   /** A fresh value name, readable in profiles. */
   fresh(hint: string): string {
@@ -78,16 +94,29 @@ export class GraphBuilder {
   }
 
   /** Adds a node; returns its first output (or all of them with `count`). */
-  node(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {},
-    options: { domain?: string; outputs?: string[]; count?: number; hint?: string } = {}): string {
+  node(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, AttrValue> = {},
+    options: { domain?: string; outputs?: string[]; count?: number; hint?: string } = {},
+  ): string {
     return this.nodeMulti(opType, inputs, attrs, options)[0];
   }
 
-  nodeMulti(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {},
-    options: { domain?: string; outputs?: string[]; count?: number; hint?: string } = {}): string[] {
-    const outputs = options.outputs ?? Array.from({ length: options.count ?? 1 }, () => this.fresh(options.hint ?? opType));
+  nodeMulti(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, AttrValue> = {},
+    options: { domain?: string; outputs?: string[]; count?: number; hint?: string } = {},
+  ): string[] {
+    const outputs =
+      options.outputs ?? Array.from({ length: options.count ?? 1 }, () => this.fresh(options.hint ?? opType));
     this.nodes.push({
-      opType, domain: options.domain ?? '', input: inputs, output: outputs, name: this.fresh(opType),
+      opType,
+      domain: options.domain ?? '',
+      input: inputs,
+      output: outputs,
+      name: this.fresh(opType),
       attribute: Object.entries(attrs).map(([key, value]) => attribute(key, value)),
     });
     return outputs;
@@ -95,14 +124,21 @@ export class GraphBuilder {
 
   constFloat(values: ArrayLike<number>, dims: number[], hint = 'const'): string {
     const name = this.fresh(hint);
-    this.constants.push({ name, dataType: TensorProto_DataType.FLOAT, dims: dims.map(BigInt), floatData: Array.from(values) });
+    this.constants.push({
+      name,
+      dataType: TensorProto_DataType.FLOAT,
+      dims: dims.map(BigInt),
+      floatData: Array.from(values),
+    });
     return name;
   }
 
   constInt64(values: ArrayLike<number>, dims?: number[], hint = 'shape'): string {
     const name = this.fresh(hint);
     this.constants.push({
-      name, dataType: TensorProto_DataType.INT64, dims: (dims ?? [values.length]).map(BigInt),
+      name,
+      dataType: TensorProto_DataType.INT64,
+      dims: (dims ?? [values.length]).map(BigInt),
       int64Data: Array.from(values, (v) => BigInt(v)),
     });
     return name;
@@ -160,7 +196,10 @@ export class GraphBuilder {
     const model = create(ModelProtoSchema, {
       irVersion: 10n,
       producerName: 'internvl-ts',
-      opsetImport: [{ domain: '', version: BigInt(opset) }, { domain: 'com.microsoft', version: 1n }],
+      opsetImport: [
+        { domain: '', version: BigInt(opset) },
+        { domain: 'com.microsoft', version: 1n },
+      ],
       graph: { name: this.name, node: this.nodes, input: this.inputs, output: this.outputs, initializer: initializers },
     });
     return toBinary(ModelProtoSchema, model);
@@ -168,22 +207,46 @@ export class GraphBuilder {
 
   // ---- operators used across models -------------------------------------------------------------------------
 
-  add(a: string, b: string): string { return this.node('Add', [a, b]); }
-  sub(a: string, b: string): string { return this.node('Sub', [a, b]); }
-  mul(a: string, b: string): string { return this.node('Mul', [a, b]); }
-  div(a: string, b: string): string { return this.node('Div', [a, b]); }
-  matmul(a: string, b: string): string { return this.node('MatMul', [a, b]); }
-  reshape(x: string, dims: number[]): string { return this.node('Reshape', [x, this.constInt64(dims)]); }
-  transpose(x: string, perm: number[]): string { return this.node('Transpose', [x], { perm }); }
-  concat(values: string[], axis: number): string { return this.node('Concat', values, { axis }); }
-  softmax(x: string, axis = -1): string { return this.node('Softmax', [x], { axis }); }
+  add(a: string, b: string): string {
+    return this.node('Add', [a, b]);
+  }
+  sub(a: string, b: string): string {
+    return this.node('Sub', [a, b]);
+  }
+  mul(a: string, b: string): string {
+    return this.node('Mul', [a, b]);
+  }
+  div(a: string, b: string): string {
+    return this.node('Div', [a, b]);
+  }
+  matmul(a: string, b: string): string {
+    return this.node('MatMul', [a, b]);
+  }
+  reshape(x: string, dims: number[]): string {
+    return this.node('Reshape', [x, this.constInt64(dims)]);
+  }
+  transpose(x: string, perm: number[]): string {
+    return this.node('Transpose', [x], { perm });
+  }
+  concat(values: string[], axis: number): string {
+    return this.node('Concat', values, { axis });
+  }
+  softmax(x: string, axis = -1): string {
+    return this.node('Softmax', [x], { axis });
+  }
   /** Exact (erf) GELU. */
-  gelu(x: string): string { return this.node('Gelu', [x], {}, { domain: 'com.microsoft' }); }
-  silu(x: string): string { return this.mul(x, this.node('Sigmoid', [x])); }
+  gelu(x: string): string {
+    return this.node('Gelu', [x], {}, { domain: 'com.microsoft' });
+  }
+  silu(x: string): string {
+    return this.mul(x, this.node('Sigmoid', [x]));
+  }
   slice(x: string, starts: number[], ends: number[], axes: number[]): string {
     return this.node('Slice', [x, this.constInt64(starts), this.constInt64(ends), this.constInt64(axes)]);
   }
-  gather(data: string, indices: string, axis = 0): string { return this.node('Gather', [data, indices], { axis }); }
+  gather(data: string, indices: string, axis = 0): string {
+    return this.node('Gather', [data, indices], { axis });
+  }
   reduceMean(x: string, axes: number[], keepdims = true): string {
     return this.node('ReduceMean', [x, this.constInt64(axes)], { keepdims: keepdims ? 1 : 0 });
   }
@@ -198,7 +261,10 @@ export type WeightLocation = { location: string; offset: number; length: number 
 
 /** A view of the graph with weight names relative to a module prefix. */
 export class Scope {
-  constructor(readonly graph: GraphBuilder, readonly prefix: string) {}
+  constructor(
+    readonly graph: GraphBuilder,
+    readonly prefix: string,
+  ) {}
 
   key(name: string): string {
     return this.prefix ? `${this.prefix}.${name}` : name;
@@ -242,7 +308,10 @@ export class Scope {
 
   /** RMSNorm as LLaMA/InternViT: x · rsqrt(mean(x²) + eps) · weight, computed in float32. */
   rmsNorm(x: string, name: string, eps: number): string {
-    return this.graph.node('RMSNormalization', [x, this.weight(`${name}.weight`)], { axis: -1, epsilon: { float: eps } });
+    return this.graph.node('RMSNormalization', [x, this.weight(`${name}.weight`)], {
+      axis: -1,
+      epsilon: { float: eps },
+    });
   }
 }
 
@@ -280,29 +349,42 @@ export function float32ToFloat16(values: Float32Array): Uint16Array {
     const sign = (x >>> 16) & 0x8000;
     const exponent = (x >>> 23) & 0xff;
     let mantissa = x & 0x7fffff;
-    if (exponent === 0xff) { out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0); continue; }
-    let e = exponent - 127 + 15;
-    if (e >= 31) { out[i] = sign | 0x7c00; continue; }
+    if (exponent === 0xff) {
+      out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0);
+      continue;
+    }
+    const e = exponent - 127 + 15;
+    if (e >= 31) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
     if (e <= 0) {
-      if (e < -10) { out[i] = sign; continue; }
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
       mantissa |= 0x800000;
       const shift = 14 - e;
       let half = mantissa >> shift;
       const rest = mantissa & ((1 << shift) - 1);
       const halfway = 1 << (shift - 1);
-      if (rest > halfway || (rest === halfway && (half & 1))) half++;
+      if (rest > halfway || (rest === halfway && half & 1)) half++;
       out[i] = sign | half;
       continue;
     }
     let half = (e << 10) | (mantissa >> 13);
     const rest = mantissa & 0x1fff;
-    if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+    if (rest > 0x1000 || (rest === 0x1000 && half & 1)) half++;
     out[i] = sign | half;
   }
   return out;
 }
 
-function valueInfo(name: string, type: ElemType, dims?: Dim[]): MessageInitShape<typeof import('onnx-buf').ValueInfoProtoSchema> {
+function valueInfo(
+  name: string,
+  type: ElemType,
+  dims?: Dim[],
+): MessageInitShape<typeof import('onnx-buf').ValueInfoProtoSchema> {
   return {
     name,
     type: {
@@ -310,11 +392,15 @@ function valueInfo(name: string, type: ElemType, dims?: Dim[]): MessageInitShape
         case: 'tensorType',
         value: {
           elemType: ONNX_TYPES[type],
-          shape: dims ? {
-            dim: dims.map((d) => (typeof d === 'number'
-              ? { value: { case: 'dimValue' as const, value: BigInt(d) } }
-              : { value: { case: 'dimParam' as const, value: d } })),
-          } : undefined,
+          shape: dims
+            ? {
+                dim: dims.map((d) =>
+                  typeof d === 'number'
+                    ? { value: { case: 'dimValue' as const, value: BigInt(d) } }
+                    : { value: { case: 'dimParam' as const, value: d } },
+                ),
+              }
+            : undefined,
         },
       },
     },
@@ -326,7 +412,8 @@ function attribute(name: string, value: AttrValue): MessageInitShape<typeof impo
     if (!Number.isInteger(value)) return { name, type: AttributeProto_AttributeType.FLOAT, f: value };
     return { name, type: AttributeProto_AttributeType.INT, i: BigInt(value) };
   }
-  if (typeof value === 'string') return { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(value) };
+  if (typeof value === 'string')
+    return { name, type: AttributeProto_AttributeType.STRING, s: new TextEncoder().encode(value) };
   if (Array.isArray(value)) return { name, type: AttributeProto_AttributeType.INTS, ints: value.map(BigInt) };
   if ('float' in value) return { name, type: AttributeProto_AttributeType.FLOAT, f: value.float };
   if ('floats' in value) return { name, type: AttributeProto_AttributeType.FLOATS, floats: value.floats };

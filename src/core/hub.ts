@@ -144,7 +144,8 @@ export function parseRepoId(s: string): { repoId: string; revision?: string } | 
   const parts = id.split('/');
   if (parts.length !== 2) return undefined;
   // The Hub forbids `--` and `..` in names; refusing them also keeps `models--a--b` folder names unambiguous.
-  for (const p of parts) if (!REPO_PART_RE.test(p) || p.includes('--') || p.includes('..') || p.length > 96) return undefined;
+  for (const p of parts)
+    if (!REPO_PART_RE.test(p) || p.includes('--') || p.includes('..') || p.length > 96) return undefined;
   if (revision !== undefined && !isSafeRelPath(revision)) return undefined;
   return revision === undefined ? { repoId: id } : { repoId: id, revision };
 }
@@ -161,7 +162,7 @@ function isSafeRelPath(p: string): boolean {
 }
 
 function globToRegExp(pattern: string): RegExp {
-  const p = pattern.endsWith('/') ? pattern + '**' : pattern;
+  const p = pattern.endsWith('/') ? `${pattern}**` : pattern;
   let re = '';
   for (let i = 0; i < p.length; i++) {
     const c = p[i]!;
@@ -185,15 +186,15 @@ function globToRegExp(pattern: string): RegExp {
         re += '\\[';
       } else {
         let body = p.slice(i + 1, end);
-        if (body.startsWith('!')) body = '^' + body.slice(1);
-        re += '[' + body.replace(/\\/g, '\\\\') + ']';
+        if (body.startsWith('!')) body = `^${body.slice(1)}`;
+        re += `[${body.replace(/\\/g, '\\\\')}]`;
         i = end;
       }
     } else {
       re += c.replace(/[.+^${}()|\\]/g, '\\$&');
     }
   }
-  return new RegExp('^' + re + '$');
+  return new RegExp(`^${re}$`);
 }
 
 /** Glob match of a repo path: `*` and `?` stay inside one folder, `**` crosses folders. */
@@ -216,16 +217,21 @@ export async function resolveModelDir(idOrPath: string, options: ResolveModelOpt
   try {
     const st = await fs.stat(idOrPath);
     if (st.isDirectory()) return idOrPath;
-    throw new ModelLoadError(`model ${idOrPath}: is a file; give the folder that holds config.json, or a Hub repo id (org/name)`);
+    throw new ModelLoadError(
+      `model ${idOrPath}: is a file; give the folder that holds config.json, or a Hub repo id (org/name)`,
+    );
   } catch (e) {
     if (e instanceof ModelLoadError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new ModelLoadError(`model ${idOrPath}: ${(e as Error).message}`, { cause: e });
+    if (code !== 'ENOENT' && code !== 'ENOTDIR')
+      throw new ModelLoadError(`model ${idOrPath}: ${(e as Error).message}`, { cause: e });
   }
   const looksLikePath = /^(?:\.{1,2}[\\/]|[\\/~]|[A-Za-z]:)/.test(idOrPath) || idOrPath.includes('\\');
   const parsed = looksLikePath ? undefined : parseRepoId(idOrPath);
   if (!parsed) {
-    throw new ModelLoadError(`model ${idOrPath}: no such folder, and not a Hugging Face repo id (org/name or org/name@revision)`);
+    throw new ModelLoadError(
+      `model ${idOrPath}: no such folder, and not a Hugging Face repo id (org/name or org/name@revision)`,
+    );
   }
   if (parsed.revision !== undefined && options.revision !== undefined && parsed.revision !== options.revision) {
     throw new UsageError(`model ${idOrPath}: revision @${parsed.revision} conflicts with revision ${options.revision}`);
@@ -235,7 +241,8 @@ export async function resolveModelDir(idOrPath: string, options: ResolveModelOpt
 
   const cacheDir = hubCacheDir(options.cacheDir);
   const repoDir = repoCacheDir(parsed.repoId, cacheDir);
-  if (isHubOffline(options.offline)) return resolveOffline(parsed.repoId, revision, cacheDir, repoDir, options.allowPatterns);
+  if (isHubOffline(options.offline))
+    return resolveOffline(parsed.repoId, revision, cacheDir, repoDir, options.allowPatterns);
 
   const ctx: Ctx = {
     repoId: parsed.repoId,
@@ -293,7 +300,9 @@ async function resolveOffline(
   }
   const snapshotDir = path.join(repoDir, 'snapshots', commit);
   if (!(await isDir(snapshotDir))) {
-    throw new HubError(`${how}: ${where} points to commit ${commit} but ${snapshotDir} does not exist; download it once with network access`);
+    throw new HubError(
+      `${how}: ${where} points to commit ${commit} but ${snapshotDir} does not exist; download it once with network access`,
+    );
   }
   const missing = await missingSnapshotFiles(snapshotDir, allowPatterns);
   if (missing.length > 0) {
@@ -351,7 +360,9 @@ async function missingSnapshotFiles(dir: string, allowPatterns: string[] | undef
   if (present.has(index)) {
     let shards: string[] = [];
     try {
-      const json = JSON.parse(await fs.readFile(path.join(dir, index), 'utf8')) as { weight_map?: Record<string, string> };
+      const json = JSON.parse(await fs.readFile(path.join(dir, index), 'utf8')) as {
+        weight_map?: Record<string, string>;
+      };
       shards = [...new Set(Object.values(json.weight_map ?? {}))];
     } catch {
       missing.add(`${index} (unreadable)`);
@@ -407,7 +418,14 @@ class IdleTimer {
   }
 }
 
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+]);
 
 function errorCode(e: unknown): string | undefined {
   for (let c: unknown = e, depth = 0; c && depth < 5; c = (c as { cause?: unknown }).cause, depth++) {
@@ -496,12 +514,13 @@ function httpFailure(ctx: Ctx, res: Response, what: string): Error {
   const status = res.status;
   const code = res.headers.get('x-error-code');
   if (status === 429 || status === 408 || status >= 500) {
-    return new TransientError(`HTTP ${status}${res.statusText ? ' ' + res.statusText : ''}`);
+    return new TransientError(`HTTP ${status}${res.statusText ? ` ${res.statusText}` : ''}`);
   }
   let cause: string;
   if (status === 401 || status === 403) {
     cause = 'needs a token (HF_TOKEN)';
-    if (code === 'GatedRepo') cause += '; it is a gated repo: accept its terms on the Hub with the account of the token';
+    if (code === 'GatedRepo')
+      cause += '; it is a gated repo: accept its terms on the Hub with the account of the token';
     else if (ctx.token) cause += '; the token sent was refused or has no access to this repo';
     else cause += '; the Hub also answers this for repos that do not exist';
   } else if (status === 404) {
@@ -574,7 +593,8 @@ async function listRepo(ctx: Ctx): Promise<{ sha: string | undefined; files: str
         throw new HubError(`${what}: the answer of ${url} is not JSON`, { cause: e });
       }
       const info = body as { sha?: unknown; siblings?: unknown };
-      if (!Array.isArray(info.siblings)) throw new HubError(`${what}: the answer of ${url} has no file list (siblings)`);
+      if (!Array.isArray(info.siblings))
+        throw new HubError(`${what}: the answer of ${url} has no file list (siblings)`);
       const files = info.siblings
         .map((s) => (s as { rfilename?: unknown }).rfilename)
         .filter((f): f is string => typeof f === 'string');
@@ -605,7 +625,8 @@ async function headFile(ctx: Ctx, rev: string, file: string): Promise<RemoteFile
     if (!rawEtag) throw new HubError(`${what}: the server sent no ETag, so the file cannot be cached`);
     const etag = normalizeEtag(rawEtag);
     // The etag names the blob on disk; anything path-like from a server is refused.
-    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(etag)) throw new HubError(`${what}: unusable ETag ${JSON.stringify(rawEtag)}`);
+    if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(etag))
+      throw new HubError(`${what}: unusable ETag ${JSON.stringify(rawEtag)}`);
     // On a redirect, Content-Length is that of the redirect's own body, not of the file.
     const sizeHeader = res.headers.get('x-linked-size') ?? (redirected ? null : res.headers.get('content-length'));
     const size = sizeHeader !== null && /^\d+$/.test(sizeHeader.trim()) ? Number(sizeHeader) : undefined;
@@ -631,13 +652,17 @@ async function resolveOnline(
     throw new ModelLoadError(`${where}: no file in the repo matches ${patterns.join(', ')}`);
   }
   if (!allowPatterns && !wanted.includes('config.json')) {
-    throw new ModelLoadError(`${where}: the repo has no config.json, so it is not a model checkpoint this tool can load`);
+    throw new ModelLoadError(
+      `${where}: the repo has no config.json, so it is not a model checkpoint this tool can load`,
+    );
   }
 
   // Pinning every request to the listed commit keeps the snapshot consistent if the branch moves meanwhile.
   let commit = listing.sha;
   const snapshotFor = (c: string) => path.join(repoDir, 'snapshots', c);
-  const todo = commit ? await filterAsync(wanted, async (f) => !(await isFile(path.join(snapshotFor(commit!), f)))) : wanted;
+  const todo = commit
+    ? await filterAsync(wanted, async (f) => !(await isFile(path.join(snapshotFor(commit!), f))))
+    : wanted;
 
   const remotes = await mapPool(todo, HEAD_CONCURRENCY, (f) => headFile(ctx, commit ?? ctx.revision, f));
   commit ??= remotes.find((r) => r.commit)?.commit;
@@ -857,7 +882,11 @@ async function fetchInto(
   const url = resolveUrl(ctx, file.rev, file.path);
   const what = `cannot download ${file.path} from ${ctx.repoId}@${ctx.revision}`;
   const resumeFrom = state.offset;
-  const { res, url: finalUrl, idle } = await send(ctx, url, 'GET', resumeFrom > 0 ? { Range: `bytes=${resumeFrom}-` } : {}, false);
+  const {
+    res,
+    url: finalUrl,
+    idle,
+  } = await send(ctx, url, 'GET', resumeFrom > 0 ? { Range: `bytes=${resumeFrom}-` } : {}, false);
   try {
     if (res.status === 416) {
       await res.body?.cancel().catch(() => {});

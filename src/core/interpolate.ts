@@ -26,11 +26,22 @@ function axisTaps(inSize: number, outSize: number): Array<{ index: number[]; wei
 }
 
 /** Resizes channel-major data [C, inH, inW] → [C, outH, outW]. */
-export function interpolateBicubic(data: Float32Array, channels: number, inH: number, inW: number, outH: number, outW: number): Float32Array {
+export function interpolateBicubic(
+  data: Float32Array,
+  channels: number,
+  inH: number,
+  inW: number,
+  outH: number,
+  outW: number,
+): Float32Array {
   for (const size of [channels, inH, inW, outH, outW]) {
-    if (!Number.isInteger(size) || size <= 0) throw new UsageError(`interpolateBicubic: sizes must be positive integers, got [${channels}, ${inH}, ${inW}] → [${outH}, ${outW}]`);
+    if (!Number.isInteger(size) || size <= 0)
+      throw new UsageError(
+        `interpolateBicubic: sizes must be positive integers, got [${channels}, ${inH}, ${inW}] → [${outH}, ${outW}]`,
+      );
   }
-  if (data.length !== channels * inH * inW) throw new UsageError(`interpolateBicubic: ${data.length} values for [${channels}, ${inH}, ${inW}]`);
+  if (data.length !== channels * inH * inW)
+    throw new UsageError(`interpolateBicubic: ${data.length} values for [${channels}, ${inH}, ${inW}]`);
   const out = new Float32Array(channels * outH * outW);
   if (inH === outH && inW === outW) {
     out.set(data.subarray(0, out.length));

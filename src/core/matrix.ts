@@ -48,7 +48,8 @@ export function l2normalize(m: Matrix, eps = 1e-12): Matrix {
 export function matmulTransposed(a: Matrix, b: Matrix): Matrix {
   checkMatrix('left matrix', a);
   checkMatrix('right matrix', b);
-  if (a.cols !== b.cols) throw new UsageError(`cannot multiply ${a.rows}x${a.cols} by (${b.rows}x${b.cols})ᵀ: dims differ`);
+  if (a.cols !== b.cols)
+    throw new UsageError(`cannot multiply ${a.rows}x${a.cols} by (${b.rows}x${b.cols})ᵀ: dims differ`);
   const d = a.cols;
   const out = new Float32Array(a.rows * b.rows);
   for (let i = 0; i < a.rows; i++) {
@@ -104,7 +105,6 @@ export function zeroShotLogits(imageEmbeddings: Matrix, classEmbeddings: Matrix,
   if (scale !== 1) for (let i = 0; i < s.data.length; i++) s.data[i] *= scale;
   return s;
 }
-
 
 /** texts × images similarity of L2-normalised embeddings. */
 export function retrievalScores(textEmbeddings: Matrix, imageEmbeddings: Matrix): Matrix {

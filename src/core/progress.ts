@@ -97,7 +97,7 @@ export function createProgressReporter(label: string, options: ProgressOptions =
   function fit(line: string): string {
     // A line wider than the terminal wraps, and `\r` then redraws only its last row, leaving garbage above.
     const cols = stream.columns ?? 80;
-    return line.length < cols ? line : line.slice(0, Math.max(10, cols - 2)) + '…';
+    return line.length < cols ? line : `${line.slice(0, Math.max(10, cols - 2))}…`;
   }
 
   function clearLine(): void {
@@ -117,7 +117,7 @@ export function createProgressReporter(label: string, options: ProgressOptions =
       if (tty) {
         if (time - lastDraw < ttyInterval && !(total !== undefined && done >= total)) return;
         lastDraw = time;
-        stream.write('\r\x1b[2K' + fit(render(false)));
+        stream.write(`\r\x1b[2K${fit(render(false))}`);
         lineShown = true;
         return;
       }
@@ -126,15 +126,15 @@ export function createProgressReporter(label: string, options: ProgressOptions =
       if (!newQuarter && time - lastDraw < lineInterval) return;
       lastQuarter = Math.max(lastQuarter, quarter);
       lastDraw = time;
-      stream.write(render(false) + '\n');
+      stream.write(`${render(false)}\n`);
     },
     log(message) {
       if (finished) {
-        stream.write(message + '\n');
+        stream.write(`${message}\n`);
         return;
       }
       clearLine();
-      stream.write(message + '\n');
+      stream.write(`${message}\n`);
       // The message erased the bar; redraw it under the message at the next update.
       if (tty) lastDraw = -Infinity;
     },
@@ -142,7 +142,7 @@ export function createProgressReporter(label: string, options: ProgressOptions =
       if (finished) return;
       finished = true;
       clearLine();
-      stream.write((message ?? render(true)) + '\n');
+      stream.write(`${message ?? render(true)}\n`);
     },
   };
 }

@@ -101,9 +101,9 @@ export function useQuantizedLinears(g: GraphBuilder, options: QuantizeOptions): 
   if (!(blockSize >= 16 && (blockSize & (blockSize - 1)) === 0)) {
     throw new UsageError(`quantization block size must be a power of two ≥ 16, got ${blockSize}`);
   }
-  const kernel = options.format === 'int4' ? 'nbits' : options.int8Kernel ?? 'dynamic';
+  const kernel = options.format === 'int4' ? 'nbits' : (options.int8Kernel ?? 'dynamic');
   const bits = options.format === 'int4' ? 4 : 8;
-  const symmetric = bits === 4 ? options.symmetric ?? false : true;
+  const symmetric = bits === 4 ? (options.symmetric ?? false) : true;
   const prefillInt8 = options.format === 'int4' && options.prefill === 'int8';
   const prefillRows = options.prefillRows ?? 16;
   // The int8 and 4-bit copies of a `prefill` group are produced one after the other: one checkpoint read serves both.
@@ -123,27 +123,45 @@ export function useQuantizedLinears(g: GraphBuilder, options: QuantizeOptions): 
   // Requests shared between groups (a weight applied to two inputs) must outlive the group that is rebuilt, and
   // requests the model made itself (a bias it also reads) are never dropped.
   const uses = new Map<string, number>();
-  const use = (name: string, group: Group) => { group.requests.push(name); uses.set(name, (uses.get(name) ?? 0) + 1); return name; };
+  const use = (name: string, group: Group) => {
+    group.requests.push(name);
+    uses.set(name, (uses.get(name) ?? 0) + 1);
+    return name;
+  };
 
   /** Appends the matmul (and the Split of a fused group) computing `outputs` from x with one kernel. */
   const emitKernel = (group: Group, which: 'dynamic' | 'nbits', bias: string | null, outputs: string[]) => {
     const { x, K, members } = group;
     const N = members.reduce((sum, m) => sum + m.N, 0);
-    const fused = members.length === 1 ? outputs[0] : g.fresh(members.map((m) => m.key.replace(/\.weight$/, '')).join('+'));
+    const fused =
+      members.length === 1 ? outputs[0] : g.fresh(members.map((m) => m.key.replace(/\.weight$/, '')).join('+'));
     if (which === 'dynamic') {
       const [weight, scales] = int8PerChannelRequests(g, members, K, () => readStacked(members, K));
       // b_zero_point is positional before bias; zeros = symmetric.
       const zeroPoint = g.request(zerosRequest(`zeros#int8[${N}]`, N));
-      g.node('DynamicQuantizeMatMul', [x, use(weight, group), use(scales, group), use(zeroPoint, group), ...(bias ? [bias] : [])], {},
-        { domain: 'com.microsoft', outputs: [fused] });
+      g.node(
+        'DynamicQuantizeMatMul',
+        [x, use(weight, group), use(scales, group), use(zeroPoint, group), ...(bias ? [bias] : [])],
+        {},
+        { domain: 'com.microsoft', outputs: [fused] },
+      );
     } else {
       const parts = nbitsRequests(g, members, K, bits, blockSize, symmetric, () => readStacked(members, K));
-      const inputs = [x, use(parts.weight, group), use(parts.scales, group), parts.zeroPoints ? use(parts.zeroPoints, group) : ''];
+      const inputs = [
+        x,
+        use(parts.weight, group),
+        use(parts.scales, group),
+        parts.zeroPoints ? use(parts.zeroPoints, group) : '',
+      ];
       // Input 4 (g_idx) is unused; the bias input (5) saves a separate Add per linear.
       if (bias) inputs.push('', bias);
       while (inputs[inputs.length - 1] === '') inputs.pop();
-      g.node('MatMulNBits', inputs, { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel },
-        { domain: 'com.microsoft', outputs: [fused] });
+      g.node(
+        'MatMulNBits',
+        inputs,
+        { K, N, bits, block_size: blockSize, accuracy_level: accuracyLevel },
+        { domain: 'com.microsoft', outputs: [fused] },
+      );
     }
     if (members.length > 1) {
       const sizes = g.constInt64(members.map((m) => m.N));
@@ -179,12 +197,20 @@ export function useQuantizedLinears(g: GraphBuilder, options: QuantizeOptions): 
         emitKernel(group, which, bias, names);
         const nodes = g.nodes.splice(at);
         return {
-          name: g.fresh(`branch_${which}`), node: nodes,
-          output: names.map((name) => ({ name, type: { value: { case: 'tensorType' as const, value: { elemType: TensorProto_DataType.FLOAT } } } })),
+          name: g.fresh(`branch_${which}`),
+          node: nodes,
+          output: names.map((name) => ({
+            name,
+            type: { value: { case: 'tensorType' as const, value: { elemType: TensorProto_DataType.FLOAT } } },
+          })),
         };
       };
       g.nodes.push({
-        opType: 'If', domain: '', input: [many], output: outputs, name: g.fresh('If'),
+        opType: 'If',
+        domain: '',
+        input: [many],
+        output: outputs,
+        name: g.fresh('If'),
         attribute: [
           { name: 'then_branch', type: AttributeProto_AttributeType.GRAPH, g: branch('dynamic') },
           { name: 'else_branch', type: AttributeProto_AttributeType.GRAPH, g: branch('nbits') },
@@ -197,7 +223,11 @@ export function useQuantizedLinears(g: GraphBuilder, options: QuantizeOptions): 
   const retract = (group: Group) => {
     const at = g.nodes.indexOf(group.nodes[0]);
     g.nodes.splice(at, group.nodes.length);
-    for (const name of group.constants) g.constants.splice(g.constants.findIndex((c) => c.name === name), 1);
+    for (const name of group.constants)
+      g.constants.splice(
+        g.constants.findIndex((c) => c.name === name),
+        1,
+      );
     for (const name of group.requests) {
       const left = uses.get(name)! - 1;
       uses.set(name, left);
@@ -248,7 +278,10 @@ function shared<T>(parts: number, compute: () => T): () => T {
   return () => {
     value ??= compute();
     const result = value;
-    if (++taken === parts) { value = null; taken = 0; }
+    if (++taken === parts) {
+      value = null;
+      taken = 0;
+    }
     return result;
   };
 }
@@ -259,10 +292,12 @@ function bytesOf(view: ArrayBufferView): Uint8Array {
 
 /** Identity of the members' source bytes; the first file path leads, as the runtime stats it for invalidation. */
 function sourceKey(g: GraphBuilder, members: Member[]): string {
-  return members.map((m) => {
-    const entry = g.checkpoint!.entry(m.key);
-    return `${entry.file}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}`;
-  }).join('|');
+  return members
+    .map((m) => {
+      const entry = g.checkpoint!.entry(m.key);
+      return `${entry.file}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}`;
+    })
+    .join('|');
 }
 
 function sourceFiles(g: GraphBuilder, members: Member[]): string[] {
@@ -288,7 +323,9 @@ function stackedWeights(g: GraphBuilder, members: Member[], K: number): Float32A
 function fusedBiasRequest(g: GraphBuilder, members: Member[]): WeightRequest {
   const N = members.reduce((sum, m) => sum + m.N, 0);
   return {
-    name: requestName(members, 'bias'), type: 'float32', dims: [N],
+    name: requestName(members, 'bias'),
+    type: 'float32',
+    dims: [N],
     cacheKey: `${sourceKey(g, members)}:bias:${members.map((m) => (m.biasKey ? 1 : 0)).join('')}`,
     sources: sourceFiles(g, members),
     produce: () => {
@@ -303,38 +340,65 @@ function fusedBiasRequest(g: GraphBuilder, members: Member[]): WeightRequest {
   };
 }
 
-function nbitsRequests(g: GraphBuilder, members: Member[], K: number, bits: 4 | 8, blockSize: number, symmetric: boolean,
-  read: () => Float32Array): { weight: string; scales: string; zeroPoints: string | null } {
+function nbitsRequests(
+  g: GraphBuilder,
+  members: Member[],
+  K: number,
+  bits: 4 | 8,
+  blockSize: number,
+  symmetric: boolean,
+  read: () => Float32Array,
+): { weight: string; scales: string; zeroPoints: string | null } {
   const N = members.reduce((sum, m) => sum + m.N, 0);
   const tag = `q${bits}b${blockSize}${symmetric ? 's' : 'a'}`;
   const cacheKey = `${sourceKey(g, members)}:${tag}:v${QUANTIZER_VERSION}`;
   const blocks = K / blockSize;
   const quantize = shared(symmetric ? 2 : 3, () => {
     const weights = read();
-    return bits === 4 ? quantizeInt4Blockwise(weights, N, K, blockSize, { symmetric }) : quantizeInt8Blockwise(weights, N, K, blockSize);
+    return bits === 4
+      ? quantizeInt4Blockwise(weights, N, K, blockSize, { symmetric })
+      : quantizeInt8Blockwise(weights, N, K, blockSize);
   });
   const request = (suffix: string, type: WeightRequest['type'], dims: number[], pick: () => ArrayBufferView): string =>
     g.request({
-      name: requestName(members, `${tag}.${suffix}`), type, dims, cacheKey: `${cacheKey}:${suffix}`, sources: sourceFiles(g, members),
+      name: requestName(members, `${tag}.${suffix}`),
+      type,
+      dims,
+      cacheKey: `${cacheKey}:${suffix}`,
+      sources: sourceFiles(g, members),
       produce: () => bytesOf(pick()),
     });
   const weight = request('B', 'uint8', [N, blocks, (blockSize * bits) / 8], () => quantize().packed);
   const scales = request('scales', 'float32', [N * blocks], () => quantize().scales);
-  const zeroPoints = symmetric ? null
+  const zeroPoints = symmetric
+    ? null
     : request('zp', 'uint8', [N * Math.ceil(blocks / 2)], () => quantize().zeroPoints!);
   return { weight, scales, zeroPoints };
 }
 
-function int8PerChannelRequests(g: GraphBuilder, members: Member[], K: number, read: () => Float32Array): [string, string] {
+function int8PerChannelRequests(
+  g: GraphBuilder,
+  members: Member[],
+  K: number,
+  read: () => Float32Array,
+): [string, string] {
   const N = members.reduce((sum, m) => sum + m.N, 0);
   const cacheKey = `${sourceKey(g, members)}:q8c:v${QUANTIZER_VERSION}`;
   const quantize = shared(2, () => quantizeInt8PerChannel(read(), N, K));
   const weight = g.request({
-    name: requestName(members, 'q8c.B'), type: 'int8', dims: [K, N], cacheKey: `${cacheKey}:B`, sources: sourceFiles(g, members),
+    name: requestName(members, 'q8c.B'),
+    type: 'int8',
+    dims: [K, N],
+    cacheKey: `${cacheKey}:B`,
+    sources: sourceFiles(g, members),
     produce: () => bytesOf(quantize().transposed),
   });
   const scales = g.request({
-    name: requestName(members, 'q8c.scales'), type: 'float32', dims: [N], cacheKey: `${cacheKey}:scales`, sources: sourceFiles(g, members),
+    name: requestName(members, 'q8c.scales'),
+    type: 'float32',
+    dims: [N],
+    cacheKey: `${cacheKey}:scales`,
+    sources: sourceFiles(g, members),
     produce: () => bytesOf(quantize().scales),
   });
   return [weight, scales];
@@ -364,10 +428,17 @@ export interface Int4Blockwise {
  * Symmetric: the block's largest-magnitude value maps exactly onto code 0 (−8 · scale, scale signed, as Q4_0 does),
  * which uses all 16 levels instead of 15.
  */
-export function quantizeInt4Blockwise(weights: Float32Array, N: number, K: number, blockSize = 32,
-  options: { symmetric?: boolean } = {}): Int4Blockwise {
-  if (weights.length !== N * K) throw new UsageError(`quantizeInt4Blockwise: ${weights.length} values for [${N}, ${K}]`);
-  if (K % blockSize !== 0 || blockSize % 2 !== 0) throw new UsageError(`quantizeInt4Blockwise: K=${K} is not a multiple of block ${blockSize}`);
+export function quantizeInt4Blockwise(
+  weights: Float32Array,
+  N: number,
+  K: number,
+  blockSize = 32,
+  options: { symmetric?: boolean } = {},
+): Int4Blockwise {
+  if (weights.length !== N * K)
+    throw new UsageError(`quantizeInt4Blockwise: ${weights.length} values for [${N}, ${K}]`);
+  if (K % blockSize !== 0 || blockSize % 2 !== 0)
+    throw new UsageError(`quantizeInt4Blockwise: K=${K} is not a multiple of block ${blockSize}`);
   const symmetric = options.symmetric ?? false;
   const blocks = K / blockSize;
   const totalBlocks = N * blocks;
@@ -388,7 +459,10 @@ export function quantizeInt4Blockwise(weights: Float32Array, N: number, K: numbe
         for (let i = start; i < end; i++) {
           const v = weights[i];
           const a = v < 0 ? -v : v;
-          if (a > magnitude) { magnitude = a; extreme = v; }
+          if (a > magnitude) {
+            magnitude = a;
+            extreme = v;
+          }
         }
         const scale = extreme / -8;
         scales[block] = scale;
@@ -399,7 +473,7 @@ export function quantizeInt4Blockwise(weights: Float32Array, N: number, K: numbe
           let hi = weights[i + 1] * inverse + 8.5;
           lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
           hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
-          packed[out++] = (lo | 0) | ((hi | 0) << 4);
+          packed[out++] = lo | 0 | ((hi | 0) << 4);
         }
       } else {
         let min = 0;
@@ -421,7 +495,7 @@ export function quantizeInt4Blockwise(weights: Float32Array, N: number, K: numbe
           let hi = weights[i + 1] * inverse + offset;
           lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
           hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
-          packed[out++] = (lo | 0) | ((hi | 0) << 4);
+          packed[out++] = lo | 0 | ((hi | 0) << 4);
         }
         zeroPoints![n * zpStride + (b >> 1)] |= zp << ((b & 1) << 2);
       }
@@ -461,8 +535,10 @@ export interface Int8Blockwise {
 
 /** Symmetric 8-bit blocks for MatMulNBits(bits 8): default zero point 128. */
 export function quantizeInt8Blockwise(weights: Float32Array, N: number, K: number, blockSize = 32): Int8Blockwise {
-  if (weights.length !== N * K) throw new UsageError(`quantizeInt8Blockwise: ${weights.length} values for [${N}, ${K}]`);
-  if (K % blockSize !== 0) throw new UsageError(`quantizeInt8Blockwise: K=${K} is not a multiple of block ${blockSize}`);
+  if (weights.length !== N * K)
+    throw new UsageError(`quantizeInt8Blockwise: ${weights.length} values for [${N}, ${K}]`);
+  if (K % blockSize !== 0)
+    throw new UsageError(`quantizeInt8Blockwise: K=${K} is not a multiple of block ${blockSize}`);
   const totalBlocks = (N * K) / blockSize;
   const packed = new Uint8Array(N * K);
   const scales = new Float32Array(totalBlocks);
@@ -501,7 +577,8 @@ export interface Int8PerChannel {
 
 /** Symmetric per-output-channel int8 of a row-major [N, K] matrix, returned transposed to [K, N]. */
 export function quantizeInt8PerChannel(weights: Float32Array, N: number, K: number): Int8PerChannel {
-  if (weights.length !== N * K) throw new UsageError(`quantizeInt8PerChannel: ${weights.length} values for [${N}, ${K}]`);
+  if (weights.length !== N * K)
+    throw new UsageError(`quantizeInt8PerChannel: ${weights.length} values for [${N}, ${K}]`);
   const transposed = new Int8Array(N * K);
   const scales = new Float32Array(N);
   // Rows in tiles so that the transposed writes of one tile stay in cache.
@@ -548,10 +625,14 @@ export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8', 'int4', 
 
 export function quantizationFor(format: WeightFormat): QuantizeOptions | null {
   switch (format) {
-    case 'fp32': return null;
-    case 'int4': return { format: 'int4' };
-    case 'int4+int8': return { format: 'int4', prefill: 'int8' };
-    case 'int8': return { format: 'int8' };
+    case 'fp32':
+      return null;
+    case 'int4':
+      return { format: 'int4' };
+    case 'int4+int8':
+      return { format: 'int4', prefill: 'int8' };
+    case 'int8':
+      return { format: 'int8' };
   }
 }
 

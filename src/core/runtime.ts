@@ -39,7 +39,10 @@ export function defaultCacheDir(): string {
 }
 
 export class ModelSession {
-  constructor(readonly name: string, readonly session: ort.InferenceSession) {}
+  constructor(
+    readonly name: string,
+    readonly session: ort.InferenceSession,
+  ) {}
 
   async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
     try {
@@ -58,7 +61,9 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
   const requests = [...graph.weights.values()];
   // Only float weights count: prepacking copies them (memory ×2), while quantized kernels (MatMulNBits) run ~100×
   // slower unprepacked (measured: 4-bit decoding 0.5 vs 45 tokens/s) and their weights are 4–8× smaller.
-  const floatBytes = requests.filter((r) => r.type === 'float32' || r.type === 'float16').reduce((sum, r) => sum + byteSize(r), 0);
+  const floatBytes = requests
+    .filter((r) => r.type === 'float32' || r.type === 'float16')
+    .reduce((sum, r) => sum + byteSize(r), 0);
   const { folder, locate } = placeWeights(graph.name, requests, options);
   const bytes = graph.toModelBytes(locate);
   const prepack = options.prepack ?? floatBytes < 2 ** 31;
@@ -77,7 +82,9 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
   try {
     return new ModelSession(graph.name, await ort.InferenceSession.create(bytes, sessionOptions));
   } catch (error) {
-    throw new RuntimeError(`graph ${graph.name}: onnxruntime could not create a session: ${(error as Error).message}`, { cause: error });
+    throw new RuntimeError(`graph ${graph.name}: onnxruntime could not create a session: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 
@@ -90,15 +97,28 @@ function byteSize(request: WeightRequest): number {
  * paths with `..`, so either every weight is used in place from one checkpoint folder, or every weight goes
  * through the cache file.
  */
-function placeWeights(name: string, requests: WeightRequest[], options: SessionOptions):
-  { folder: string | null; locate: (r: WeightRequest) => WeightLocation } {
-  if (requests.length === 0) return { folder: null, locate: () => { throw new RuntimeError(`graph ${name}: no weights`); } };
+function placeWeights(
+  name: string,
+  requests: WeightRequest[],
+  options: SessionOptions,
+): { folder: string | null; locate: (r: WeightRequest) => WeightLocation } {
+  if (requests.length === 0)
+    return {
+      folder: null,
+      locate: () => {
+        throw new RuntimeError(`graph ${name}: no weights`);
+      },
+    };
   const folders = new Set(requests.map((r) => (r.inPlace ? path.dirname(r.inPlace.file) : null)));
   if (folders.size === 1 && !folders.has(null)) {
     const folder = [...folders][0]!;
     return {
       folder,
-      locate: (r) => ({ location: path.basename(r.inPlace!.file), offset: r.inPlace!.offset, length: r.inPlace!.length }),
+      locate: (r) => ({
+        location: path.basename(r.inPlace!.file),
+        offset: r.inPlace!.offset,
+        length: r.inPlace!.length,
+      }),
     };
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
@@ -114,8 +134,11 @@ function placeWeights(name: string, requests: WeightRequest[], options: SessionO
 
 const ALIGN = 64;
 
-function ensureWeightCache(cacheDir: string, requests: WeightRequest[], onProgress?: (done: number, total: number) => void):
-  { fileName: string; offsets: Map<string, { offset: number; length: number }> } {
+function ensureWeightCache(
+  cacheDir: string,
+  requests: WeightRequest[],
+  onProgress?: (done: number, total: number) => void,
+): { fileName: string; offsets: Map<string, { offset: number; length: number }> } {
   const hash = crypto.createHash('sha256');
   const stamps = new Map<string, string>();
   const stampOf = (file: string) => {
@@ -160,6 +183,5 @@ function ensureWeightCache(cacheDir: string, requests: WeightRequest[], onProgre
   fs.renameSync(temporary, filePath);
   return { fileName, offsets };
 }
-
 
 export { ort };

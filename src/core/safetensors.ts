@@ -13,7 +13,16 @@ import { SafetensorsError, ModelLoadError } from './errors.js';
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 export const DTYPE_BYTES: Record<DType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /** Where one tensor's bytes are: enough to read it or to point an ONNX initializer at it. */
@@ -53,15 +62,20 @@ export class SafetensorsFile {
     }
     const fd = fs.openSync(realPath, 'r');
     try {
-      if (fileSize < 8) throw new SafetensorsError(`${filePath}: truncated file (${fileSize} bytes; a header needs at least 8)`);
+      if (fileSize < 8)
+        throw new SafetensorsError(`${filePath}: truncated file (${fileSize} bytes; a header needs at least 8)`);
       const lengthBytes = Buffer.alloc(8);
       fs.readSync(fd, lengthBytes, 0, 8, 0);
       const headerLength = lengthBytes.readBigUInt64LE(0);
       if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-        throw new SafetensorsError(`${filePath}: header length ${headerLength} is implausible (limit ${MAX_HEADER_BYTES} bytes)`);
+        throw new SafetensorsError(
+          `${filePath}: header length ${headerLength} is implausible (limit ${MAX_HEADER_BYTES} bytes)`,
+        );
       }
       if (Number(headerLength) > fileSize - 8) {
-        throw new SafetensorsError(`${filePath}: truncated file: header says ${headerLength} bytes but only ${fileSize - 8} follow`);
+        throw new SafetensorsError(
+          `${filePath}: truncated file: header says ${headerLength} bytes but only ${fileSize - 8} follow`,
+        );
       }
       const headerBytes = Buffer.alloc(Number(headerLength));
       fs.readSync(fd, headerBytes, 0, headerBytes.length, 8);
@@ -75,7 +89,10 @@ export class SafetensorsFile {
   }
 }
 
-function parseHeader(filePath: string, headerBytes: Buffer): { entries: Record<string, unknown>; metadata: Record<string, string> } {
+function parseHeader(
+  filePath: string,
+  headerBytes: Buffer,
+): { entries: Record<string, unknown>; metadata: Record<string, string> } {
   let header: unknown;
   try {
     header = JSON.parse(headerBytes.toString('utf8'));
@@ -93,7 +110,11 @@ function parseHeader(filePath: string, headerBytes: Buffer): { entries: Record<s
 }
 
 function validateEntries(
-  filePath: string, realPath: string, entries: Record<string, unknown>, dataStart: number, dataSize: number,
+  filePath: string,
+  realPath: string,
+  entries: Record<string, unknown>,
+  dataStart: number,
+  dataSize: number,
 ): Map<string, TensorEntry> {
   const tensors = new Map<string, TensorEntry>();
   const ranges: Array<[number, number, string]> = [];
@@ -102,26 +123,38 @@ function validateEntries(
     if (raw === null || typeof raw !== 'object') throw new SafetensorsError(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
-      throw new SafetensorsError(`${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+      throw new SafetensorsError(
+        `${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+      );
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
-      throw new SafetensorsError(`${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`);
+      throw new SafetensorsError(
+        `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     const expected = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype as DType];
     if (end < begin || end - begin !== expected) {
       throw new SafetensorsError(
-        `${where}: byte range [${begin}, ${end}) holds ${end - begin} bytes but shape [${shape}] × ${dtype} needs ${expected}`);
+        `${where}: byte range [${begin}, ${end}) holds ${end - begin} bytes but shape [${shape}] × ${dtype} needs ${expected}`,
+      );
     }
     if (end > dataSize) {
-      throw new SafetensorsError(`${where}: byte range [${begin}, ${end}) ends past the data (${dataSize} bytes): file truncated or header lies`);
+      throw new SafetensorsError(
+        `${where}: byte range [${begin}, ${end}) ends past the data (${dataSize} bytes): file truncated or header lies`,
+      );
     }
     ranges.push([begin, end, name]);
     tensors.set(name, {
-      name, dtype: dtype as DType, shape: shape as number[], file: realPath, offset: dataStart + begin, byteLength: expected,
+      name,
+      dtype: dtype as DType,
+      shape: shape as number[],
+      file: realPath,
+      offset: dataStart + begin,
+      byteLength: expected,
     });
   }
   // Sorted by start, a range overlaps an earlier one exactly when it starts before the furthest end so far
@@ -131,7 +164,9 @@ function validateEntries(
   for (const [begin, end, name] of ranges) {
     if (end === begin) continue;
     if (begin < furthest[0]) {
-      throw new SafetensorsError(`${filePath}: tensors '${furthest[1]}' and '${name}' overlap (bytes ${begin}..${Math.min(end, furthest[0])})`);
+      throw new SafetensorsError(
+        `${filePath}: tensors '${furthest[1]}' and '${name}' overlap (bytes ${begin}..${Math.min(end, furthest[0])})`,
+      );
     }
     if (end > furthest[0]) furthest = [end, name];
   }
@@ -158,7 +193,9 @@ export class Checkpoint {
     for (const file of files) {
       for (const [name, entry] of file.tensors) {
         if (this.entries.has(name)) {
-          throw new ModelLoadError(`${dir}: tensor '${name}' appears in two shards (${this.entries.get(name)!.file}, ${file.path})`);
+          throw new ModelLoadError(
+            `${dir}: tensor '${name}' appears in two shards (${this.entries.get(name)!.file}, ${file.path})`,
+          );
         }
         this.entries.set(name, entry);
       }
@@ -180,18 +217,29 @@ export class Checkpoint {
       }
       if (!weightMap || typeof weightMap !== 'object') throw new ModelLoadError(`${indexPath}: no "weight_map" object`);
       const shardNames = [...new Set(Object.values(weightMap))].sort();
-      const checkpoint = new Checkpoint(dir, shardNames.map((shard) => SafetensorsFile.open(path.join(dir, shard))));
+      const checkpoint = new Checkpoint(
+        dir,
+        shardNames.map((shard) => SafetensorsFile.open(path.join(dir, shard))),
+      );
       for (const [name, shard] of Object.entries(weightMap)) {
-        if (!checkpoint.entries.has(name)) throw new ModelLoadError(`${indexPath}: '${name}' is listed in ${shard} but that shard does not hold it`);
+        if (!checkpoint.entries.has(name))
+          throw new ModelLoadError(`${indexPath}: '${name}' is listed in ${shard} but that shard does not hold it`);
       }
       return checkpoint;
     }
     const single = path.join(dir, 'model.safetensors');
     const names = fs.existsSync(single)
       ? ['model.safetensors']
-      : fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
-    if (names.length === 0) throw new ModelLoadError(`${dir}: no .safetensors weights found (PyTorch .bin/.pth files are not supported)`);
-    return new Checkpoint(dir, names.map((n) => SafetensorsFile.open(path.join(dir, n))));
+      : fs
+          .readdirSync(dir)
+          .filter((f) => f.endsWith('.safetensors'))
+          .sort();
+    if (names.length === 0)
+      throw new ModelLoadError(`${dir}: no .safetensors weights found (PyTorch .bin/.pth files are not supported)`);
+    return new Checkpoint(
+      dir,
+      names.map((n) => SafetensorsFile.open(path.join(dir, n))),
+    );
   }
 
   has(name: string): boolean {
@@ -217,7 +265,10 @@ export class Checkpoint {
   /** A tensor as float32, converting from F16/BF16/F64. */
   readFloat32(name: string): FloatTensor {
     const entry = this.entry(name);
-    return { shape: entry.shape, data: bytesToFloat32(this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`) };
+    return {
+      shape: entry.shape,
+      data: bytesToFloat32(this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`),
+    };
   }
 
   /** Rows [start, start+count) of a 2-D float tensor (embedding look-ups without loading the table). */
@@ -231,7 +282,8 @@ export class Checkpoint {
     try {
       const buffer = Buffer.allocUnsafe(rowBytes);
       rows.forEach((row, i) => {
-        if (!(row >= 0 && row < rowCount)) throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
+        if (!(row >= 0 && row < rowCount))
+          throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
         fs.readSync(fd, buffer, 0, rowBytes, entry.offset + row * rowBytes);
         out.set(bytesToFloat32(buffer, entry.dtype, name), i * width);
       });

@@ -11,7 +11,11 @@ export type RawConfig = Record<string, unknown>;
 
 /** A config section with the file and key path it came from, for error messages. */
 export class ConfigSection {
-  constructor(readonly raw: RawConfig, readonly file: string, readonly at: string = '') {}
+  constructor(
+    readonly raw: RawConfig,
+    readonly file: string,
+    readonly at: string = '',
+  ) {}
 
   private where(key: string): string {
     return `${this.file}: field '${this.at ? `${this.at}.` : ''}${key}'`;
@@ -27,14 +31,16 @@ export class ConfigSection {
       if (fallback !== undefined) return fallback;
       throw new ConfigError(`${this.where(key)} is missing`);
     }
-    if (typeof value !== 'number' || !Number.isFinite(value)) throw new ConfigError(`${this.where(key)} must be a number, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'number' || !Number.isFinite(value))
+      throw new ConfigError(`${this.where(key)} must be a number, got ${JSON.stringify(value)}`);
     return value;
   }
 
   /** Sizes that some configs write as [h, w] (the *-hf vision config). */
   size(key: string, fallback?: number): number {
     const value = this.raw[key];
-    if (Array.isArray(value) && value.length === 2 && value[0] === value[1] && typeof value[0] === 'number') return value[0];
+    if (Array.isArray(value) && value.length === 2 && value[0] === value[1] && typeof value[0] === 'number')
+      return value[0];
     return this.number(key, fallback);
   }
 
@@ -50,7 +56,8 @@ export class ConfigSection {
       if (fallback !== undefined) return fallback;
       throw new ConfigError(`${this.where(key)} is missing`);
     }
-    if (typeof value !== 'string') throw new ConfigError(`${this.where(key)} must be a string, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'string')
+      throw new ConfigError(`${this.where(key)} must be a string, got ${JSON.stringify(value)}`);
     return value;
   }
 
@@ -64,14 +71,16 @@ export class ConfigSection {
       if (fallback !== undefined) return fallback;
       throw new ConfigError(`${this.where(key)} is missing`);
     }
-    if (typeof value !== 'boolean') throw new ConfigError(`${this.where(key)} must be true or false, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'boolean')
+      throw new ConfigError(`${this.where(key)} must be true or false, got ${JSON.stringify(value)}`);
     return value;
   }
 
   section(key: string): ConfigSection {
     const value = this.raw[key];
     if (value === undefined || value === null) throw new ConfigError(`${this.where(key)} is missing`);
-    if (typeof value !== 'object' || Array.isArray(value)) throw new ConfigError(`${this.where(key)} must be an object`);
+    if (typeof value !== 'object' || Array.isArray(value))
+      throw new ConfigError(`${this.where(key)} must be an object`);
     return new ConfigSection(value as RawConfig, this.file, this.at ? `${this.at}.${key}` : key);
   }
 
@@ -93,29 +102,49 @@ export function readConfig(dir: string): ConfigSection {
   } catch (error) {
     throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
   }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(`${file}: not a JSON object`);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ConfigError(`${file}: not a JSON object`);
   return new ConfigSection(raw as RawConfig, file);
 }
 
 /** The model families this project runs. */
-export type Architecture = 'InternVisionModel' | 'InternVLChatModel' | 'InternVLModel' | 'InternVLForConditionalGeneration' | 'CausalLM';
+export type Architecture =
+  | 'InternVisionModel'
+  | 'InternVLChatModel'
+  | 'InternVLModel'
+  | 'InternVLForConditionalGeneration'
+  | 'CausalLM';
 
-const LLM_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'InternLM2ForCausalLM', 'Phi3ForCausalLM', 'MistralForCausalLM'];
+const LLM_ARCHITECTURES = [
+  'LlamaForCausalLM',
+  'Qwen2ForCausalLM',
+  'InternLM2ForCausalLM',
+  'Phi3ForCausalLM',
+  'MistralForCausalLM',
+];
 
 export function detectArchitecture(config: ConfigSection): Architecture {
   const architectures = Array.isArray(config.raw.architectures) ? (config.raw.architectures as string[]) : [];
   const modelType = typeof config.raw.model_type === 'string' ? config.raw.model_type : '';
   for (const name of architectures) {
-    if (name === 'InternVisionModel' || name === 'InternVLChatModel' || name === 'InternVLModel' || name === 'InternVLForConditionalGeneration') return name;
+    if (
+      name === 'InternVisionModel' ||
+      name === 'InternVLChatModel' ||
+      name === 'InternVLModel' ||
+      name === 'InternVLForConditionalGeneration'
+    )
+      return name;
     if (LLM_ARCHITECTURES.includes(name)) return 'CausalLM';
   }
   // InternVL-14B (InternVLModel) and the *-hf chat checkpoints share model_type 'internvl'; only the former has QLLaMA.
-  if (modelType === 'internvl') return config.has('qllama_config') ? 'InternVLModel' : 'InternVLForConditionalGeneration';
+  if (modelType === 'internvl')
+    return config.has('qllama_config') ? 'InternVLModel' : 'InternVLForConditionalGeneration';
   if (modelType === 'internvl_chat') return 'InternVLChatModel';
   if (modelType === 'intern_vit_6b' || modelType === 'intern_vit') return 'InternVisionModel';
   if (['llama', 'qwen2', 'internlm2', 'phi3', 'mistral'].includes(modelType)) return 'CausalLM';
   throw new ModelLoadError(
-    `${config.file}: unknown architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; `
-    + 'supported: InternVisionModel, InternVLModel (InternVL-C/G), InternVLChatModel, InternVLForConditionalGeneration (*-hf), '
-    + LLM_ARCHITECTURES.join(', '));
+    `${config.file}: unknown architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; ` +
+      'supported: InternVisionModel, InternVLModel (InternVL-C/G), InternVLChatModel, InternVLForConditionalGeneration (*-hf), ' +
+      LLM_ARCHITECTURES.join(', '),
+  );
 }

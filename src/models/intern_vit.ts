@@ -53,9 +53,16 @@ export const REMOTE_VISION_NAMES: VisionNames = {
   patchEmbedding: 'embeddings.patch_embedding',
   positionEmbedding: 'embeddings.position_embedding',
   layers: 'encoder.layers',
-  norm1: 'norm1', norm2: 'norm2', ls1: 'ls1', ls2: 'ls2',
-  qkv: 'attn.qkv', qNorm: 'attn.q_norm', kNorm: 'attn.k_norm', proj: 'attn.proj',
-  fc1: 'mlp.fc1', fc2: 'mlp.fc2',
+  norm1: 'norm1',
+  norm2: 'norm2',
+  ls1: 'ls1',
+  ls2: 'ls2',
+  qkv: 'attn.qkv',
+  qNorm: 'attn.q_norm',
+  kNorm: 'attn.k_norm',
+  proj: 'attn.proj',
+  fc1: 'mlp.fc1',
+  fc2: 'mlp.fc2',
 };
 
 export const HF_VISION_NAMES: VisionNames = {
@@ -63,15 +70,22 @@ export const HF_VISION_NAMES: VisionNames = {
   patchEmbedding: 'embeddings.patch_embeddings.projection',
   positionEmbedding: 'embeddings.position_embeddings',
   layers: 'encoder.layer',
-  norm1: 'layernorm_before', norm2: 'layernorm_after', ls1: 'lambda_1', ls2: 'lambda_2',
+  norm1: 'layernorm_before',
+  norm2: 'layernorm_after',
+  ls1: 'lambda_1',
+  ls2: 'lambda_2',
   qkv: ['attention.q_proj', 'attention.k_proj', 'attention.v_proj'],
-  qNorm: 'attention.q_norm', kNorm: 'attention.k_norm', proj: 'attention.projection_layer',
-  fc1: 'mlp.fc1', fc2: 'mlp.fc2',
+  qNorm: 'attention.q_norm',
+  kNorm: 'attention.k_norm',
+  proj: 'attention.projection_layer',
+  fc1: 'mlp.fc1',
+  fc2: 'mlp.fc2',
 };
 
 export function parseInternVisionConfig(section: ConfigSection): InternVisionConfig {
   const normType = section.string('norm_type', 'rms_norm');
-  if (normType !== 'rms_norm' && normType !== 'layer_norm') section.fail('norm_type', `must be 'rms_norm' or 'layer_norm', got '${normType}'`);
+  if (normType !== 'rms_norm' && normType !== 'layer_norm')
+    section.fail('norm_type', `must be 'rms_norm' or 'layer_norm', got '${normType}'`);
   const hiddenAct = section.string('hidden_act', 'gelu');
   if (hiddenAct !== 'gelu') section.fail('hidden_act', `'${hiddenAct}' is not supported (InternViT uses exact 'gelu')`);
   const config: InternVisionConfig = {
@@ -83,11 +97,15 @@ export function parseInternVisionConfig(section: ConfigSection): InternVisionCon
     imageSize: section.size('image_size'),
     normType,
     layerNormEps: section.number('layer_norm_eps', 1e-6),
-    qkNormalization: section.has('use_qk_norm') ? section.boolean('use_qk_norm') : section.boolean('qk_normalization', false),
+    qkNormalization: section.has('use_qk_norm')
+      ? section.boolean('use_qk_norm')
+      : section.boolean('qk_normalization', false),
     qkvBias: section.has('attention_bias') ? section.boolean('attention_bias') : section.boolean('qkv_bias', true),
   };
   if (config.hiddenSize % config.numAttentionHeads !== 0) {
-    throw new ConfigError(`${section.file}: hidden_size ${config.hiddenSize} is not divisible by num_attention_heads ${config.numAttentionHeads}`);
+    throw new ConfigError(
+      `${section.file}: hidden_size ${config.hiddenSize} is not divisible by num_attention_heads ${config.numAttentionHeads}`,
+    );
   }
   return config;
 }
@@ -104,15 +122,21 @@ export interface VisionGraphOptions {
  * JavaScript for the input size); returns the value of the last computed hidden state, [B, 1+h·w, C].
  */
 export function buildInternVisionEncoder(
-  g: GraphBuilder, scope: Scope, config: InternVisionConfig, names: VisionNames, options: VisionGraphOptions = {},
+  g: GraphBuilder,
+  scope: Scope,
+  config: InternVisionConfig,
+  names: VisionNames,
+  options: VisionGraphOptions = {},
 ): { lastHiddenState: string; hiddenStates: string[] } {
   const C = config.hiddenSize;
   const pixels = g.input('pixel_values', 'float32', ['batch', 3, 'height', 'width']);
   const positions = g.input('position_embedding', 'float32', [1, 'tokens', C]);
 
   const patchScope = scope.scope(names.patchEmbedding);
-  const patches = g.node('Conv', [pixels, patchScope.weight('weight'), patchScope.weight('bias')],
-    { kernel_shape: [config.patchSize, config.patchSize], strides: [config.patchSize, config.patchSize] });
+  const patches = g.node('Conv', [pixels, patchScope.weight('weight'), patchScope.weight('bias')], {
+    kernel_shape: [config.patchSize, config.patchSize],
+    strides: [config.patchSize, config.patchSize],
+  });
   const patchTokens = g.transpose(g.reshape(patches, [0, 0, -1]), [0, 2, 1]); // [B, h·w, C], row-major grid
   const batch = g.slice(g.node('Shape', [pixels]), [0], [1], [0]);
   const clsShape = g.concat([batch, g.constInt64([1, C])], 0);
@@ -126,8 +150,10 @@ export function buildInternVisionEncoder(
   const numLayers = options.numLayers ?? config.numHiddenLayers;
   const hiddenStates = [embeddings];
   let x = to2d(embeddings);
-  const norm = (s: Scope, input: string, name: string) => (config.normType === 'rms_norm'
-    ? s.rmsNorm(input, name, config.layerNormEps) : s.layerNorm(input, name, config.layerNormEps));
+  const norm = (s: Scope, input: string, name: string) =>
+    config.normType === 'rms_norm'
+      ? s.rmsNorm(input, name, config.layerNormEps)
+      : s.layerNorm(input, name, config.layerNormEps);
 
   for (let i = 0; i < numLayers; i++) {
     const layer = scope.scope(`${names.layers}.${i}`);
@@ -143,8 +169,12 @@ export function buildInternVisionEncoder(
       q = layer.rmsNorm(q, names.qNorm, config.layerNormEps);
       k = layer.rmsNorm(k, names.kNorm, config.layerNormEps);
     }
-    const attended = g.node('MultiHeadAttention', [to3d(q), to3d(k), to3d(v)],
-      { num_heads: config.numAttentionHeads }, { domain: 'com.microsoft' });
+    const attended = g.node(
+      'MultiHeadAttention',
+      [to3d(q), to3d(k), to3d(v)],
+      { num_heads: config.numAttentionHeads },
+      { domain: 'com.microsoft' },
+    );
     const attnOut = layer.linear(to2d(attended), names.proj);
     x = g.add(x, g.mul(attnOut, layer.weight(names.ls1)));
     const mlp = layer.linear(g.gelu(layer.linear(norm(layer, x, names.norm2), names.fc1)), names.fc2);
@@ -182,11 +212,18 @@ export class InternVisionModel {
     private readonly options: VisionGraphOptions,
   ) {}
 
-  static async load(checkpoint: Checkpoint, config: InternVisionConfig, options: {
-    prefix?: string; names?: VisionNames; graph?: VisionGraphOptions; session?: SessionOptions;
-    /** Runs on the graph before the model is built into it (e.g. `useQuantizedLinears`). */
-    configureGraph?: (g: GraphBuilder) => void;
-  } = {}): Promise<InternVisionModel> {
+  static async load(
+    checkpoint: Checkpoint,
+    config: InternVisionConfig,
+    options: {
+      prefix?: string;
+      names?: VisionNames;
+      graph?: VisionGraphOptions;
+      session?: SessionOptions;
+      /** Runs on the graph before the model is built into it (e.g. `useQuantizedLinears`). */
+      configureGraph?: (g: GraphBuilder) => void;
+    } = {},
+  ): Promise<InternVisionModel> {
     const prefix = options.prefix ?? '';
     const names = options.names ?? REMOTE_VISION_NAMES;
     const graphOptions = options.graph ?? {};
@@ -212,11 +249,17 @@ export class InternVisionModel {
   }
 
   /** Runs the encoder on [B, 3, H, W] pixels (H, W multiples of the patch size). */
-  async forward(pixelValues: Float32Array, dims: [number, number, number, number], options: { hiddenStates?: boolean } = {}): Promise<VisionOutput> {
+  async forward(
+    pixelValues: Float32Array,
+    dims: [number, number, number, number],
+    options: { hiddenStates?: boolean } = {},
+  ): Promise<VisionOutput> {
     const [B, channels, H, W] = dims;
     const p = this.config.patchSize;
     if (channels !== 3 || H % p !== 0 || W % p !== 0 || pixelValues.length !== B * 3 * H * W) {
-      throw new UsageError(`InternViT input must be [B, 3, H, W] with H and W multiples of ${p}; got [${dims}] (${pixelValues.length} values)`);
+      throw new UsageError(
+        `InternViT input must be [B, 3, H, W] with H and W multiples of ${p}; got [${dims}] (${pixelValues.length} values)`,
+      );
     }
     const gridH = H / p;
     const gridW = W / p;
@@ -227,9 +270,13 @@ export class InternVisionModel {
       position_embedding: new ort.Tensor('float32', this.positionEmbedding(gridH, gridW), [1, tokens, C]),
     };
     const wantAll = options.hiddenStates === true;
-    if (wantAll && !this.options.allHiddenStates) throw new UsageError('this InternVisionModel was loaded without allHiddenStates');
+    if (wantAll && !this.options.allHiddenStates)
+      throw new UsageError('this InternVisionModel was loaded without allHiddenStates');
     const layers = this.options.numLayers ?? this.config.numHiddenLayers;
-    const names = ['last_hidden_state', ...(wantAll ? Array.from({ length: layers + 1 }, (_, i) => `hidden_states.${i}`) : [])];
+    const names = [
+      'last_hidden_state',
+      ...(wantAll ? Array.from({ length: layers + 1 }, (_, i) => `hidden_states.${i}`) : []),
+    ];
     const result = await this.session.run(feeds, names);
     const asTensor = (t: ort.Tensor): Tensor => ({ dims: t.dims as number[], data: t.data as Float32Array });
     const last = asTensor(result.last_hidden_state);
@@ -257,8 +304,10 @@ export function resizePositionEmbedding(native: Float32Array, C: number, gridH: 
   out.set(native.subarray(0, C));
   // [tokens, C] → [C, g, g] for the channel-major resampler, and back.
   const planes = new Float32Array(C * nativeGrid * nativeGrid);
-  for (let t = 0; t < nativeGrid * nativeGrid; t++) for (let c = 0; c < C; c++) planes[c * nativeGrid * nativeGrid + t] = native[(1 + t) * C + c];
+  for (let t = 0; t < nativeGrid * nativeGrid; t++)
+    for (let c = 0; c < C; c++) planes[c * nativeGrid * nativeGrid + t] = native[(1 + t) * C + c];
   const resized = interpolateBicubic(planes, C, nativeGrid, nativeGrid, gridH, gridW);
-  for (let t = 0; t < gridH * gridW; t++) for (let c = 0; c < C; c++) out[(1 + t) * C + c] = resized[c * gridH * gridW + t];
+  for (let t = 0; t < gridH * gridW; t++)
+    for (let c = 0; c < C; c++) out[(1 + t) * C + c] = resized[c * gridH * gridW + t];
   return out;
 }

@@ -12,8 +12,13 @@ import { ConfigError, ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
 import {
-  buildInternVisionEncoder, HF_VISION_NAMES, parseInternVisionConfig, REMOTE_VISION_NAMES, resizePositionEmbedding,
-  type InternVisionConfig, type VisionNames,
+  buildInternVisionEncoder,
+  HF_VISION_NAMES,
+  parseInternVisionConfig,
+  REMOTE_VISION_NAMES,
+  resizePositionEmbedding,
+  type InternVisionConfig,
+  type VisionNames,
 } from './intern_vit.js';
 import { CausalLM, LLM_VARIANTS, parseLlmConfig, type LlmConfig, type LlmVariant } from './llm.js';
 
@@ -46,8 +51,14 @@ export function parseInternVLChatConfig(config: ConfigSection): InternVLChatConf
   const psVersion = config.string('ps_version', 'v2');
   if (psVersion !== 'v1' && psVersion !== 'v2') config.fail('ps_version', `must be 'v1' or 'v2', got '${psVersion}'`);
   const downsampleRatio = config.number('downsample_ratio', 0.5);
-  if (downsampleRatio !== 0.5) config.fail('downsample_ratio', `${downsampleRatio} is not supported (InternVL uses 0.5)`);
-  const imageSize = layout === 'hf' ? vision.imageSize : config.has('force_image_size') ? config.size('force_image_size') : vision.imageSize;
+  if (downsampleRatio !== 0.5)
+    config.fail('downsample_ratio', `${downsampleRatio} is not supported (InternVL uses 0.5)`);
+  const imageSize =
+    layout === 'hf'
+      ? vision.imageSize
+      : config.has('force_image_size')
+        ? config.size('force_image_size')
+        : vision.imageSize;
   return {
     layout,
     vision,
@@ -78,12 +89,15 @@ interface ChatLayout {
 
 const LAYOUTS: Record<InternVLChatConfig['layout'], ChatLayout> = {
   remote: {
-    visionPrefix: 'vision_model', visionNames: REMOTE_VISION_NAMES,
+    visionPrefix: 'vision_model',
+    visionNames: REMOTE_VISION_NAMES,
     projector: { prefix: 'mlp1', norm: '0', linear1: '1', linear2: '3' },
-    llmPrefix: 'language_model', llmVariant: (family) => LLM_VARIANTS[family],
+    llmPrefix: 'language_model',
+    llmVariant: (family) => LLM_VARIANTS[family],
   },
   hf: {
-    visionPrefix: 'model.vision_tower', visionNames: HF_VISION_NAMES,
+    visionPrefix: 'model.vision_tower',
+    visionNames: HF_VISION_NAMES,
     projector: { prefix: 'model.multi_modal_projector', norm: 'layer_norm', linear1: 'linear_1', linear2: 'linear_2' },
     // The native port has no `model.` level inside the language model and keeps lm_head at the root.
     llmPrefix: 'model.language_model',
@@ -94,7 +108,12 @@ const LAYOUTS: Record<InternVLChatConfig['layout'], ChatLayout> = {
 
 function stripModelPrefix(variant: LlmVariant): LlmVariant {
   const strip = (name: string) => name.replace(/^model\./, '');
-  return { ...variant, embedTokens: strip(variant.embedTokens), layers: strip(variant.layers), finalNorm: strip(variant.finalNorm) };
+  return {
+    ...variant,
+    embedTokens: strip(variant.embedTokens),
+    layers: strip(variant.layers),
+    finalNorm: strip(variant.finalNorm),
+  };
 }
 
 /** The projector's LayerNorm eps: the official `nn.LayerNorm` default, not the ViT's. */
@@ -122,7 +141,9 @@ export class InternVLChatModel {
     const raw = readConfig(dir);
     const architecture = detectArchitecture(raw);
     if (architecture !== 'InternVLChatModel' && architecture !== 'InternVLForConditionalGeneration') {
-      throw new ModelLoadError(`${dir}: ${architecture} is not a chat model (expected InternVLChatModel or InternVLForConditionalGeneration)`);
+      throw new ModelLoadError(
+        `${dir}: ${architecture} is not a chat model (expected InternVLChatModel or InternVLForConditionalGeneration)`,
+      );
     }
     const config = parseInternVLChatConfig(raw);
     const checkpoint = Checkpoint.open(dir);
@@ -130,23 +151,39 @@ export class InternVLChatModel {
 
     const tokensPerSide = config.imageSize / config.vision.patchSize;
     if (!Number.isInteger(tokensPerSide) || tokensPerSide % 2 !== 0) {
-      throw new ConfigError(`${raw.file}: image size ${config.imageSize} / patch ${config.vision.patchSize} must give an even grid for pixel shuffle`);
+      throw new ConfigError(
+        `${raw.file}: image size ${config.imageSize} / patch ${config.vision.patchSize} must give an even grid for pixel shuffle`,
+      );
     }
     const layers = config.vision.numHiddenLayers;
     const numLayers = config.selectLayer < 0 ? layers + 1 + config.selectLayer : config.selectLayer;
-    if (numLayers < 0 || numLayers > layers) throw new ConfigError(`${raw.file}: select_layer ${config.selectLayer} is outside 0…${layers}`);
+    if (numLayers < 0 || numLayers > layers)
+      throw new ConfigError(`${raw.file}: select_layer ${config.selectLayer} is outside 0…${layers}`);
 
     const g = new GraphBuilder('vision_projector', checkpoint);
     options.configureVisionGraph?.(g);
-    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(layout.visionPrefix), config.vision, layout.visionNames, { numLayers });
+    const { lastHiddenState } = buildInternVisionEncoder(
+      g,
+      g.scope(layout.visionPrefix),
+      config.vision,
+      layout.visionNames,
+      { numLayers },
+    );
     g.output(buildProjector(g, lastHiddenState, config, layout), 'vit_embeds', 'float32');
     const vision = await createSession(g, options.session);
 
     const positions = resizePositionEmbedding(
-      checkpoint.readFloat32(`${layout.visionPrefix}.${layout.visionNames.positionEmbedding}`).data, config.vision.hiddenSize, tokensPerSide, tokensPerSide);
+      checkpoint.readFloat32(`${layout.visionPrefix}.${layout.visionNames.positionEmbedding}`).data,
+      config.vision.hiddenSize,
+      tokensPerSide,
+      tokensPerSide,
+    );
     const language = await CausalLM.load(checkpoint, config.llm, {
-      prefix: layout.llmPrefix, variant: layout.llmVariant(config.llm.family), lmHeadPrefix: layout.lmHeadPrefix,
-      session: options.llmSession ?? options.session, configureGraph: options.configureLlmGraph,
+      prefix: layout.llmPrefix,
+      variant: layout.llmVariant(config.llm.family),
+      lmHeadPrefix: layout.lmHeadPrefix,
+      session: options.llmSession ?? options.session,
+      configureGraph: options.configureLlmGraph,
     });
     return new InternVLChatModel(dir, config, checkpoint, language, vision, positions);
   }
@@ -161,7 +198,9 @@ export class InternVLChatModel {
   async extractFeature(pixelValues: Float32Array, numTiles: number): Promise<Float32Array> {
     const S = this.config.imageSize;
     if (pixelValues.length !== numTiles * 3 * S * S) {
-      throw new UsageError(`pixel values hold ${pixelValues.length} values; ${numTiles} tiles of 3×${S}×${S} need ${numTiles * 3 * S * S}`);
+      throw new UsageError(
+        `pixel values hold ${pixelValues.length} values; ${numTiles} tiles of 3×${S}×${S} need ${numTiles * 3 * S * S}`,
+      );
     }
     const tokens = this.positions.length / this.config.vision.hiddenSize;
     const result = await this.vision.run({
@@ -182,11 +221,13 @@ export class InternVLChatModel {
     const available = imageEmbeds ? imageEmbeds.length / H : 0;
     ids.forEach((id, position) => {
       if (id !== imageTokenId) return;
-      if (next >= available) throw new UsageError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
+      if (next >= available)
+        throw new UsageError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
       embeds.set(imageEmbeds!.subarray(next * H, (next + 1) * H), position * H);
       next++;
     });
-    if (next !== available) throw new UsageError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
+    if (next !== available)
+      throw new UsageError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
     return embeds;
   }
 
@@ -211,4 +252,3 @@ function buildProjector(g: GraphBuilder, hidden: string, config: InternVLChatCon
   const projected = p.linear(g.gelu(p.linear(normed, layout.projector.linear1)), layout.projector.linear2);
   return g.reshape(projected, [-1, (side / 2) * (side / 2), config.llm.hiddenSize]);
 }
-

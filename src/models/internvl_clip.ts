@@ -14,7 +14,13 @@ import { ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
 import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
-import { buildInternVisionEncoder, parseInternVisionConfig, REMOTE_VISION_NAMES, resizePositionEmbedding, type InternVisionConfig } from './intern_vit.js';
+import {
+  buildInternVisionEncoder,
+  parseInternVisionConfig,
+  REMOTE_VISION_NAMES,
+  resizePositionEmbedding,
+  type InternVisionConfig,
+} from './intern_vit.js';
 import { CausalLM, causalAttentionBias, parseLlmConfig, type LlmConfig } from './llm.js';
 
 export interface InternVLClipConfig {
@@ -55,11 +61,17 @@ function buildAttentionPooling(g: GraphBuilder, block: Scope, tokens: string, di
   const query = g.reduceMean(tokens, [1]);
   const norm = (x: string, name: string) => block.layerNorm(x, name, POOLING_NORM_EPS);
   const attn = block.scope('cross_attn');
-  const project = (x: string, name: string) => g.add(g.node('MatMul', [x, g.transpose(attn.weight(`${name}.weight`), [1, 0])]), attn.weight(`${name}_bias`));
+  const project = (x: string, name: string) =>
+    g.add(g.node('MatMul', [x, g.transpose(attn.weight(`${name}.weight`), [1, 0])]), attn.weight(`${name}_bias`));
   const q = project(norm(query, 'norm1_q'), 'q');
   const k = project(norm(tokens, 'norm1_k'), 'k');
   const v = project(norm(tokens, 'norm1_v'), 'v');
-  const pooled = g.node('MultiHeadAttention', [q, k, v], { num_heads: heads, scale: { float: (dim / heads) ** -0.5 } }, { domain: 'com.microsoft' });
+  const pooled = g.node(
+    'MultiHeadAttention',
+    [q, k, v],
+    { num_heads: heads, scale: { float: (dim / heads) ** -0.5 } },
+    { domain: 'com.microsoft' },
+  );
   return attn.linear(g.reshape(pooled, [-1, dim]), 'proj');
 }
 
@@ -82,50 +94,99 @@ export class InternVLClipModel {
     private readonly configureQllamaGraph: ((g: GraphBuilder) => void) | undefined,
   ) {}
 
-  static async load(dir: string, options: {
-    session?: SessionOptions; qllamaSession?: SessionOptions;
-    /** Runs on the vision graph before the model is built into it (e.g. `useQuantizedLinears`). */
-    configureVisionGraph?: (g: GraphBuilder) => void;
-    /** The same for the QLLaMA graphs. */
-    configureQllamaGraph?: (g: GraphBuilder) => void;
-  } = {}): Promise<InternVLClipModel> {
+  static async load(
+    dir: string,
+    options: {
+      session?: SessionOptions;
+      qllamaSession?: SessionOptions;
+      /** Runs on the vision graph before the model is built into it (e.g. `useQuantizedLinears`). */
+      configureVisionGraph?: (g: GraphBuilder) => void;
+      /** The same for the QLLaMA graphs. */
+      configureQllamaGraph?: (g: GraphBuilder) => void;
+    } = {},
+  ): Promise<InternVLClipModel> {
     const raw = readConfig(dir);
-    if (detectArchitecture(raw) !== 'InternVLModel') throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
+    if (detectArchitecture(raw) !== 'InternVLModel')
+      throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
     const config = parseInternVLClipConfig(raw);
     const checkpoint = Checkpoint.open(dir);
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
     const g = new GraphBuilder('internvl_c', checkpoint);
     options.configureVisionGraph?.(g);
-    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope('vision_model'), config.vision, REMOTE_VISION_NAMES);
+    const { lastHiddenState } = buildInternVisionEncoder(
+      g,
+      g.scope('vision_model'),
+      config.vision,
+      REMOTE_VISION_NAMES,
+    );
     g.output(lastHiddenState, 'last_hidden_state');
-    g.output(buildAttentionPooling(g, g.scope('clip_projector'), lastHiddenState, config.vision.hiddenSize, config.attnPoolNumHeads), 'image_embeds_c');
+    g.output(
+      buildAttentionPooling(
+        g,
+        g.scope('clip_projector'),
+        lastHiddenState,
+        config.vision.hiddenSize,
+        config.attnPoolNumHeads,
+      ),
+      'image_embeds_c',
+    );
     const vision = await createSession(g, options.session);
 
-    const qllama = await loadQllama(checkpoint, config, { withoutLmHead: true, session: options.qllamaSession ?? options.session, configureGraph: options.configureQllamaGraph });
+    const qllama = await loadQllama(checkpoint, config, {
+      withoutLmHead: true,
+      session: options.qllamaSession ?? options.session,
+      configureGraph: options.configureQllamaGraph,
+    });
 
     const p = new GraphBuilder('clip_projector2', checkpoint);
     const queries = p.input('query_features', 'float32', ['batch', config.numQueryToken, config.qllama.hiddenSize]);
-    p.output(buildAttentionPooling(p, p.scope('clip_projector2'), queries, config.qllama.hiddenSize, config.attnPoolNumHeads), 'image_embeds_g');
+    p.output(
+      buildAttentionPooling(p, p.scope('clip_projector2'), queries, config.qllama.hiddenSize, config.attnPoolNumHeads),
+      'image_embeds_g',
+    );
     const queryPooling = await createSession(p, options.session);
 
     const side = config.imageSize / config.vision.patchSize;
-    const positions = resizePositionEmbedding(checkpoint.readFloat32('vision_model.embeddings.position_embedding').data, config.vision.hiddenSize, side, side);
+    const positions = resizePositionEmbedding(
+      checkpoint.readFloat32('vision_model.embeddings.position_embedding').data,
+      config.vision.hiddenSize,
+      side,
+      side,
+    );
     const logitScale = checkpoint.readFloat32('logit_scale').data[0];
-    return new InternVLClipModel(dir, config, checkpoint, vision, qllama, queryPooling, positions,
-      checkpoint.readFloat32('text_projection').data, logitScale, options.qllamaSession ?? options.session, options.configureQllamaGraph);
+    return new InternVLClipModel(
+      dir,
+      config,
+      checkpoint,
+      vision,
+      qllama,
+      queryPooling,
+      positions,
+      checkpoint.readFloat32('text_projection').data,
+      logitScale,
+      options.qllamaSession ?? options.session,
+      options.configureQllamaGraph,
+    );
   }
 
   /** ViT tokens [B, 1+g², C] and the InternVL-C embedding [B, D] (not normalized) of [B, 3, S, S] pixels. */
-  async encodeVision(pixelValues: Float32Array, batch: number): Promise<{ tokens: Float32Array; embedsC: Float32Array }> {
+  async encodeVision(
+    pixelValues: Float32Array,
+    batch: number,
+  ): Promise<{ tokens: Float32Array; embedsC: Float32Array }> {
     const S = this.config.imageSize;
-    if (pixelValues.length !== batch * 3 * S * S) throw new UsageError(`pixel values must be [${batch}, 3, ${S}, ${S}]`);
+    if (pixelValues.length !== batch * 3 * S * S)
+      throw new UsageError(`pixel values must be [${batch}, 3, ${S}, ${S}]`);
     const C = this.config.vision.hiddenSize;
     const result = await this.vision.run({
       pixel_values: new ort.Tensor('float32', pixelValues, [batch, 3, S, S]),
       position_embedding: new ort.Tensor('float32', this.positions, [1, this.positions.length / C, C]),
     });
-    return { tokens: result.last_hidden_state.data as Float32Array, embedsC: result.image_embeds_c.data as Float32Array };
+    return {
+      tokens: result.last_hidden_state.data as Float32Array,
+      embedsC: result.image_embeds_c.data as Float32Array,
+    };
   }
 
   /** QLLaMA output at the 96 queries, [B, 96, H], given the ViT tokens. */
@@ -137,7 +198,9 @@ export class InternVLClipModel {
     for (let b = 0; b < batch; b++) embeds.set(queryTokens, b * Q * H);
     const Cv = this.config.vision.hiddenSize;
     const { hidden } = await this.qllama.step({
-      embeds, batch, seq: Q,
+      embeds,
+      batch,
+      seq: Q,
       positions: Int32Array.from({ length: batch * Q }, (_, i) => i % Q),
       attentionMask: new Uint8Array(batch * Q).fill(1),
       attentionBias: new Float32Array(batch * Q * Q), // queries see each other both ways
@@ -161,7 +224,11 @@ export class InternVLClipModel {
     if (mode === 'C') return embedsC;
     const queries = await this.queryFeatures(tokens, batch);
     const result = await this.queryPooling.run({
-      query_features: new ort.Tensor('float32', queries, [batch, this.config.numQueryToken, this.config.qllama.hiddenSize]),
+      query_features: new ort.Tensor('float32', queries, [
+        batch,
+        this.config.numQueryToken,
+        this.config.qllama.hiddenSize,
+      ]),
     });
     const D = this.config.clipEmbedDim;
     const embedsG = unitRows(result.image_embeds_g.data as Float32Array, D);
@@ -176,11 +243,14 @@ export class InternVLClipModel {
   async encodeText(ids: number[][]): Promise<{ hidden: Float32Array; embeds: Float32Array }> {
     const B = ids.length;
     const L = ids[0]?.length ?? 0;
-    if (B === 0 || ids.some((row) => row.length !== L)) throw new UsageError('encodeText needs a non-empty batch of equal-length (padded) id rows');
+    if (B === 0 || ids.some((row) => row.length !== L))
+      throw new UsageError('encodeText needs a non-empty batch of equal-length (padded) id rows');
     const H = this.config.qllama.hiddenSize;
     const mask = Uint8Array.from(ids.flat(), (id) => (id > 0 ? 1 : 0));
     const { hidden } = await this.qllama.step({
-      embeds: this.qllama.embedTokens(ids.flat()), batch: B, seq: L,
+      embeds: this.qllama.embedTokens(ids.flat()),
+      batch: B,
+      seq: L,
       positions: Int32Array.from({ length: B * L }, (_, i) => i % L),
       attentionMask: mask,
       logitIndices: Array.from({ length: B * L }, (_, i) => i),
@@ -213,8 +283,14 @@ export class InternVLClipModel {
    * is causal and sees the queries); later steps run from the KV cache without cross-attention. Its lm_head graph is
    * built on first use (the embedding paths do not need it).
    */
-  async captionDecoder(visionTokens: Float32Array): Promise<Pick<CausalLM, 'config' | 'embedTokens' | 'emptyCache' | 'step'>> {
-    this.captionModel ??= loadQllama(this.checkpoint, this.config, { withoutLmHead: false, session: this.qllamaSession, configureGraph: this.configureQllamaGraph });
+  async captionDecoder(
+    visionTokens: Float32Array,
+  ): Promise<Pick<CausalLM, 'config' | 'embedTokens' | 'emptyCache' | 'step'>> {
+    this.captionModel ??= loadQllama(this.checkpoint, this.config, {
+      withoutLmHead: false,
+      session: this.qllamaSession,
+      configureGraph: this.configureQllamaGraph,
+    });
     const lm = await this.captionModel;
     const Q = this.config.numQueryToken;
     const Cv = this.config.vision.hiddenSize;
@@ -232,7 +308,8 @@ export class InternVLClipModel {
         const vision = new Float32Array(B * visionTokens.length);
         for (let b = 0; b < B; b++) vision.set(visionTokens, b * visionTokens.length);
         return lm.step({
-          ...step, attentionBias: bias,
+          ...step,
+          attentionBias: bias,
           extraFeeds: {
             vision_hidden_states: new ort.Tensor('float32', vision, [B, visionTokens.length / Cv, Cv]),
             cross_attention_rows: new ort.Tensor('float32', rows, [B * S, 1]),
@@ -260,11 +337,12 @@ export class InternVLClipModel {
     const T = texts.length / D;
     const scale = Math.exp(this.logitScale);
     const out = new Float32Array(I * T);
-    for (let i = 0; i < I; i++) for (let t = 0; t < T; t++) {
-      let dot = 0;
-      for (let d = 0; d < D; d++) dot += images[i * D + d] * texts[t * D + d];
-      out[i * T + t] = scale * dot;
-    }
+    for (let i = 0; i < I; i++)
+      for (let t = 0; t < T; t++) {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += images[i * D + d] * texts[t * D + d];
+        out[i * T + t] = scale * dot;
+      }
     return out;
   }
 
@@ -274,14 +352,23 @@ export class InternVLClipModel {
   }
 }
 
-function loadQllama(checkpoint: Checkpoint, config: InternVLClipConfig, options: {
-  withoutLmHead: boolean; session?: SessionOptions; configureGraph?: (g: GraphBuilder) => void;
-}): Promise<CausalLM> {
+function loadQllama(
+  checkpoint: Checkpoint,
+  config: InternVLClipConfig,
+  options: {
+    withoutLmHead: boolean;
+    session?: SessionOptions;
+    configureGraph?: (g: GraphBuilder) => void;
+  },
+): Promise<CausalLM> {
   return CausalLM.load(checkpoint, config.qllama, {
-    prefix: 'qllama', graphName: options.withoutLmHead ? 'qllama' : 'qllama_lm', withoutLmHead: options.withoutLmHead, session: options.session,
+    prefix: 'qllama',
+    graphName: options.withoutLmHead ? 'qllama' : 'qllama_lm',
+    withoutLmHead: options.withoutLmHead,
+    session: options.session,
     configureGraph: options.configureGraph,
-    afterSelfAttention: (index, layer, x, batchSeq) => (index % config.crossAttentionFrequency === 0
-      ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x),
+    afterSelfAttention: (index, layer, x, batchSeq) =>
+      index % config.crossAttentionFrequency === 0 ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x,
   });
 }
 
@@ -290,13 +377,21 @@ function loadQllama(checkpoint: Checkpoint, config: InternVLClipConfig, options:
  * projected from the vision width), no mask, no RoPE; the update is added only to the rows `cross_attention_rows`
  * selects (the first 96 positions when vision states are given, none otherwise).
  */
-function addCrossAttention(g: GraphBuilder, layer: Scope, x: string, batchSeq: string, config: InternVLClipConfig): string {
+function addCrossAttention(
+  g: GraphBuilder,
+  layer: Scope,
+  x: string,
+  batchSeq: string,
+  config: InternVLClipConfig,
+): string {
   const H = config.qllama.hiddenSize;
   const Cv = config.vision.hiddenSize;
   const vision = g.inputs.some((i) => i.name === 'vision_hidden_states')
-    ? 'vision_hidden_states' : g.input('vision_hidden_states', 'float32', ['batch', 'vision_tokens', Cv]);
+    ? 'vision_hidden_states'
+    : g.input('vision_hidden_states', 'float32', ['batch', 'vision_tokens', Cv]);
   const rows = g.inputs.some((i) => i.name === 'cross_attention_rows')
-    ? 'cross_attention_rows' : g.input('cross_attention_rows', 'float32', ['rows', 1]);
+    ? 'cross_attention_rows'
+    : g.input('cross_attention_rows', 'float32', ['rows', 1]);
   const cross = layer.scope('cross_attn');
   const eps = config.qllama.rmsNormEps;
   const q = cross.linear(cross.rmsNorm(x, 'norm1', eps), 'q_proj');
@@ -306,12 +401,15 @@ function addCrossAttention(g: GraphBuilder, layer: Scope, x: string, batchSeq: s
   const k = g.node('Reshape', [cross.linear(normedVision, 'k_proj'), kvShape]);
   const v = g.node('Reshape', [cross.linear(normedVision, 'v_proj'), kvShape]);
   const q3 = g.node('Reshape', [q, g.concat([batchSeq, g.constInt64([H])], 0)]);
-  const attended = g.node('MultiHeadAttention', [q3, k, v], { num_heads: config.qllama.numAttentionHeads }, { domain: 'com.microsoft' });
+  const attended = g.node(
+    'MultiHeadAttention',
+    [q3, k, v],
+    { num_heads: config.qllama.numAttentionHeads },
+    { domain: 'com.microsoft' },
+  );
   const update = cross.linear(g.reshape(attended, [-1, H]), 'o_proj');
   return g.add(x, g.mul(update, rows));
 }
-
-
 
 function unitRows(values: Float32Array, width: number): Float32Array {
   return l2normalize(matrix(values, values.length / width, width)).data;

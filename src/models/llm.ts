@@ -28,13 +28,19 @@ export interface LlmVariant {
   inputNorm: string;
   postAttentionNorm: string;
   /** Separate projections, or one packed matrix with its row layout. */
-  attention: { q: string; k: string; v: string; o: string } | { packed: string; layout: 'qkv' | 'grouped-per-kv-head'; o: string };
+  attention:
+    | { q: string; k: string; v: string; o: string }
+    | { packed: string; layout: 'qkv' | 'grouped-per-kv-head'; o: string };
   mlp: { gate: string; up: string; down: string } | { packedGateUp: string; down: string };
 }
 
 const LLAMA_NAMES: LlmVariant = {
-  embedTokens: 'model.embed_tokens', layers: 'model.layers', finalNorm: 'model.norm', lmHead: 'lm_head',
-  inputNorm: 'input_layernorm', postAttentionNorm: 'post_attention_layernorm',
+  embedTokens: 'model.embed_tokens',
+  layers: 'model.layers',
+  finalNorm: 'model.norm',
+  lmHead: 'lm_head',
+  inputNorm: 'input_layernorm',
+  postAttentionNorm: 'post_attention_layernorm',
   attention: { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj' },
   mlp: { gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj' },
 };
@@ -44,8 +50,12 @@ export const LLM_VARIANTS: Record<LlmFamily, LlmVariant> = {
   // Qwen2's q/k/v biases are found in the checkpoint; names are LLaMA's.
   qwen2: LLAMA_NAMES,
   internlm2: {
-    embedTokens: 'model.tok_embeddings', layers: 'model.layers', finalNorm: 'model.norm', lmHead: 'output',
-    inputNorm: 'attention_norm', postAttentionNorm: 'ffn_norm',
+    embedTokens: 'model.tok_embeddings',
+    layers: 'model.layers',
+    finalNorm: 'model.norm',
+    lmHead: 'output',
+    inputNorm: 'attention_norm',
+    postAttentionNorm: 'ffn_norm',
     attention: { packed: 'attention.wqkv', layout: 'grouped-per-kv-head', o: 'attention.wo' },
     mlp: { gate: 'feed_forward.w1', up: 'feed_forward.w3', down: 'feed_forward.w2' },
   },
@@ -75,27 +85,40 @@ export interface LlmConfig {
 }
 
 const FAMILY_BY_ARCHITECTURE: Record<string, LlmFamily> = {
-  LlamaForCausalLM: 'llama', MistralForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2',
-  InternLM2ForCausalLM: 'internlm2', InternLM3ForCausalLM: 'llama', Phi3ForCausalLM: 'phi3',
+  LlamaForCausalLM: 'llama',
+  MistralForCausalLM: 'llama',
+  Qwen2ForCausalLM: 'qwen2',
+  InternLM2ForCausalLM: 'internlm2',
+  InternLM3ForCausalLM: 'llama',
+  Phi3ForCausalLM: 'phi3',
 };
 const FAMILY_BY_MODEL_TYPE: Record<string, LlmFamily> = {
-  llama: 'llama', mistral: 'llama', qwen2: 'qwen2', internlm2: 'internlm2', internlm3: 'llama', phi3: 'phi3',
+  llama: 'llama',
+  mistral: 'llama',
+  qwen2: 'qwen2',
+  internlm2: 'internlm2',
+  internlm3: 'llama',
+  phi3: 'phi3',
 };
 
 export function parseLlmConfig(section: ConfigSection): LlmConfig {
-  const architectures = Array.isArray(section.raw.architectures) ? section.raw.architectures as string[] : [];
+  const architectures = Array.isArray(section.raw.architectures) ? (section.raw.architectures as string[]) : [];
   const modelType = section.optionalString('model_type') ?? '';
   const family = architectures.map((a) => FAMILY_BY_ARCHITECTURE[a]).find(Boolean) ?? FAMILY_BY_MODEL_TYPE[modelType];
   if (!family) {
-    throw new ConfigError(`${section.file}: ${section.at || 'config'} describes an unsupported language model `
-      + `(architectures ${JSON.stringify(architectures)}, model_type '${modelType}'); supported: ${Object.keys(FAMILY_BY_ARCHITECTURE).join(', ')}`);
+    throw new ConfigError(
+      `${section.file}: ${section.at || 'config'} describes an unsupported language model ` +
+        `(architectures ${JSON.stringify(architectures)}, model_type '${modelType}'); supported: ${Object.keys(FAMILY_BY_ARCHITECTURE).join(', ')}`,
+    );
   }
   const hiddenAct = section.string('hidden_act', 'silu');
   if (hiddenAct !== 'silu') section.fail('hidden_act', `'${hiddenAct}' is not supported (expected 'silu')`);
   const hiddenSize = section.integer('hidden_size');
   const numAttentionHeads = section.integer('num_attention_heads');
   const ropeParameters = section.optionalSection('rope_parameters');
-  const ropeTheta = section.has('rope_theta') ? section.number('rope_theta') : ropeParameters?.number('rope_theta', 10000) ?? 10000;
+  const ropeTheta = section.has('rope_theta')
+    ? section.number('rope_theta')
+    : (ropeParameters?.number('rope_theta', 10000) ?? 10000);
   const maxPositionEmbeddings = section.integer('max_position_embeddings', 2048);
   const eos = section.raw.eos_token_id;
   return {
@@ -113,7 +136,7 @@ export function parseLlmConfig(section: ConfigSection): LlmConfig {
     maxPositionEmbeddings,
     tieWordEmbeddings: section.boolean('tie_word_embeddings', false),
     bosTokenId: section.has('bos_token_id') ? section.integer('bos_token_id') : null,
-    eosTokenId: Array.isArray(eos) ? eos as number[] : typeof eos === 'number' ? eos : null,
+    eosTokenId: Array.isArray(eos) ? (eos as number[]) : typeof eos === 'number' ? eos : null,
   };
 }
 
@@ -128,7 +151,13 @@ export interface DecoderGraphOptions {
  * Builds the decoder graph on `root` (the LLM's prefix in the checkpoint, e.g. `language_model`). Outputs `hidden`
  * (final-normed states of the `logit_indices` rows), `logits` with an lm_head, and `present_key/value.{i}`.
  */
-export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, variant: LlmVariant, options: DecoderGraphOptions): void {
+export function buildDecoder(
+  g: GraphBuilder,
+  root: Scope,
+  config: LlmConfig,
+  variant: LlmVariant,
+  options: DecoderGraphOptions,
+): void {
   const H = config.hiddenSize;
   const heads = config.numAttentionHeads;
   const kvHeads = config.numKeyValueHeads;
@@ -145,7 +174,8 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
   const headsShape = (n: number) => g.concat([batchSeq, g.constInt64([n, D])], 0);
   const toHeads = (x: string, n: number) => g.transpose(g.node('Reshape', [x, headsShape(n)]), [0, 2, 1, 3]); // [B, n, S, D]
   // Rotate-half RoPE on [B, n, S, D] in one fused node.
-  const rotate = (x: string) => g.node('RotaryEmbedding', [x, ropeRows, cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
+  const rotate = (x: string) =>
+    g.node('RotaryEmbedding', [x, ropeRows, cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
 
   let x = g.reshape(embeds, [-1, H]);
   for (let i = 0; i < config.numHiddenLayers; i++) {
@@ -154,9 +184,12 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
     const [q, k, v] = projectQkv(g, layer, h, variant, config);
     const pastKey = g.input(`past_key.${i}`, 'float32', ['batch', kvHeads, 'past', D]);
     const pastValue = g.input(`past_value.${i}`, 'float32', ['batch', kvHeads, 'past', D]);
-    const [attended, presentKey, presentValue] = g.nodeMulti('Attention',
+    const [attended, presentKey, presentValue] = g.nodeMulti(
+      'Attention',
       [rotate(toHeads(q, heads)), rotate(toHeads(k, kvHeads)), toHeads(v, kvHeads), mask, pastKey, pastValue],
-      { scale: { float: 1 / Math.sqrt(D) } }, { count: 3 });
+      { scale: { float: 1 / Math.sqrt(D) } },
+      { count: 3 },
+    );
     g.output(presentKey, `present_key.${i}`, 'float32');
     g.output(presentValue, `present_value.${i}`, 'float32');
     const merged = g.reshape(g.transpose(attended, [0, 2, 1, 3]), [-1, heads * D]);
@@ -165,7 +198,12 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
     const m = layer.rmsNorm(x, variant.postAttentionNorm, config.rmsNormEps);
     let gate: string, up: string;
     if ('packedGateUp' in variant.mlp) {
-      [gate, up] = g.nodeMulti('Split', [layer.linear(m, variant.mlp.packedGateUp), g.constInt64([config.intermediateSize, config.intermediateSize])], { axis: 1 }, { count: 2 });
+      [gate, up] = g.nodeMulti(
+        'Split',
+        [layer.linear(m, variant.mlp.packedGateUp), g.constInt64([config.intermediateSize, config.intermediateSize])],
+        { axis: 1 },
+        { count: 2 },
+      );
     } else {
       gate = layer.linear(m, variant.mlp.gate);
       up = layer.linear(m, variant.mlp.up);
@@ -178,13 +216,25 @@ export function buildDecoder(g: GraphBuilder, root: Scope, config: LlmConfig, va
   if (options.lmHead) g.output(options.lmHead.scope.linear(selected, options.lmHead.name), 'logits', 'float32');
 }
 
-function projectQkv(g: GraphBuilder, layer: Scope, h: string, variant: LlmVariant, config: LlmConfig): [string, string, string] {
+function projectQkv(
+  g: GraphBuilder,
+  layer: Scope,
+  h: string,
+  variant: LlmVariant,
+  config: LlmConfig,
+): [string, string, string] {
   const { numAttentionHeads: heads, numKeyValueHeads: kvHeads, headDim: D } = config;
   const attention = variant.attention;
-  if ('q' in attention) return [layer.linear(h, attention.q), layer.linear(h, attention.k), layer.linear(h, attention.v)];
+  if ('q' in attention)
+    return [layer.linear(h, attention.q), layer.linear(h, attention.k), layer.linear(h, attention.v)];
   const packed = layer.linear(h, attention.packed);
   if (attention.layout === 'qkv') {
-    return g.nodeMulti('Split', [packed, g.constInt64([heads * D, kvHeads * D, kvHeads * D])], { axis: 1 }, { count: 3 }) as [string, string, string];
+    return g.nodeMulti(
+      'Split',
+      [packed, g.constInt64([heads * D, kvHeads * D, kvHeads * D])],
+      { axis: 1 },
+      { count: 3 },
+    ) as [string, string, string];
   }
   // InternLM2: rows are grouped per KV head as [q × (heads/kvHeads), k, v], each D wide.
   const groups = heads / kvHeads;
@@ -240,14 +290,21 @@ export class CausalLM {
    * `prefix`: where the LLM sits in the checkpoint (`language_model`, or `` for a bare LLM); `lmHeadPrefix` when
    * lm_head lives elsewhere (the *-hf layout keeps it at the root).
    */
-  static async load(checkpoint: Checkpoint, config: LlmConfig, options: {
-    prefix?: string; variant?: LlmVariant; lmHeadPrefix?: string; session?: SessionOptions;
-    configureGraph?: (g: GraphBuilder) => void;
-    /** Build without the lm_head (embedding models only need `hidden`). */
-    withoutLmHead?: boolean;
-    afterSelfAttention?: DecoderGraphOptions['afterSelfAttention'];
-    graphName?: string;
-  } = {}): Promise<CausalLM> {
+  static async load(
+    checkpoint: Checkpoint,
+    config: LlmConfig,
+    options: {
+      prefix?: string;
+      variant?: LlmVariant;
+      lmHeadPrefix?: string;
+      session?: SessionOptions;
+      configureGraph?: (g: GraphBuilder) => void;
+      /** Build without the lm_head (embedding models only need `hidden`). */
+      withoutLmHead?: boolean;
+      afterSelfAttention?: DecoderGraphOptions['afterSelfAttention'];
+      graphName?: string;
+    } = {},
+  ): Promise<CausalLM> {
     const prefix = options.prefix ?? '';
     const variant = options.variant ?? LLM_VARIANTS[config.family];
     const g = new GraphBuilder(options.graphName ?? `decoder_${config.family}`, checkpoint);
@@ -262,7 +319,9 @@ export class CausalLM {
 
   /** Embedding rows for token ids, read from the checkpoint without loading the table. */
   embedTokens(ids: readonly number[]): Float32Array {
-    const key = this.prefix ? `${this.prefix}.${this.variant.embedTokens}.weight` : `${this.variant.embedTokens}.weight`;
+    const key = this.prefix
+      ? `${this.prefix}.${this.variant.embedTokens}.weight`
+      : `${this.variant.embedTokens}.weight`;
     return this.checkpoint.readRowsFloat32(key, ids);
   }
 
@@ -282,20 +341,35 @@ export class CausalLM {
     const D = this.config.headDim;
     const feeds: Record<string, ort.Tensor> = {
       inputs_embeds: new ort.Tensor('float32', step.embeds, [B, S, this.config.hiddenSize]),
-      attention_bias: new ort.Tensor('float32', step.attentionBias ?? causalAttentionBias(step.attentionMask, B, S, total), [B, 1, S, total]),
+      attention_bias: new ort.Tensor(
+        'float32',
+        step.attentionBias ?? causalAttentionBias(step.attentionMask, B, S, total),
+        [B, 1, S, total],
+      ),
       ...step.extraFeeds,
-      logit_indices: new ort.Tensor('int64', BigInt64Array.from(step.logitIndices, (i) => BigInt(i)), [step.logitIndices.length]),
+      logit_indices: new ort.Tensor(
+        'int64',
+        BigInt64Array.from(step.logitIndices, (i) => BigInt(i)),
+        [step.logitIndices.length],
+      ),
     };
     const { cos, sin } = this.rotary.cosSin(step.positions, total);
     feeds.rope_cos = new ort.Tensor('float32', halfWidth(cos, D), [B * S, D / 2]);
     feeds.rope_sin = new ort.Tensor('float32', halfWidth(sin, D), [B * S, D / 2]);
-    feeds.rope_rows = new ort.Tensor('int64', BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i)), [B, S]);
+    feeds.rope_rows = new ort.Tensor(
+      'int64',
+      BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i)),
+      [B, S],
+    );
     for (let i = 0; i < this.config.numHiddenLayers; i++) {
       feeds[`past_key.${i}`] = cache.keys[i];
       feeds[`past_value.${i}`] = cache.values[i];
     }
     const L = this.config.numHiddenLayers;
-    const wanted = [...(step.outputs ?? ['logits']), ...Array.from({ length: L }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat()];
+    const wanted = [
+      ...(step.outputs ?? ['logits']),
+      ...Array.from({ length: L }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat(),
+    ];
     const result = await this.session.run(feeds, wanted);
     const keys = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_key.${i}`]);
     const values = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_value.${i}`]);
@@ -321,11 +395,18 @@ function halfWidth(values: Float32Array, D: number): Float32Array {
 }
 
 /** The output projection: lm_head where the checkpoint has one, else the tied input embedding. */
-function lmHeadOf(checkpoint: Checkpoint, root: Scope, variant: LlmVariant, lmHeadPrefix?: string): { scope: Scope; name: string } {
+function lmHeadOf(
+  checkpoint: Checkpoint,
+  root: Scope,
+  variant: LlmVariant,
+  lmHeadPrefix?: string,
+): { scope: Scope; name: string } {
   if (lmHeadPrefix !== undefined) return { scope: root.graph.scope(lmHeadPrefix), name: 'lm_head' };
   if (root.has(`${variant.lmHead}.weight`)) return { scope: root, name: variant.lmHead };
   if (root.has(`${variant.embedTokens}.weight`)) return { scope: root, name: variant.embedTokens };
-  throw new ModelLoadError(`${checkpoint.dir}: no '${root.key(variant.lmHead)}.weight' and no tied embedding '${root.key(variant.embedTokens)}.weight'`);
+  throw new ModelLoadError(
+    `${checkpoint.dir}: no '${root.key(variant.lmHead)}.weight' and no tied embedding '${root.key(variant.embedTokens)}.weight'`,
+  );
 }
 
 /** The most negative float32, as transformers uses for masked scores (finite, so fully masked rows stay finite). */

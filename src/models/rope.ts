@@ -10,8 +10,20 @@ export type RopeScaling =
   | { type: 'default' }
   | { type: 'linear'; factor: number }
   | { type: 'dynamic'; factor: number; maxPositionEmbeddings: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
-  | { type: 'longrope'; shortFactor: number[]; longFactor: number[]; originalMaxPositionEmbeddings: number; attentionFactor: number };
+  | {
+      type: 'llama3';
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositionEmbeddings: number;
+    }
+  | {
+      type: 'longrope';
+      shortFactor: number[];
+      longFactor: number[];
+      originalMaxPositionEmbeddings: number;
+      attentionFactor: number;
+    };
 
 export function parseRopeScaling(section: ConfigSection, maxPositionEmbeddings: number): RopeScaling {
   const scaling = section.optionalSection('rope_scaling') ?? section.optionalSection('rope_parameters');
@@ -26,25 +38,43 @@ export function parseRopeScaling(section: ConfigSection, maxPositionEmbeddings: 
       return { type: 'dynamic', factor: scaling.number('factor'), maxPositionEmbeddings };
     case 'llama3':
       return {
-        type: 'llama3', factor: scaling.number('factor'), lowFreqFactor: scaling.number('low_freq_factor'),
+        type: 'llama3',
+        factor: scaling.number('factor'),
+        lowFreqFactor: scaling.number('low_freq_factor'),
         highFreqFactor: scaling.number('high_freq_factor'),
         originalMaxPositionEmbeddings: scaling.integer('original_max_position_embeddings'),
       };
     case 'su':
     case 'longrope': {
-      const original = section.integer('original_max_position_embeddings', scaling.integer('original_max_position_embeddings', maxPositionEmbeddings));
+      const original = section.integer(
+        'original_max_position_embeddings',
+        scaling.integer('original_max_position_embeddings', maxPositionEmbeddings),
+      );
       const factors = (key: string) => {
         const value = scaling.raw[key];
-        if (!Array.isArray(value) || !value.every((v) => typeof v === 'number')) scaling.fail(key, 'must be a list of numbers');
+        if (!Array.isArray(value) || !value.every((v) => typeof v === 'number'))
+          scaling.fail(key, 'must be a list of numbers');
         return value as number[];
       };
       const scale = maxPositionEmbeddings / original;
-      const attentionFactor = scaling.has('attention_factor') ? scaling.number('attention_factor')
-        : scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(original));
-      return { type: 'longrope', shortFactor: factors('short_factor'), longFactor: factors('long_factor'), originalMaxPositionEmbeddings: original, attentionFactor };
+      const attentionFactor = scaling.has('attention_factor')
+        ? scaling.number('attention_factor')
+        : scale <= 1
+          ? 1
+          : Math.sqrt(1 + Math.log(scale) / Math.log(original));
+      return {
+        type: 'longrope',
+        shortFactor: factors('short_factor'),
+        longFactor: factors('long_factor'),
+        originalMaxPositionEmbeddings: original,
+        attentionFactor,
+      };
     }
     default:
-      return scaling.fail('type', `rope scaling '${type}' is not supported (default, linear, dynamic, llama3, longrope/su)`);
+      return scaling.fail(
+        'type',
+        `rope scaling '${type}' is not supported (default, linear, dynamic, llama3, longrope/su)`,
+      );
   }
 }
 
@@ -53,7 +83,11 @@ const f32 = Math.fround;
 export class RotaryEmbedding {
   private readonly baseInverseFrequencies: Float32Array;
 
-  constructor(readonly headDim: number, readonly theta: number, readonly scaling: RopeScaling) {
+  constructor(
+    readonly headDim: number,
+    readonly theta: number,
+    readonly scaling: RopeScaling,
+  ) {
     this.baseInverseFrequencies = this.inverseFrequencies(theta);
   }
 
@@ -77,7 +111,9 @@ export class RotaryEmbedding {
         return { inv: this.baseInverseFrequencies.map((v) => f32(v / s.factor)), scale: 1 };
       case 'dynamic': {
         if (totalLength <= s.maxPositionEmbeddings) return { inv: this.baseInverseFrequencies, scale: 1 };
-        const base = this.theta * ((s.factor * totalLength) / s.maxPositionEmbeddings - (s.factor - 1)) ** (this.headDim / (this.headDim - 2));
+        const base =
+          this.theta *
+          ((s.factor * totalLength) / s.maxPositionEmbeddings - (s.factor - 1)) ** (this.headDim / (this.headDim - 2));
         return { inv: this.inverseFrequencies(base), scale: 1 };
       }
       case 'llama3': {
@@ -87,7 +123,8 @@ export class RotaryEmbedding {
           const wavelength = (2 * Math.PI) / freq;
           if (wavelength < highWavelength) return freq;
           if (wavelength > lowWavelength) return f32(freq / s.factor);
-          const smooth = (s.originalMaxPositionEmbeddings / wavelength - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+          const smooth =
+            (s.originalMaxPositionEmbeddings / wavelength - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
           return f32((1 - smooth) * (freq / s.factor) + smooth * freq);
         });
         return { inv, scale: 1 };
@@ -113,8 +150,10 @@ export class RotaryEmbedding {
         const angle = f32(position * inv[i]);
         const c = f32(Math.cos(angle) * scale);
         const s = f32(Math.sin(angle) * scale);
-        cos[n * D + i] = c; cos[n * D + half + i] = c;
-        sin[n * D + i] = s; sin[n * D + half + i] = s;
+        cos[n * D + i] = c;
+        cos[n * D + half + i] = c;
+        sin[n * D + i] = s;
+        sin[n * D + half + i] = s;
       }
     });
     return { cos, sin };

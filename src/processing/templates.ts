@@ -126,7 +126,9 @@ export function listTemplates(): string[] {
 export function getTemplate(name: string): ConversationTemplate {
   const t = BY_NAME.get(name);
   if (!t) {
-    throw new ConfigError(`unknown chat template ${JSON.stringify(name)}; known templates: ${listTemplates().join(', ')}`);
+    throw new ConfigError(
+      `unknown chat template ${JSON.stringify(name)}; known templates: ${listTemplates().join(', ')}`,
+    );
   }
   return t;
 }
@@ -167,7 +169,7 @@ export function buildPrompt(template: ConversationTemplate, input: PromptInput):
       messages.forEach(([, msg], i) => {
         const tag = template.roles[i % 2];
         if (!msg) ret += tag;
-        else if (i === 0) ret += msg + ' ';
+        else if (i === 0) ret += `${msg} `;
         else ret += `${tag} ${msg}${seps[i % 2]}`;
       });
       return ret;

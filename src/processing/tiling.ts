@@ -287,7 +287,13 @@ export function resizeExact(img: RgbImage, width: number, height: number = width
  * The full clip_benchmark `build_transform(task, size)` of InternVL-C/G: 'classification' = Resize(size) +
  * CenterCrop(size), 'retrieval' = Resize((size, size)); then ToTensor + ImageNet Normalize → float32 [3, size, size].
  */
-export function preprocessForClip(img: RgbImage, task: 'classification' | 'retrieval', size = 224, out?: Float32Array, offset = 0): Float32Array {
+export function preprocessForClip(
+  img: RgbImage,
+  task: 'classification' | 'retrieval',
+  size = 224,
+  out?: Float32Array,
+  offset = 0,
+): Float32Array {
   const t = task === 'retrieval' ? resizeExact(img, size, size) : resizeShortSideCenterCrop(img, size);
   return toCHWFloat(t, IMAGENET_MEAN, IMAGENET_STD, out, offset);
 }

@@ -56,9 +56,7 @@ export function sampleChatFrameIndices(
   if (endIdx < startIdx) {
     // Python would go on with a negative segment size and index frames before the range (or wrap around
     // with negative indices); there is no sensible frame to pick.
-    throw new UsageError(
-      `video bound [${b0}, ${b1}] s selects no frames of a ${frameCount}-frame video at ${fps} fps`,
-    );
+    throw new UsageError(`video bound [${b0}, ${b1}] s selects no frames of a ${frameCount}-frame video at ${fps} fps`);
   }
   const seg = (endIdx - startIdx) / numSegments;
   const out: number[] = [];
@@ -123,7 +121,10 @@ function missingTool(tool: string, path: string): ImageError {
 
 /** ffmpeg's last stderr line, without the `<input path>: ` prefix it often starts with (the message names it). */
 function lastLine(text: string, path: string): string {
-  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+  const lines = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
   if (!lines.length) return 'no error message';
   const l = lines[lines.length - 1];
   return l.startsWith(`${path}: `) ? l.slice(path.length + 2) : l;
@@ -147,7 +148,11 @@ function runTool(bin: string, tool: string, args: string[], videoPath: string): 
     child.stdout.on('data', (c: Buffer) => out.push(c));
     child.stderr.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ENOENT' ? missingTool(tool, videoPath) : new ImageError(`${tool} failed on ${videoPath}: ${e.message}`));
+      reject(
+        e.code === 'ENOENT'
+          ? missingTool(tool, videoPath)
+          : new ImageError(`${tool} failed on ${videoPath}: ${e.message}`),
+      );
     });
     child.on('close', (code) => {
       resolve({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString('utf8') });
@@ -175,12 +180,16 @@ function parseNum(v: unknown): number | undefined {
 export async function probeVideo(path: string, opts: FfmpegOptions = {}): Promise<VideoInfo> {
   await checkFile(path);
   const args = [
-    '-v', 'error',
-    '-select_streams', 'v:0',
+    '-v',
+    'error',
+    '-select_streams',
+    'v:0',
     // Counting packets demuxes the whole file but decodes nothing; it is what decord counts as frames.
     '-count_packets',
-    '-show_entries', 'stream=codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,duration:format=duration',
-    '-of', 'json',
+    '-show_entries',
+    'stream=codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,nb_read_packets,duration:format=duration',
+    '-of',
+    'json',
     path,
   ];
   const res = await runTool(opts.ffprobe ?? 'ffprobe', 'ffprobe', args, path);
@@ -197,7 +206,9 @@ export async function probeVideo(path: string, opts: FfmpegOptions = {}): Promis
   const height = parseNum(s.height) ?? 0;
   const frameCount = parseNum(s.nb_read_packets) ?? 0;
   if (width <= 0 || height <= 0 || frameCount <= 0) {
-    throw new ImageError(`cannot read video ${path}: no decodable video frames (size ${width}x${height}, ${frameCount} packets)`);
+    throw new ImageError(
+      `cannot read video ${path}: no decodable video frames (size ${width}x${height}, ${frameCount} packets)`,
+    );
   }
   let fps = parseRate(s.avg_frame_rate);
   if (!(fps > 0)) fps = parseRate(s.r_frame_rate);
@@ -277,20 +288,36 @@ function isSpace(c: number): boolean {
 // ffmpeg >= 5.1 spells frame-rate passthrough `-fps_mode`, older ones only `-vsync`; remember which works.
 const passthroughFlag = new Map<string, string[]>();
 
-function decodeOnce(bin: string, path: string, unique: number[], syncArgs: string[]): Promise<{ frames: RgbImage[]; code: number | null; stderr: string; error: string | null }> {
+function decodeOnce(
+  bin: string,
+  path: string,
+  unique: number[],
+  syncArgs: string[],
+): Promise<{ frames: RgbImage[]; code: number | null; stderr: string; error: string | null }> {
   // `n` is the index of the decoded frame; commas inside the expression are escaped for the filter parser.
-  const select = 'select=' + unique.map((n) => `eq(n\\,${n})`).join('+');
+  const select = `select=${unique.map((n) => `eq(n\\,${n})`).join('+')}`;
   const args = [
-    '-v', 'error', '-nostdin',
+    '-v',
+    'error',
+    '-nostdin',
     // decord, which the official code uses, ignores rotation metadata.
     '-noautorotate',
-    '-i', path,
-    '-map', '0:v:0',
-    '-vf', select,
+    '-i',
+    path,
+    '-map',
+    '0:v:0',
+    '-vf',
+    select,
     // Without passthrough the CFR muxer logic would duplicate frames to fill the gaps `select` leaves.
     ...syncArgs,
-    '-frames:v', String(unique.length),
-    '-f', 'image2pipe', '-c:v', 'ppm', '-pix_fmt', 'rgb24',
+    '-frames:v',
+    String(unique.length),
+    '-f',
+    'image2pipe',
+    '-c:v',
+    'ppm',
+    '-pix_fmt',
+    'rgb24',
     'pipe:1',
   ];
   return new Promise((resolve, reject) => {
@@ -300,7 +327,9 @@ function decodeOnce(bin: string, path: string, unique: number[], syncArgs: strin
     child.stdout.on('data', (c: Buffer) => splitter.push(c));
     child.stderr.on('data', (c: Buffer) => err.push(c));
     child.on('error', (e: NodeJS.ErrnoException) => {
-      reject(e.code === 'ENOENT' ? missingTool('ffmpeg', path) : new ImageError(`ffmpeg failed on ${path}: ${e.message}`));
+      reject(
+        e.code === 'ENOENT' ? missingTool('ffmpeg', path) : new ImageError(`ffmpeg failed on ${path}: ${e.message}`),
+      );
     });
     child.on('close', (code) => {
       let error = splitter.error;

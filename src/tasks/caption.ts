@@ -16,7 +16,11 @@ export interface CaptionOptions {
   maxNewTokens?: number;
 }
 
-export async function captionImage(pipeline: ClipPipeline, image: RgbImage, options: CaptionOptions = {}): Promise<{ text: string; ids: number[] }> {
+export async function captionImage(
+  pipeline: ClipPipeline,
+  image: RgbImage,
+  options: CaptionOptions = {},
+): Promise<{ text: string; ids: number[] }> {
   const { model, tokenizer } = pipeline;
   const S = model.config.imageSize;
   const { tokens } = await model.encodeVision(preprocessForClip(image, 'retrieval', S), 1);
@@ -34,8 +38,9 @@ export async function captionImage(pipeline: ClipPipeline, image: RgbImage, opti
   const numBeams = options.numBeams ?? 5;
   const maxNewTokens = options.maxNewTokens ?? 30;
   const minNewTokens = options.minNewTokens ?? 8;
-  const result: GenerationResult = numBeams > 1
-    ? await beamSearch(decoder, prompt, { numBeams, maxNewTokens, minNewTokens, stopTokenIds })
-    : await generate(decoder, prompt, { maxNewTokens, minNewTokens, stopTokenIds });
+  const result: GenerationResult =
+    numBeams > 1
+      ? await beamSearch(decoder, prompt, { numBeams, maxNewTokens, minNewTokens, stopTokenIds })
+      : await generate(decoder, prompt, { maxNewTokens, minNewTokens, stopTokenIds });
   return { text: tokenizer.decode(result.ids, { skipSpecialTokens: true }).trim(), ids: result.ids };
 }

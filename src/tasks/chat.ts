@@ -13,8 +13,14 @@ import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
 import { loadTokenizer, type Tokenizer } from '../processing/tokenizers/index.js';
 import {
-  buildPrompt, expandImagePlaceholders, extractResponse, getTemplate, renderHfChatTemplate,
-  IMAGE_PLACEHOLDER, IMG_CONTEXT_TOKEN, type ConversationTemplate,
+  buildPrompt,
+  expandImagePlaceholders,
+  extractResponse,
+  getTemplate,
+  renderHfChatTemplate,
+  IMAGE_PLACEHOLDER,
+  IMG_CONTEXT_TOKEN,
+  type ConversationTemplate,
 } from '../processing/templates.js';
 import { streamTokens, type GenerationOptions } from './generation.js';
 
@@ -68,10 +74,16 @@ export interface ChatTurnResult {
 }
 
 /** Pixel tiles of every visual, and the tile count of each (one `<image>` each). */
-function prepareVisuals(pipeline: ChatPipeline, visuals: VisualInput): { pixels: Float32Array | null; tiles: number[]; labels: string[] } {
+function prepareVisuals(
+  pipeline: ChatPipeline,
+  visuals: VisualInput,
+): { pixels: Float32Array | null; tiles: number[]; labels: string[] } {
   const cfg = pipeline.model.config;
   const tileOptions = (maxTiles: number) => ({
-    minTiles: cfg.minDynamicPatch, maxTiles, tileSize: cfg.imageSize, useThumbnail: cfg.useThumbnail,
+    minTiles: cfg.minDynamicPatch,
+    maxTiles,
+    tileSize: cfg.imageSize,
+    useThumbnail: cfg.useThumbnail,
   });
   const parts: { pixelValues: Float32Array; numTiles: number }[] = [];
   const labels: string[] = [];
@@ -90,7 +102,10 @@ function prepareVisuals(pipeline: ChatPipeline, visuals: VisualInput): { pixels:
   if (parts.length === 0) return { pixels: null, tiles: [], labels };
   const pixels = new Float32Array(parts.reduce((n, p) => n + p.pixelValues.length, 0));
   let offset = 0;
-  for (const p of parts) { pixels.set(p.pixelValues, offset); offset += p.pixelValues.length; }
+  for (const p of parts) {
+    pixels.set(p.pixelValues, offset);
+    offset += p.pixelValues.length;
+  }
   return { pixels, tiles: parts.map((p) => p.numTiles), labels };
 }
 
@@ -100,7 +115,10 @@ export class Conversation {
   private visuals: { pixels: Float32Array | null; tiles: number[]; labels: string[] } | null = null;
   private imageEmbeds: Float32Array | null = null;
 
-  constructor(readonly pipeline: ChatPipeline, readonly options: { systemMessage?: string } = {}) {}
+  constructor(
+    readonly pipeline: ChatPipeline,
+    readonly options: { systemMessage?: string } = {},
+  ) {}
 
   /** Sets the images or video of the conversation (sent with every turn, as the official examples do). */
   setVisuals(visuals: VisualInput): void {
@@ -116,12 +134,17 @@ export class Conversation {
     let prompt: string;
     if (template) {
       prompt = buildPrompt(template, {
-        systemMessage: this.options.systemMessage ?? model.config.systemMessage ?? undefined, history: this.history, question: text,
+        systemMessage: this.options.systemMessage ?? model.config.systemMessage ?? undefined,
+        history: this.history,
+        question: text,
       });
     } else {
       const messages = [
         ...(this.options.systemMessage ? [{ role: 'system', content: this.options.systemMessage }] : []),
-        ...this.history.flatMap(([q, a]) => [{ role: 'user', content: q }, { role: 'assistant', content: a }]),
+        ...this.history.flatMap(([q, a]) => [
+          { role: 'user', content: q },
+          { role: 'assistant', content: a },
+        ]),
         { role: 'user', content: text },
       ];
       prompt = renderHfChatTemplate(hfChatTemplate!, messages, { addGenerationPrompt: true });
@@ -129,7 +152,9 @@ export class Conversation {
     const tiles = visuals?.tiles ?? [];
     const placeholders = prompt.split(IMAGE_PLACEHOLDER).length - 1;
     if (placeholders !== tiles.length) {
-      throw new UsageError(`the conversation has ${placeholders} ${IMAGE_PLACEHOLDER} placeholder(s) but ${tiles.length} image(s)`);
+      throw new UsageError(
+        `the conversation has ${placeholders} ${IMAGE_PLACEHOLDER} placeholder(s) but ${tiles.length} image(s)`,
+      );
     }
     return expandImagePlaceholders(prompt, tiles, model.tokensPerTile);
   }
@@ -140,15 +165,23 @@ export class Conversation {
     const prompt = this.promptFor(question);
     const ids = tokenizer.encode(prompt);
     if (this.visuals?.pixels && !this.imageEmbeds) {
-      this.imageEmbeds = await model.extractFeature(this.visuals.pixels, this.visuals.tiles.reduce((a, b) => a + b, 0));
+      this.imageEmbeds = await model.extractFeature(
+        this.visuals.pixels,
+        this.visuals.tiles.reduce((a, b) => a + b, 0),
+      );
     }
     const embeds = model.embedWithImages(ids, imageContextId, ids.includes(imageContextId) ? this.imageEmbeds : null);
     const generated: number[] = [];
     let shown = '';
-    const stream = streamTokens(model.language, { ids, embeds }, {
-      ...generation, stopTokenIds: generation.stopTokenIds ?? stopTokenIds,
-      suppressTokenIds: [...(generation.suppressTokenIds ?? []), imageContextId],
-    });
+    const stream = streamTokens(
+      model.language,
+      { ids, embeds },
+      {
+        ...generation,
+        stopTokenIds: generation.stopTokenIds ?? stopTokenIds,
+        suppressTokenIds: [...(generation.suppressTokenIds ?? []), imageContextId],
+      },
+    );
     for await (const token of stream) {
       generated.push(token);
       const text = this.cut(tokenizer.decode(generated, { skipSpecialTokens: true }));
@@ -180,7 +213,8 @@ export class Conversation {
    */
   private withImagePlaceholders(question: string): string {
     const visuals = this.visuals;
-    if (!visuals || visuals.tiles.length === 0 || this.history.length > 0 || question.includes(IMAGE_PLACEHOLDER)) return question;
+    if (!visuals || visuals.tiles.length === 0 || this.history.length > 0 || question.includes(IMAGE_PLACEHOLDER))
+      return question;
     return visuals.labels.join('') + question;
   }
 

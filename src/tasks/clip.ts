@@ -19,7 +19,10 @@ export interface ClipPipeline {
   tokenizer: Tokenizer;
 }
 
-export async function loadClipPipeline(dir: string, options: Parameters<typeof InternVLClipModel.load>[1] = {}): Promise<ClipPipeline> {
+export async function loadClipPipeline(
+  dir: string,
+  options: Parameters<typeof InternVLClipModel.load>[1] = {},
+): Promise<ClipPipeline> {
   const [model, tokenizer] = await Promise.all([InternVLClipModel.load(dir, options), loadTokenizer(dir)]);
   return { model, tokenizer };
 }
@@ -32,7 +35,11 @@ export interface BatchOptions {
 }
 
 /** Text embeddings [N, D] (not normalized), as `encode_text`. */
-export async function encodeTexts(pipeline: ClipPipeline, texts: readonly string[], options: BatchOptions = {}): Promise<Matrix> {
+export async function encodeTexts(
+  pipeline: ClipPipeline,
+  texts: readonly string[],
+  options: BatchOptions = {},
+): Promise<Matrix> {
   const D = pipeline.model.config.clipEmbedDim;
   const out = new Float32Array(texts.length * D);
   const batchSize = options.batchSize ?? 32;
@@ -46,9 +53,14 @@ export async function encodeTexts(pipeline: ClipPipeline, texts: readonly string
 }
 
 /** Image embeddings [N, D] (not normalized; mode G is the sum of two unit vectors), as `encode_image`. */
-export async function encodeImages(pipeline: ClipPipeline, images: readonly RgbImage[], options: BatchOptions & {
-  mode?: ClipMode; transform?: ImageTransform;
-} = {}): Promise<Matrix> {
+export async function encodeImages(
+  pipeline: ClipPipeline,
+  images: readonly RgbImage[],
+  options: BatchOptions & {
+    mode?: ClipMode;
+    transform?: ImageTransform;
+  } = {},
+): Promise<Matrix> {
   const { model } = pipeline;
   const S = model.config.imageSize;
   const D = model.config.clipEmbedDim;
@@ -57,7 +69,9 @@ export async function encodeImages(pipeline: ClipPipeline, images: readonly RgbI
   for (let start = 0; start < images.length; start += batchSize) {
     const batch = images.slice(start, start + batchSize);
     const pixels = new Float32Array(batch.length * 3 * S * S);
-    batch.forEach((image, i) => preprocessForClip(image, options.transform ?? 'classification', S, pixels, i * 3 * S * S));
+    batch.forEach((image, i) =>
+      preprocessForClip(image, options.transform ?? 'classification', S, pixels, i * 3 * S * S),
+    );
     out.set(await model.encodeImage(pixels, batch.length, options.mode ?? 'C'), start * D);
     options.onProgress?.(Math.min(start + batchSize, images.length), images.length);
   }
@@ -73,7 +87,10 @@ export function fillTemplate(template: string, label: string): string {
   const filled = template.replace(/\{\{|\}\}|\{([^{}]*)\}/g, (match, field: string | undefined) => {
     if (match === '{{') return '{';
     if (match === '}}') return '}';
-    if (field !== 'c' && field !== '') throw new UsageError(`template ${JSON.stringify(template)} has a field {${field}}; only {c} (or {}) is filled in`);
+    if (field !== 'c' && field !== '')
+      throw new UsageError(
+        `template ${JSON.stringify(template)} has a field {${field}}; only {c} (or {}) is filled in`,
+      );
     slots++;
     return label;
   });
@@ -82,14 +99,20 @@ export function fillTemplate(template: string, label: string): string {
 }
 
 /** The zero-shot classifier [classes, D], rows unit norm. */
-export async function buildZeroShotClassifier(pipeline: ClipPipeline, labels: readonly string[], templates: readonly string[],
-  options: BatchOptions = {}): Promise<Matrix> {
+export async function buildZeroShotClassifier(
+  pipeline: ClipPipeline,
+  labels: readonly string[],
+  templates: readonly string[],
+  options: BatchOptions = {},
+): Promise<Matrix> {
   if (labels.length === 0) throw new UsageError('no labels to classify into');
   if (templates.length === 0) throw new UsageError('no prompt templates');
   const prompts = labels.flatMap((label) => templates.map((t) => fillTemplate(t, label)));
   const embeddings = await encodeTexts(pipeline, prompts, options);
   const D = embeddings.cols;
-  const perClass = labels.map((_, c) => matrix(embeddings.data.slice(c * templates.length * D, (c + 1) * templates.length * D), templates.length, D));
+  const perClass = labels.map((_, c) =>
+    matrix(embeddings.data.slice(c * templates.length * D, (c + 1) * templates.length * D), templates.length, D),
+  );
   return ensembleClassEmbeddings(perClass);
 }
 
@@ -107,15 +130,25 @@ export function classifyEmbeddings(imageEmbeddings: Matrix, classifier: Matrix):
     const row = logits.data.subarray(r * logits.cols, (r + 1) * logits.cols);
     const max = Math.max(...row);
     let sum = 0;
-    row.forEach((v, c) => { const e = Math.exp(v - max); probs[r * logits.cols + c] = e; sum += e; });
+    row.forEach((v, c) => {
+      const e = Math.exp(v - max);
+      probs[r * logits.cols + c] = e;
+      sum += e;
+    });
     for (let c = 0; c < logits.cols; c++) probs[r * logits.cols + c] /= sum;
   }
   return { logits, probs: matrix(probs, logits.rows, logits.cols) };
 }
 
-export async function classifyImages(pipeline: ClipPipeline, images: readonly RgbImage[], labels: readonly string[], options: BatchOptions & {
-  templates?: readonly string[]; mode?: ClipMode;
-} = {}): Promise<Classification> {
+export async function classifyImages(
+  pipeline: ClipPipeline,
+  images: readonly RgbImage[],
+  labels: readonly string[],
+  options: BatchOptions & {
+    templates?: readonly string[];
+    mode?: ClipMode;
+  } = {},
+): Promise<Classification> {
   const classifier = await buildZeroShotClassifier(pipeline, labels, options.templates ?? ['{c}'], options);
   const embeddings = await encodeImages(pipeline, images, { ...options, transform: 'classification' });
   return classifyEmbeddings(embeddings, classifier);

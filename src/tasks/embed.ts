@@ -13,7 +13,11 @@ import type { SessionOptions } from '../core/runtime.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { detectArchitecture, readConfig, type Architecture, type ConfigSection } from '../models/config.js';
 import {
-  HF_VISION_NAMES, InternVisionModel, parseInternVisionConfig, REMOTE_VISION_NAMES, type VisionNames,
+  HF_VISION_NAMES,
+  InternVisionModel,
+  parseInternVisionConfig,
+  REMOTE_VISION_NAMES,
+  type VisionNames,
 } from '../models/intern_vit.js';
 import { loadImage, type RgbImage } from '../processing/image.js';
 import { preprocessForClip } from '../processing/tiling.js';
@@ -55,26 +59,40 @@ function visionLayout(config: ConfigSection, architecture: Architecture, checkpo
     case 'InternVLChatModel': {
       const section = config.section('vision_config');
       // Chat models run the tower at force_image_size when set (it may differ from the pretraining size).
-      const imageSize = config.has('force_image_size') ? config.integer('force_image_size') : parseInternVisionConfig(section).imageSize;
+      const imageSize = config.has('force_image_size')
+        ? config.integer('force_image_size')
+        : parseInternVisionConfig(section).imageSize;
       return { section, prefix: 'vision_model', names: REMOTE_VISION_NAMES, imageSize };
     }
     case 'InternVLModel': {
       const section = config.section('vision_config');
-      return { section, prefix: 'vision_model', names: REMOTE_VISION_NAMES, imageSize: parseInternVisionConfig(section).imageSize };
+      return {
+        section,
+        prefix: 'vision_model',
+        names: REMOTE_VISION_NAMES,
+        imageSize: parseInternVisionConfig(section).imageSize,
+      };
     }
     case 'InternVLForConditionalGeneration': {
       const section = config.section('vision_config');
       // transformers ≥ 4.52 nests the tower under `model.`; earlier conversions did not.
-      const prefix = checkpoint.has(`model.vision_tower.${HF_VISION_NAMES.classEmbedding}`) ? 'model.vision_tower' : 'vision_tower';
+      const prefix = checkpoint.has(`model.vision_tower.${HF_VISION_NAMES.classEmbedding}`)
+        ? 'model.vision_tower'
+        : 'vision_tower';
       return { section, prefix, names: HF_VISION_NAMES, imageSize: parseInternVisionConfig(section).imageSize };
     }
     case 'CausalLM':
-      throw new ModelLoadError(`${config.file}: this is a language model without a vision tower; image embeddings need an InternViT or InternVL checkpoint`);
+      throw new ModelLoadError(
+        `${config.file}: this is a language model without a vision tower; image embeddings need an InternViT or InternVL checkpoint`,
+      );
   }
 }
 
 /** Loads the vision tower of a model folder or Hugging Face repo id. */
-export async function loadImageEmbedder(idOrPath: string, options: LoadImageEmbedderOptions = {}): Promise<ImageEmbedder> {
+export async function loadImageEmbedder(
+  idOrPath: string,
+  options: LoadImageEmbedderOptions = {},
+): Promise<ImageEmbedder> {
   const dir = await resolveModelDir(idOrPath, options.hub);
   const config = readConfig(dir);
   const architecture = detectArchitecture(config);
@@ -82,17 +100,25 @@ export async function loadImageEmbedder(idOrPath: string, options: LoadImageEmbe
   const layout = visionLayout(config, architecture, checkpoint);
   const visionConfig = parseInternVisionConfig(layout.section);
   if (layout.imageSize % visionConfig.patchSize !== 0) {
-    throw new ModelLoadError(`${config.file}: image size ${layout.imageSize} is not a multiple of the patch size ${visionConfig.patchSize}`);
+    throw new ModelLoadError(
+      `${config.file}: image size ${layout.imageSize} is not a multiple of the patch size ${visionConfig.patchSize}`,
+    );
   }
   const vision = await InternVisionModel.load(checkpoint, visionConfig, {
-    prefix: layout.prefix, names: layout.names, session: options.session, configureGraph: options.configureGraph,
+    prefix: layout.prefix,
+    names: layout.names,
+    session: options.session,
+    configureGraph: options.configureGraph,
   });
   return {
-    dir, architecture, imageSize: layout.imageSize, dim: visionConfig.hiddenSize, vision,
+    dir,
+    architecture,
+    imageSize: layout.imageSize,
+    dim: visionConfig.hiddenSize,
+    vision,
     release: () => vision.release(),
   };
 }
-
 
 /** An image file path, encoded bytes, or decoded pixels (named in progress and results by `name`). */
 export type ImageSource = string | RgbImage | { name: string; image: RgbImage | Uint8Array };
@@ -116,9 +142,14 @@ export interface ImageEmbeddings {
 }
 
 /** Pooled vision features of each image. Decoding errors are ImageErrors naming the file. */
-export async function embedImages(model: ImageEmbedder, images: readonly ImageSource[], options: EmbedImagesOptions = {}): Promise<ImageEmbeddings> {
+export async function embedImages(
+  model: ImageEmbedder,
+  images: readonly ImageSource[],
+  options: EmbedImagesOptions = {},
+): Promise<ImageEmbeddings> {
   const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError(`embedImages: batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new UsageError(`embedImages: batchSize must be a positive integer, got ${batchSize}`);
   const size = model.imageSize;
   const perImage = 3 * size * size;
   const names = images.map(sourceName);
@@ -159,12 +190,17 @@ export function expandImagePaths(paths: readonly string[]): string[] {
     let isDir = false;
     try {
       isDir = fs.statSync(p).isDirectory();
-    } catch { /* not found: loadImage reports it with the file name */ }
+    } catch {
+      /* not found: loadImage reports it with the file name */
+    }
     if (!isDir) {
       out.push(p);
       continue;
     }
-    const files = fs.readdirSync(p).filter((f) => IMAGE_FILE.test(f)).sort();
+    const files = fs
+      .readdirSync(p)
+      .filter((f) => IMAGE_FILE.test(f))
+      .sort();
     if (files.length === 0) throw new UsageError(`${p}: folder holds no image files (${IMAGE_FILE.source})`);
     out.push(...files.map((f) => `${p.replace(/\/+$/, '')}/${f}`));
   }

@@ -67,22 +67,27 @@ export class TokenChooser {
   private readonly random: () => number;
 
   constructor(private readonly options: GenerationOptions) {
-    if (options.temperature !== undefined && options.temperature <= 0 && options.doSample) throw new UsageError('temperature must be > 0 when sampling');
-    if (options.topP !== undefined && !(options.topP > 0 && options.topP <= 1)) throw new UsageError('top_p must be in (0, 1]');
+    if (options.temperature !== undefined && options.temperature <= 0 && options.doSample)
+      throw new UsageError('temperature must be > 0 when sampling');
+    if (options.topP !== undefined && !(options.topP > 0 && options.topP <= 1))
+      throw new UsageError('top_p must be in (0, 1]');
     this.random = seededRandom(options.seed ?? 0);
   }
 
   choose(logits: Float32Array, generated: readonly number[]): number {
     const scores = Float32Array.from(logits);
     for (const id of this.options.suppressTokenIds ?? []) scores[id] = -Infinity;
-    if (generated.length < (this.options.minNewTokens ?? 0)) for (const id of this.options.stopTokenIds ?? []) scores[id] = -Infinity;
+    if (generated.length < (this.options.minNewTokens ?? 0))
+      for (const id of this.options.stopTokenIds ?? []) scores[id] = -Infinity;
     const penalty = this.options.repetitionPenalty ?? 1;
     if (penalty !== 1) {
       for (const id of new Set(generated)) scores[id] = scores[id] < 0 ? scores[id] * penalty : scores[id] / penalty;
     }
     if (!this.options.doSample) return argmax(scores);
     const temperature = this.options.temperature ?? 1;
-    let candidates = Array.from(scores.keys()).filter((i) => scores[i] > -Infinity).sort((a, b) => scores[b] - scores[a]);
+    let candidates = Array.from(scores.keys())
+      .filter((i) => scores[i] > -Infinity)
+      .sort((a, b) => scores[b] - scores[a]);
     if (this.options.topK && this.options.topK > 0) candidates = candidates.slice(0, this.options.topK);
     const max = scores[candidates[0]];
     let probabilities = candidates.map((i) => Math.exp((scores[i] - max) / temperature));
@@ -117,23 +122,37 @@ export function argmax(values: ArrayLike<number>): number {
 /**
  * Streams generated token ids as they come. The returned generator's `return` value is the finish reason.
  */
-export async function* streamTokens(lm: Decoder, prompt: Prompt, options: GenerationOptions = {}): AsyncGenerator<number, FinishReason> {
+export async function* streamTokens(
+  lm: Decoder,
+  prompt: Prompt,
+  options: GenerationOptions = {},
+): AsyncGenerator<number, FinishReason> {
   const reasons: FinishReason[] = [];
   for await (const tokens of streamBatch(lm, [prompt], options, reasons)) yield tokens[0];
   return reasons[0] ?? 'length';
 }
 
-export async function generate(lm: Decoder, prompt: Prompt, options: GenerationOptions = {}): Promise<GenerationResult> {
+export async function generate(
+  lm: Decoder,
+  prompt: Prompt,
+  options: GenerationOptions = {},
+): Promise<GenerationResult> {
   const [result] = await generateBatch(lm, [prompt], options);
   return result;
 }
 
 /** Generates for several prompts at once (left padding), each stopping on its own. */
-export async function generateBatch(lm: Decoder, prompts: Prompt[], options: GenerationOptions = {}): Promise<GenerationResult[]> {
+export async function generateBatch(
+  lm: Decoder,
+  prompts: Prompt[],
+  options: GenerationOptions = {},
+): Promise<GenerationResult[]> {
   const ids: number[][] = prompts.map(() => []);
   const reasons: FinishReason[] = [];
   for await (const tokens of streamBatch(lm, prompts, options, reasons)) {
-    tokens.forEach((token, b) => { if (token >= 0) ids[b].push(token); });
+    tokens.forEach((token, b) => {
+      if (token >= 0) ids[b].push(token);
+    });
   }
   return prompts.map((p, b) => ({ ids: ids[b], finishReason: reasons[b] ?? 'length', promptTokens: p.ids.length }));
 }
@@ -142,16 +161,25 @@ export async function generateBatch(lm: Decoder, prompts: Prompt[], options: Gen
  * The decoding loop. Yields one token per prompt per step (−1 for prompts already finished) and fills
  * `reasons` with each prompt's finish reason.
  */
-async function* streamBatch(lm: Decoder, prompts: Prompt[], options: GenerationOptions, reasons: FinishReason[]): AsyncGenerator<number[]> {
+async function* streamBatch(
+  lm: Decoder,
+  prompts: Prompt[],
+  options: GenerationOptions,
+  reasons: FinishReason[],
+): AsyncGenerator<number[]> {
   if (prompts.length === 0) return;
   const H = lm.config.hiddenSize;
   const B = prompts.length;
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   if (longest === 0) throw new UsageError('cannot generate from an empty prompt');
-  for (const p of prompts) if (p.embeds.length !== p.ids.length * H) throw new UsageError(`prompt embeddings hold ${p.embeds.length / H} rows for ${p.ids.length} ids`);
+  for (const p of prompts)
+    if (p.embeds.length !== p.ids.length * H)
+      throw new UsageError(`prompt embeddings hold ${p.embeds.length / H} rows for ${p.ids.length} ids`);
   const maxNewTokens = options.maxNewTokens ?? 256;
   if (maxNewTokens <= 0) {
-    prompts.forEach((_, b) => { reasons[b] = 'length'; });
+    prompts.forEach((_, b) => {
+      reasons[b] = 'length';
+    });
     return;
   }
   const stop = new Set(options.stopTokenIds ?? []);
@@ -173,14 +201,21 @@ async function* streamBatch(lm: Decoder, prompts: Prompt[], options: GenerationO
 
   let cache: KvCache = lm.emptyCache(B);
   let { logits, cache: next } = await lm.step({
-    embeds, batch: B, seq: longest, positions, attentionMask: Uint8Array.from(mask.flat()),
-    logitIndices: prompts.map((_, b) => b * longest + longest - 1), cache,
+    embeds,
+    batch: B,
+    seq: longest,
+    positions,
+    attentionMask: Uint8Array.from(mask.flat()),
+    logitIndices: prompts.map((_, b) => b * longest + longest - 1),
+    cache,
   });
   cache = next;
   const V = lm.config.vocabSize;
   for (let step = 0; ; step++) {
     if (options.signal?.aborted) {
-      finished.forEach((done, b) => { if (!done) reasons[b] = 'cancelled'; });
+      finished.forEach((done, b) => {
+        if (!done) reasons[b] = 'cancelled';
+      });
       return;
     }
     const tokens = prompts.map((_, b) => {
@@ -189,8 +224,13 @@ async function* streamBatch(lm: Decoder, prompts: Prompt[], options: GenerationO
       options.onLogits?.(b, step, row);
       const token = chooser.choose(row, generated[b]);
       generated[b].push(token);
-      if (stop.has(token)) { finished[b] = true; reasons[b] = 'stop'; }
-      else if (generated[b].length >= maxNewTokens) { finished[b] = true; reasons[b] = 'length'; }
+      if (stop.has(token)) {
+        finished[b] = true;
+        reasons[b] = 'stop';
+      } else if (generated[b].length >= maxNewTokens) {
+        finished[b] = true;
+        reasons[b] = 'length';
+      }
       return token;
     });
     yield tokens;
@@ -200,8 +240,13 @@ async function* streamBatch(lm: Decoder, prompts: Prompt[], options: GenerationO
     const stepPositions = Int32Array.from(nextPosition.map((p) => p));
     nextPosition.forEach((_, b) => nextPosition[b]++);
     ({ logits, cache } = await lm.step({
-      embeds: lm.embedTokens(feed), batch: B, seq: 1, positions: stepPositions,
-      attentionMask: Uint8Array.from(mask.flat()), logitIndices: prompts.map((_, b) => b), cache,
+      embeds: lm.embedTokens(feed),
+      batch: B,
+      seq: 1,
+      positions: stepPositions,
+      attentionMask: Uint8Array.from(mask.flat()),
+      logitIndices: prompts.map((_, b) => b),
+      cache,
     }));
   }
 }
@@ -249,7 +294,11 @@ function logSoftmax(row: Float32Array): Float64Array {
  * ranks among the first `beams`; search ends when `beams` hypotheses are finished and no open beam can beat the
  * worst of them, or at `maxNewTokens`. Returns the best hypothesis (stop token included).
  */
-export async function beamSearch(lm: Decoder, prompt: Prompt, options: BeamSearchOptions = {}): Promise<GenerationResult> {
+export async function beamSearch(
+  lm: Decoder,
+  prompt: Prompt,
+  options: BeamSearchOptions = {},
+): Promise<GenerationResult> {
   const beams = options.numBeams ?? 5;
   const maxNewTokens = options.maxNewTokens ?? 30;
   const minNewTokens = options.minNewTokens ?? 0;
@@ -269,13 +318,19 @@ export async function beamSearch(lm: Decoder, prompt: Prompt, options: BeamSearc
 
   // One prefill; the single live beam is copied into the first step's continuations by the cache reorder.
   let { logits, cache } = await lm.step({
-    embeds: prompt.embeds, batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i),
-    attentionMask: new Uint8Array(S).fill(1), logitIndices: [S - 1], cache: lm.emptyCache(1),
+    embeds: prompt.embeds,
+    batch: 1,
+    seq: S,
+    positions: Int32Array.from({ length: S }, (_, i) => i),
+    attentionMask: new Uint8Array(S).fill(1),
+    logitIndices: [S - 1],
+    cache: lm.emptyCache(1),
   });
   let open = [{ ids: [] as number[], logProb: 0 }];
   let rowLogits = [logits];
   for (let step = 0; step < maxNewTokens; step++) {
-    if (options.signal?.aborted) return { ids: finished[0]?.ids ?? open[0].ids, finishReason: 'cancelled', promptTokens: S };
+    if (options.signal?.aborted)
+      return { ids: finished[0]?.ids ?? open[0].ids, finishReason: 'cancelled', promptTokens: S };
     const candidates: Array<{ beam: number; token: number; logProb: number }> = [];
     open.forEach((beam, b) => {
       const scores = logSoftmax(rowLogits[b]);
@@ -296,19 +351,32 @@ export async function beamSearch(lm: Decoder, prompt: Prompt, options: BeamSearc
       }
     }
     const bestOpen = next[0]?.logProb ?? -Infinity;
-    const done = finished.length >= beams && finished[finished.length - 1].score >= bestOpen / (step + 1) ** lengthPenalty;
+    const done =
+      finished.length >= beams && finished[finished.length - 1].score >= bestOpen / (step + 1) ** lengthPenalty;
     if (done || next.length === 0 || step === maxNewTokens - 1) {
       for (const beam of next) addFinished(beam.ids, beam.logProb);
       const best = finished[0];
-      return { ids: best.ids, finishReason: stop.has(best.ids[best.ids.length - 1]) ? 'stop' : 'length', promptTokens: S };
+      return {
+        ids: best.ids,
+        finishReason: stop.has(best.ids[best.ids.length - 1]) ? 'stop' : 'length',
+        promptTokens: S,
+      };
     }
-    cache = reorderCache(cache, next.map((n) => n.beam));
+    cache = reorderCache(
+      cache,
+      next.map((n) => n.beam),
+    );
     open = next;
     const tokens = next.map((n) => n.ids[n.ids.length - 1]);
     const total = S + step + 1;
     ({ logits, cache } = await lm.step({
-      embeds: lm.embedTokens(tokens), batch: next.length, seq: 1, positions: new Int32Array(next.length).fill(S + step),
-      attentionMask: new Uint8Array(next.length * total).fill(1), logitIndices: next.map((_, i) => i), cache,
+      embeds: lm.embedTokens(tokens),
+      batch: next.length,
+      seq: 1,
+      positions: new Int32Array(next.length).fill(S + step),
+      attentionMask: new Uint8Array(next.length * total).fill(1),
+      logitIndices: next.map((_, i) => i),
+      cache,
     }));
     rowLogits = next.map((_, i) => logits.subarray(i * V, (i + 1) * V));
   }
@@ -319,8 +387,15 @@ function topIndices(values: Float64Array, k: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < values.length; i++) {
     if (values[i] === -Infinity) continue;
-    if (out.length < k) { out.push(i); out.sort((a, b) => values[b] - values[a]); continue; }
-    if (values[i] > values[out[k - 1]]) { out[k - 1] = i; out.sort((a, b) => values[b] - values[a]); }
+    if (out.length < k) {
+      out.push(i);
+      out.sort((a, b) => values[b] - values[a]);
+      continue;
+    }
+    if (values[i] > values[out[k - 1]]) {
+      out[k - 1] = i;
+      out.sort((a, b) => values[b] - values[a]);
+    }
   }
   return out;
 }

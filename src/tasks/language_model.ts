@@ -9,7 +9,8 @@ import { ModelLoadError } from '../core/errors.js';
 export async function loadLanguageModel(dir: string, options: { session?: SessionOptions } = {}): Promise<CausalLM> {
   const config = readConfig(dir);
   const architecture = detectArchitecture(config);
-  if (architecture === 'CausalLM') return CausalLM.load(Checkpoint.open(dir), parseLlmConfig(config), { session: options.session });
+  if (architecture === 'CausalLM')
+    return CausalLM.load(Checkpoint.open(dir), parseLlmConfig(config), { session: options.session });
   if (architecture === 'InternVLChatModel' || architecture === 'InternVLForConditionalGeneration') {
     return (await InternVLChatModel.load(dir, { session: options.session })).language;
   }

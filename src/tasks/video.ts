@@ -17,7 +17,12 @@ import type { ClipMode } from '../models/internvl_clip.js';
 import type { RgbImage } from '../processing/image.js';
 import { loadVideoFrames, type FfmpegOptions, type VideoInfo } from '../processing/video.js';
 import {
-  buildZeroShotClassifier, classifyEmbeddings, encodeImages, type Classification, type ClipPipeline, type ImageTransform,
+  buildZeroShotClassifier,
+  classifyEmbeddings,
+  encodeImages,
+  type Classification,
+  type ClipPipeline,
+  type ImageTransform,
 } from './clip.js';
 
 /** Frames per video unless told otherwise (the paper's 8-frame K400/600/700 numbers). */
@@ -36,11 +41,12 @@ export interface FrameEncoderOptions {
 
 /** `encodeImages` of the pipeline as a {@link FrameEncoder}. */
 export function clipFrameEncoder(pipeline: ClipPipeline, options: FrameEncoderOptions = {}): FrameEncoder {
-  return (frames) => encodeImages(pipeline, frames, {
-    mode: options.mode ?? 'C',
-    transform: options.transform ?? 'classification',
-    batchSize: options.batchSize ?? Math.max(1, frames.length),
-  });
+  return (frames) =>
+    encodeImages(pipeline, frames, {
+      mode: options.mode ?? 'C',
+      transform: options.transform ?? 'classification',
+      batchSize: options.batchSize ?? Math.max(1, frames.length),
+    });
 }
 
 export interface VideoFramesOptions extends FfmpegOptions {
@@ -53,16 +59,28 @@ export interface VideoFramesOptions extends FfmpegOptions {
  * + interval // 2) and decodes them. A video the rule cannot sample F frames from is an error naming the file,
  * as the script's assert is.
  */
-export async function sampleVideoFrames(path: string, options: VideoFramesOptions = {}): Promise<{
-  info: VideoInfo; indices: number[]; frames: RgbImage[];
+export async function sampleVideoFrames(
+  path: string,
+  options: VideoFramesOptions = {},
+): Promise<{
+  info: VideoInfo;
+  indices: number[];
+  frames: RgbImage[];
 }> {
   const numFrames = options.numFrames ?? DEFAULT_VIDEO_FRAMES;
-  if (!Number.isInteger(numFrames) || numFrames < 1) throw new UsageError(`the number of video frames must be an integer >= 1, got ${numFrames}`);
+  if (!Number.isInteger(numFrames) || numFrames < 1)
+    throw new UsageError(`the number of video frames must be an integer >= 1, got ${numFrames}`);
   try {
-    return await loadVideoFrames(path, { ffmpeg: options.ffmpeg, ffprobe: options.ffprobe, sampling: 'msrvtt', numFrames });
+    return await loadVideoFrames(path, {
+      ffmpeg: options.ffmpeg,
+      ffprobe: options.ffprobe,
+      sampling: 'msrvtt',
+      numFrames,
+    });
   } catch (error) {
     // The sampling rule's message does not say which video it was about.
-    if (error instanceof UsageError && !error.message.includes(path)) throw new UsageError(`${path}: ${error.message}`, { cause: error });
+    if (error instanceof UsageError && !error.message.includes(path))
+      throw new UsageError(`${path}: ${error.message}`, { cause: error });
     throw error;
   }
 }
@@ -88,10 +106,15 @@ export interface VideoEmbedding {
 }
 
 /** One video's embedding through any frame encoder (the evaluation harness passes a caching one). */
-export async function embedVideo(path: string, encodeFrames: FrameEncoder, options: VideoFramesOptions = {}): Promise<VideoEmbedding> {
+export async function embedVideo(
+  path: string,
+  encodeFrames: FrameEncoder,
+  options: VideoFramesOptions = {},
+): Promise<VideoEmbedding> {
   const { info, indices, frames } = await sampleVideoFrames(path, options);
   const embeddings = await encodeFrames(frames);
-  if (embeddings.rows !== frames.length) throw new UsageError(`frame encoder returned ${embeddings.rows} embeddings for ${frames.length} frames of ${path}`);
+  if (embeddings.rows !== frames.length)
+    throw new UsageError(`frame encoder returned ${embeddings.rows} embeddings for ${frames.length} frames of ${path}`);
   return { path, info, indices, embedding: poolFrameEmbeddings(embeddings) };
 }
 
@@ -102,13 +125,18 @@ export interface EncodeVideosOptions extends VideoFramesOptions, FrameEncoderOpt
 }
 
 /** Video embeddings [videos, D], rows unit norm, in input order. */
-export async function encodeVideos(pipeline: ClipPipeline, paths: readonly string[], options: EncodeVideosOptions = {}): Promise<Matrix> {
+export async function encodeVideos(
+  pipeline: ClipPipeline,
+  paths: readonly string[],
+  options: EncodeVideosOptions = {},
+): Promise<Matrix> {
   const encodeFrames = options.encodeFrames ?? clipFrameEncoder(pipeline, options);
   const D = pipeline.model.config.clipEmbedDim;
   const out = new Float32Array(paths.length * D);
   for (let i = 0; i < paths.length; i++) {
     const { embedding } = await embedVideo(paths[i], encodeFrames, options);
-    if (embedding.length !== D) throw new UsageError(`frame encoder returned ${embedding.length}-dim embeddings, the model's are ${D}`);
+    if (embedding.length !== D)
+      throw new UsageError(`frame encoder returned ${embedding.length}-dim embeddings, the model's are ${D}`);
     out.set(embedding, i * D);
     options.onProgress?.(i + 1, paths.length, paths[i]);
   }
@@ -119,13 +147,17 @@ export async function encodeVideos(pipeline: ClipPipeline, paths: readonly strin
  * Zero-shot video classification: the template-ensembled text classifier of `buildZeroShotClassifier` against
  * the pooled video embeddings (logits = 100 · video @ classifierᵀ).
  */
-export async function classifyVideos(pipeline: ClipPipeline, paths: readonly string[], labels: readonly string[], options: EncodeVideosOptions & {
-  templates?: readonly string[];
-} = {}): Promise<Classification> {
+export async function classifyVideos(
+  pipeline: ClipPipeline,
+  paths: readonly string[],
+  labels: readonly string[],
+  options: EncodeVideosOptions & {
+    templates?: readonly string[];
+  } = {},
+): Promise<Classification> {
   const classifier = await buildZeroShotClassifier(pipeline, labels, options.templates ?? ['{c}']);
   return classifyEmbeddings(await encodeVideos(pipeline, paths, options), classifier);
 }
-
 
 export interface VideoTextRetrieval {
   /** [texts, videos]: row t ranks the videos for caption t. */
@@ -139,7 +171,11 @@ export interface VideoTextRetrieval {
  * as in test_msrvtt.py) text→video ranks S ∘ softmax(S, dim=0) and video→text ranks Sᵀ ∘ softmax(Sᵀ, dim=0),
  * i.e. each score is weighted by a softmax over the other queries.
  */
-export function videoTextRetrieval(textEmbeddings: Matrix, videoEmbeddings: Matrix, options: { dualSoftmax?: boolean } = {}): VideoTextRetrieval {
+export function videoTextRetrieval(
+  textEmbeddings: Matrix,
+  videoEmbeddings: Matrix,
+  options: { dualSoftmax?: boolean } = {},
+): VideoTextRetrieval {
   const scores = retrievalScores(textEmbeddings, videoEmbeddings);
   const st = transpose(scores);
   if (options.dualSoftmax ?? true) return { textToVideo: dualSoftmax(scores), videoToText: dualSoftmax(st) };

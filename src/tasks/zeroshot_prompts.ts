@@ -49,7 +49,9 @@ export function loadDatasetStrings(path: string, dataset: string, kind: ListKind
   if (list === undefined && kind === 'templates') list = table.imagenet1k;
   if (list === undefined) {
     const keys = Object.keys(table);
-    throw new DatasetError(`${what} ${path} has no entry "${name}" (it has: ${keys.slice(0, 12).join(', ')}${keys.length > 12 ? ', …' : ''})`);
+    throw new DatasetError(
+      `${what} ${path} has no entry "${name}" (it has: ${keys.slice(0, 12).join(', ')}${keys.length > 12 ? ', …' : ''})`,
+    );
   }
   if (!Array.isArray(list) || !list.every((s) => typeof s === 'string')) {
     throw new DatasetError(`${what} ${path}: entry "${name}" is not a list of strings`);
@@ -67,7 +69,8 @@ export function readStringList(file: string, kind: ListKind, dataset = 'imagenet
   if (/\.json$/i.test(file)) {
     const json = readJson(file, what);
     if (Array.isArray(json)) {
-      if (!json.every((s) => typeof s === 'string')) throw new DatasetError(`${what} ${file} must be a list of strings`);
+      if (!json.every((s) => typeof s === 'string'))
+        throw new DatasetError(`${what} ${file} must be a list of strings`);
       list = json as string[];
     } else {
       list = loadDatasetStrings(file, dataset, kind);
@@ -77,9 +80,14 @@ export function readStringList(file: string, kind: ListKind, dataset = 'imagenet
     try {
       text = fs.readFileSync(file, 'utf8');
     } catch (e) {
-      throw new DatasetError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new DatasetError(
+        `cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
     }
-    list = text.split(/\r\n|\r|\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+    list = text
+      .split(/\r\n|\r|\n/)
+      .map((l) => l.trim())
+      .filter((l) => l.length > 0);
   }
   if (list.length === 0) throw new DatasetError(`${what} ${file} holds no entries`);
   return list;
@@ -91,7 +99,9 @@ function resolve(spec: string, kind: ListKind, dataset: string): string[] {
     return loadDatasetStrings(assetPath(file), dataset, kind);
   }
   if (!fs.existsSync(spec)) {
-    throw new UsageError(`${kind === 'templates' ? 'templates' : 'class names'} '${spec}' is neither a built-in language (${ZEROSHOT_LANGUAGES.join(', ')}) nor a file`);
+    throw new UsageError(
+      `${kind === 'templates' ? 'templates' : 'class names'} '${spec}' is neither a built-in language (${ZEROSHOT_LANGUAGES.join(', ')}) nor a file`,
+    );
   }
   return readStringList(spec, kind, dataset);
 }

@@ -15,8 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
-import type { GraphBuilder } from '../../core/graph.js';
-import { quantizationFor, WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
 import { writeSafetensors, type DType } from '../../core/safetensors.js';
 
 export interface ChatShape {
@@ -26,8 +25,16 @@ export interface ChatShape {
   vision: { layers: number; hidden: number; heads: number; intermediate: number; imageSize: number; patchSize: number };
   llm: {
     family: 'qwen2' | 'internlm2';
-    layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; intermediate: number; vocab: number;
-    ropeTheta: number; rmsNormEps: number; tieWordEmbeddings: boolean;
+    layers: number;
+    hidden: number;
+    heads: number;
+    kvHeads: number;
+    headDim: number;
+    intermediate: number;
+    vocab: number;
+    ropeTheta: number;
+    rmsNormEps: number;
+    tieWordEmbeddings: boolean;
   };
   template: string;
 }
@@ -36,20 +43,40 @@ const INTERNVIT_300M_448 = { layers: 24, hidden: 1024, heads: 16, intermediate: 
 
 export const CHAT_SHAPES: Record<string, ChatShape> = {
   'internvl2-1b': {
-    name: 'internvl2-1b', models: 'InternVL2-1B (InternViT-300M-448px + Qwen2-0.5B-Instruct)',
+    name: 'internvl2-1b',
+    models: 'InternVL2-1B (InternViT-300M-448px + Qwen2-0.5B-Instruct)',
     vision: INTERNVIT_300M_448,
     llm: {
-      family: 'qwen2', layers: 24, hidden: 896, heads: 14, kvHeads: 2, headDim: 64, intermediate: 4864, vocab: 151655,
-      ropeTheta: 1e6, rmsNormEps: 1e-6, tieWordEmbeddings: false,
+      family: 'qwen2',
+      layers: 24,
+      hidden: 896,
+      heads: 14,
+      kvHeads: 2,
+      headDim: 64,
+      intermediate: 4864,
+      vocab: 151655,
+      ropeTheta: 1e6,
+      rmsNormEps: 1e-6,
+      tieWordEmbeddings: false,
     },
     template: 'Hermes-2',
   },
   'internvl2-2b': {
-    name: 'internvl2-2b', models: 'InternVL2-2B (InternViT-300M-448px + internlm2-chat-1_8b)',
+    name: 'internvl2-2b',
+    models: 'InternVL2-2B (InternViT-300M-448px + internlm2-chat-1_8b)',
     vision: INTERNVIT_300M_448,
     llm: {
-      family: 'internlm2', layers: 24, hidden: 2048, heads: 16, kvHeads: 8, headDim: 128, intermediate: 8192, vocab: 92553,
-      ropeTheta: 1e6, rmsNormEps: 1e-5, tieWordEmbeddings: false,
+      family: 'internlm2',
+      layers: 24,
+      hidden: 2048,
+      heads: 16,
+      kvHeads: 8,
+      headDim: 128,
+      intermediate: 8192,
+      vocab: 92553,
+      ropeTheta: 1e6,
+      rmsNormEps: 1e-5,
+      tieWordEmbeddings: false,
     },
     template: 'internlm2-chat',
   },
@@ -129,12 +156,14 @@ export interface ChatBenchResult {
 
 /** A 32-bit xorshift: fast, and plenty for weights that only need to be non-degenerate. */
 function randomFiller(seed: number): (out: Float32Array, std: number, offset?: number) => void {
-  let s = (seed >>> 0) || 0x9e3779b9;
+  let s = seed >>> 0 || 0x9e3779b9;
   return (out, std, offset = 0) => {
     // Uniform with the given standard deviation: half-width std·√3.
     const width = 2 * std * Math.sqrt(3);
     for (let i = 0; i < out.length; i++) {
-      s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
       out[i] = offset + width * ((s >>> 0) / 4294967296 - 0.5);
     }
   };
@@ -153,32 +182,97 @@ export function chatConfigJson(shape: ChatShape, dtype: StorageDtype): Record<st
   const v = shape.vision;
   const l = shape.llm;
   const torchDtype = dtype === 'bfloat16' ? 'bfloat16' : 'float32';
-  const llmConfig: Record<string, unknown> = l.family === 'qwen2' ? {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', attention_dropout: 0.0, bos_token_id: 151643, eos_token_id: 151645,
-    hidden_act: 'silu', hidden_size: l.hidden, initializer_range: 0.02, intermediate_size: l.intermediate,
-    max_position_embeddings: 32768, max_window_layers: 21, num_attention_heads: l.heads, num_hidden_layers: l.layers,
-    num_key_value_heads: l.kvHeads, rms_norm_eps: l.rmsNormEps, rope_theta: l.ropeTheta, rope_scaling: null,
-    sliding_window: 32768, tie_word_embeddings: l.tieWordEmbeddings, torch_dtype: torchDtype, use_cache: true,
-    use_sliding_window: false, vocab_size: l.vocab,
-  } : {
-    architectures: ['InternLM2ForCausalLM'], model_type: 'internlm2', bias: false, bos_token_id: 1, eos_token_id: 2, pad_token_id: 2,
-    hidden_act: 'silu', hidden_size: l.hidden, initializer_range: 0.02, intermediate_size: l.intermediate,
-    max_position_embeddings: 32768, num_attention_heads: l.heads, num_hidden_layers: l.layers, num_key_value_heads: l.kvHeads,
-    rms_norm_eps: l.rmsNormEps, rope_scaling: { factor: 2.0, type: 'dynamic' }, rope_theta: l.ropeTheta,
-    tie_word_embeddings: l.tieWordEmbeddings, torch_dtype: torchDtype, use_cache: true, vocab_size: l.vocab,
-  };
+  const llmConfig: Record<string, unknown> =
+    l.family === 'qwen2'
+      ? {
+          architectures: ['Qwen2ForCausalLM'],
+          model_type: 'qwen2',
+          attention_dropout: 0.0,
+          bos_token_id: 151643,
+          eos_token_id: 151645,
+          hidden_act: 'silu',
+          hidden_size: l.hidden,
+          initializer_range: 0.02,
+          intermediate_size: l.intermediate,
+          max_position_embeddings: 32768,
+          max_window_layers: 21,
+          num_attention_heads: l.heads,
+          num_hidden_layers: l.layers,
+          num_key_value_heads: l.kvHeads,
+          rms_norm_eps: l.rmsNormEps,
+          rope_theta: l.ropeTheta,
+          rope_scaling: null,
+          sliding_window: 32768,
+          tie_word_embeddings: l.tieWordEmbeddings,
+          torch_dtype: torchDtype,
+          use_cache: true,
+          use_sliding_window: false,
+          vocab_size: l.vocab,
+        }
+      : {
+          architectures: ['InternLM2ForCausalLM'],
+          model_type: 'internlm2',
+          bias: false,
+          bos_token_id: 1,
+          eos_token_id: 2,
+          pad_token_id: 2,
+          hidden_act: 'silu',
+          hidden_size: l.hidden,
+          initializer_range: 0.02,
+          intermediate_size: l.intermediate,
+          max_position_embeddings: 32768,
+          num_attention_heads: l.heads,
+          num_hidden_layers: l.layers,
+          num_key_value_heads: l.kvHeads,
+          rms_norm_eps: l.rmsNormEps,
+          rope_scaling: { factor: 2.0, type: 'dynamic' },
+          rope_theta: l.ropeTheta,
+          tie_word_embeddings: l.tieWordEmbeddings,
+          torch_dtype: torchDtype,
+          use_cache: true,
+          vocab_size: l.vocab,
+        };
   return {
-    architectures: ['InternVLChatModel'], model_type: 'internvl_chat', downsample_ratio: 0.5, dynamic_image_size: true,
-    force_image_size: v.imageSize, hidden_size: l.hidden, max_dynamic_patch: 12, min_dynamic_patch: 1, pad2square: false,
-    ps_version: 'v2', select_layer: -1, template: shape.template, tie_word_embeddings: false, torch_dtype: torchDtype,
-    use_backbone_lora: 0, use_llm_lora: 0, use_thumbnail: true,
+    architectures: ['InternVLChatModel'],
+    model_type: 'internvl_chat',
+    downsample_ratio: 0.5,
+    dynamic_image_size: true,
+    force_image_size: v.imageSize,
+    hidden_size: l.hidden,
+    max_dynamic_patch: 12,
+    min_dynamic_patch: 1,
+    pad2square: false,
+    ps_version: 'v2',
+    select_layer: -1,
+    template: shape.template,
+    tie_word_embeddings: false,
+    torch_dtype: torchDtype,
+    use_backbone_lora: 0,
+    use_llm_lora: 0,
+    use_thumbnail: true,
     llm_config: llmConfig,
     vision_config: {
-      architectures: ['InternVisionModel'], model_type: 'intern_vit_6b', attention_dropout: 0.0, drop_path_rate: 0.0, dropout: 0.0,
-      hidden_act: 'gelu', hidden_size: v.hidden, image_size: v.imageSize, initializer_factor: 1.0, initializer_range: 0.02,
-      intermediate_size: v.intermediate, layer_norm_eps: 1e-6, norm_type: 'layer_norm', num_attention_heads: v.heads,
-      num_channels: 3, num_hidden_layers: v.layers, patch_size: v.patchSize, qk_normalization: false, qkv_bias: true,
-      torch_dtype: torchDtype, use_flash_attn: false,
+      architectures: ['InternVisionModel'],
+      model_type: 'intern_vit_6b',
+      attention_dropout: 0.0,
+      drop_path_rate: 0.0,
+      dropout: 0.0,
+      hidden_act: 'gelu',
+      hidden_size: v.hidden,
+      image_size: v.imageSize,
+      initializer_factor: 1.0,
+      initializer_range: 0.02,
+      intermediate_size: v.intermediate,
+      layer_norm_eps: 1e-6,
+      norm_type: 'layer_norm',
+      num_attention_heads: v.heads,
+      num_channels: 3,
+      num_hidden_layers: v.layers,
+      patch_size: v.patchSize,
+      qk_normalization: false,
+      qkv_bias: true,
+      torch_dtype: torchDtype,
+      use_flash_attn: false,
     },
   };
 }
@@ -186,7 +280,11 @@ export function chatConfigJson(shape: ChatShape, dtype: StorageDtype): Record<st
 type Spec = [name: string, dims: number[], std: number, offset?: number];
 
 /** Writes config.json and a random checkpoint of `shape` (sharded per layer, with an index) to `dir`. */
-export function writeRandomChatCheckpoint(dir: string, shape: ChatShape, options: { dtype: StorageDtype; seed?: number }): number {
+export function writeRandomChatCheckpoint(
+  dir: string,
+  shape: ChatShape,
+  options: { dtype: StorageDtype; seed?: number },
+): number {
   const fill = randomFiller(options.seed ?? 1);
   const stDtype: DType = options.dtype === 'bfloat16' ? 'BF16' : 'F32';
   const weightMap: Record<string, string> = {};
@@ -217,61 +315,84 @@ export function writeRandomChatCheckpoint(dir: string, shape: ChatShape, options
   for (let i = 0; i < v.layers; i++) {
     const p = `vision_model.encoder.layers.${i}`;
     writeShard(`model-vision-${String(i).padStart(3, '0')}.safetensors`, [
-      [`${p}.norm1.weight`, [v.hidden], 0.1, 1], [`${p}.norm1.bias`, [v.hidden], W],
-      [`${p}.attn.qkv.weight`, [3 * v.hidden, v.hidden], W], [`${p}.attn.qkv.bias`, [3 * v.hidden], W],
-      [`${p}.attn.proj.weight`, [v.hidden, v.hidden], W], [`${p}.attn.proj.bias`, [v.hidden], W],
+      [`${p}.norm1.weight`, [v.hidden], 0.1, 1],
+      [`${p}.norm1.bias`, [v.hidden], W],
+      [`${p}.attn.qkv.weight`, [3 * v.hidden, v.hidden], W],
+      [`${p}.attn.qkv.bias`, [3 * v.hidden], W],
+      [`${p}.attn.proj.weight`, [v.hidden, v.hidden], W],
+      [`${p}.attn.proj.bias`, [v.hidden], W],
       [`${p}.ls1`, [v.hidden], 0.1, 0.5],
-      [`${p}.norm2.weight`, [v.hidden], 0.1, 1], [`${p}.norm2.bias`, [v.hidden], W],
-      [`${p}.mlp.fc1.weight`, [v.intermediate, v.hidden], W], [`${p}.mlp.fc1.bias`, [v.intermediate], W],
-      [`${p}.mlp.fc2.weight`, [v.hidden, v.intermediate], W], [`${p}.mlp.fc2.bias`, [v.hidden], W],
+      [`${p}.norm2.weight`, [v.hidden], 0.1, 1],
+      [`${p}.norm2.bias`, [v.hidden], W],
+      [`${p}.mlp.fc1.weight`, [v.intermediate, v.hidden], W],
+      [`${p}.mlp.fc1.bias`, [v.intermediate], W],
+      [`${p}.mlp.fc2.weight`, [v.hidden, v.intermediate], W],
+      [`${p}.mlp.fc2.bias`, [v.hidden], W],
       [`${p}.ls2`, [v.hidden], 0.1, 0.5],
     ]);
   }
   writeShard('model-projector.safetensors', [
-    ['mlp1.0.weight', [4 * v.hidden], 0.1, 1], ['mlp1.0.bias', [4 * v.hidden], W],
-    ['mlp1.1.weight', [l.hidden, 4 * v.hidden], W], ['mlp1.1.bias', [l.hidden], W],
-    ['mlp1.3.weight', [l.hidden, l.hidden], W], ['mlp1.3.bias', [l.hidden], W],
+    ['mlp1.0.weight', [4 * v.hidden], 0.1, 1],
+    ['mlp1.0.bias', [4 * v.hidden], W],
+    ['mlp1.1.weight', [l.hidden, 4 * v.hidden], W],
+    ['mlp1.1.bias', [l.hidden], W],
+    ['mlp1.3.weight', [l.hidden, l.hidden], W],
+    ['mlp1.3.bias', [l.hidden], W],
   ]);
   const qwen = l.family === 'qwen2';
   const root = 'language_model.model';
-  writeShard('model-llm-embeddings.safetensors', [[`${root}.${qwen ? 'embed_tokens' : 'tok_embeddings'}.weight`, [l.vocab, l.hidden], W]]);
+  writeShard('model-llm-embeddings.safetensors', [
+    [`${root}.${qwen ? 'embed_tokens' : 'tok_embeddings'}.weight`, [l.vocab, l.hidden], W],
+  ]);
   for (let i = 0; i < l.layers; i++) {
     const p = `${root}.layers.${i}`;
     const q = l.heads * l.headDim;
     const kv = l.kvHeads * l.headDim;
-    const specs: Spec[] = qwen ? [
-      [`${p}.input_layernorm.weight`, [l.hidden], 0.1, 1],
-      [`${p}.self_attn.q_proj.weight`, [q, l.hidden], W], [`${p}.self_attn.q_proj.bias`, [q], W],
-      [`${p}.self_attn.k_proj.weight`, [kv, l.hidden], W], [`${p}.self_attn.k_proj.bias`, [kv], W],
-      [`${p}.self_attn.v_proj.weight`, [kv, l.hidden], W], [`${p}.self_attn.v_proj.bias`, [kv], W],
-      [`${p}.self_attn.o_proj.weight`, [l.hidden, q], W],
-      [`${p}.post_attention_layernorm.weight`, [l.hidden], 0.1, 1],
-      [`${p}.mlp.gate_proj.weight`, [l.intermediate, l.hidden], W],
-      [`${p}.mlp.up_proj.weight`, [l.intermediate, l.hidden], W],
-      [`${p}.mlp.down_proj.weight`, [l.hidden, l.intermediate], W],
-    ] : [
-      [`${p}.attention_norm.weight`, [l.hidden], 0.1, 1],
-      [`${p}.attention.wqkv.weight`, [q + 2 * kv, l.hidden], W],
-      [`${p}.attention.wo.weight`, [l.hidden, q], W],
-      [`${p}.ffn_norm.weight`, [l.hidden], 0.1, 1],
-      [`${p}.feed_forward.w1.weight`, [l.intermediate, l.hidden], W],
-      [`${p}.feed_forward.w3.weight`, [l.intermediate, l.hidden], W],
-      [`${p}.feed_forward.w2.weight`, [l.hidden, l.intermediate], W],
-    ];
+    const specs: Spec[] = qwen
+      ? [
+          [`${p}.input_layernorm.weight`, [l.hidden], 0.1, 1],
+          [`${p}.self_attn.q_proj.weight`, [q, l.hidden], W],
+          [`${p}.self_attn.q_proj.bias`, [q], W],
+          [`${p}.self_attn.k_proj.weight`, [kv, l.hidden], W],
+          [`${p}.self_attn.k_proj.bias`, [kv], W],
+          [`${p}.self_attn.v_proj.weight`, [kv, l.hidden], W],
+          [`${p}.self_attn.v_proj.bias`, [kv], W],
+          [`${p}.self_attn.o_proj.weight`, [l.hidden, q], W],
+          [`${p}.post_attention_layernorm.weight`, [l.hidden], 0.1, 1],
+          [`${p}.mlp.gate_proj.weight`, [l.intermediate, l.hidden], W],
+          [`${p}.mlp.up_proj.weight`, [l.intermediate, l.hidden], W],
+          [`${p}.mlp.down_proj.weight`, [l.hidden, l.intermediate], W],
+        ]
+      : [
+          [`${p}.attention_norm.weight`, [l.hidden], 0.1, 1],
+          [`${p}.attention.wqkv.weight`, [q + 2 * kv, l.hidden], W],
+          [`${p}.attention.wo.weight`, [l.hidden, q], W],
+          [`${p}.ffn_norm.weight`, [l.hidden], 0.1, 1],
+          [`${p}.feed_forward.w1.weight`, [l.intermediate, l.hidden], W],
+          [`${p}.feed_forward.w3.weight`, [l.intermediate, l.hidden], W],
+          [`${p}.feed_forward.w2.weight`, [l.hidden, l.intermediate], W],
+        ];
     writeShard(`model-llm-${String(i).padStart(3, '0')}.safetensors`, specs);
   }
   writeShard('model-llm-head.safetensors', [
     [`${root}.norm.weight`, [l.hidden], 0.1, 1],
     [`language_model.${qwen ? 'lm_head' : 'output'}.weight`, [l.vocab, l.hidden], W],
   ]);
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'),
-    `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`);
+  fs.writeFileSync(
+    path.join(dir, 'model.safetensors.index.json'),
+    `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`,
+  );
   fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(chatConfigJson(shape, options.dtype), null, 2)}\n`);
   return bytes;
 }
 
 /** Writes the checkpoint unless `dir` already holds one of the same shape and dtype (config.json is written last). */
-export function ensureRandomChatCheckpoint(dir: string, shape: ChatShape, dtype: StorageDtype, log: (m: string) => void): void {
+export function ensureRandomChatCheckpoint(
+  dir: string,
+  shape: ChatShape,
+  dtype: StorageDtype,
+  log: (m: string) => void,
+): void {
   const configPath = path.join(dir, 'config.json');
   const wanted = JSON.stringify(chatConfigJson(shape, dtype));
   if (fs.existsSync(configPath) && JSON.stringify(JSON.parse(fs.readFileSync(configPath, 'utf8'))) === wanted) return;
@@ -347,7 +468,7 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
 
   const { InternVLChatModel } = await import('../../models/internvl_chat.js');
   log(`loading ${shape.name}: LLM ${llm}, vision ${vision}, ${threads} threads`);
-  let start = performance.now();
+  const start = performance.now();
   const model = await InternVLChatModel.load(modelDir, {
     session: { threads, cacheDir },
     configureLlmGraph: configureWith(llm),
@@ -364,7 +485,7 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
     randomFiller(7)(pixels, 1);
     const vocab = shape.llm.vocab;
     const imageTokenId = vocab - 1;
-    const H = shape.llm.hidden;
+    const _H = shape.llm.hidden;
     // Question text around the image block, ids away from the special tokens at the end of the vocabulary.
     const text = Array.from({ length: questionTokens }, (_, i) => 1000 + ((i * 7919) % (vocab - 2000)));
     const half = questionTokens >> 1;
@@ -386,8 +507,13 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
       const t1 = performance.now();
       const embeds = model.embedWithImages(ids, imageTokenId, features);
       const { logits, cache } = await model.language.step({
-        embeds, batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i),
-        attentionMask: new Uint8Array(S).fill(1), logitIndices: [S - 1], cache: model.language.emptyCache(1),
+        embeds,
+        batch: 1,
+        seq: S,
+        positions: Int32Array.from({ length: S }, (_, i) => i),
+        attentionMask: new Uint8Array(S).fill(1),
+        logitIndices: [S - 1],
+        cache: model.language.emptyCache(1),
       });
       const token = argmax(logits, 0, vocab);
       const t2 = performance.now();
@@ -399,7 +525,9 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
     for (let r = 0; r < runs; r++) {
       const run = await measure(firstToken);
       warm.push(run);
-      log(`  run ${r + 1}/${runs}: ${run.seconds.toFixed(3)} s (vision ${run.value.vision.toFixed(3)}, prefill ${run.value.prefill.toFixed(3)}; CPU share ${run.utilization.toFixed(2)})`);
+      log(
+        `  run ${r + 1}/${runs}: ${run.seconds.toFixed(3)} s (vision ${run.value.vision.toFixed(3)}, prefill ${run.value.prefill.toFixed(3)}; CPU share ${run.utilization.toFixed(2)})`,
+      );
     }
 
     // Decoding restarts from the prompt's cache each repeat, so every repeat times the same positions.
@@ -410,10 +538,17 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
       let { token, cache } = prompt;
       const started = performance.now();
       for (let i = 0; i < decodeTokens; i++) {
-        const step = await measure(() => model.language.step({
-          embeds: model.language.embedTokens([token]), batch: 1, seq: 1, positions: Int32Array.of(cache.length),
-          attentionMask: new Uint8Array(cache.length + 1).fill(1), logitIndices: [0], cache,
-        }));
+        const step = await measure(() =>
+          model.language.step({
+            embeds: model.language.embedTokens([token]),
+            batch: 1,
+            seq: 1,
+            positions: Int32Array.of(cache.length),
+            attentionMask: new Uint8Array(cache.length + 1).fill(1),
+            logitIndices: [0],
+            cache,
+          }),
+        );
         token = argmax(step.value.logits, 0, vocab);
         cache = step.value.cache;
         steps.push({ seconds: step.seconds, utilization: step.utilization });
@@ -440,19 +575,27 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
       prefillTokensPerSecond: round(S / median(warm.map((w) => w.value.prefill)), 1),
       coldTimeToFirstTokenSeconds: round(cold.seconds),
       timeToFirstTokenBestSeconds: round(Math.min(...warm.map((w) => w.seconds))),
-      cleanTimeToFirstToken: cleanRuns.length ? {
-        runs: cleanRuns.length, seconds: round(median(cleanRuns.map((w) => w.seconds))),
-        visionSeconds: round(median(cleanRuns.map((w) => w.value.vision))), prefillSeconds: round(median(cleanRuns.map((w) => w.value.prefill))),
-      } : null,
+      cleanTimeToFirstToken: cleanRuns.length
+        ? {
+            runs: cleanRuns.length,
+            seconds: round(median(cleanRuns.map((w) => w.seconds))),
+            visionSeconds: round(median(cleanRuns.map((w) => w.value.vision))),
+            prefillSeconds: round(median(cleanRuns.map((w) => w.value.prefill))),
+          }
+        : null,
       decodeTokens,
       decodeRepeats,
       decodeTokensPerSecond: round(decodeTokens / decodeSeconds, 2),
       decodeMsPerTokenMedian: round(median(stepMs), 2),
       decodeMsPerTokenP90: round(quantile(stepMs, 0.9), 2),
       decodeMsPerTokenMin: round(Math.min(...stepMs), 2),
-      cleanDecode: cleanSteps.length ? {
-        steps: cleanSteps.length, msPerToken: round(median(cleanSteps), 2), tokensPerSecond: round(1000 / median(cleanSteps), 2),
-      } : null,
+      cleanDecode: cleanSteps.length
+        ? {
+            steps: cleanSteps.length,
+            msPerToken: round(median(cleanSteps), 2),
+            tokensPerSecond: round(1000 / median(cleanSteps), 2),
+          }
+        : null,
       peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
       llmMatmulWeightsMB: Math.round(llmMatmulBytes(shape, llm) / 2 ** 20),
       cpu: cpuModel(),
@@ -495,7 +638,9 @@ function runChild(options: ChatBenchOptions): Promise<ChatBenchResult | { loadSe
   });
 }
 
-export async function runChatMatrix(options: ChatMatrixOptions): Promise<{ machine: Record<string, unknown>; results: ChatBenchResult[] }> {
+export async function runChatMatrix(
+  options: ChatMatrixOptions,
+): Promise<{ machine: Record<string, unknown>; results: ChatBenchResult[] }> {
   const log = options.log ?? (() => {});
   const shape = CHAT_SHAPES[options.shape ?? 'internvl2-1b'];
   if (!shape) throw new UsageError(`unknown shape '${options.shape}'; known: ${Object.keys(CHAT_SHAPES).join(', ')}`);
@@ -510,17 +655,23 @@ export async function runChatMatrix(options: ChatMatrixOptions): Promise<{ machi
       log(`${shape.name} LLM ${config.llm} / vision ${config.vision}: first load (fills the weight cache when cold)`);
       const first = await runChild({ ...base, loadOnly: true });
       log(`  first load ${first.loadSeconds.toFixed(1)} s; measuring in a fresh process`);
-      const result = await runChild(base) as ChatBenchResult;
+      const result = (await runChild(base)) as ChatBenchResult;
       result.firstLoadSeconds = first.loadSeconds;
       results.push(result);
-      log(`  TTFT ${result.timeToFirstTokenSeconds.toFixed(3)} s (clean: ${result.cleanTimeToFirstToken?.seconds.toFixed(3) ?? 'none'}), `
-        + `decode ${result.decodeTokensPerSecond.toFixed(1)} tokens/s (clean: ${result.cleanDecode?.tokensPerSecond.toFixed(1) ?? 'none'}), peak RSS ${result.peakRssMB} MB`);
+      log(
+        `  TTFT ${result.timeToFirstTokenSeconds.toFixed(3)} s (clean: ${result.cleanTimeToFirstToken?.seconds.toFixed(3) ?? 'none'}), ` +
+          `decode ${result.decodeTokensPerSecond.toFixed(1)} tokens/s (clean: ${result.cleanDecode?.tokensPerSecond.toFixed(1) ?? 'none'}), peak RSS ${result.peakRssMB} MB`,
+      );
     }
     const ort = await import('onnxruntime-node');
     return {
       machine: {
-        cpu: cpuModel(), cores: os.availableParallelism(), memoryGB: Math.round(os.totalmem() / 2 ** 30),
-        node: process.version, onnxruntime: ort.env.versions.node ?? ort.env.versions.common, date: new Date().toISOString(),
+        cpu: cpuModel(),
+        cores: os.availableParallelism(),
+        memoryGB: Math.round(os.totalmem() / 2 ** 30),
+        node: process.version,
+        onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+        date: new Date().toISOString(),
       },
       results,
     };
@@ -549,7 +700,9 @@ export const DEFAULT_CONFIGS = 'fp32/fp32,int4/fp32,int4/int8,int4+int8/int8';
 export async function main(argv: string[] = process.argv.slice(2)): Promise<number> {
   const [shape = 'internvl2-1b', configs = DEFAULT_CONFIGS] = argv;
   const report = await runChatMatrix({
-    shape, configs: parseConfigs(configs), log: (m) => process.stderr.write(`${m}\n`),
+    shape,
+    configs: parseConfigs(configs),
+    log: (m) => process.stderr.write(`${m}\n`),
     workDir: process.env.INTERNVL_BENCH_WORKDIR,
   });
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -564,5 +717,13 @@ if (isEntry && process.argv[2] === '--child') {
       .catch((error: Error) => process.send!({ error: error.stack ?? error.message }, () => process.exit(1)));
   });
 } else if (isEntry) {
-  main().then((code) => { process.exitCode = code; }, (error) => { process.stderr.write(`${(error as Error).stack}\n`); process.exitCode = 1; });
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error) => {
+      process.stderr.write(`${(error as Error).stack}\n`);
+      process.exitCode = 1;
+    },
+  );
 }

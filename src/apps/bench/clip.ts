@@ -16,7 +16,15 @@ import { useQuantizedLinears } from '../../core/quantize.js';
 import { writeSafetensors, type DType } from '../../core/safetensors.js';
 import { ort } from '../../core/runtime.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
-import { cpuModel, encodeStorage, randomFiller, round, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
+import {
+  cpuModel,
+  encodeStorage,
+  randomFiller,
+  round,
+  STORAGE,
+  VISION_SHAPES,
+  writeRandomVisionCheckpoint,
+} from './vision.js';
 
 const VISION = VISION_SHAPES['internvit-6b-224'];
 const QLLAMA = { hidden: 4096, heads: 32, intermediate: 11008, layers: 32, vocab: 49954, queries: 96, textLength: 80 };
@@ -74,7 +82,12 @@ export interface BenchClipResult {
 
 function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: number): void {
   fs.mkdirSync(dir, { recursive: true });
-  const { weightMap } = writeRandomVisionCheckpoint(dir, VISION, { layers: visionLayers, dtype: 'bfloat16', prefix: 'vision_model.', tensorsOnly: true });
+  const { weightMap } = writeRandomVisionCheckpoint(dir, VISION, {
+    layers: visionLayers,
+    dtype: 'bfloat16',
+    prefix: 'vision_model.',
+    tensorsOnly: true,
+  });
   const fill = randomFiller(11);
   const H = QLLAMA.hidden;
   const Cv = VISION.hiddenSize;
@@ -90,65 +103,130 @@ function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: nu
     writeSafetensors(path.join(dir, file), tensors);
   };
   const pooling = (prefix: string, D: number): Array<[string, number[], number, number?]> => [
-    ...['norm1_q', 'norm1_k', 'norm1_v'].flatMap((n): Array<[string, number[], number, number?]> => [[`${prefix}.${n}.weight`, [D], 0.2, 1], [`${prefix}.${n}.bias`, [D], 0.2]]),
-    ...['q', 'k', 'v'].flatMap((n): Array<[string, number[], number, number?]> => [[`${prefix}.cross_attn.${n}.weight`, [D, D], w(D)], [`${prefix}.cross_attn.${n}_bias`, [D], 0.2]]),
-    [`${prefix}.cross_attn.proj.weight`, [CLIP_DIM, D], w(D)], [`${prefix}.cross_attn.proj.bias`, [CLIP_DIM], 0.2],
+    ...['norm1_q', 'norm1_k', 'norm1_v'].flatMap(
+      (n): Array<[string, number[], number, number?]> => [
+        [`${prefix}.${n}.weight`, [D], 0.2, 1],
+        [`${prefix}.${n}.bias`, [D], 0.2],
+      ],
+    ),
+    ...['q', 'k', 'v'].flatMap(
+      (n): Array<[string, number[], number, number?]> => [
+        [`${prefix}.cross_attn.${n}.weight`, [D, D], w(D)],
+        [`${prefix}.cross_attn.${n}_bias`, [D], 0.2],
+      ],
+    ),
+    [`${prefix}.cross_attn.proj.weight`, [CLIP_DIM, D], w(D)],
+    [`${prefix}.cross_attn.proj.bias`, [CLIP_DIM], 0.2],
   ];
   shard('heads.safetensors', [
-    ...pooling('clip_projector', Cv), ...pooling('clip_projector2', H),
-    ['query_tokens', [1, QLLAMA.queries, H], 1], ['text_projection', [H, CLIP_DIM], w(H)], ['logit_scale', [], 0, Math.log(1 / 0.07)],
-    ['qllama.model.embed_tokens.weight', [QLLAMA.vocab, H], 1], ['qllama.model.norm.weight', [H], 0.2, 1],
+    ...pooling('clip_projector', Cv),
+    ...pooling('clip_projector2', H),
+    ['query_tokens', [1, QLLAMA.queries, H], 1],
+    ['text_projection', [H, CLIP_DIM], w(H)],
+    ['logit_scale', [], 0, Math.log(1 / 0.07)],
+    ['qllama.model.embed_tokens.weight', [QLLAMA.vocab, H], 1],
+    ['qllama.model.norm.weight', [H], 0.2, 1],
   ]);
   for (let i = 0; i < qllamaLayers; i++) {
     const p = `qllama.model.layers.${i}`;
     const specs: Array<[string, number[], number, number?]> = [
-      [`${p}.input_layernorm.weight`, [H], 0.2, 1], [`${p}.post_attention_layernorm.weight`, [H], 0.2, 1],
+      [`${p}.input_layernorm.weight`, [H], 0.2, 1],
+      [`${p}.post_attention_layernorm.weight`, [H], 0.2, 1],
       ...['q', 'k', 'v', 'o'].map((n): [string, number[], number] => [`${p}.self_attn.${n}_proj.weight`, [H, H], w(H)]),
-      [`${p}.mlp.gate_proj.weight`, [QLLAMA.intermediate, H], w(H)], [`${p}.mlp.up_proj.weight`, [QLLAMA.intermediate, H], w(H)],
+      [`${p}.mlp.gate_proj.weight`, [QLLAMA.intermediate, H], w(H)],
+      [`${p}.mlp.up_proj.weight`, [QLLAMA.intermediate, H], w(H)],
       [`${p}.mlp.down_proj.weight`, [H, QLLAMA.intermediate], w(QLLAMA.intermediate)],
     ];
     if (i % 2 === 0) {
       specs.push(
-        [`${p}.cross_attn.norm1.weight`, [H], 0.2, 1], [`${p}.cross_attn.norm2.weight`, [Cv], 0.2, 1],
-        [`${p}.cross_attn.q_proj.weight`, [H, H], w(H)], [`${p}.cross_attn.o_proj.weight`, [H, H], w(H)],
-        [`${p}.cross_attn.k_proj.weight`, [H, Cv], w(Cv)], [`${p}.cross_attn.v_proj.weight`, [H, Cv], w(Cv)],
+        [`${p}.cross_attn.norm1.weight`, [H], 0.2, 1],
+        [`${p}.cross_attn.norm2.weight`, [Cv], 0.2, 1],
+        [`${p}.cross_attn.q_proj.weight`, [H, H], w(H)],
+        [`${p}.cross_attn.o_proj.weight`, [H, H], w(H)],
+        [`${p}.cross_attn.k_proj.weight`, [H, Cv], w(Cv)],
+        [`${p}.cross_attn.v_proj.weight`, [H, Cv], w(Cv)],
       );
     }
     shard(`qllama-layer-${String(i).padStart(2, '0')}.safetensors`, specs);
   }
   fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    architectures: ['InternVLModel'], model_type: 'internvl', clip_embed_dim: CLIP_DIM, attn_pool_num_heads: 16,
-    num_query_token: QLLAMA.queries, force_image_size: null,
-    vision_config: {
-      architectures: ['InternVisionModel'], hidden_act: 'gelu', hidden_size: Cv, num_attention_heads: VISION.heads,
-      num_hidden_layers: visionLayers, intermediate_size: VISION.intermediateSize, image_size: VISION.imageSize,
-      patch_size: VISION.patchSize, norm_type: 'rms_norm', layer_norm_eps: 1e-6, qk_normalization: true, qkv_bias: false,
-    },
-    qllama_config: {
-      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu', hidden_size: H, num_attention_heads: QLLAMA.heads,
-      num_hidden_layers: qllamaLayers, intermediate_size: QLLAMA.intermediate, vocab_size: QLLAMA.vocab, rms_norm_eps: 1e-6,
-      max_position_embeddings: 2048, cross_attention_frequency: 2, num_query_token: QLLAMA.queries, bos_token_id: 1, eos_token_id: 2, pad_token_id: 0,
-    },
-  }));
+  fs.writeFileSync(
+    path.join(dir, 'config.json'),
+    JSON.stringify({
+      architectures: ['InternVLModel'],
+      model_type: 'internvl',
+      clip_embed_dim: CLIP_DIM,
+      attn_pool_num_heads: 16,
+      num_query_token: QLLAMA.queries,
+      force_image_size: null,
+      vision_config: {
+        architectures: ['InternVisionModel'],
+        hidden_act: 'gelu',
+        hidden_size: Cv,
+        num_attention_heads: VISION.heads,
+        num_hidden_layers: visionLayers,
+        intermediate_size: VISION.intermediateSize,
+        image_size: VISION.imageSize,
+        patch_size: VISION.patchSize,
+        norm_type: 'rms_norm',
+        layer_norm_eps: 1e-6,
+        qk_normalization: true,
+        qkv_bias: false,
+      },
+      qllama_config: {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        hidden_act: 'silu',
+        hidden_size: H,
+        num_attention_heads: QLLAMA.heads,
+        num_hidden_layers: qllamaLayers,
+        intermediate_size: QLLAMA.intermediate,
+        vocab_size: QLLAMA.vocab,
+        rms_norm_eps: 1e-6,
+        max_position_embeddings: 2048,
+        cross_attention_frequency: 2,
+        num_query_token: QLLAMA.queries,
+        bos_token_id: 1,
+        eos_token_id: 2,
+        pad_token_id: 0,
+      },
+    }),
+  );
 }
 
 /** Relative difference of two embedding sets. */
 function relativeError(actual: Float32Array, reference: Float32Array): number {
   let maxErr = 0;
   let maxRef = 0;
-  reference.forEach((r, i) => { maxErr = Math.max(maxErr, Math.abs(actual[i] - r)); maxRef = Math.max(maxRef, Math.abs(r)); });
+  reference.forEach((r, i) => {
+    maxErr = Math.max(maxErr, Math.abs(actual[i] - r));
+    maxRef = Math.max(maxRef, Math.abs(r));
+  });
   return maxErr / (maxRef || 1);
 }
 
-interface StageSeconds { vision: number; visionAndQueries: number; text: number }
+interface StageSeconds {
+  vision: number;
+  visionAndQueries: number;
+  text: number;
+}
 
-async function timeStages(dir: string, weights: ClipWeights, options: Required<Pick<BenchClipOptions, 'batch' | 'threads' | 'runs'>> & { cacheDir: string },
-  pixels: Float32Array, ids: number[][], log: (m: string) => void): Promise<{ seconds: StageSeconds; outputs: { c: Float32Array; g: Float32Array; text: Float32Array } }> {
-  const configure = weights === 'float32' ? undefined : (g: Parameters<typeof useQuantizedLinears>[0]) => useQuantizedLinears(g, QUANTIZATION[weights]);
+async function timeStages(
+  dir: string,
+  weights: ClipWeights,
+  options: Required<Pick<BenchClipOptions, 'batch' | 'threads' | 'runs'>> & { cacheDir: string },
+  pixels: Float32Array,
+  ids: number[][],
+  log: (m: string) => void,
+): Promise<{ seconds: StageSeconds; outputs: { c: Float32Array; g: Float32Array; text: Float32Array } }> {
+  const configure =
+    weights === 'float32'
+      ? undefined
+      : (g: Parameters<typeof useQuantizedLinears>[0]) => useQuantizedLinears(g, QUANTIZATION[weights]);
   const model = await InternVLClipModel.load(dir, {
     session: { threads: options.threads, cacheDir: options.cacheDir },
-    configureVisionGraph: configure, configureQllamaGraph: configure,
+    configureVisionGraph: configure,
+    configureQllamaGraph: configure,
   });
   try {
     const fastest = async (label: string, work: () => Promise<unknown>) => {
@@ -167,7 +245,11 @@ async function timeStages(dir: string, weights: ClipWeights, options: Required<P
     const { tokens } = await model.encodeVision(pixels, B);
     const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens, B));
     const text = await fastest('text', () => model.encodeText(ids));
-    const outputs = { c: await model.encodeImage(pixels, B, 'C'), g: await model.encodeImage(pixels, B, 'G'), text: (await model.encodeText(ids)).embeds };
+    const outputs = {
+      c: await model.encodeImage(pixels, B, 'C'),
+      g: await model.encodeImage(pixels, B, 'G'),
+      text: (await model.encodeText(ids)).embeds,
+    };
     return { seconds: { vision, visionAndQueries: vision + queries, text }, outputs };
   } finally {
     await model.release();
@@ -177,9 +259,12 @@ async function timeStages(dir: string, weights: ClipWeights, options: Required<P
 export async function benchClip(options: BenchClipOptions = {}): Promise<BenchClipResult[]> {
   const log = options.log ?? (() => {});
   const deep = { vision: options.visionLayers ?? 4, qllama: options.qllamaLayers ?? 4 };
-  if (deep.qllama % 2 !== 0 || deep.qllama < 2) throw new UsageError('--qllama-layers must be even and at least 2 (a cross-attention block and a plain one per pair)');
+  if (deep.qllama % 2 !== 0 || deep.qllama < 2)
+    throw new UsageError(
+      '--qllama-layers must be even and at least 2 (a cross-attention block and a plain one per pair)',
+    );
   if (deep.vision < 2) throw new UsageError('--vision-layers must be at least 2');
-  const shallow = { vision: deep.vision / 2 >> 0 || 1, qllama: Math.max(2, (deep.qllama / 2) & ~1) };
+  const shallow = { vision: (deep.vision / 2) >> 0 || 1, qllama: Math.max(2, (deep.qllama / 2) & ~1) };
   if (shallow.qllama === deep.qllama) throw new UsageError('--qllama-layers must be at least 4 to extrapolate');
   const batch = options.batch ?? 1;
   const threads = options.threads ?? os.availableParallelism();
@@ -188,10 +273,14 @@ export async function benchClip(options: BenchClipOptions = {}): Promise<BenchCl
   const S = VISION.imageSize;
   const pixels = new Float32Array(batch * 3 * S * S);
   randomFiller(5)(pixels, 4);
-  const ids = Array.from({ length: batch }, (_, b) => Array.from({ length: QLLAMA.textLength }, (_, t) => (t < 20 + b ? 3 + ((t * 7919 + b) % 40000) : 0)));
+  const ids = Array.from({ length: batch }, (_, b) =>
+    Array.from({ length: QLLAMA.textLength }, (_, t) => (t < 20 + b ? 3 + ((t * 7919 + b) % 40000) : 0)),
+  );
   try {
     const dirs = { deep: path.join(workDir, 'deep'), shallow: path.join(workDir, 'shallow') };
-    log(`writing random bf16 InternVL-14B-224px-shaped checkpoints (${deep.vision}/${shallow.vision} ViT blocks, ${deep.qllama}/${shallow.qllama} QLLaMA blocks)`);
+    log(
+      `writing random bf16 InternVL-14B-224px-shaped checkpoints (${deep.vision}/${shallow.vision} ViT blocks, ${deep.qllama}/${shallow.qllama} QLLaMA blocks)`,
+    );
     writeClipCheckpoint(dirs.deep, deep.vision, deep.qllama);
     writeClipCheckpoint(dirs.shallow, shallow.vision, shallow.qllama);
     const results: BenchClipResult[] = [];
@@ -202,21 +291,44 @@ export async function benchClip(options: BenchClipOptions = {}): Promise<BenchCl
       const a = await timeStages(dirs.deep, weights, common, pixels, ids, log);
       log(`${weights}: ${shallow.vision} ViT / ${shallow.qllama} QLLaMA blocks`);
       const b = await timeStages(dirs.shallow, weights, common, pixels, ids, log);
-      const extrapolate = (deepSeconds: number, shallowSeconds: number, deepLayers: number, shallowLayers: number, fullLayers: number) => {
+      const extrapolate = (
+        deepSeconds: number,
+        shallowSeconds: number,
+        deepLayers: number,
+        shallowLayers: number,
+        fullLayers: number,
+      ) => {
         const perLayer = (deepSeconds - shallowSeconds) / (deepLayers - shallowLayers);
         return shallowSeconds + perLayer * (fullLayers - shallowLayers);
       };
       const vision = extrapolate(a.seconds.vision, b.seconds.vision, deep.vision, shallow.vision, VISION.layers);
-      const queries = extrapolate(a.seconds.visionAndQueries - a.seconds.vision, b.seconds.visionAndQueries - b.seconds.vision, deep.qllama, shallow.qllama, QLLAMA.layers);
+      const queries = extrapolate(
+        a.seconds.visionAndQueries - a.seconds.vision,
+        b.seconds.visionAndQueries - b.seconds.vision,
+        deep.qllama,
+        shallow.qllama,
+        QLLAMA.layers,
+      );
       const text = extrapolate(a.seconds.text, b.seconds.text, deep.qllama, shallow.qllama, QLLAMA.layers);
       reference ??= weights === 'float32' ? a.outputs : null;
-      const stage = (seconds: number): ClipStageTiming => ({ seconds: round(seconds / batch), perSecond: round(batch / seconds) });
+      const stage = (seconds: number): ClipStageTiming => ({
+        seconds: round(seconds / batch),
+        perSecond: round(batch / seconds),
+      });
       results.push({
         model: 'InternVL-14B-224px (InternViT-6B-224 + QLLaMA-7B), random bf16 checkpoint',
-        weights, batch, threads,
-        imageC: stage(vision), imageG: stage(vision + queries), text: stage(text),
+        weights,
+        batch,
+        threads,
+        imageC: stage(vision),
+        imageG: stage(vision + queries),
+        text: stage(text),
         relativeErrorVsFloat32: reference
-          ? { imageC: round(relativeError(a.outputs.c, reference.c)), imageG: round(relativeError(a.outputs.g, reference.g)), text: round(relativeError(a.outputs.text, reference.text)) }
+          ? {
+              imageC: round(relativeError(a.outputs.c, reference.c)),
+              imageG: round(relativeError(a.outputs.g, reference.g)),
+              text: round(relativeError(a.outputs.text, reference.text)),
+            }
           : { imageC: NaN, imageG: NaN, text: NaN },
         layersTimed: deep,
         peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),

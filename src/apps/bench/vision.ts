@@ -20,7 +20,11 @@ import { Checkpoint, writeSafetensors, type DType } from '../../core/safetensors
 import { weightFormatHook } from '../../core/quantize.js';
 import { ConfigSection } from '../../models/config.js';
 import {
-  buildInternVisionEncoder, InternVisionModel, parseInternVisionConfig, REMOTE_VISION_NAMES, type InternVisionConfig,
+  buildInternVisionEncoder,
+  InternVisionModel,
+  parseInternVisionConfig,
+  REMOTE_VISION_NAMES,
+  type InternVisionConfig,
 } from '../../models/intern_vit.js';
 
 export interface VisionShape {
@@ -40,25 +44,51 @@ export interface VisionShape {
 
 export const VISION_SHAPES: Record<string, VisionShape> = {
   'internvit-300m-448': {
-    name: 'internvit-300m-448', models: 'InternViT-300M-448px(-V2_5), vision tower of InternVL2/2.5/3 1B–8B',
-    layers: 24, hiddenSize: 1024, heads: 16, intermediateSize: 4096, imageSize: 448, patchSize: 14,
-    normType: 'layer_norm', qkNormalization: false, qkvBias: true,
+    name: 'internvit-300m-448',
+    models: 'InternViT-300M-448px(-V2_5), vision tower of InternVL2/2.5/3 1B–8B',
+    layers: 24,
+    hiddenSize: 1024,
+    heads: 16,
+    intermediateSize: 4096,
+    imageSize: 448,
+    patchSize: 14,
+    normType: 'layer_norm',
+    qkNormalization: false,
+    qkvBias: true,
   },
   'internvit-6b-224': {
-    name: 'internvit-6b-224', models: 'InternViT-6B-224px, vision tower of InternVL-14B-224px (InternVL-C/G)',
-    layers: 48, hiddenSize: 3200, heads: 25, intermediateSize: 12800, imageSize: 224, patchSize: 14,
-    normType: 'rms_norm', qkNormalization: true, qkvBias: false,
+    name: 'internvit-6b-224',
+    models: 'InternViT-6B-224px, vision tower of InternVL-14B-224px (InternVL-C/G)',
+    layers: 48,
+    hiddenSize: 3200,
+    heads: 25,
+    intermediateSize: 12800,
+    imageSize: 224,
+    patchSize: 14,
+    normType: 'rms_norm',
+    qkNormalization: true,
+    qkvBias: false,
   },
   'internvit-6b-448': {
-    name: 'internvit-6b-448', models: 'InternViT-6B-448px-V1-5/V2_5, vision tower of InternVL-Chat-V1-5, InternVL2/2.5 26B–78B',
-    layers: 45, hiddenSize: 3200, heads: 25, intermediateSize: 12800, imageSize: 448, patchSize: 14,
-    normType: 'rms_norm', qkNormalization: true, qkvBias: false,
+    name: 'internvit-6b-448',
+    models: 'InternViT-6B-448px-V1-5/V2_5, vision tower of InternVL-Chat-V1-5, InternVL2/2.5 26B–78B',
+    layers: 45,
+    hiddenSize: 3200,
+    heads: 25,
+    intermediateSize: 12800,
+    imageSize: 448,
+    patchSize: 14,
+    normType: 'rms_norm',
+    qkNormalization: true,
+    qkvBias: false,
   },
 };
 
 export type StorageDtype = 'float32' | 'float16' | 'bfloat16';
 export const STORAGE: Record<StorageDtype, { dtype: DType; bytes: number }> = {
-  float32: { dtype: 'F32', bytes: 4 }, float16: { dtype: 'F16', bytes: 2 }, bfloat16: { dtype: 'BF16', bytes: 2 },
+  float32: { dtype: 'F32', bytes: 4 },
+  float16: { dtype: 'F16', bytes: 2 },
+  bfloat16: { dtype: 'BF16', bytes: 2 },
 };
 
 export interface BenchVisionOptions {
@@ -146,20 +176,32 @@ export function visionParameterCount(shape: VisionShape, layers = shape.layers):
 
 function configJson(shape: VisionShape, dtype: StorageDtype): Record<string, unknown> {
   return {
-    architectures: ['InternVisionModel'], model_type: 'intern_vit_6b', hidden_act: 'gelu',
-    hidden_size: shape.hiddenSize, num_attention_heads: shape.heads, num_hidden_layers: shape.layers,
-    intermediate_size: shape.intermediateSize, image_size: shape.imageSize, patch_size: shape.patchSize,
-    norm_type: shape.normType, layer_norm_eps: 1e-6, qk_normalization: shape.qkNormalization, qkv_bias: shape.qkvBias,
-    num_channels: 3, torch_dtype: dtype,
+    architectures: ['InternVisionModel'],
+    model_type: 'intern_vit_6b',
+    hidden_act: 'gelu',
+    hidden_size: shape.hiddenSize,
+    num_attention_heads: shape.heads,
+    num_hidden_layers: shape.layers,
+    intermediate_size: shape.intermediateSize,
+    image_size: shape.imageSize,
+    patch_size: shape.patchSize,
+    norm_type: shape.normType,
+    layer_norm_eps: 1e-6,
+    qk_normalization: shape.qkNormalization,
+    qkv_bias: shape.qkvBias,
+    num_channels: 3,
+    torch_dtype: dtype,
   };
 }
 
 /** A 32-bit xorshift: fast, and plenty for weights that only need to be non-degenerate. */
 export function randomFiller(seed: number): (out: Float32Array, scale: number, offset?: number) => void {
-  let s = (seed >>> 0) || 0x9e3779b9;
+  let s = seed >>> 0 || 0x9e3779b9;
   return (out, scale, offset = 0) => {
     for (let i = 0; i < out.length; i++) {
-      s ^= s << 13; s ^= s >>> 17; s ^= s << 5;
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
       out[i] = offset + scale * ((s >>> 0) / 4294967296 - 0.5);
     }
   };
@@ -179,13 +221,19 @@ export function encodeStorage(values: Float32Array, dtype: StorageDtype): ArrayB
  * Writes config.json and the first `layers` layers of a random checkpoint of `shape` to `dir`; returns the bytes
  * of weights written.
  */
-export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, options: {
-  layers: number; dtype: StorageDtype; seed?: number;
-  /** Key prefix (`vision_model.` inside InternVL checkpoints). */
-  prefix?: string;
-  /** Write no config.json and no index (the caller adds its own). */
-  tensorsOnly?: boolean;
-}): { bytes: number; weightMap: Record<string, string> } {
+export function writeRandomVisionCheckpoint(
+  dir: string,
+  shape: VisionShape,
+  options: {
+    layers: number;
+    dtype: StorageDtype;
+    seed?: number;
+    /** Key prefix (`vision_model.` inside InternVL checkpoints). */
+    prefix?: string;
+    /** Write no config.json and no index (the caller adds its own). */
+    tensorsOnly?: boolean;
+  },
+): { bytes: number; weightMap: Record<string, string> } {
   const { layers, dtype } = options;
   const prefix = options.prefix ?? '';
   const C = shape.hiddenSize;
@@ -207,7 +255,8 @@ export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, opt
     writeSafetensors(path.join(dir, file), tensors, { format: 'pt' });
   };
   fs.mkdirSync(dir, { recursive: true });
-  if (!options.tensorsOnly) fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(shape, dtype), null, 2)}\n`);
+  if (!options.tensorsOnly)
+    fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(shape, dtype), null, 2)}\n`);
   const grid = shape.imageSize / shape.patchSize;
   // Uniform(-scale/2, scale/2) with scale ≈ 2·sqrt(3/fan_in): unit-variance activations, nothing degenerate.
   const w = (fanIn: number) => 2 * Math.sqrt(3 / fanIn);
@@ -234,12 +283,15 @@ export function writeRandomVisionCheckpoint(dir: string, shape: VisionShape, opt
     ];
     if (shape.normType === 'layer_norm') specs.push([`${p}.norm1.bias`, [C], 0.2], [`${p}.norm2.bias`, [C], 0.2]);
     if (shape.qkvBias) specs.push([`${p}.attn.qkv.bias`, [3 * C], 0.2]);
-    if (shape.qkNormalization) specs.push([`${p}.attn.q_norm.weight`, [C], 0.2, 1], [`${p}.attn.k_norm.weight`, [C], 0.2, 1]);
+    if (shape.qkNormalization)
+      specs.push([`${p}.attn.q_norm.weight`, [C], 0.2, 1], [`${p}.attn.k_norm.weight`, [C], 0.2, 1]);
     writeShard(`${prefix}model-layer-${String(i).padStart(3, '0')}.safetensors`, specs);
   }
   if (!options.tensorsOnly) {
-    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'),
-      `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`);
+    fs.writeFileSync(
+      path.join(dir, 'model.safetensors.index.json'),
+      `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`,
+    );
   }
   return { bytes, weightMap };
 }
@@ -250,8 +302,14 @@ export function median(values: number[]): number {
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
-async function timeModel(model: InternVisionModel, pixels: Float32Array, dims: [number, number, number, number], runs: number,
-  log: (m: string) => void, label: string): Promise<{ times: number[]; cpuSeconds: number }> {
+async function timeModel(
+  model: InternVisionModel,
+  pixels: Float32Array,
+  dims: [number, number, number, number],
+  runs: number,
+  log: (m: string) => void,
+  label: string,
+): Promise<{ times: number[]; cpuSeconds: number }> {
   await model.forward(pixels, dims); // warm-up: first-run allocations and the position-embedding resize
   const times: number[] = [];
   const cpuStart = process.cpuUsage();
@@ -277,14 +335,18 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
   // The session holds float32 weights, plus a prepacked copy of the matrices when prepacking is on.
   const fits = fullBytes * 2 < 0.7 * os.totalmem();
   const layersTimed = options.layers ?? (fits ? shape.layers : Math.min(4, shape.layers));
-  if (layersTimed > shape.layers) throw new UsageError(`--layers ${layersTimed}: ${shape.name} has ${shape.layers} layers`);
+  if (layersTimed > shape.layers)
+    throw new UsageError(`--layers ${layersTimed}: ${shape.name} has ${shape.layers} layers`);
   if (!(layersTimed >= 1)) throw new UsageError(`--layers must be at least 1`);
   const extrapolated = layersTimed < shape.layers;
   if (options.layers === undefined && extrapolated) {
-    log(`${shape.name}: ${(fullBytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit in memory; timing ${layersTimed} layers and extrapolating`);
+    log(
+      `${shape.name}: ${(fullBytes / 2 ** 30).toFixed(1)} GiB of float32 weights do not fit in memory; timing ${layersTimed} layers and extrapolating`,
+    );
   }
   const prepack = options.prepack ?? fullBytes < 2 ** 31;
-  if (options.profile && (dtype !== 'float32' || (options.weights ?? 'fp32') !== 'fp32')) throw new UsageError('--profile needs --dtype float32 and fp32 weights (weights used in place)');
+  if (options.profile && (dtype !== 'float32' || (options.weights ?? 'fp32') !== 'fp32'))
+    throw new UsageError('--profile needs --dtype float32 and fp32 weights (weights used in place)');
 
   const workDir = options.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), `internvl-bench-${shape.name}-`));
   const modelDir = path.join(workDir, 'model');
@@ -295,7 +357,9 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     const checkpointWriteSeconds = (performance.now() - start) / 1000;
 
     const checkpoint = Checkpoint.open(modelDir);
-    const config = parseInternVisionConfig(new ConfigSection(configJson(shape, dtype), path.join(modelDir, 'config.json')));
+    const config = parseInternVisionConfig(
+      new ConfigSection(configJson(shape, dtype), path.join(modelDir, 'config.json')),
+    );
     const session = { threads, prepack, cacheDir: path.join(workDir, 'cache') };
     const size = shape.imageSize;
     const dims: [number, number, number, number] = [batch, 3, size, size];
@@ -305,7 +369,11 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     log(`creating session (${layersTimed} layers, ${threads} threads, prepack ${prepack ? 'on' : 'off'})`);
     start = performance.now();
     const configureGraph = weightFormatHook(options.weights ?? 'fp32');
-    const model = await InternVisionModel.load(checkpoint, config, { graph: { numLayers: layersTimed }, session, configureGraph });
+    const model = await InternVisionModel.load(checkpoint, config, {
+      graph: { numLayers: layersTimed },
+      session,
+      configureGraph,
+    });
     const sessionCreateSeconds = (performance.now() - start) / 1000;
     let timed: { times: number[]; cpuSeconds: number };
     try {
@@ -322,9 +390,15 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     // Whole encoder for one batch, from a timing of the layersTimed-layer graph.
     let wholeEncoder = (seconds: number) => seconds;
     if (extrapolated) {
-      const embeddingsOnly = await InternVisionModel.load(checkpoint, config, { graph: { numLayers: 0 }, session, configureGraph });
+      const embeddingsOnly = await InternVisionModel.load(checkpoint, config, {
+        graph: { numLayers: 0 },
+        session,
+        configureGraph,
+      });
       try {
-        embeddingSeconds = Math.min(...(await timeModel(embeddingsOnly, pixels, dims, runs, log, 'embeddings only')).times);
+        embeddingSeconds = Math.min(
+          ...(await timeModel(embeddingsOnly, pixels, dims, runs, log, 'embeddings only')).times,
+        );
       } finally {
         await embeddingsOnly.release();
       }
@@ -337,7 +411,15 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     let profile: OpTime[] | undefined;
     if (options.profile) {
       log('profiling one more warm run per timed run');
-      profile = await profileOps(checkpoint, config, modelDir, workDir, { layers: layersTimed, threads, prepack, runs }, pixels, dims);
+      profile = await profileOps(
+        checkpoint,
+        config,
+        modelDir,
+        workDir,
+        { layers: layersTimed, threads, prepack, runs },
+        pixels,
+        dims,
+      );
     }
     const grid = size / shape.patchSize;
     return {
@@ -368,9 +450,11 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
       cpu: cpuModel(),
       cpuUtilization: round(cpuUtilization),
       ...(profile ? { profile } : {}),
-      ...(extrapolated ? {
-        note: `timed ${layersTimed} of ${shape.layers} layers; secondsPerTile = embeddings + ${shape.layers} × per-layer time (extrapolated); peakRssMB is for the ${layersTimed}-layer graph`,
-      } : {}),
+      ...(extrapolated
+        ? {
+            note: `timed ${layersTimed} of ${shape.layers} layers; secondsPerTile = embeddings + ${shape.layers} × per-layer time (extrapolated); peakRssMB is for the ${layersTimed}-layer graph`,
+          }
+        : {}),
     };
   } finally {
     if (!options.keep && !options.workDir) fs.rmSync(workDir, { recursive: true, force: true });
@@ -382,14 +466,24 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
  * `runs` warm passes: kernel time per operator type, largest first.
  */
 async function profileOps(
-  checkpoint: Checkpoint, config: InternVisionConfig, modelDir: string, workDir: string,
+  checkpoint: Checkpoint,
+  config: InternVisionConfig,
+  modelDir: string,
+  workDir: string,
   options: { layers: number; threads: number; prepack: boolean; runs: number },
-  pixels: Float32Array, dims: [number, number, number, number],
+  pixels: Float32Array,
+  dims: [number, number, number, number],
 ): Promise<OpTime[]> {
   const g = new GraphBuilder('intern_vit', checkpoint);
-  const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(''), config, REMOTE_VISION_NAMES, { numLayers: options.layers });
+  const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(''), config, REMOTE_VISION_NAMES, {
+    numLayers: options.layers,
+  });
   g.output(lastHiddenState, 'last_hidden_state', 'float32');
-  const bytes = g.toModelBytes((r) => ({ location: path.basename(r.inPlace!.file), offset: r.inPlace!.offset, length: r.inPlace!.length }));
+  const bytes = g.toModelBytes((r) => ({
+    location: path.basename(r.inPlace!.file),
+    offset: r.inPlace!.offset,
+    length: r.inPlace!.length,
+  }));
   const prefix = path.join(workDir, 'ort-profile');
   const session = await ort.InferenceSession.create(bytes, {
     executionProviders: ['cpu'],
@@ -398,7 +492,12 @@ async function profileOps(
     interOpNumThreads: 1,
     enableProfiling: true,
     profileFilePrefix: prefix,
-    extra: { session: { model_external_initializers_file_folder_path: modelDir, ...(options.prepack ? {} : { disable_prepacking: '1' }) } },
+    extra: {
+      session: {
+        model_external_initializers_file_folder_path: modelDir,
+        ...(options.prepack ? {} : { disable_prepacking: '1' }),
+      },
+    },
   });
   const positions = checkpoint.readFloat32('embeddings.position_embedding');
   const feeds = {
@@ -415,7 +514,9 @@ async function profileOps(
   if (!file) throw new UsageError(`onnxruntime wrote no profile in ${workDir}`);
   type Event = { cat?: string; name?: string; ts?: number; dur?: number; args?: { op_name?: string } };
   const events = JSON.parse(fs.readFileSync(path.join(workDir, file), 'utf8')) as Event[];
-  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run').sort((a, b) => (a.ts ?? 0) - (b.ts ?? 0));
+  const runs = events
+    .filter((e) => e.cat === 'Session' && e.name === 'model_run')
+    .sort((a, b) => (a.ts ?? 0) - (b.ts ?? 0));
   // The first run is the warm-up: leave its kernels out.
   const after = runs.length > 1 ? (runs[0].ts ?? 0) + (runs[0].dur ?? 0) : -Infinity;
   const timedRuns = Math.max(1, runs.length - 1);
@@ -442,4 +543,3 @@ export function cpuModel(): string {
   const cpus = os.cpus();
   return `${cpus[0]?.model?.trim() ?? 'unknown'} × ${cpus.length}`;
 }
-

@@ -25,7 +25,11 @@ type Values = Record<string, string | boolean | Array<string | boolean> | undefi
 
 /** Parsed arguments with typed, validated accessors. */
 export class ParsedArgs {
-  constructor(readonly spec: CommandSpec, readonly values: Values, readonly positionals: string[]) {}
+  constructor(
+    readonly spec: CommandSpec,
+    readonly values: Values,
+    readonly positionals: string[],
+  ) {}
 
   fail(message: string): never {
     throw usageError(this.spec.command, message);
@@ -58,14 +62,16 @@ export class ParsedArgs {
     if (text === undefined) return fallback;
     if (!/^[+-]?\d+$/.test(text)) this.fail(`--${name} must be an integer, got '${text}'`);
     const value = Number(text);
-    if (range.min !== undefined && value < range.min) this.fail(`--${name} must be at least ${range.min}, got ${value}`);
+    if (range.min !== undefined && value < range.min)
+      this.fail(`--${name} must be at least ${range.min}, got ${value}`);
     if (range.max !== undefined && value > range.max) this.fail(`--${name} must be at most ${range.max}, got ${value}`);
     return value;
   }
 
   choice<T extends string>(name: string, choices: readonly T[], fallback: T): T {
     const value = this.string(name, fallback);
-    if (!(choices as readonly string[]).includes(value)) this.fail(`--${name} must be one of ${choices.join(', ')}; got '${value}'`);
+    if (!(choices as readonly string[]).includes(value))
+      this.fail(`--${name} must be one of ${choices.join(', ')}; got '${value}'`);
     return value as T;
   }
 }
@@ -95,8 +101,10 @@ export function parseCommandArgs(spec: CommandSpec, args: string[]): ParsedArgs 
     throw usageError(spec.command, describeParseError(error));
   }
   const { min = 0, max = 0 } = spec.positionals ?? {};
-  if (parsed.positionals.length < min) throw usageError(spec.command, min === 1 ? 'missing argument' : `needs at least ${min} arguments`);
-  if (parsed.positionals.length > max) throw usageError(spec.command, `unexpected argument '${parsed.positionals[max]}'`);
+  if (parsed.positionals.length < min)
+    throw usageError(spec.command, min === 1 ? 'missing argument' : `needs at least ${min} arguments`);
+  if (parsed.positionals.length > max)
+    throw usageError(spec.command, `unexpected argument '${parsed.positionals[max]}'`);
   return new ParsedArgs(spec, parsed.values, parsed.positionals);
 }
 

@@ -47,15 +47,26 @@ export const benchCommand: Command = {
     if (target === 'chat') return (await import('./bench_chat.js')).runBenchChat(rest);
     if (target === 'clip') return (await import('./bench_clip.js')).runBenchClip(rest);
     if (target !== 'vision') throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip)`);
-    const parsed = parseCommandArgs({
-      command: 'bench vision',
-      usage: VISION_USAGE,
-      options: {
-        shape: { type: 'string' }, batch: { type: 'string' }, threads: { type: 'string' }, runs: { type: 'string' },
-        dtype: { type: 'string' }, weights: { type: 'string' }, layers: { type: 'string' }, prepack: { type: 'string' },
-        keep: { type: 'boolean' }, quiet: { type: 'boolean' }, profile: { type: 'boolean' },
+    const parsed = parseCommandArgs(
+      {
+        command: 'bench vision',
+        usage: VISION_USAGE,
+        options: {
+          shape: { type: 'string' },
+          batch: { type: 'string' },
+          threads: { type: 'string' },
+          runs: { type: 'string' },
+          dtype: { type: 'string' },
+          weights: { type: 'string' },
+          layers: { type: 'string' },
+          prepack: { type: 'string' },
+          keep: { type: 'boolean' },
+          quiet: { type: 'boolean' },
+          profile: { type: 'boolean' },
+        },
       },
-    }, rest);
+      rest,
+    );
     if (!parsed) return 0;
     const { benchVision, VISION_SHAPES } = await import('../bench/vision.js');
     const shape = parsed.choice('shape', Object.keys(VISION_SHAPES), 'internvit-300m-448');

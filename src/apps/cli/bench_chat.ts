@@ -31,15 +31,25 @@ Options:
 
 /** Runs `internvl bench chat` with the arguments after `chat`; resolves to the exit code. */
 export async function runBenchChat(args: string[]): Promise<number> {
-  const parsed = parseCommandArgs({
-    command: 'bench chat',
-    usage: CHAT_USAGE,
-    options: {
-      shape: { type: 'string' }, configs: { type: 'string' }, dtype: { type: 'string' }, threads: { type: 'string' },
-      runs: { type: 'string' }, 'question-tokens': { type: 'string' }, 'decode-tokens': { type: 'string' },
-      'decode-repeats': { type: 'string' }, 'work-dir': { type: 'string' }, quiet: { type: 'boolean' },
+  const parsed = parseCommandArgs(
+    {
+      command: 'bench chat',
+      usage: CHAT_USAGE,
+      options: {
+        shape: { type: 'string' },
+        configs: { type: 'string' },
+        dtype: { type: 'string' },
+        threads: { type: 'string' },
+        runs: { type: 'string' },
+        'question-tokens': { type: 'string' },
+        'decode-tokens': { type: 'string' },
+        'decode-repeats': { type: 'string' },
+        'work-dir': { type: 'string' },
+        quiet: { type: 'boolean' },
+      },
     },
-  }, args);
+    args,
+  );
   if (!parsed) return 0;
   const { CHAT_SHAPES, DEFAULT_CONFIGS, parseConfigs, runChatMatrix } = await import('../bench/chat.js');
   const shape = parsed.choice('shape', Object.keys(CHAT_SHAPES), 'internvl2-1b');

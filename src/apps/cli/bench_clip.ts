@@ -24,18 +24,31 @@ Options:
 const FORMATS = ['float32', 'int8', 'int8-block', 'int8-weights'] as const;
 
 export async function runBenchClip(args: string[]): Promise<number> {
-  const parsed = parseCommandArgs({
-    command: 'bench clip', usage: CLIP_USAGE,
-    options: {
-      weights: { type: 'string' }, 'vision-layers': { type: 'string' }, 'qllama-layers': { type: 'string' }, batch: { type: 'string' },
-      threads: { type: 'string' }, runs: { type: 'string' }, quiet: { type: 'boolean' },
+  const parsed = parseCommandArgs(
+    {
+      command: 'bench clip',
+      usage: CLIP_USAGE,
+      options: {
+        weights: { type: 'string' },
+        'vision-layers': { type: 'string' },
+        'qllama-layers': { type: 'string' },
+        batch: { type: 'string' },
+        threads: { type: 'string' },
+        runs: { type: 'string' },
+        quiet: { type: 'boolean' },
+      },
     },
-  }, args);
+    args,
+  );
   if (!parsed) return 0;
-  const weights = parsed.string('weights', 'float32,int8').split(',').map((w) => w.trim());
+  const weights = parsed
+    .string('weights', 'float32,int8')
+    .split(',')
+    .map((w) => w.trim());
   const unknown = weights.find((w) => !(FORMATS as readonly string[]).includes(w));
   if (unknown) parsed.fail(`--weights: '${unknown}' is not one of ${FORMATS.join(', ')}`);
-  if (weights[0] !== 'float32') parsed.fail('--weights must start with float32 (the reference the others are compared with)');
+  if (weights[0] !== 'float32')
+    parsed.fail('--weights must start with float32 (the reference the others are compared with)');
   const { benchClip } = await import('../bench/clip.js');
   const results = await benchClip({
     weights: weights as Array<(typeof FORMATS)[number]>,

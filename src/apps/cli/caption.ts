@@ -23,14 +23,23 @@ export const captionCommand: Command = {
   name: 'caption',
   summary: 'caption images with InternVL-G (beam search as the paper)',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'caption', usage: USAGE,
-      options: {
-        ...MODEL_OPTIONS, weights: { type: 'string' }, prompt: { type: 'string' }, beams: { type: 'string' }, 'min-new-tokens': { type: 'string' },
-        'max-new-tokens': { type: 'string' }, json: { type: 'boolean' },
+    const parsed = parseCommandArgs(
+      {
+        command: 'caption',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          weights: { type: 'string' },
+          prompt: { type: 'string' },
+          beams: { type: 'string' },
+          'min-new-tokens': { type: 'string' },
+          'max-new-tokens': { type: 'string' },
+          json: { type: 'boolean' },
+        },
+        positionals: { min: 1, max: Infinity },
       },
-      positionals: { min: 1, max: Infinity },
-    }, args);
+      args,
+    );
     if (!parsed) return 0;
     const options = {
       prompt: parsed.string('prompt'),
@@ -39,11 +48,14 @@ export const captionCommand: Command = {
       maxNewTokens: parsed.integer('max-new-tokens', 30, { min: 1 }),
     };
     const [{ loadClipPipeline }, { captionImage }, { loadImage }] = await Promise.all([
-      import('../../tasks/clip.js'), import('../../tasks/caption.js'), import('../../processing/image.js'),
+      import('../../tasks/clip.js'),
+      import('../../tasks/caption.js'),
+      import('../../processing/image.js'),
     ]);
     const images = await Promise.all(parsed.positionals.map((p) => loadImage(p)));
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
-      session: sessionArgs(parsed), configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      session: sessionArgs(parsed),
+      configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
       configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
     });
     try {

@@ -31,15 +31,26 @@ export const chatCommand: Command = {
   name: 'chat',
   summary: 'chat about images or a video with an InternVL-Chat model (streams; interactive without a question)',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'chat', usage: USAGE,
-      options: {
-        ...MODEL_OPTIONS, ...GENERATION_OPTIONS, image: { type: 'string', multiple: true }, video: { type: 'string' },
-        frames: { type: 'string' }, 'max-tiles': { type: 'string' }, system: { type: 'string' }, json: { type: 'boolean' },
-        'llm-weights': { type: 'string' }, 'vision-weights': { type: 'string' },
+    const parsed = parseCommandArgs(
+      {
+        command: 'chat',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          ...GENERATION_OPTIONS,
+          image: { type: 'string', multiple: true },
+          video: { type: 'string' },
+          frames: { type: 'string' },
+          'max-tiles': { type: 'string' },
+          system: { type: 'string' },
+          json: { type: 'boolean' },
+          'llm-weights': { type: 'string' },
+          'vision-weights': { type: 'string' },
+        },
+        positionals: { min: 0, max: Infinity },
       },
-      positionals: { min: 0, max: Infinity },
-    }, args);
+      args,
+    );
     if (!parsed) return 0;
     const imagePaths = (parsed.values.image as string[] | undefined) ?? [];
     const video = parsed.string('video');
@@ -50,10 +61,14 @@ export const chatCommand: Command = {
     const json = parsed.flag('json');
 
     const [{ loadChatPipeline, Conversation }, { loadImage }, { loadVideoFrames }] = await Promise.all([
-      import('../../tasks/chat.js'), import('../../processing/image.js'), import('../../processing/video.js'),
+      import('../../tasks/chat.js'),
+      import('../../processing/image.js'),
+      import('../../processing/video.js'),
     ]);
     const images = await Promise.all(imagePaths.map((p) => loadImage(p)));
-    const videoFrames = video ? (await loadVideoFrames(video, { sampling: 'chat', numFrames: frames })).frames : undefined;
+    const videoFrames = video
+      ? (await loadVideoFrames(video, { sampling: 'chat', numFrames: frames })).frames
+      : undefined;
     const pipeline = await loadChatPipeline(await resolveModelArg(parsed), {
       session: sessionArgs(parsed),
       configureLlmGraph: weightsArg(parsed, 'llm-weights'),
@@ -70,7 +85,10 @@ export const chatCommand: Command = {
         for (;;) {
           const next = await stream.next();
           if (next.done) {
-            if (json) process.stdout.write(`${JSON.stringify({ response: next.value.response, ids: next.value.ids, prompt_tokens: next.value.promptTokens })}\n`);
+            if (json)
+              process.stdout.write(
+                `${JSON.stringify({ response: next.value.response, ids: next.value.ids, prompt_tokens: next.value.promptTokens })}\n`,
+              );
             else process.stdout.write('\n');
             return;
           }
@@ -82,7 +100,11 @@ export const chatCommand: Command = {
           for (const question of parsed.positionals) await turn(question);
         } else {
           const interactive = process.stdin.isTTY === true;
-          const lines = readline.createInterface({ input: process.stdin, output: interactive ? process.stderr : undefined, terminal: interactive });
+          const lines = readline.createInterface({
+            input: process.stdin,
+            output: interactive ? process.stderr : undefined,
+            terminal: interactive,
+          });
           if (interactive) process.stderr.write('(one question per line; Ctrl-D to end)\n> ');
           for await (const line of lines) {
             if (line.trim()) await turn(line.trim());

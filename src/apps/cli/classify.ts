@@ -30,49 +30,81 @@ export const classifyCommand: Command = {
   name: 'classify',
   summary: 'zero-shot image classification with InternVL-C/G (prompt-template ensembling)',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'classify', usage: USAGE,
-      options: {
-        ...MODEL_OPTIONS, weights: { type: 'string' }, labels: { type: 'string' }, template: { type: 'string', multiple: true },
-        templates: { type: 'string' }, mode: { type: 'string' }, top: { type: 'string' }, frames: { type: 'string' }, json: { type: 'boolean' },
+    const parsed = parseCommandArgs(
+      {
+        command: 'classify',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          weights: { type: 'string' },
+          labels: { type: 'string' },
+          template: { type: 'string', multiple: true },
+          templates: { type: 'string' },
+          mode: { type: 'string' },
+          top: { type: 'string' },
+          frames: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+        positionals: { min: 1, max: Infinity },
       },
-      positionals: { min: 1, max: Infinity },
-    }, args);
+      args,
+    );
     if (!parsed) return 0;
-    const labels = parsed.required('labels').split(',').map((l) => l.trim()).filter(Boolean);
+    const labels = parsed
+      .required('labels')
+      .split(',')
+      .map((l) => l.trim())
+      .filter(Boolean);
     if (labels.length === 0) parsed.fail('--labels names no label');
     const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
     const top = parsed.integer('top', 5, { min: 1 });
     const numFrames = parsed.integer('frames', 8, { min: 1, max: 256 });
     const isVideo = (p: string) => VIDEO_EXTENSIONS.some((ext) => p.toLowerCase().endsWith(ext));
     const videos = parsed.positionals.filter(isVideo);
-    if (videos.length > 0 && videos.length !== parsed.positionals.length) parsed.fail('give images or videos, not both');
-    const [{ loadClipPipeline, classifyImages }, { loadImage }, { loadTemplates }, { classifyVideos }] = await Promise.all([
-      import('../../tasks/clip.js'), import('../../processing/image.js'), import('../../tasks/zeroshot_prompts.js'), import('../../tasks/video.js'),
-    ]);
+    if (videos.length > 0 && videos.length !== parsed.positionals.length)
+      parsed.fail('give images or videos, not both');
+    const [{ loadClipPipeline, classifyImages }, { loadImage }, { loadTemplates }, { classifyVideos }] =
+      await Promise.all([
+        import('../../tasks/clip.js'),
+        import('../../processing/image.js'),
+        import('../../tasks/zeroshot_prompts.js'),
+        import('../../tasks/video.js'),
+      ]);
     const custom = (parsed.values.template as string[] | undefined) ?? [];
     const templates = custom.length > 0 ? custom : loadTemplates(parsed.string('templates') ?? 'en');
     const images = videos.length > 0 ? [] : await Promise.all(parsed.positionals.map((p) => loadImage(p)));
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
-      session: sessionArgs(parsed), configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      session: sessionArgs(parsed),
+      configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
       configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
     });
     try {
-      const { logits, probs } = videos.length > 0
-        ? await classifyVideos(pipeline, videos, labels, { templates, mode, numFrames })
-        : await classifyImages(pipeline, images, labels, { templates, mode });
-      const row = (m: typeof probs, i: number) => Array.from(m.data.subarray(i * labels.length, (i + 1) * labels.length));
+      const { logits, probs } =
+        videos.length > 0
+          ? await classifyVideos(pipeline, videos, labels, { templates, mode, numFrames })
+          : await classifyImages(pipeline, images, labels, { templates, mode });
+      const row = (m: typeof probs, i: number) =>
+        Array.from(m.data.subarray(i * labels.length, (i + 1) * labels.length));
       if (parsed.flag('json')) {
-        process.stdout.write(`${JSON.stringify({
-          labels, mode, templates: templates.length,
-          images: parsed.positionals.map((path, i) => ({ path, probs: row(probs, i), logits: row(logits, i) })),
-        })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({
+            labels,
+            mode,
+            templates: templates.length,
+            images: parsed.positionals.map((path, i) => ({ path, probs: row(probs, i), logits: row(logits, i) })),
+          })}\n`,
+        );
         return 0;
       }
       parsed.positionals.forEach((path, i) => {
         const p = row(probs, i);
-        const order = p.map((_, c) => c).sort((a, b) => p[b] - p[a]).slice(0, top);
-        process.stdout.write(`${path}\n${order.map((c) => `  ${(100 * p[c]).toFixed(2).padStart(6)}%  ${labels[c]}`).join('\n')}\n`);
+        const order = p
+          .map((_, c) => c)
+          .sort((a, b) => p[b] - p[a])
+          .slice(0, top);
+        process.stdout.write(
+          `${path}\n${order.map((c) => `  ${(100 * p[c]).toFixed(2).padStart(6)}%  ${labels[c]}`).join('\n')}\n`,
+        );
       });
       return 0;
     } finally {

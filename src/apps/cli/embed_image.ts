@@ -26,27 +26,40 @@ export const embedImageCommand: Command = {
   name: 'embed-image',
   summary: 'pooled InternViT features of images (print, --json or --out file.safetensors)',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'embed-image',
-      usage: USAGE,
-      options: {
-        ...MODEL_OPTIONS, weights: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, batch: { type: 'string' }, 'no-exif': { type: 'boolean' },
+    const parsed = parseCommandArgs(
+      {
+        command: 'embed-image',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          weights: { type: 'string' },
+          out: { type: 'string' },
+          json: { type: 'boolean' },
+          batch: { type: 'string' },
+          'no-exif': { type: 'boolean' },
+        },
+        positionals: { min: 1, max: Infinity },
       },
-      positionals: { min: 1, max: Infinity },
-    }, args);
+      args,
+    );
     if (!parsed) return 0;
     const modelId = parsed.required('model');
     const out = parsed.string('out');
-    if (out !== undefined && !out.endsWith('.safetensors')) parsed.fail(`--out must name a .safetensors file, got '${out}'`);
+    if (out !== undefined && !out.endsWith('.safetensors'))
+      parsed.fail(`--out must name a .safetensors file, got '${out}'`);
     const batchSize = parsed.integer('batch', 1, { min: 1 });
     const quiet = parsed.flag('quiet');
 
-    const [{ loadImageEmbedder, embedImages, expandImagePaths }, { createProgressReporter }, { writeSafetensors }] = await Promise.all([
-      import('../../tasks/embed.js'), import('../../core/progress.js'), import('../../core/safetensors.js'),
-    ]);
+    const [{ loadImageEmbedder, embedImages, expandImagePaths }, { createProgressReporter }, { writeSafetensors }] =
+      await Promise.all([
+        import('../../tasks/embed.js'),
+        import('../../core/progress.js'),
+        import('../../core/safetensors.js'),
+      ]);
     const images = expandImagePaths(parsed.positionals);
     const model = await loadImageEmbedder(await resolveModelArg(parsed), {
-      session: sessionArgs(parsed), configureGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      session: sessionArgs(parsed),
+      configureGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
     });
     let result;
     try {
@@ -65,25 +78,45 @@ export const embedImageCommand: Command = {
     const rows = Array.from({ length: count }, (_, i) => result.data.subarray(i * dim, (i + 1) * dim));
 
     if (out !== undefined) {
-      writeSafetensors(out, { embeddings: { dtype: 'F32', shape: [count, dim], data: result.data } }, {
-        images: JSON.stringify(result.names), model: modelId, architecture: model.architecture,
-        pooling: 'cls', image_size: String(model.imageSize),
-      });
+      writeSafetensors(
+        out,
+        { embeddings: { dtype: 'F32', shape: [count, dim], data: result.data } },
+        {
+          images: JSON.stringify(result.names),
+          model: modelId,
+          architecture: model.architecture,
+          pooling: 'cls',
+          image_size: String(model.imageSize),
+        },
+      );
       if (!quiet) process.stderr.write(`wrote ${count}×${dim} embeddings to ${out}\n`);
     }
     if (parsed.flag('json')) {
       const json = {
-        model: modelId, architecture: model.architecture, imageSize: model.imageSize, dim, pooling: 'cls',
+        model: modelId,
+        architecture: model.architecture,
+        imageSize: model.imageSize,
+        dim,
+        pooling: 'cls',
         // 9 significant digits round-trip float32 exactly at a third of the length of a double's digits.
-        images: result.names.map((image, i) => ({ image, embedding: Array.from(rows[i], (v) => Number(v.toPrecision(9))) })),
+        images: result.names.map((image, i) => ({
+          image,
+          embedding: Array.from(rows[i], (v) => Number(v.toPrecision(9))),
+        })),
       };
       process.stdout.write(`${JSON.stringify(json)}\n`);
     } else if (out === undefined) {
       const { formatTable } = await import('../verify/compare.js');
-      const table = formatTable(['image', 'dim', 'L2 norm', 'first values'], result.names.map((name, i) => [
-        name, String(dim), l2norm(rows[i]).toFixed(4),
-        `${Array.from(rows[i].subarray(0, 4), (v) => v.toFixed(4)).join(' ')}${dim > 4 ? ' …' : ''}`,
-      ]), [false, true, true, false]);
+      const table = formatTable(
+        ['image', 'dim', 'L2 norm', 'first values'],
+        result.names.map((name, i) => [
+          name,
+          String(dim),
+          l2norm(rows[i]).toFixed(4),
+          `${Array.from(rows[i].subarray(0, 4), (v) => v.toFixed(4)).join(' ')}${dim > 4 ? ' …' : ''}`,
+        ]),
+        [false, true, true, false],
+      );
       process.stdout.write(`${table}\n`);
       if (!quiet) process.stderr.write('(full vectors: --json, or --out file.safetensors)\n');
     }

@@ -23,45 +23,87 @@ export const embedTextCommand: Command = {
   name: 'embed-text',
   summary: 'InternVL-C/G text embeddings (print, --json or --out file.safetensors)',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'embed-text', usage: USAGE,
-      options: { ...MODEL_OPTIONS, weights: { type: 'string' }, file: { type: 'string' }, normalize: { type: 'boolean' }, out: { type: 'string' }, json: { type: 'boolean' } },
-      positionals: { min: 0, max: Infinity },
-    }, args);
+    const parsed = parseCommandArgs(
+      {
+        command: 'embed-text',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          weights: { type: 'string' },
+          file: { type: 'string' },
+          normalize: { type: 'boolean' },
+          out: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+        positionals: { min: 0, max: Infinity },
+      },
+      args,
+    );
     if (!parsed) return 0;
     const file = parsed.string('file');
     let texts = parsed.positionals;
     if (file !== undefined) {
       try {
-        texts = [...texts, ...fs.readFileSync(file, 'utf8').split(/\r?\n/).filter((l) => l.trim())];
+        texts = [
+          ...texts,
+          ...fs
+            .readFileSync(file, 'utf8')
+            .split(/\r?\n/)
+            .filter((l) => l.trim()),
+        ];
       } catch (error) {
         parsed.fail(`cannot read --file '${file}' (${(error as NodeJS.ErrnoException).code ?? error})`);
       }
     }
     if (texts.length === 0) parsed.fail('no text given');
     const out = parsed.string('out');
-    if (out !== undefined && !out.endsWith('.safetensors')) parsed.fail(`--out must name a .safetensors file, got '${out}'`);
-    const [{ loadClipPipeline, encodeTexts }, { l2normalize }, { writeSafetensors }, { createProgressReporter }] = await Promise.all([
-      import('../../tasks/clip.js'), import('../../core/matrix.js'), import('../../core/safetensors.js'), import('../../core/progress.js'),
-    ]);
+    if (out !== undefined && !out.endsWith('.safetensors'))
+      parsed.fail(`--out must name a .safetensors file, got '${out}'`);
+    const [{ loadClipPipeline, encodeTexts }, { l2normalize }, { writeSafetensors }, { createProgressReporter }] =
+      await Promise.all([
+        import('../../tasks/clip.js'),
+        import('../../core/matrix.js'),
+        import('../../core/safetensors.js'),
+        import('../../core/progress.js'),
+      ]);
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
-      session: sessionArgs(parsed), configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
+      session: sessionArgs(parsed),
+      configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
       configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
     });
     try {
-      const progress = createProgressReporter('embedding', { quiet: parsed.flag('quiet') || texts.length < 64, unit: 'items' });
-      let embeddings = await encodeTexts(pipeline, texts, { onProgress: (done, total) => progress.update(done, total) });
+      const progress = createProgressReporter('embedding', {
+        quiet: parsed.flag('quiet') || texts.length < 64,
+        unit: 'items',
+      });
+      let embeddings = await encodeTexts(pipeline, texts, {
+        onProgress: (done, total) => progress.update(done, total),
+      });
       progress.finish();
       if (parsed.flag('normalize')) embeddings = l2normalize(embeddings);
       const { rows, cols } = embeddings;
       if (out !== undefined) {
-        writeSafetensors(out, { embeddings: { dtype: 'F32', shape: [rows, cols], data: embeddings.data } }, { texts: JSON.stringify(texts) });
+        writeSafetensors(
+          out,
+          { embeddings: { dtype: 'F32', shape: [rows, cols], data: embeddings.data } },
+          { texts: JSON.stringify(texts) },
+        );
       }
-      const row = (i: number) => Array.from(embeddings.data.subarray(i * cols, (i + 1) * cols), (v) => Number(v.toPrecision(9)));
+      const row = (i: number) =>
+        Array.from(embeddings.data.subarray(i * cols, (i + 1) * cols), (v) => Number(v.toPrecision(9)));
       if (parsed.flag('json')) {
-        process.stdout.write(`${JSON.stringify({ dim: cols, texts: texts.map((text, i) => ({ text, embedding: row(i) })) })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ dim: cols, texts: texts.map((text, i) => ({ text, embedding: row(i) })) })}\n`,
+        );
       } else if (out === undefined) {
-        texts.forEach((text, i) => process.stdout.write(`${text}\n  ${row(i).slice(0, 6).map((v) => v.toFixed(4)).join(' ')}${cols > 6 ? ' …' : ''}\n`));
+        texts.forEach((text, i) =>
+          process.stdout.write(
+            `${text}\n  ${row(i)
+              .slice(0, 6)
+              .map((v) => v.toFixed(4))
+              .join(' ')}${cols > 6 ? ' …' : ''}\n`,
+          ),
+        );
       }
       return 0;
     } finally {

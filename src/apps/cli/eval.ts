@@ -90,9 +90,17 @@ ${COMMON_HELP}
 `;
 
 const COMMON_OPTIONS: Record<string, OptionSpec> = {
-  model: { type: 'string' }, mode: { type: 'string' }, batch: { type: 'string' }, limit: { type: 'string' },
-  'cache-dir': { type: 'string' }, 'no-cache': { type: 'boolean' }, json: { type: 'boolean' }, markdown: { type: 'string' },
-  threads: { type: 'string' }, offline: { type: 'boolean' }, quiet: { type: 'boolean' },
+  model: { type: 'string' },
+  mode: { type: 'string' },
+  batch: { type: 'string' },
+  limit: { type: 'string' },
+  'cache-dir': { type: 'string' },
+  'no-cache': { type: 'boolean' },
+  json: { type: 'boolean' },
+  markdown: { type: 'string' },
+  threads: { type: 'string' },
+  offline: { type: 'boolean' },
+  quiet: { type: 'boolean' },
 };
 
 const EVALUATIONS = ['zeroshot', 'retrieval', 'video-retrieval'] as const;
@@ -108,23 +116,38 @@ export const evalCommand: Command = {
       process.stdout.write(USAGE);
       return 0;
     }
-    if (!(EVALUATIONS as readonly string[]).includes(which)) throw usageError('eval', `unknown evaluation '${which}' (evaluations: ${EVALUATIONS.join(', ')})`);
+    if (!(EVALUATIONS as readonly string[]).includes(which))
+      throw usageError('eval', `unknown evaluation '${which}' (evaluations: ${EVALUATIONS.join(', ')})`);
     const evaluation = which as Evaluation;
     const specific: Record<Evaluation, Record<string, OptionSpec>> = {
       zeroshot: {
-        dataset: { type: 'string' }, classnames: { type: 'string' }, templates: { type: 'string' }, language: { type: 'string' },
-        key: { type: 'string' }, split: { type: 'string' },
+        dataset: { type: 'string' },
+        classnames: { type: 'string' },
+        templates: { type: 'string' },
+        language: { type: 'string' },
+        key: { type: 'string' },
+        split: { type: 'string' },
       },
       retrieval: {
-        dataset: { type: 'string' }, 'image-root': { type: 'string' }, split: { type: 'string' },
-        'pre-caption': { type: 'boolean' }, 'no-pre-caption': { type: 'boolean' }, xtd: { type: 'boolean' },
+        dataset: { type: 'string' },
+        'image-root': { type: 'string' },
+        split: { type: 'string' },
+        'pre-caption': { type: 'boolean' },
+        'no-pre-caption': { type: 'boolean' },
+        xtd: { type: 'boolean' },
       },
       'video-retrieval': {
-        videos: { type: 'string' }, captions: { type: 'string' }, frames: { type: 'string' }, 'no-dual-softmax': { type: 'boolean' },
+        videos: { type: 'string' },
+        captions: { type: 'string' },
+        frames: { type: 'string' },
+        'no-dual-softmax': { type: 'boolean' },
       },
     };
     const usage = { zeroshot: ZEROSHOT_USAGE, retrieval: RETRIEVAL_USAGE, 'video-retrieval': VIDEO_USAGE }[evaluation];
-    const parsed = parseCommandArgs({ command: `eval ${evaluation}`, usage, options: { ...COMMON_OPTIONS, ...specific[evaluation] } }, rest);
+    const parsed = parseCommandArgs(
+      { command: `eval ${evaluation}`, usage, options: { ...COMMON_OPTIONS, ...specific[evaluation] } },
+      rest,
+    );
     if (!parsed) return 0;
     return runEvaluation(evaluation, parsed);
   },
@@ -139,7 +162,8 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   const threads = parsed.integer('threads', undefined, { min: 1 });
   const quiet = parsed.flag('quiet');
   const markdown = parsed.string('markdown');
-  if (parsed.flag('no-cache') && parsed.string('cache-dir') !== undefined) parsed.fail('--cache-dir and --no-cache exclude each other');
+  if (parsed.flag('no-cache') && parsed.string('cache-dir') !== undefined)
+    parsed.fail('--cache-dir and --no-cache exclude each other');
   const run = await import('../eval/run.js');
   let language: string | undefined;
   if (evaluation === 'zeroshot') {
@@ -148,13 +172,18 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
       parsed.fail(`unknown language '${language}' (built-in class names and templates: ${run.LANGUAGES.join(', ')})`);
     }
   }
-  if (evaluation === 'retrieval' && parsed.flag('pre-caption') && parsed.flag('no-pre-caption')) parsed.fail('--pre-caption and --no-pre-caption exclude each other');
+  if (evaluation === 'retrieval' && parsed.flag('pre-caption') && parsed.flag('no-pre-caption'))
+    parsed.fail('--pre-caption and --no-pre-caption exclude each other');
   const required = evaluation === 'video-retrieval' ? ['videos', 'captions'] : ['dataset'];
   for (const name of required) parsed.required(name);
   const frames = evaluation === 'video-retrieval' ? parsed.integer('frames', undefined, { min: 1 }) : undefined;
   const inputs: [string, string, ('file' | 'folder')?][] = [
-    ['dataset', 'dataset'], ['classnames', 'class-names file', 'file'], ['templates', 'templates file', 'file'],
-    ['image-root', 'image root', 'folder'], ['videos', 'video folder', 'folder'], ['captions', 'captions file', 'file'],
+    ['dataset', 'dataset'],
+    ['classnames', 'class-names file', 'file'],
+    ['templates', 'templates file', 'file'],
+    ['image-root', 'image root', 'folder'],
+    ['videos', 'video folder', 'folder'],
+    ['captions', 'captions file', 'file'],
   ];
   for (const [name, what, expect] of inputs) {
     const value = parsed.values[name];
@@ -162,7 +191,10 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   }
   if (evaluation === 'zeroshot') run.detectImageDataset(parsed.required('dataset'), parsed.string('split'));
 
-  const [{ createProgressReporter }, report] = await Promise.all([import('../../core/progress.js'), import('../eval/report.js')]);
+  const [{ createProgressReporter }, report] = await Promise.all([
+    import('../../core/progress.js'),
+    import('../eval/report.js'),
+  ]);
   let model: import('../eval/run.js').EvalModel | undefined;
   // The run loads the model once it has read the dataset, so that a bad dataset fails before a long load.
   const loadModel = async () => {
@@ -180,27 +212,48 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
     return model;
   };
   const common = {
-    model: loadModel, mode, batchSize, limit,
+    model: loadModel,
+    mode,
+    batchSize,
+    limit,
     cacheDir: parsed.flag('no-cache') ? null : parsed.string('cache-dir'),
     progress: (label: string) => createProgressReporter(label, { quiet, unit: 'items' as const }),
   };
   let result;
   try {
     if (evaluation === 'zeroshot') {
-      result = (await run.runZeroShot({
-        ...common, dataset: parsed.required('dataset'), classNames: parsed.string('classnames'), templates: parsed.string('templates'),
-        language, key: parsed.string('key'), split: parsed.string('split'),
-      })).result;
+      result = (
+        await run.runZeroShot({
+          ...common,
+          dataset: parsed.required('dataset'),
+          classNames: parsed.string('classnames'),
+          templates: parsed.string('templates'),
+          language,
+          key: parsed.string('key'),
+          split: parsed.string('split'),
+        })
+      ).result;
     } else if (evaluation === 'retrieval') {
-      result = (await run.runRetrieval({
-        ...common, dataset: parsed.required('dataset'), imageRoot: parsed.string('image-root'), split: parsed.string('split'),
-        preCaption: parsed.flag('pre-caption') ? true : parsed.flag('no-pre-caption') ? false : undefined, xtd: parsed.flag('xtd'),
-      })).result;
+      result = (
+        await run.runRetrieval({
+          ...common,
+          dataset: parsed.required('dataset'),
+          imageRoot: parsed.string('image-root'),
+          split: parsed.string('split'),
+          preCaption: parsed.flag('pre-caption') ? true : parsed.flag('no-pre-caption') ? false : undefined,
+          xtd: parsed.flag('xtd'),
+        })
+      ).result;
     } else {
-      result = (await run.runVideoRetrieval({
-        ...common, videos: parsed.required('videos'), captions: parsed.required('captions'), numFrames: frames,
-        dualSoftmax: !parsed.flag('no-dual-softmax'),
-      })).result;
+      result = (
+        await run.runVideoRetrieval({
+          ...common,
+          videos: parsed.required('videos'),
+          captions: parsed.required('captions'),
+          numFrames: frames,
+          dualSoftmax: !parsed.flag('no-dual-softmax'),
+        })
+      ).result;
     }
   } finally {
     await model?.release();
@@ -220,23 +273,35 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   } else {
     const { formatTable } = await import('../verify/compare.js');
     const extra = result.extra ?? {};
-    const what = evaluation === 'zeroshot'
-      ? `zero-shot classification, ${extra.images} images, ${extra.classes} classes, ${extra.templates} templates`
-      : evaluation === 'retrieval'
-        ? `${result.task === 'zeroshot_retrieval_xtd' ? 'XTD retrieval' : 'retrieval'}, ${extra.images} images, ${extra.texts} captions`
-        : `video retrieval, ${extra.videos} videos, ${extra.frames} frames, dual softmax ${extra.dual_softmax ? 'on' : 'off'}`;
+    const what =
+      evaluation === 'zeroshot'
+        ? `zero-shot classification, ${extra.images} images, ${extra.classes} classes, ${extra.templates} templates`
+        : evaluation === 'retrieval'
+          ? `${result.task === 'zeroshot_retrieval_xtd' ? 'XTD retrieval' : 'retrieval'}, ${extra.images} images, ${extra.texts} captions`
+          : `video retrieval, ${extra.videos} videos, ${extra.frames} frames, dual softmax ${extra.dual_softmax ? 'on' : 'off'}`;
     const rows = Object.entries(result.metrics).map(([name, v]) => [
-      METRIC_LABELS[name] ?? name, name, v === null || !Number.isFinite(v) ? 'n/a' : (100 * v).toFixed(2),
+      METRIC_LABELS[name] ?? name,
+      name,
+      v === null || !Number.isFinite(v) ? 'n/a' : (100 * v).toFixed(2),
     ]);
-    process.stdout.write(`${result.model} on ${result.dataset}: ${what}\n${formatTable(['metric', 'key', '%'], rows, [false, false, true])}\n`);
+    process.stdout.write(
+      `${result.model} on ${result.dataset}: ${what}\n${formatTable(['metric', 'key', '%'], rows, [false, false, true])}\n`,
+    );
   }
   return 0;
 }
 
 const METRIC_LABELS: Record<string, string> = {
-  acc1: 'top-1 accuracy', acc5: 'top-5 accuracy', mean_per_class_recall: 'mean per-class recall', mean_recall: 'mean recall',
-  ...Object.fromEntries([1, 5, 10].flatMap((k) => [
-    [`text_retrieval_recall@${k}`, `image→text R@${k}`], [`image_retrieval_recall@${k}`, `text→image R@${k}`],
-    [`t2v_retrieval_recall@${k}`, `text→video R@${k}`], [`v2t_retrieval_recall@${k}`, `video→text R@${k}`],
-  ])),
+  acc1: 'top-1 accuracy',
+  acc5: 'top-5 accuracy',
+  mean_per_class_recall: 'mean per-class recall',
+  mean_recall: 'mean recall',
+  ...Object.fromEntries(
+    [1, 5, 10].flatMap((k) => [
+      [`text_retrieval_recall@${k}`, `image→text R@${k}`],
+      [`image_retrieval_recall@${k}`, `text→image R@${k}`],
+      [`t2v_retrieval_recall@${k}`, `text→video R@${k}`],
+      [`v2t_retrieval_recall@${k}`, `video→text R@${k}`],
+    ]),
+  ),
 };

@@ -19,35 +19,63 @@ ${GENERATION_USAGE}
 `;
 
 function parseIds(text: string, flag: string, fail: (m: string) => never): number[] {
-  const parts = text.split(',').map((p) => p.trim()).filter(Boolean);
-  if (parts.length === 0 || !parts.every((p) => /^\d+$/.test(p))) fail(`--${flag} must be comma-separated non-negative integers, got '${text}'`);
+  const parts = text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean);
+  if (parts.length === 0 || !parts.every((p) => /^\d+$/.test(p)))
+    fail(`--${flag} must be comma-separated non-negative integers, got '${text}'`);
   return parts.map(Number);
 }
 
 export const generateCommand: Command = {
   name: 'generate',
-  summary: 'generate token ids from token ids with a checkpoint\'s language model',
+  summary: "generate token ids from token ids with a checkpoint's language model",
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'generate', usage: USAGE,
-      options: { ...MODEL_OPTIONS, ...GENERATION_OPTIONS, 'input-ids': { type: 'string' }, 'stop-ids': { type: 'string' }, json: { type: 'boolean' } },
-    }, args);
+    const parsed = parseCommandArgs(
+      {
+        command: 'generate',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          ...GENERATION_OPTIONS,
+          'input-ids': { type: 'string' },
+          'stop-ids': { type: 'string' },
+          json: { type: 'boolean' },
+        },
+      },
+      args,
+    );
     if (!parsed) return 0;
     const fail = (m: string): never => parsed.fail(m);
     const inputIds = parseIds(parsed.required('input-ids'), 'input-ids', fail);
     const stopText = parsed.string('stop-ids');
     const options = generationArgs(parsed);
-    const [{ loadLanguageModel }, { generate }] = await Promise.all([import('../../tasks/language_model.js'), import('../../tasks/generation.js')]);
+    const [{ loadLanguageModel }, { generate }] = await Promise.all([
+      import('../../tasks/language_model.js'),
+      import('../../tasks/generation.js'),
+    ]);
     const lm = await loadLanguageModel(await resolveModelArg(parsed), { session: sessionArgs(parsed) });
     try {
       const vocab = lm.config.vocabSize;
       const bad = inputIds.find((id) => id >= vocab);
       if (bad !== undefined) parsed.fail(`--input-ids: id ${bad} is outside the vocabulary (${vocab} tokens)`);
       const eos = lm.config.eosTokenId;
-      const stopTokenIds = stopText !== undefined ? parseIds(stopText, 'stop-ids', fail) : eos === null ? [] : ([] as number[]).concat(eos);
-      const result = await generate(lm, { ids: inputIds, embeds: lm.embedTokens(inputIds) }, { ...options, stopTokenIds });
+      const stopTokenIds =
+        stopText !== undefined
+          ? parseIds(stopText, 'stop-ids', fail)
+          : eos === null
+            ? []
+            : ([] as number[]).concat(eos);
+      const result = await generate(
+        lm,
+        { ids: inputIds, embeds: lm.embedTokens(inputIds) },
+        { ...options, stopTokenIds },
+      );
       if (parsed.flag('json')) {
-        process.stdout.write(`${JSON.stringify({ ids: result.ids, prompt_tokens: result.promptTokens, finish_reason: result.finishReason })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ ids: result.ids, prompt_tokens: result.promptTokens, finish_reason: result.finishReason })}\n`,
+        );
       } else {
         process.stdout.write(`${result.ids.join(',')}\n`);
       }

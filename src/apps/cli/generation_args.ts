@@ -33,13 +33,16 @@ export function generationArgs(parsed: ParsedArgs): GenerationOptions {
   const topK = parsed.integer('top-k', undefined, { min: 1 });
   const topP = number(parsed, 'top-p');
   const sampling = temperature !== undefined || topK !== undefined || topP !== undefined;
-  if (sampling && parsed.flag('greedy')) parsed.fail('--greedy cannot be combined with --temperature, --top-k or --top-p');
+  if (sampling && parsed.flag('greedy'))
+    parsed.fail('--greedy cannot be combined with --temperature, --top-k or --top-p');
   if (temperature !== undefined && temperature <= 0) parsed.fail('--temperature must be > 0');
   if (topP !== undefined && !(topP > 0 && topP <= 1)) parsed.fail('--top-p must be in (0, 1]');
   return {
     maxNewTokens: parsed.integer('max-new-tokens', 1024, { min: 0 }),
     doSample: sampling,
-    temperature, topK, topP,
+    temperature,
+    topK,
+    topP,
     repetitionPenalty: number(parsed, 'repetition-penalty'),
     seed: parsed.integer('seed', 0),
   };

@@ -26,14 +26,24 @@ export const EXIT = { ok: 0, mismatch: 1, usage: 2, bug: 70 } as const;
 
 // New commands: one file in src/apps/cli/ exporting a Command, and one entry here.
 const BUILTIN_COMMANDS: Command[] = [
-  verifyCommand, embedImageCommand, benchCommand, classifyCommand, embedTextCommand, captionCommand, tokenizeCommand,
-  generateCommand, chatCommand, evalCommand,
+  verifyCommand,
+  embedImageCommand,
+  benchCommand,
+  classifyCommand,
+  embedTextCommand,
+  captionCommand,
+  tokenizeCommand,
+  generateCommand,
+  chatCommand,
+  evalCommand,
 ];
 for (const command of BUILTIN_COMMANDS) if (!getCommand(command.name)) registerCommand(command);
 
 export function version(): string {
   // The same relative path works from src/apps/cli (tsx) and dist/apps/cli (built).
-  const pkg = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string };
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
+    version?: string;
+  };
   return pkg.version ?? 'unknown';
 }
 
@@ -49,7 +59,7 @@ export function mainHelp(): string {
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
     'Options:',
-    '  -h, --help     show this help; `internvl <command> --help` shows a command\'s options',
+    "  -h, --help     show this help; `internvl <command> --help` shows a command's options",
     '  -V, --version  print the version',
     '',
     'Exit codes: 0 success, 1 verification mismatch, 2 bad input or usage, 70 internal error (a bug: please report it).',
@@ -87,7 +97,9 @@ async function dispatch(name: string, args: string[]): Promise<number> {
   if (!command) {
     const names = listCommands().map((c) => c.name);
     const close = names.find((n) => editDistance(n, name) <= 2);
-    throw new UsageError(`unknown command '${name}'${close ? ` (did you mean '${close}'?)` : ''}; commands: ${names.join(', ')}`);
+    throw new UsageError(
+      `unknown command '${name}'${close ? ` (did you mean '${close}'?)` : ''}; commands: ${names.join(', ')}`,
+    );
   }
   return command.run(args);
 }

@@ -35,14 +35,20 @@ export async function resolveModelArg(parsed: ParsedArgs): Promise<string> {
  * Session options from the flags. The first load of a bf16 or quantized checkpoint writes its converted weights
  * to the cache, which takes a while for big models: that shows as a progress line.
  */
-export function sessionArgs(parsed: ParsedArgs): { threads?: number; onProgress: (done: number, total: number) => void } {
+export function sessionArgs(parsed: ParsedArgs): {
+  threads?: number;
+  onProgress: (done: number, total: number) => void;
+} {
   let progress: { update(done: number, total?: number): void; finish(): void } | null = null;
   return {
     threads: parsed.integer('threads', undefined, { min: 1 }),
     onProgress: (done, total) => {
       progress ??= createProgressReporter('converting weights (once)', { quiet: parsed.flag('quiet'), unit: 'items' });
       progress.update(done, total);
-      if (done === total) { progress.finish(); progress = null; }
+      if (done === total) {
+        progress.finish();
+        progress = null;
+      }
     },
   };
 }
@@ -51,6 +57,10 @@ export function sessionArgs(parsed: ParsedArgs): { threads?: number; onProgress:
  * `--<flag> fp32|int8|int4|int4+int8`: the weight format of a model part, as a graph hook (none for fp32).
  * Quantized weights are computed on the first load and cached.
  */
-export function weightsArg(parsed: ParsedArgs, flag: string, allowed: readonly WeightFormat[] = WEIGHT_FORMATS): ((g: GraphBuilder) => void) | undefined {
+export function weightsArg(
+  parsed: ParsedArgs,
+  flag: string,
+  allowed: readonly WeightFormat[] = WEIGHT_FORMATS,
+): ((g: GraphBuilder) => void) | undefined {
   return weightFormatHook(parsed.choice(flag, allowed, 'fp32'));
 }

@@ -24,11 +24,21 @@ export const tokenizeCommand: Command = {
   name: 'tokenize',
   summary: 'token ids of text with any supported tokenizer (SentencePiece, byte-level BPE)',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'tokenize', usage: USAGE,
-      options: { text: { type: 'string' }, file: { type: 'string' }, separator: { type: 'string' }, 'add-special': { type: 'boolean' }, json: { type: 'boolean' } },
-      positionals: { min: 1, max: 1 },
-    }, args);
+    const parsed = parseCommandArgs(
+      {
+        command: 'tokenize',
+        usage: USAGE,
+        options: {
+          text: { type: 'string' },
+          file: { type: 'string' },
+          separator: { type: 'string' },
+          'add-special': { type: 'boolean' },
+          json: { type: 'boolean' },
+        },
+        positionals: { min: 1, max: 1 },
+      },
+      args,
+    );
     if (!parsed) return 0;
     const text = parsed.string('text');
     const file = parsed.string('file');
@@ -45,7 +55,8 @@ export const tokenizeCommand: Command = {
     const lines = input.split(separator);
     // A file's final newline ends its last line rather than starting an empty one.
     if (file !== undefined && lines.length > 1 && lines[lines.length - 1].replace(/\n$/, '') === '') lines.pop();
-    else if (file !== undefined && separator !== '\n') lines[lines.length - 1] = lines[lines.length - 1].replace(/\n$/, '');
+    else if (file !== undefined && separator !== '\n')
+      lines[lines.length - 1] = lines[lines.length - 1].replace(/\n$/, '');
     const target = parsed.positionals[0];
     if (!fs.existsSync(target)) parsed.fail(`no such tokenizer folder or file '${target}'`);
     const dir = fs.statSync(target).isDirectory() ? target : path.dirname(target);
@@ -54,7 +65,7 @@ export const tokenizeCommand: Command = {
     const addSpecialTokens = parsed.flag('add-special');
     const ids = lines.map((line) => tokenizer.encode(line, { addSpecialTokens }));
     if (parsed.flag('json')) process.stdout.write(`${JSON.stringify({ ids })}\n`);
-    else process.stdout.write(ids.map((row) => row.join(',')).join('\n') + '\n');
+    else process.stdout.write(`${ids.map((row) => row.join(',')).join('\n')}\n`);
     return 0;
   },
 };

@@ -22,12 +22,15 @@ export const verifyCommand: Command = {
   name: 'verify',
   summary: 'compare this implementation with golden fixture folders',
   async run(args) {
-    const parsed = parseCommandArgs({
-      command: 'verify',
-      usage: USAGE,
-      options: { json: { type: 'boolean' }, threads: { type: 'string' } },
-      positionals: { min: 1, max: Infinity },
-    }, args);
+    const parsed = parseCommandArgs(
+      {
+        command: 'verify',
+        usage: USAGE,
+        options: { json: { type: 'boolean' }, threads: { type: 'string' } },
+        positionals: { min: 1, max: Infinity },
+      },
+      args,
+    );
     if (!parsed) return 0;
     const threads = parsed.integer('threads', undefined, { min: 1 });
     const { runVerify } = await import('../verify/index.js');

@@ -96,7 +96,17 @@ export { loadDatasetStrings } from '../../tasks/zeroshot_prompts.js';
 // ImageNet-style folders.
 
 /** torchvision's IMG_EXTENSIONS, matched case-insensitively. */
-export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp'];
+export const IMAGE_EXTENSIONS: readonly string[] = [
+  '.jpg',
+  '.jpeg',
+  '.png',
+  '.ppm',
+  '.bmp',
+  '.pgm',
+  '.tif',
+  '.tiff',
+  '.webp',
+];
 
 export interface ImageFolderOptions {
   /**
@@ -191,7 +201,9 @@ async function resolveClassNames(classes: string[], opts: ImageFolderOptions, ro
     const list = value as string[];
     if (opts.classNamesWnids) {
       if (opts.classNamesWnids.length !== list.length) {
-        throw new UsageError(`classNamesWnids has ${opts.classNamesWnids.length} entries but ${source} has ${list.length} names`);
+        throw new UsageError(
+          `classNamesWnids has ${opts.classNamesWnids.length} entries but ${source} has ${list.length} names`,
+        );
       }
       const pos = new Map(opts.classNamesWnids.map((w, i) => [w, i]));
       return classes.map((c) => {
@@ -201,7 +213,9 @@ async function resolveClassNames(classes: string[], opts: ImageFolderOptions, ro
       });
     }
     if (list.length !== classes.length) {
-      throw new DatasetError(`${source} has ${list.length} class names but ${root} has ${classes.length} class folders`);
+      throw new DatasetError(
+        `${source} has ${list.length} class names but ${root} has ${classes.length} class folders`,
+      );
     }
     return [...list];
   }
@@ -233,7 +247,9 @@ export async function readImageFolder(root: string, opts: ImageFolderOptions = {
     const walked: { rel: string; files: string[] }[] = [];
     await walkSorted(join(root, cls), '', walked);
     // sorted(os.walk(...)) orders by the directory path string.
-    walked.sort((a, b) => comparePython(a.rel === '' ? cls : `${cls}/${a.rel}`, b.rel === '' ? cls : `${cls}/${b.rel}`));
+    walked.sort((a, b) =>
+      comparePython(a.rel === '' ? cls : `${cls}/${a.rel}`, b.rel === '' ? cls : `${cls}/${b.rel}`),
+    );
     const before = items.length;
     for (const { rel, files } of walked) {
       for (const f of files.sort(comparePython)) {
@@ -301,7 +317,10 @@ function str(v: unknown): v is string {
  * - text `flickr30k_*_karpathy.txt`: a header line, then `name.jpg,caption` lines, grouped by image in
  *   first-seen order (split at the first `.jpg,`, as CLIP_benchmark's Flickr reader).
  */
-export async function readCaptionDataset(annotationPath: string, opts: CaptionDatasetOptions = {}): Promise<CaptionDataset> {
+export async function readCaptionDataset(
+  annotationPath: string,
+  opts: CaptionDatasetOptions = {},
+): Promise<CaptionDataset> {
   const root = opts.imageRoot ?? dirname(annotationPath);
   const pairs: { file: string; captions: string[] }[] = [];
   const bad = (why: string) => new DatasetError(`caption file ${annotationPath}: ${why}`);
@@ -315,7 +334,7 @@ export async function readCaptionDataset(annotationPath: string, opts: CaptionDa
       if (!line) return;
       const parts = line.split('.jpg,');
       if (parts.length !== 2) throw bad(`line ${i + 2} is not "<name>.jpg,<caption>"`);
-      const img = parts[0] + '.jpg';
+      const img = `${parts[0]}.jpg`;
       if (!byImage.has(img)) byImage.set(img, []);
       byImage.get(img)!.push(parts[1]);
     });
@@ -334,7 +353,8 @@ export async function readCaptionDataset(annotationPath: string, opts: CaptionDa
     } else if (json && typeof json === 'object') {
       const o = json as Record<string, unknown>;
       if (Array.isArray(o.image_paths) && Array.isArray(o.annotations)) {
-        if (o.image_paths.length !== o.annotations.length) throw bad(`${o.image_paths.length} image_paths but ${o.annotations.length} annotations`);
+        if (o.image_paths.length !== o.annotations.length)
+          throw bad(`${o.image_paths.length} image_paths but ${o.annotations.length} annotations`);
         o.image_paths.forEach((p, i) => {
           const c = (o.annotations as unknown[])[i];
           if (!str(p) || !str(c)) throw bad(`image_paths/annotations entry ${i} is not a string`);
@@ -344,13 +364,15 @@ export async function readCaptionDataset(annotationPath: string, opts: CaptionDa
         const caps = new Map<number, string[]>();
         o.annotations.forEach((a, i) => {
           const r = a as Record<string, unknown>;
-          if (!r || typeof r.image_id !== 'number' || !str(r.caption)) throw bad(`annotation ${i} needs a numeric image_id and a caption`);
+          if (!r || typeof r.image_id !== 'number' || !str(r.caption))
+            throw bad(`annotation ${i} needs a numeric image_id and a caption`);
           if (!caps.has(r.image_id)) caps.set(r.image_id, []);
           caps.get(r.image_id)!.push(r.caption);
         });
         const imgs = o.images.map((m, i) => {
           const r = m as Record<string, unknown>;
-          if (!r || typeof r.id !== 'number' || !str(r.file_name)) throw bad(`image ${i} needs a numeric id and a file_name`);
+          if (!r || typeof r.id !== 'number' || !str(r.file_name))
+            throw bad(`image ${i} needs a numeric id and a file_name`);
           return { id: r.id, file: r.file_name };
         });
         imgs.sort((a, b) => a.id - b.id);
@@ -359,7 +381,8 @@ export async function readCaptionDataset(annotationPath: string, opts: CaptionDa
         const split = opts.split === undefined ? 'test' : opts.split;
         o.images.forEach((m, i) => {
           const r = m as Record<string, unknown>;
-          if (!r || !str(r.filename) || !Array.isArray(r.sentences)) throw bad(`image ${i} needs "filename" and "sentences"`);
+          if (!r || !str(r.filename) || !Array.isArray(r.sentences))
+            throw bad(`image ${i} needs "filename" and "sentences"`);
           if (split !== null && r.split !== split) return;
           const captions = r.sentences.map((s, j) => {
             const raw = (s as Record<string, unknown>)?.raw;
@@ -370,7 +393,9 @@ export async function readCaptionDataset(annotationPath: string, opts: CaptionDa
         });
         if (pairs.length === 0 && split !== null) throw bad(`no image has split "${split}"`);
       } else {
-        throw bad('unrecognised layout (expected a list of {image, caption}, {images: [...]}, or {image_paths, annotations})');
+        throw bad(
+          'unrecognised layout (expected a list of {image, caption}, {images: [...]}, or {image_paths, annotations})',
+        );
       }
     } else {
       throw bad('unrecognised layout');
@@ -472,7 +497,11 @@ function tarNumber(b: Buffer, start: number, len: number): number {
     for (let i = 1; i < len; i++) v = v * 256 + b[start + i];
     return v;
   }
-  const s = b.toString('latin1', start, start + len).replace(/[\0 ]+$/, '').replace(/^[ ]+/, '').replace(/\0.*$/, '');
+  const s = b
+    .toString('latin1', start, start + len)
+    .replace(/[\0 ]+$/, '')
+    .replace(/^[ ]+/, '')
+    .replace(/\0.*$/, '');
   if (s === '') return 0;
   if (!/^[0-7]+$/.test(s)) return NaN;
   return parseInt(s, 8);
@@ -521,7 +550,9 @@ export async function* readTar(path: string): AsyncGenerator<TarEntry> {
     if (!st.isFile()) throw new Error('not a file');
     stream = createReadStream(path, { highWaterMark: 1 << 20 });
   } catch (e) {
-    throw new DatasetError(`cannot read tar file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new DatasetError(
+      `cannot read tar file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
   const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   const r = new ChunkReader(iter);
@@ -555,14 +586,17 @@ export async function* readTar(path: string): AsyncGenerator<TarEntry> {
       }
       const ext = { ...globalPax, ...(pax ?? {}) };
       if (ext.size !== undefined && typeflag !== 'x' && typeflag !== 'g') size = Number(ext.size);
-      if (!Number.isFinite(size) || size < 0) throw new DatasetError(`bad member size in tar header at byte ${offset} of ${path}`);
+      if (!Number.isFinite(size) || size < 0)
+        throw new DatasetError(`bad member size in tar header at byte ${offset} of ${path}`);
       const padded = Math.ceil(size / 512) * 512;
 
       const readData = async (): Promise<Buffer> => {
         const data = await r.read(size);
-        if (data.length < size) throw new DatasetError(`truncated tar file ${path} (member "${name}" at byte ${offset})`);
+        if (data.length < size)
+          throw new DatasetError(`truncated tar file ${path} (member "${name}" at byte ${offset})`);
         const pad = padded - size;
-        if (pad && (await r.skip(pad)) < pad) throw new DatasetError(`truncated tar file ${path} (member "${name}" at byte ${offset})`);
+        if (pad && (await r.skip(pad)) < pad)
+          throw new DatasetError(`truncated tar file ${path} (member "${name}" at byte ${offset})`);
         return data;
       };
 
@@ -605,13 +639,16 @@ export async function* readTar(path: string): AsyncGenerator<TarEntry> {
         yield { name, type, size, data: await readData(), offset };
       } else {
         // Links and directories carry no data; anything else with a size is skipped whole.
-        if (padded && (await r.skip(padded)) < padded) throw new DatasetError(`truncated tar file ${path} (member "${name}" at byte ${offset})`);
+        if (padded && (await r.skip(padded)) < padded)
+          throw new DatasetError(`truncated tar file ${path} (member "${name}" at byte ${offset})`);
         yield { name, type, size, data: Buffer.alloc(0), offset };
       }
     }
   } catch (e) {
     if (e instanceof InternVLError) throw e;
-    throw new DatasetError(`cannot read tar file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new DatasetError(
+      `cannot read tar file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   } finally {
     stream.destroy();
   }
@@ -652,7 +689,8 @@ export async function* readWdsShard(path: string): AsyncGenerator<WdsSample> {
       if (cur) yield cur;
       cur = { key, shard: path, files: new Map() };
     }
-    if (cur.files.has(ext)) throw new DatasetError(`duplicate member "${e.name}" (extension ${ext}) for key ${key} in ${path}`);
+    if (cur.files.has(ext))
+      throw new DatasetError(`duplicate member "${e.name}" (extension ${ext}) for key ${key} in ${path}`);
     cur.files.set(ext, e.data);
   }
   if (cur) yield cur;
@@ -696,7 +734,9 @@ export interface WdsDataset {
 
 async function optionalLines(path: string, what: string): Promise<string[] | null> {
   if (!(await exists(path))) return null;
-  return splitLines(await readText(path, what)).map(pyStrip).filter((l) => l.length > 0);
+  return splitLines(await readText(path, what))
+    .map(pyStrip)
+    .filter((l) => l.length > 0);
 }
 
 /**
@@ -714,9 +754,11 @@ export async function openWebDataset(root: string, opts: { split?: string } = {}
   if (await exists(nshardsPath)) {
     const txt = pyStrip(await readText(nshardsPath, 'shard count file'));
     const n = Number(txt);
-    if (!/^\d+$/.test(txt) || n < 1) throw new DatasetError(`${nshardsPath} must hold a positive shard count, got "${txt.slice(0, 20)}"`);
+    if (!/^\d+$/.test(txt) || n < 1)
+      throw new DatasetError(`${nshardsPath} must hold a positive shard count, got "${txt.slice(0, 20)}"`);
     shards = Array.from({ length: n }, (_, i) => join(splitDir, `${i}.tar`));
-    for (const s of shards) if (!(await exists(s))) throw new DatasetError(`missing shard ${s} (${nshardsPath} says ${n})`);
+    for (const s of shards)
+      if (!(await exists(s))) throw new DatasetError(`missing shard ${s} (${nshardsPath} says ${n})`);
   } else {
     const names = (await readdir(splitDir)).filter((f) => f.endsWith('.tar'));
     const num = (f: string) => (/^\d+\.tar$/.test(f) ? Number(f.slice(0, -4)) : Infinity);
@@ -726,9 +768,14 @@ export async function openWebDataset(root: string, opts: { split?: string } = {}
   }
   const typeLines = await optionalLines(join(root, 'dataset_type.txt'), 'dataset type file');
   const typeName = (typeLines?.[0] ?? 'classification').toLowerCase();
-  const type: WdsDatasetType = typeName === 'retrieval' ? 'retrieval' : typeName === 'multilabel' ? 'multilabel' : 'classification';
-  const classnames = type === 'retrieval' ? null : await optionalLines(join(root, 'classnames.txt'), 'class-names file');
-  const templates = type === 'retrieval' ? null : await optionalLines(join(root, 'zeroshot_classification_templates.txt'), 'templates file');
+  const type: WdsDatasetType =
+    typeName === 'retrieval' ? 'retrieval' : typeName === 'multilabel' ? 'multilabel' : 'classification';
+  const classnames =
+    type === 'retrieval' ? null : await optionalLines(join(root, 'classnames.txt'), 'class-names file');
+  const templates =
+    type === 'retrieval'
+      ? null
+      : await optionalLines(join(root, 'zeroshot_classification_templates.txt'), 'templates file');
 
   async function* samples(): AsyncGenerator<WdsSample> {
     for (const s of shards) yield* readWdsShard(s);
@@ -738,7 +785,10 @@ export async function openWebDataset(root: string, opts: { split?: string } = {}
     for await (const s of samples()) {
       const where = `sample ${s.key} of ${s.shard}`;
       const imageExt = WDS_IMAGE_EXTS.find((e) => s.files.has(e));
-      if (!imageExt) throw new DatasetError(`${where} has no image (${WDS_IMAGE_EXTS.join('/')}); members: ${[...s.files.keys()].join(', ')}`);
+      if (!imageExt)
+        throw new DatasetError(
+          `${where} has no image (${WDS_IMAGE_EXTS.join('/')}); members: ${[...s.files.keys()].join(', ')}`,
+        );
       const item: WdsItem = { key: s.key, shard: s.shard, imageExt, image: s.files.get(imageExt)!, files: s.files };
       if (type === 'retrieval') {
         const txt = s.files.get('txt');
@@ -755,7 +805,9 @@ export async function openWebDataset(root: string, opts: { split?: string } = {}
         if (!/^[+-]?\d+$/.test(t)) throw new DatasetError(`${where}: cls "${t.slice(0, 20)}" is not an integer`);
         item.label = Number(t);
         if (classnames && (item.label < 0 || item.label >= classnames.length)) {
-          throw new DatasetError(`${where}: label ${item.label} is outside the ${classnames.length} classes of classnames.txt`);
+          throw new DatasetError(
+            `${where}: label ${item.label} is outside the ${classnames.length} classes of classnames.txt`,
+          );
         }
       }
       const js = s.files.get('json');

@@ -11,13 +11,23 @@
  */
 import { UsageError } from '../../core/errors.js';
 
-export { matrix, l2normalize, matmulTransposed, transpose, ensembleClassEmbeddings, zeroShotLogits, retrievalScores, dualSoftmax, type Matrix } from '../../core/matrix.js';
-import { checkMatrix, dualSoftmax, l2normalize, matmulTransposed, transpose, type Matrix } from '../../core/matrix.js';
+export {
+  matrix,
+  l2normalize,
+  matmulTransposed,
+  transpose,
+  ensembleClassEmbeddings,
+  zeroShotLogits,
+  retrievalScores,
+  dualSoftmax,
+  type Matrix,
+} from '../../core/matrix.js';
+import { checkMatrix, dualSoftmax, transpose, type Matrix } from '../../core/matrix.js';
 
 /** Whether value a at index ia ranks before value b at index ib (higher first, NaN highest, ties by index). */
 function ranksBefore(a: number, ia: number, b: number, ib: number): boolean {
-  if (a !== a) return b === b || ia < ib;
-  if (b !== b) return false;
+  if (Number.isNaN(a)) return !Number.isNaN(b) || ia < ib;
+  if (Number.isNaN(b)) return false;
   return a > b || (a === b && ia < ib);
 }
 
@@ -61,7 +71,8 @@ function inTopK(get: (i: number) => number, count: number, target: number, k: nu
 
 function checkTargets(logits: Matrix, targets: ArrayLike<number>): void {
   checkMatrix('logits', logits);
-  if (targets.length !== logits.rows) throw new UsageError(`got ${targets.length} targets for ${logits.rows} rows of logits`);
+  if (targets.length !== logits.rows)
+    throw new UsageError(`got ${targets.length} targets for ${logits.rows} rows of logits`);
   for (let i = 0; i < targets.length; i++) {
     const t = targets[i];
     if (!Number.isInteger(t) || t < 0 || t >= logits.cols) {
@@ -120,7 +131,8 @@ export interface ClassificationMetrics {
 /** acc1, acc5 and mean per-class recall of single-label zero-shot classification (logits: samples × classes). */
 export function zeroShotClassificationMetrics(logits: Matrix, targets: ArrayLike<number>): ClassificationMetrics {
   checkTargets(logits, targets);
-  const [acc1, acc5] = logits.cols >= 5 ? topkAccuracy(logits, targets, [1, 5]) : [topkAccuracy(logits, targets, [1])[0], NaN];
+  const [acc1, acc5] =
+    logits.cols >= 5 ? topkAccuracy(logits, targets, [1, 5]) : [topkAccuracy(logits, targets, [1])[0], NaN];
   return { acc1, acc5, mean_per_class_recall: meanPerClassRecall(argmaxRows(logits), targets) };
 }
 
@@ -162,7 +174,6 @@ export function meanAveragePrecision(scores: Matrix, targets: Matrix): number {
   return ap.length ? s / ap.length : NaN;
 }
 
-
 /** The positive of a query that ranks best among the query's scores (the one that decides a hit). */
 function bestPositive(get: (i: number) => number, positives: readonly number[]): number {
   let best = positives[0];
@@ -188,19 +199,34 @@ export function recallAtK(scores: Matrix, positives: readonly (readonly number[]
 /** Same as {@link recallAtK} with the queries in the columns, so scoresᵀ need not be built. */
 export function recallAtKColumns(scores: Matrix, positives: readonly (readonly number[])[], k: number): number {
   checkMatrix('scores', scores);
-  return recallOverQueries(scores.cols, scores.rows, positives, k, 'columns', (q, c) => scores.data[c * scores.cols + q]);
+  return recallOverQueries(
+    scores.cols,
+    scores.rows,
+    positives,
+    k,
+    'columns',
+    (q, c) => scores.data[c * scores.cols + q],
+  );
 }
 
-function recallOverQueries(queries: number, candidates: number, positives: readonly (readonly number[])[], k: number,
-  axis: 'rows' | 'columns', score: (query: number, candidate: number) => number): number {
+function recallOverQueries(
+  queries: number,
+  candidates: number,
+  positives: readonly (readonly number[])[],
+  k: number,
+  axis: 'rows' | 'columns',
+  score: (query: number, candidate: number) => number,
+): number {
   checkK(k);
-  if (positives.length !== queries) throw new UsageError(`got positives for ${positives.length} queries, scores have ${queries} ${axis}`);
+  if (positives.length !== queries)
+    throw new UsageError(`got positives for ${positives.length} queries, scores have ${queries} ${axis}`);
   let hits = 0;
   for (let q = 0; q < queries; q++) {
     const pos = positives[q];
     if (pos.length === 0) continue;
     for (const p of pos) {
-      if (!Number.isInteger(p) || p < 0 || p >= candidates) throw new UsageError(`positive ${p} of query ${q} is outside the ${candidates} candidates`);
+      if (!Number.isInteger(p) || p < 0 || p >= candidates)
+        throw new UsageError(`positive ${p} of query ${q} is outside the ${candidates} candidates`);
     }
     const get = (i: number) => score(q, i);
     if (inTopK(get, candidates, bestPositive(get, pos), k)) hits++;
@@ -226,7 +252,8 @@ export function retrievalRecall(
   const perImage: number[][] = Array.from({ length: scores.cols }, () => []);
   for (let t = 0; t < textImageIndex.length; t++) {
     const i = textImageIndex[t];
-    if (!Number.isInteger(i) || i < 0 || i >= scores.cols) throw new UsageError(`caption ${t} points to image ${i}, outside the ${scores.cols} images`);
+    if (!Number.isInteger(i) || i < 0 || i >= scores.cols)
+      throw new UsageError(`caption ${t} points to image ${i}, outside the ${scores.cols} images`);
     perText.push([i]);
     perImage[i].push(t);
   }
@@ -240,10 +267,11 @@ export function retrievalRecall(
 
 /** Mean of all `*_recall@K` entries: the "avg" column of the InternVL retrieval tables (12 recalls). */
 export function meanRecall(metrics: Record<string, number>): number {
-  const vals = Object.entries(metrics).filter(([k]) => /_recall@\d+$/.test(k)).map(([, v]) => v);
+  const vals = Object.entries(metrics)
+    .filter(([k]) => /_recall@\d+$/.test(k))
+    .map(([, v]) => v);
   return vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : NaN;
 }
-
 
 export interface MsrvttOptions {
   ks?: readonly number[];
@@ -258,7 +286,8 @@ export interface MsrvttOptions {
  */
 export function msrvttRetrievalMetrics(scores: Matrix, opts: MsrvttOptions = {}): Record<string, number> {
   checkMatrix('scores', scores);
-  if (scores.rows !== scores.cols) throw new UsageError(`MSR-VTT needs one caption per video, got a ${scores.rows}x${scores.cols} score matrix`);
+  if (scores.rows !== scores.cols)
+    throw new UsageError(`MSR-VTT needs one caption per video, got a ${scores.rows}x${scores.cols} score matrix`);
   const ks = opts.ks ?? [1, 5, 10];
   const useDsl = opts.dualSoftmax ?? true;
   const t2v = useDsl ? dualSoftmax(scores) : scores;

@@ -63,5 +63,5 @@ export function resultsToMarkdown(results: readonly EvalResult[], opts: Markdown
     });
     lines.push(`| ${[cell(r.model), cell(r.dataset), ...vals].join(' | ')} |`);
   }
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }

@@ -20,14 +20,17 @@ import type { ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
 import type { FfmpegOptions } from '../../processing/video.js';
 import {
-  encodeImages, encodeTexts, fillTemplate, loadClipPipeline, type ClipPipeline, type ImageTransform,
+  encodeImages,
+  encodeTexts,
+  fillTemplate,
+  loadClipPipeline,
+  type ClipPipeline,
+  type ImageTransform,
 } from '../../tasks/clip.js';
 import { DEFAULT_VIDEO_FRAMES, embedVideo } from '../../tasks/video.js';
 import { loadClassNames, loadTemplates, readStringList, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
 export { readStringList } from '../../tasks/zeroshot_prompts.js';
-import {
-  DatasetError, openWebDataset, preCaption, readCaptionDataset, readImageFolder, splitLines,
-} from './datasets.js';
+import { DatasetError, openWebDataset, preCaption, readCaptionDataset, readImageFolder } from './datasets.js';
 import { meanRecall, msrvttRetrievalMetrics, retrievalRecall, zeroShotClassificationMetrics } from './metrics.js';
 import type { EvalResult } from './report.js';
 
@@ -39,12 +42,12 @@ export type Language = (typeof LANGUAGES)[number];
 
 export function checkLanguage(language: string): Language {
   if (!(LANGUAGES as readonly string[]).includes(language)) {
-    throw new UsageError(`unknown language '${language}' (built-in class names and templates: ${LANGUAGES.join(', ')})`);
+    throw new UsageError(
+      `unknown language '${language}' (built-in class names and templates: ${LANGUAGES.join(', ')})`,
+    );
   }
   return language as Language;
 }
-
-
 
 // ---------------------------------------------------------------------------------------------------------
 // The model as the harness sees it (an interface, so tests can count or fake the encoder calls).
@@ -65,12 +68,16 @@ export interface EvalModel {
   /** [images, D], not normalised (as `encode_image`). */
   encodeImages(images: readonly RgbImage[], request: EncodeImagesRequest): Promise<Matrix>;
   /** [texts, D], not normalised; `'summarize:'` is added by the tokenizer side. */
-  encodeTexts(texts: readonly string[], options: { batchSize: number; onProgress?: (done: number, total: number) => void }): Promise<Matrix>;
+  encodeTexts(
+    texts: readonly string[],
+    options: { batchSize: number; onProgress?: (done: number, total: number) => void },
+  ): Promise<Matrix>;
   release(): Promise<void>;
 }
 
 // Everything in a model folder that changes what an embedding is; Python files and READMEs do not.
-const IDENTITY_FILE = /^(config\.json|.+\.safetensors|model\.safetensors\.index\.json|tokenizer\.(model|json)|tokenizer_config\.json|special_tokens_map\.json|added_tokens\.json)$/;
+const IDENTITY_FILE =
+  /^(config\.json|.+\.safetensors|model\.safetensors\.index\.json|tokenizer\.(model|json)|tokenizer_config\.json|special_tokens_map\.json|added_tokens\.json)$/;
 
 /**
  * Cache identity of a model folder: the real path, size and mtime of its config, weight and tokenizer files.
@@ -80,9 +87,14 @@ const IDENTITY_FILE = /^(config\.json|.+\.safetensors|model\.safetensors\.index\
 export function modelIdentity(dir: string): string {
   let names: string[];
   try {
-    names = fs.readdirSync(dir).filter((n) => IDENTITY_FILE.test(n)).sort();
+    names = fs
+      .readdirSync(dir)
+      .filter((n) => IDENTITY_FILE.test(n))
+      .sort();
   } catch (e) {
-    throw new DatasetError(`cannot list model folder ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new DatasetError(
+      `cannot list model folder ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
   const parts = names.map((name) => {
     const real = fs.realpathSync(path.join(dir, name));
@@ -98,7 +110,8 @@ export function evalModelFromPipeline(pipeline: ClipPipeline, name: string, iden
     identity,
     imageSize: pipeline.model.config.imageSize,
     dim: pipeline.model.config.clipEmbedDim,
-    encodeImages: (images, r) => encodeImages(pipeline, images, { mode: r.mode, transform: r.transform, batchSize: r.batchSize }),
+    encodeImages: (images, r) =>
+      encodeImages(pipeline, images, { mode: r.mode, transform: r.transform, batchSize: r.batchSize }),
     encodeTexts: (texts, o) => encodeTexts(pipeline, texts, o),
     release: () => pipeline.model.release(),
   };
@@ -115,7 +128,11 @@ export async function loadEvalModel(idOrPath: string, options: LoadEvalModelOpti
   const dir = await resolveModelDir(idOrPath, { offline: options.offline, onProgress: options.onDownload });
   const pipeline = await loadClipPipeline(dir, { session: options.session });
   const isFolder = dir === idOrPath;
-  return evalModelFromPipeline(pipeline, isFolder ? path.basename(path.resolve(idOrPath)) : idOrPath, modelIdentity(dir));
+  return evalModelFromPipeline(
+    pipeline,
+    isFolder ? path.basename(path.resolve(idOrPath)) : idOrPath,
+    modelIdentity(dir),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -138,7 +155,10 @@ export class EmbeddingCache {
   private readonly index = new Map<string, { buf: Buffer; offset: number }>();
   private segment: string | null = null;
 
-  private constructor(readonly dir: string, readonly dim: number) {}
+  private constructor(
+    readonly dir: string,
+    readonly dim: number,
+  ) {}
 
   /** Opens (creating) the namespace folder under `root` and loads its segments. */
   static open(root: string, namespace: Record<string, unknown>, dim: number): EmbeddingCache {
@@ -164,7 +184,10 @@ export class EmbeddingCache {
   private load(): void {
     let names: string[];
     try {
-      names = fs.readdirSync(this.dir).filter((n) => n.endsWith('.emb')).sort();
+      names = fs
+        .readdirSync(this.dir)
+        .filter((n) => n.endsWith('.emb'))
+        .sort();
     } catch (e) {
       throw cacheError(this.dir, e);
     }
@@ -175,7 +198,8 @@ export class EmbeddingCache {
       } catch {
         continue; // a segment another run is creating right now, or one deleted under us
       }
-      if (buf.length < CACHE_HEADER || !buf.subarray(0, 8).equals(CACHE_MAGIC) || buf.readUInt32LE(8) !== this.dim) continue;
+      if (buf.length < CACHE_HEADER || !buf.subarray(0, 8).equals(CACHE_MAGIC) || buf.readUInt32LE(8) !== this.dim)
+        continue;
       const count = Math.floor((buf.length - CACHE_HEADER) / this.recordBytes);
       for (let i = 0; i < count; i++) {
         const offset = CACHE_HEADER + i * this.recordBytes;
@@ -202,7 +226,8 @@ export class EmbeddingCache {
     if (entries.length === 0) return;
     const buf = Buffer.alloc(entries.length * this.recordBytes);
     entries.forEach(([key, value], i) => {
-      if (value.length !== this.dim) throw new UsageError(`cannot cache a ${value.length}-dim embedding in a ${this.dim}-dim cache`);
+      if (value.length !== this.dim)
+        throw new UsageError(`cannot cache a ${value.length}-dim embedding in a ${this.dim}-dim cache`);
       const offset = i * this.recordBytes;
       Buffer.from(hashKey(key), 'hex').copy(buf, offset);
       Buffer.from(value.buffer, value.byteOffset, value.byteLength).copy(buf, offset + KEY_BYTES);
@@ -230,7 +255,9 @@ function hashKey(key: string): string {
 
 function cacheError(where: string, e: unknown): InternVLError {
   const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-  return new InternVLError(`cannot use the embedding cache in ${where}: ${why} (choose another with --cache-dir, or --no-cache)`);
+  return new InternVLError(
+    `cannot use the embedding cache in ${where}: ${why} (choose another with --cache-dir, or --no-cache)`,
+  );
 }
 
 /** `$INTERNVL_CACHE/embeddings`, else `~/.cache/internvl-ts/embeddings`. */
@@ -292,8 +319,10 @@ interface Ctx extends Settings {
 }
 
 function settings(o: EvalCommonOptions): Settings {
-  if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1)) throw new UsageError(`limit must be an integer >= 1, got ${o.limit}`);
-  if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) throw new UsageError(`batch size must be an integer >= 1, got ${o.batchSize}`);
+  if (o.limit !== undefined && (!Number.isInteger(o.limit) || o.limit < 1))
+    throw new UsageError(`limit must be an integer >= 1, got ${o.limit}`);
+  if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1))
+    throw new UsageError(`batch size must be an integer >= 1, got ${o.batchSize}`);
   const mode = o.mode ?? 'C';
   if (mode !== 'C' && mode !== 'G') throw new UsageError(`mode must be C or G, got ${String(mode)}`);
   return {
@@ -310,7 +339,11 @@ async function withModel(s: Settings, source: ModelSource): Promise<Ctx> {
 
 function openCache(ctx: Ctx, namespace: Record<string, unknown>): EmbeddingCache | null {
   if (ctx.cacheDir === null || ctx.model.identity === null) return null;
-  return EmbeddingCache.open(ctx.cacheDir, { version: 1, model: ctx.model.identity, dim: ctx.model.dim, ...namespace }, ctx.model.dim);
+  return EmbeddingCache.open(
+    ctx.cacheDir,
+    { version: 1, model: ctx.model.identity, dim: ctx.model.dim, ...namespace },
+    ctx.model.dim,
+  );
 }
 
 /**
@@ -322,8 +355,13 @@ class ImageEncoder {
   private pending: { index: number; key: string; name: string; load: () => Promise<RgbImage> }[] = [];
   readonly stats: CacheStats = { encoded: 0, cached: 0 };
 
-  constructor(private readonly ctx: Ctx, private readonly cache: EmbeddingCache | null, private readonly transform: ImageTransform,
-    private readonly bar: ProgressReporter, private readonly total: number | undefined) {}
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly cache: EmbeddingCache | null,
+    private readonly transform: ImageTransform,
+    private readonly bar: ProgressReporter,
+    private readonly total: number | undefined,
+  ) {}
 
   async add(key: string, name: string, load: () => Promise<RgbImage>): Promise<void> {
     const index = this.rows.length;
@@ -349,9 +387,15 @@ class ImageEncoder {
     if (batch.length === 0) return;
     const images = await Promise.all(batch.map((p) => p.load()));
     const { model } = this.ctx;
-    const emb = await model.encodeImages(images, { mode: this.ctx.mode, transform: this.transform, batchSize: this.ctx.batchSize });
+    const emb = await model.encodeImages(images, {
+      mode: this.ctx.mode,
+      transform: this.transform,
+      batchSize: this.ctx.batchSize,
+    });
     if (emb.rows !== images.length || emb.cols !== model.dim) {
-      throw new UsageError(`image encoder returned ${emb.rows}x${emb.cols} embeddings for ${images.length} images (dim ${model.dim})`);
+      throw new UsageError(
+        `image encoder returned ${emb.rows}x${emb.cols} embeddings for ${images.length} images (dim ${model.dim})`,
+      );
     }
     const entries: [string, Float32Array][] = batch.map((p, i) => {
       const row = emb.data.slice(i * emb.cols, (i + 1) * emb.cols);
@@ -379,7 +423,12 @@ function imageEncoder(ctx: Ctx, transform: ImageTransform, total: number | undef
 }
 
 /** Text embeddings with the cache (keyed by the exact text; the same for modes C and G). */
-async function encodeTextsCached(ctx: Ctx, texts: readonly string[], label: string, batchSize: number): Promise<{ embeddings: Matrix; stats: CacheStats }> {
+async function encodeTextsCached(
+  ctx: Ctx,
+  texts: readonly string[],
+  label: string,
+  batchSize: number,
+): Promise<{ embeddings: Matrix; stats: CacheStats }> {
   const cache = openCache(ctx, { kind: 'text' });
   const D = ctx.model.dim;
   const out = new Float32Array(texts.length * D);
@@ -393,11 +442,17 @@ async function encodeTextsCached(ctx: Ctx, texts: readonly string[], label: stri
   const cached = texts.length - missing.length;
   bar.update(cached, texts.length);
   if (missing.length > 0) {
-    const emb = await ctx.model.encodeTexts(missing.map((i) => texts[i]), {
-      batchSize,
-      onProgress: (done) => bar.update(cached + done, texts.length),
-    });
-    if (emb.rows !== missing.length || emb.cols !== D) throw new UsageError(`text encoder returned ${emb.rows}x${emb.cols} embeddings for ${missing.length} texts (dim ${D})`);
+    const emb = await ctx.model.encodeTexts(
+      missing.map((i) => texts[i]),
+      {
+        batchSize,
+        onProgress: (done) => bar.update(cached + done, texts.length),
+      },
+    );
+    if (emb.rows !== missing.length || emb.cols !== D)
+      throw new UsageError(
+        `text encoder returned ${emb.rows}x${emb.cols} embeddings for ${missing.length} texts (dim ${D})`,
+      );
     const entries: [string, Float32Array][] = missing.map((ti, j) => {
       const row = emb.data.slice(j * D, (j + 1) * D);
       out.set(row, ti * D);
@@ -425,7 +480,10 @@ export function detectImageDataset(root: string, split = 'test'): 'folder' | 'wd
   } catch {
     throw new DatasetError(`dataset not found: ${root}`);
   }
-  if (!st.isDirectory()) throw new DatasetError(`dataset ${root} is a file; zero-shot classification needs an ImageNet-style folder or a webdataset folder`);
+  if (!st.isDirectory())
+    throw new DatasetError(
+      `dataset ${root} is a file; zero-shot classification needs an ImageNet-style folder or a webdataset folder`,
+    );
   const splitDir = path.join(root, split);
   try {
     const names = fs.readdirSync(splitDir);
@@ -489,15 +547,18 @@ const WNID = /^n\d{8}$/;
 
 /** The class sub-folders of an image folder, symlinked ones included (as readImageFolder counts them). */
 function classFolders(root: string): string[] {
-  return fs.readdirSync(root, { withFileTypes: true }).filter((e) => {
-    if (e.isDirectory()) return true;
-    if (!e.isSymbolicLink()) return false;
-    try {
-      return fs.statSync(path.join(root, e.name)).isDirectory();
-    } catch {
-      return false;
-    }
-  }).map((e) => e.name);
+  return fs
+    .readdirSync(root, { withFileTypes: true })
+    .filter((e) => {
+      if (e.isDirectory()) return true;
+      if (!e.isSymbolicLink()) return false;
+      try {
+        return fs.statSync(path.join(root, e.name)).isDirectory();
+      } catch {
+        return false;
+      }
+    })
+    .map((e) => e.name);
 }
 
 /**
@@ -518,7 +579,8 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
   const userList = async (v: string | readonly string[] | undefined, k: 'classnames' | 'templates') =>
     v === undefined ? undefined : typeof v === 'string' ? readStringList(v, k, key) : [...v];
   // A JSON class-names file for a folder goes to readImageFolder as it is: it also understands folder→name maps.
-  const folderJsonNames = kind === 'folder' && typeof options.classNames === 'string' && /\.json$/i.test(options.classNames);
+  const folderJsonNames =
+    kind === 'folder' && typeof options.classNames === 'string' && /\.json$/i.test(options.classNames);
   const userClassNames = folderJsonNames ? undefined : await userList(options.classNames, 'classnames');
   let templates = await userList(options.templates, 'templates');
   const langNames = language ? loadClassNames(language) : undefined;
@@ -527,30 +589,44 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
   let itemsSource: AsyncGenerator<{ key: string; name: string; label: number; load: () => Promise<RgbImage> }>;
   let total: number | undefined;
   if (kind === 'folder') {
-    let names: string | string[] | undefined = folderJsonNames ? (options.classNames as string) : (userClassNames ?? langNames);
+    let names: string | string[] | undefined = folderJsonNames
+      ? (options.classNames as string)
+      : (userClassNames ?? langNames);
     const dirs = classFolders(options.dataset);
     if (!names && dirs.length === 1000 && dirs.every((d) => WNID.test(d))) names = loadClassNames('en');
     if (Array.isArray(names)) {
       const classes = dirs.length;
-      const source = userClassNames ? (typeof options.classNames === 'string' ? options.classNames : 'the class-name list')
+      const source = userClassNames
+        ? typeof options.classNames === 'string'
+          ? options.classNames
+          : 'the class-name list'
         : `the built-in ${language ?? 'en'} ImageNet class-name list`;
-      if (names.length !== classes) throw new DatasetError(`${source} has ${names.length} names but ${options.dataset} has ${classes} class folders; pass matching --classnames`);
+      if (names.length !== classes)
+        throw new DatasetError(
+          `${source} has ${names.length} names but ${options.dataset} has ${classes} class folders; pass matching --classnames`,
+        );
     }
     const ds = await readImageFolder(options.dataset, names ? { classNames: names, classNamesKey: options.key } : {});
     classNames = ds.classNames;
     const items = options.limit ? ds.items.slice(0, options.limit) : ds.items;
     total = items.length;
     itemsSource = (async function* () {
-      for (const it of items) yield { key: fileKey(it.path), name: it.key, label: it.label, load: decode(it.path, () => it.readImage()) };
+      for (const it of items)
+        yield { key: fileKey(it.path), name: it.key, label: it.label, load: decode(it.path, () => it.readImage()) };
     })();
   } else {
     const ds = await openWebDataset(options.dataset, { split });
-    if (ds.type !== 'classification') throw new DatasetError(`${options.dataset} is a ${ds.type} webdataset; zero-shot classification needs a classification one`);
+    if (ds.type !== 'classification')
+      throw new DatasetError(
+        `${options.dataset} is a ${ds.type} webdataset; zero-shot classification needs a classification one`,
+      );
     const names = userClassNames ?? langNames ?? ds.classnames ?? undefined;
     if (!names) throw new DatasetError(`${options.dataset} has no classnames.txt; pass --classnames or --language`);
     if (ds.classnames && names.length !== ds.classnames.length) {
       const source = userClassNames ? String(options.classNames) : `the built-in ${language} ImageNet class-name list`;
-      throw new DatasetError(`${source} has ${names.length} names but ${options.dataset}/classnames.txt has ${ds.classnames.length}`);
+      throw new DatasetError(
+        `${source} has ${names.length} names but ${options.dataset}/classnames.txt has ${ds.classnames.length}`,
+      );
     }
     classNames = names;
     templates ??= language ? undefined : (ds.templates ?? undefined);
@@ -561,7 +637,12 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
       for await (const it of ds.items()) {
         if (n++ >= limit) return;
         const name = `${path.basename(it.shard)}/${it.key}`;
-        yield { key: `wds:${shardKeys.get(it.shard)}#${it.key}`, name, label: it.label!, load: decode(name, async () => it.image) };
+        yield {
+          key: `wds:${shardKeys.get(it.shard)}#${it.key}`,
+          name,
+          label: it.label!,
+          load: decode(name, async () => it.image),
+        };
       }
     })();
   }
@@ -574,7 +655,9 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
   const text = await encodeTextsCached(ctx, prompts, 'building the classifier', Math.max(ctx.batchSize, 32));
   const D = ctx.model.dim;
   const T = templates.length;
-  const classifier = ensembleClassEmbeddings(classNames.map((_, c) => matrix(text.embeddings.data.slice(c * T * D, (c + 1) * T * D), T, D)));
+  const classifier = ensembleClassEmbeddings(
+    classNames.map((_, c) => matrix(text.embeddings.data.slice(c * T * D, (c + 1) * T * D), T, D)),
+  );
 
   const enc = imageEncoder(ctx, 'classification', total);
   const targets: number[] = [];
@@ -599,10 +682,17 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
     language: language ?? 'en',
     metrics: { ...metrics },
     extra: {
-      mode: ctx.mode, dataset_path: options.dataset, dataset_format: kind === 'folder' ? 'image-folder' : 'webdataset',
-      images: imageEmbeddings.rows, classes: classNames.length, templates: T, transform: 'classification',
-      images_encoded: enc.stats.encoded, images_from_cache: enc.stats.cached,
-      texts_encoded: text.stats.encoded, texts_from_cache: text.stats.cached,
+      mode: ctx.mode,
+      dataset_path: options.dataset,
+      dataset_format: kind === 'folder' ? 'image-folder' : 'webdataset',
+      images: imageEmbeddings.rows,
+      classes: classNames.length,
+      templates: T,
+      transform: 'classification',
+      images_encoded: enc.stats.encoded,
+      images_from_cache: enc.stats.cached,
+      texts_encoded: text.stats.encoded,
+      texts_from_cache: text.stats.cached,
       seconds: (Date.now() - started) / 1000,
     },
   };
@@ -635,7 +725,9 @@ export interface RetrievalRun {
 }
 
 /** The order InternVL's tables use: image→text R@1/5/10, then text→image R@1/5/10. */
-const RETRIEVAL_ORDER = [1, 5, 10].map((k) => `text_retrieval_recall@${k}`).concat([1, 5, 10].map((k) => `image_retrieval_recall@${k}`));
+const RETRIEVAL_ORDER = [1, 5, 10]
+  .map((k) => `text_retrieval_recall@${k}`)
+  .concat([1, 5, 10].map((k) => `image_retrieval_recall@${k}`));
 
 /**
  * CLIP_benchmark zero-shot retrieval: retrieval transform (Resize((224, 224))), scores = text @ imageᵀ of
@@ -661,7 +753,10 @@ export async function runRetrieval(options: RetrievalOptions): Promise<Retrieval
   let ctx: Ctx;
   if (st.isDirectory()) {
     const ds = await openWebDataset(options.dataset, { split: options.split ?? 'test' });
-    if (ds.type !== 'retrieval') throw new DatasetError(`${options.dataset} is a ${ds.type} webdataset; retrieval needs one whose dataset_type.txt says retrieval`);
+    if (ds.type !== 'retrieval')
+      throw new DatasetError(
+        `${options.dataset} is a ${ds.type} webdataset; retrieval needs one whose dataset_type.txt says retrieval`,
+      );
     const shardKeys = new Map(ds.shards.map((shard) => [shard, fileKey(shard)]));
     ctx = await withModel(s, options.model);
     enc = imageEncoder(ctx, 'retrieval', undefined);
@@ -673,10 +768,18 @@ export async function runRetrieval(options: RetrievalOptions): Promise<Retrieval
         index.push(imageNames.length);
       }
       imageNames.push(name);
-      await enc.add(`wds:${shardKeys.get(it.shard)}#${it.key}`, name, decode(name, async () => it.image));
+      await enc.add(
+        `wds:${shardKeys.get(it.shard)}#${it.key}`,
+        name,
+        decode(name, async () => it.image),
+      );
     }
   } else {
-    const ds = await readCaptionDataset(options.dataset, { imageRoot: options.imageRoot, split: options.split, preCaption: pre });
+    const ds = await readCaptionDataset(options.dataset, {
+      imageRoot: options.imageRoot,
+      split: options.split,
+      preCaption: pre,
+    });
     const images = options.limit ? ds.images.slice(0, options.limit) : ds.images;
     for (const im of images) {
       for (const c of im.captions) {
@@ -689,7 +792,12 @@ export async function runRetrieval(options: RetrievalOptions): Promise<Retrieval
     const keys = images.map((im) => fileKey(im.path));
     ctx = await withModel(s, options.model);
     enc = imageEncoder(ctx, 'retrieval', images.length);
-    for (let i = 0; i < images.length; i++) await enc.add(keys[i], images[i].key, decode(images[i].path, () => images[i].readImage()));
+    for (let i = 0; i < images.length; i++)
+      await enc.add(
+        keys[i],
+        images[i].key,
+        decode(images[i].path, () => images[i].readImage()),
+      );
   }
   if (imageNames.length === 0) throw new DatasetError(`no images in ${options.dataset}`);
   if (texts.length === 0) throw new DatasetError(`no captions in ${options.dataset}`);
@@ -711,10 +819,17 @@ export async function runRetrieval(options: RetrievalOptions): Promise<Retrieval
     task: xtd ? 'zeroshot_retrieval_xtd' : 'zeroshot_retrieval',
     metrics,
     extra: {
-      mode: ctx.mode, dataset_path: options.dataset, dataset_format: st.isDirectory() ? 'webdataset' : 'caption-file',
-      images: imageNames.length, texts: texts.length, pre_caption: pre, transform: 'retrieval',
-      images_encoded: enc.stats.encoded, images_from_cache: enc.stats.cached,
-      texts_encoded: text.stats.encoded, texts_from_cache: text.stats.cached,
+      mode: ctx.mode,
+      dataset_path: options.dataset,
+      dataset_format: st.isDirectory() ? 'webdataset' : 'caption-file',
+      images: imageNames.length,
+      texts: texts.length,
+      pre_caption: pre,
+      transform: 'retrieval',
+      images_encoded: enc.stats.encoded,
+      images_from_cache: enc.stats.cached,
+      texts_encoded: text.stats.encoded,
+      texts_from_cache: text.stats.cached,
       seconds: (Date.now() - started) / 1000,
     },
   };
@@ -753,12 +868,17 @@ async function readVideoCaptions(file: string): Promise<{ video: string; caption
     json = JSON.parse(await fs.promises.readFile(file, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DatasetError(code ? `cannot read captions file ${file}: ${code}` : `captions file ${file} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
+    throw new DatasetError(
+      code
+        ? `cannot read captions file ${file}: ${code}`
+        : `captions file ${file} is not valid JSON: ${(e as Error).message.split('\n')[0]}`,
+    );
   }
   if (!Array.isArray(json)) throw new DatasetError(`captions file ${file} must be a JSON list of {video, caption}`);
   return json.map((e, i) => {
     const o = e as Record<string, unknown>;
-    if (!o || typeof o.video !== 'string' || typeof o.caption !== 'string') throw new DatasetError(`captions file ${file}: entry ${i} needs "video" and "caption" strings`);
+    if (!o || typeof o.video !== 'string' || typeof o.caption !== 'string')
+      throw new DatasetError(`captions file ${file}: entry ${i} needs "video" and "caption" strings`);
     return { video: o.video, caption: o.caption };
   });
 }
@@ -772,7 +892,8 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   const s = settings(options);
   const started = Date.now();
   const numFrames = options.numFrames ?? DEFAULT_VIDEO_FRAMES;
-  if (!Number.isInteger(numFrames) || numFrames < 1) throw new UsageError(`frames must be an integer >= 1, got ${numFrames}`);
+  if (!Number.isInteger(numFrames) || numFrames < 1)
+    throw new UsageError(`frames must be an integer >= 1, got ${numFrames}`);
   const dsl = options.dualSoftmax ?? true;
   let isDir = false;
   try {
@@ -788,14 +909,27 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   const keys = paths.map((p) => fileKey(p));
   const ctx = await withModel(s, options.model);
 
-  const text = await encodeTextsCached(ctx, entries.map((e) => e.caption), 'encoding captions', Math.max(ctx.batchSize, 32));
+  const text = await encodeTextsCached(
+    ctx,
+    entries.map((e) => e.caption),
+    'encoding captions',
+    Math.max(ctx.batchSize, 32),
+  );
   const transform: ImageTransform = 'classification';
-  const cache = openCache(ctx, { kind: 'video', mode: ctx.mode, transform, imageSize: ctx.model.imageSize, frames: numFrames, sampling: 'msrvtt' });
+  const cache = openCache(ctx, {
+    kind: 'video',
+    mode: ctx.mode,
+    transform,
+    imageSize: ctx.model.imageSize,
+    frames: numFrames,
+    sampling: 'msrvtt',
+  });
   const D = ctx.model.dim;
   const out = new Float32Array(entries.length * D);
   const stats: CacheStats = { encoded: 0, cached: 0 };
   const bar = ctx.progress('encoding videos');
-  const encodeFrames = (frames: readonly RgbImage[]) => ctx.model.encodeImages(frames, { mode: ctx.mode, transform, batchSize: ctx.batchSize });
+  const encodeFrames = (frames: readonly RgbImage[]) =>
+    ctx.model.encodeImages(frames, { mode: ctx.mode, transform, batchSize: ctx.batchSize });
   for (let i = 0; i < entries.length; i++) {
     let emb = cache?.get(keys[i]);
     if (emb) {
@@ -813,7 +947,8 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   const scores = retrievalScores(text.embeddings, videoEmbeddings);
   const all = msrvttRetrievalMetrics(scores, { dualSoftmax: dsl });
   const metrics: Record<string, number> = {};
-  for (const dir of ['t2v', 'v2t']) for (const k of [1, 5, 10]) metrics[`${dir}_retrieval_recall@${k}`] = all[`${dir}_retrieval_recall@${k}`];
+  for (const dir of ['t2v', 'v2t'])
+    for (const k of [1, 5, 10]) metrics[`${dir}_retrieval_recall@${k}`] = all[`${dir}_retrieval_recall@${k}`];
   metrics.mean_recall = meanRecall(all);
   const result: EvalResult = {
     model: `${ctx.model.name} (InternVL-${ctx.mode})`,
@@ -821,10 +956,18 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
     task: 'video_retrieval',
     metrics,
     extra: {
-      mode: ctx.mode, videos_path: options.videos, captions_path: options.captions, videos: entries.length,
-      frames: numFrames, sampling: 'msrvtt', transform, dual_softmax: dsl,
-      videos_encoded: stats.encoded, videos_from_cache: stats.cached,
-      texts_encoded: text.stats.encoded, texts_from_cache: text.stats.cached,
+      mode: ctx.mode,
+      videos_path: options.videos,
+      captions_path: options.captions,
+      videos: entries.length,
+      frames: numFrames,
+      sampling: 'msrvtt',
+      transform,
+      dual_softmax: dsl,
+      videos_encoded: stats.encoded,
+      videos_from_cache: stats.cached,
+      texts_encoded: text.stats.encoded,
+      texts_from_cache: text.stats.cached,
       seconds: (Date.now() - started) / 1000,
     },
   };

@@ -6,7 +6,6 @@
  */
 import { EXACT_BOUND } from './compare.js';
 import type { ComparedTensor } from './compare.js';
-import type { Fixture } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
 import { detectArchitecture } from '../../models/config.js';
 import { InternVLChatModel } from '../../models/internvl_chat.js';
@@ -25,20 +24,33 @@ export const chatModelRunner: FixtureRunner = {
     const compared: ComparedTensor[] = [];
     try {
       const ids = Array.from(fixture.tensor('in.input_ids').data);
-      const imageTokenId = fixture.has('in.img_context_token_id') ? fixture.tensor('in.img_context_token_id').data[0] : model.config.imageTokenId;
-      if (imageTokenId === null) throw new UsageError(`${fixture.dir}: neither in.img_context_token_id nor config image_token_id gives the <IMG_CONTEXT> id`);
+      const imageTokenId = fixture.has('in.img_context_token_id')
+        ? fixture.tensor('in.img_context_token_id').data[0]
+        : model.config.imageTokenId;
+      if (imageTokenId === null)
+        throw new UsageError(
+          `${fixture.dir}: neither in.img_context_token_id nor config image_token_id gives the <IMG_CONTEXT> id`,
+        );
       const pixels = fixture.tensor('in.pixel_values');
       const tiles = pixels.shape[0];
       const features = await model.extractFeature(Float32Array.from(pixels.data), tiles);
       const H = model.config.llm.hiddenSize;
-      if (fixture.has('out.vit_embeds')) compared.push(fixture.compare('out.vit_embeds', { data: features, shape: [tiles, features.length / tiles / H, H] }));
+      if (fixture.has('out.vit_embeds'))
+        compared.push(
+          fixture.compare('out.vit_embeds', { data: features, shape: [tiles, features.length / tiles / H, H] }),
+        );
 
       const lm = model.language;
       const S = ids.length;
       const embeds = model.embedWithImages(ids, imageTokenId, features);
       const { logits } = await lm.step({
-        embeds, batch: 1, seq: S, positions: Int32Array.from({ length: S }, (_, i) => i), attentionMask: new Uint8Array(S).fill(1),
-        logitIndices: Array.from({ length: S }, (_, i) => i), cache: lm.emptyCache(1),
+        embeds,
+        batch: 1,
+        seq: S,
+        positions: Int32Array.from({ length: S }, (_, i) => i),
+        attentionMask: new Uint8Array(S).fill(1),
+        logitIndices: Array.from({ length: S }, (_, i) => i),
+        cache: lm.emptyCache(1),
       });
       const V = lm.config.vocabSize;
       if (fixture.has('out.logits')) compared.push(fixture.compare('out.logits', { data: logits, shape: [1, S, V] }));
@@ -46,12 +58,20 @@ export const chatModelRunner: FixtureRunner = {
       if (fixture.has('out.generated_ids')) {
         const steps = fixture.entry('out.generated_ids').shape[1];
         const stepLogits = new Float32Array(steps * V);
-        const result = await generate(lm, { ids, embeds }, {
-          maxNewTokens: steps, suppressTokenIds: [imageTokenId],
-          onLogits: (_, step, row) => stepLogits.set(row, step * V),
-        });
-        compared.push(fixture.compare('out.generated_ids', { data: result.ids, shape: [1, result.ids.length] }, EXACT_BOUND));
-        if (fixture.has('out.greedy_step_logits')) compared.push(fixture.compare('out.greedy_step_logits', { data: stepLogits, shape: [steps, V] }));
+        const result = await generate(
+          lm,
+          { ids, embeds },
+          {
+            maxNewTokens: steps,
+            suppressTokenIds: [imageTokenId],
+            onLogits: (_, step, row) => stepLogits.set(row, step * V),
+          },
+        );
+        compared.push(
+          fixture.compare('out.generated_ids', { data: result.ids, shape: [1, result.ids.length] }, EXACT_BOUND),
+        );
+        if (fixture.has('out.greedy_step_logits'))
+          compared.push(fixture.compare('out.greedy_step_logits', { data: stepLogits, shape: [steps, V] }));
       }
     } finally {
       await model.release();

@@ -3,7 +3,6 @@
  * states and embeddings, image embeddings and logits in both modes.
  */
 import type { ComparedTensor } from './compare.js';
-import type { Fixture } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
 import { detectArchitecture } from '../../models/config.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
@@ -11,8 +10,12 @@ import { InternVLClipModel } from '../../models/internvl_clip.js';
 export const clipModelRunner: FixtureRunner = {
   name: 'internvl_clip',
   matches(fixture) {
-    return fixture.config !== null && fixture.goldenDir === fixture.dir && fixture.has('in.pixel_values')
-      && detectArchitecture(fixture.config) === 'InternVLModel';
+    return (
+      fixture.config !== null &&
+      fixture.goldenDir === fixture.dir &&
+      fixture.has('in.pixel_values') &&
+      detectArchitecture(fixture.config) === 'InternVLModel'
+    );
   },
   async run(fixture, options) {
     const model = await InternVLClipModel.load(fixture.dir, { session: { threads: options.threads } });

@@ -48,14 +48,31 @@ export function defaultBound(name: string, golden?: { dtype?: string }): Bound {
   return MODEL_BOUND;
 }
 
-export function compareTensors(name: string, actual: NumericTensor, golden: NumericTensor, bound: Bound = defaultBound(name)): ComparedTensor {
+export function compareTensors(
+  name: string,
+  actual: NumericTensor,
+  golden: NumericTensor,
+  bound: Bound = defaultBound(name),
+): ComparedTensor {
   const shape = [...golden.shape];
   const base = { name, shape, bound };
   if (actual.shape.length !== golden.shape.length || actual.shape.some((d, i) => d !== golden.shape[i])) {
-    return { ...base, maxAbsError: Infinity, maxRelError: Infinity, ok: false, note: `computed shape [${actual.shape.join(',')}]` };
+    return {
+      ...base,
+      maxAbsError: Infinity,
+      maxRelError: Infinity,
+      ok: false,
+      note: `computed shape [${actual.shape.join(',')}]`,
+    };
   }
   if (actual.data.length !== golden.data.length) {
-    return { ...base, maxAbsError: Infinity, maxRelError: Infinity, ok: false, note: `computed ${actual.data.length} values, golden has ${golden.data.length}` };
+    return {
+      ...base,
+      maxAbsError: Infinity,
+      maxRelError: Infinity,
+      ok: false,
+      note: `computed ${actual.data.length} values, golden has ${golden.data.length}`,
+    };
   }
   let maxAbs = 0;
   let maxGolden = 0;
@@ -73,7 +90,13 @@ export function compareTensors(name: string, actual: NumericTensor, golden: Nume
     if (Math.abs(b) > maxGolden) maxGolden = Math.abs(b);
   }
   if (nonFinite > 0) {
-    return { ...base, maxAbsError: NaN, maxRelError: NaN, ok: false, note: `${nonFinite} values are NaN/Inf where the golden is not` };
+    return {
+      ...base,
+      maxAbsError: NaN,
+      maxRelError: NaN,
+      ok: false,
+      note: `${nonFinite} values are NaN/Inf where the golden is not`,
+    };
   }
   const maxRel = maxGolden > 0 ? maxAbs / maxGolden : maxAbs === 0 ? 0 : Infinity;
   const measured = bound.metric === 'relative' ? maxRel : maxAbs;
@@ -114,10 +137,11 @@ function formatBound(bound: Bound): string {
 /** Renders rows as aligned columns; numbers are right-aligned. */
 export function formatTable(header: string[], rows: string[][], rightAligned: boolean[] = []): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells
-    .map((c, i) => (rightAligned[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
-    .join('  ')
-    .trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (rightAligned[i] ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 
@@ -133,13 +157,23 @@ export function formatReport(report: FixtureReport): string {
       formatBound(c.bound),
       c.ok ? 'ok' : `FAIL${c.note ? ` (${c.note})` : ''}`,
     ]);
-    out.push(formatTable(['tensor', 'shape', 'max abs err', 'max rel err', 'bound', 'result'], rows, [false, false, true, true, false, false]));
+    out.push(
+      formatTable(['tensor', 'shape', 'max abs err', 'max rel err', 'bound', 'result'], rows, [
+        false,
+        false,
+        true,
+        true,
+        false,
+        false,
+      ]),
+    );
   }
   for (const s of report.skipped) out.push(`skipped ${s.name}: ${s.reason}`);
   const failed = report.compared.filter((c) => !c.ok).length;
   if (report.error) out.push(`error: ${report.error}`);
   else if (report.compared.length === 0) out.push('nothing compared: the fixture was not verified');
-  else if (failed === 0) out.push(`${report.compared.length} tensors compared, all within bound (${report.seconds.toFixed(1)} s)`);
+  else if (failed === 0)
+    out.push(`${report.compared.length} tensors compared, all within bound (${report.seconds.toFixed(1)} s)`);
   else out.push(`${report.compared.length} tensors compared, ${failed} MISMATCH${failed > 1 ? 'ES' : ''}`);
   return `${out.join('\n')}\n`;
 }

@@ -7,7 +7,6 @@
 import path from 'node:path';
 import { EXACT_BOUND } from './compare.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
-import type { Fixture } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
 import { errorOf } from './e2e_clip.js';
 import { ModelLoadError } from '../../core/errors.js';
@@ -43,21 +42,30 @@ export const chatE2eRunner: FixtureRunner = {
     try {
       const image = await loadImage(path.join(fixture.goldenDir, 'images', path.basename(meta.image.file)));
       const { model } = pipeline;
-      const tiling = { minTiles: model.config.minDynamicPatch, maxTiles: meta.image.max_num, tileSize: model.config.imageSize, useThumbnail: model.config.useThumbnail };
+      const tiling = {
+        minTiles: model.config.minDynamicPatch,
+        maxTiles: meta.image.max_num,
+        tileSize: model.config.imageSize,
+        useThumbnail: model.config.useThumbnail,
+      };
       const { pixelValues, numTiles } = preprocessForChat(image, tiling);
       const [meanTensor, stdTensor] = tileStatistics(pixelValues, numTiles, model.config.imageSize);
       compared.push(fixture.compare('out.tiles.channel_mean', { data: meanTensor, shape: [numTiles, 3] }));
       compared.push(fixture.compare('out.tiles.channel_std', { data: stdTensor, shape: [numTiles, 3] }));
       const features = await model.extractFeature(pixelValues, numTiles);
       const H = model.config.llm.hiddenSize;
-      compared.push(fixture.compare('out.vit_embeds', { data: features, shape: [numTiles, features.length / numTiles / H, H] }));
+      compared.push(
+        fixture.compare('out.vit_embeds', { data: features, shape: [numTiles, features.length / numTiles / H, H] }),
+      );
 
       const conversation = new Conversation(pipeline);
       conversation.setVisuals({ images: [image], maxTiles: meta.image.max_num });
       for (const [index, turn] of meta.turns.entries()) {
         const name = `turn${index + 1}`;
         const promptIds = pipeline.tokenizer.encode(conversation.promptFor(turn.question));
-        compared.push(fixture.compare(`in.${name}.input_ids`, { data: promptIds, shape: [1, promptIds.length] }, EXACT_BOUND));
+        compared.push(
+          fixture.compare(`in.${name}.input_ids`, { data: promptIds, shape: [1, promptIds.length] }, EXACT_BOUND),
+        );
         const steps = fixture.entry(`out.${name}.generated_ids`).shape[1];
         const top5Ids: number[] = [];
         const top5Logits: number[] = [];
@@ -73,17 +81,36 @@ export const chatE2eRunner: FixtureRunner = {
         const margins = turn.greedy_top2_margins ?? [];
         const tie = margins.findIndex((m) => m < TIE_MARGIN);
         const checked = tie >= 0 ? tie + 1 : steps;
-        if (tie >= 0) skipped.push({ name: `out.${name}.generated_ids[${checked}:]`, reason: `golden top-2 margin ${margins[tie].toExponential(2)} < ${TIE_MARGIN} at step ${tie + 1}` });
+        if (tie >= 0)
+          skipped.push({
+            name: `out.${name}.generated_ids[${checked}:]`,
+            reason: `golden top-2 margin ${margins[tie].toExponential(2)} < ${TIE_MARGIN} at step ${tie + 1}`,
+          });
         compared.push({
-          name: `out.${name}.generated_ids${checked < steps ? `[:${checked}]` : ''}`, shape: [1, steps], bound: EXACT_BOUND,
+          name: `out.${name}.generated_ids${checked < steps ? `[:${checked}]` : ''}`,
+          shape: [1, steps],
+          bound: EXACT_BOUND,
           ...errorOf(result.ids.slice(0, checked), golden.slice(0, checked)),
         });
         const done = Math.min(checked, result.ids.length);
-        compared.push(fixture.compare(`out.${name}.step_top5_ids`, { data: top5Ids.slice(0, 5 * done), shape: [done, 5] }, EXACT_BOUND));
-        compared.push(fixture.compare(`out.${name}.step_top5_logits`, { data: top5Logits.slice(0, 5 * done), shape: [done, 5] }));
+        compared.push(
+          fixture.compare(
+            `out.${name}.step_top5_ids`,
+            { data: top5Ids.slice(0, 5 * done), shape: [done, 5] },
+            EXACT_BOUND,
+          ),
+        );
+        compared.push(
+          fixture.compare(`out.${name}.step_top5_logits`, { data: top5Logits.slice(0, 5 * done), shape: [done, 5] }),
+        );
         if (tie < 0) {
           const codes = (text: string) => Array.from(text, (c) => c.codePointAt(0)!);
-          compared.push({ name: `meta.${name}.response`, shape: [turn.response.length], bound: EXACT_BOUND, ...errorOf(codes(result.response), codes(turn.response)) });
+          compared.push({
+            name: `meta.${name}.response`,
+            shape: [turn.response.length],
+            bound: EXACT_BOUND,
+            ...errorOf(codes(result.response), codes(turn.response)),
+          });
         }
       }
     } finally {

@@ -6,7 +6,6 @@
 import path from 'node:path';
 import { EXACT_BOUND } from './compare.js';
 import type { ComparedTensor } from './compare.js';
-import type { Fixture } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
 import { ModelLoadError } from '../../core/errors.js';
 import { argmaxRows, retrievalRecall } from '../eval/metrics.js';
@@ -16,7 +15,13 @@ import { loadImage } from '../../processing/image.js';
 import { preprocessForClip } from '../../processing/tiling.js';
 import { encodeClipTexts, preCaption } from '../../processing/tokenizers/clip_text.js';
 import {
-  buildZeroShotClassifier, classifyEmbeddings, encodeImages, encodeTexts, fillTemplate, loadClipPipeline, retrievalScores,
+  buildZeroShotClassifier,
+  classifyEmbeddings,
+  encodeImages,
+  encodeTexts,
+  fillTemplate,
+  loadClipPipeline,
+  retrievalScores,
 } from '../../tasks/clip.js';
 
 interface ClipMeta {
@@ -27,18 +32,30 @@ interface ClipMeta {
 export const clipE2eRunner: FixtureRunner = {
   name: 'internvl_clip_e2e',
   matches(fixture) {
-    return fixture.config !== null && fixture.goldenDir !== fixture.dir && detectArchitecture(fixture.config) === 'InternVLModel';
+    return (
+      fixture.config !== null &&
+      fixture.goldenDir !== fixture.dir &&
+      detectArchitecture(fixture.config) === 'InternVLModel'
+    );
   },
   async run(fixture, options) {
     const meta = fixture.meta as unknown as ClipMeta;
-    if (!meta.classify?.images || !meta.retrieval?.captions) throw new ModelLoadError(`${fixture.goldenDir}/meta.json: no classify/retrieval section`);
+    if (!meta.classify?.images || !meta.retrieval?.captions)
+      throw new ModelLoadError(`${fixture.goldenDir}/meta.json: no classify/retrieval section`);
     const pipeline = await loadClipPipeline(fixture.dir, { session: { threads: options.threads } });
     const compared: ComparedTensor[] = [];
-    const check = (name: string, data: ArrayLike<number>, shape: number[], bound = undefined as typeof EXACT_BOUND | undefined) => {
+    const check = (
+      name: string,
+      data: ArrayLike<number>,
+      shape: number[],
+      bound = undefined as typeof EXACT_BOUND | undefined,
+    ) => {
       if (fixture.has(name)) compared.push(fixture.compare(name, { data, shape }, bound));
     };
     try {
-      const images = await Promise.all(meta.classify.images.map((p) => loadImage(path.join(fixture.goldenDir, 'images', path.basename(p)))));
+      const images = await Promise.all(
+        meta.classify.images.map((p) => loadImage(path.join(fixture.goldenDir, 'images', path.basename(p)))),
+      );
       const S = pipeline.model.config.imageSize;
       const pixels = (transform: 'classification' | 'retrieval') => {
         const out = new Float32Array(images.length * 3 * S * S);
@@ -76,14 +93,26 @@ export const clipE2eRunner: FixtureRunner = {
         check(`out.${mode}.ret.image_embeds`, retrievalEmbeds.data, [images.length, D]);
         const scores = retrievalScores(textEmbeds, retrievalEmbeds);
         check(`out.${mode}.ret.scores`, scores.data, [texts.length, images.length]);
-        check(`out.${mode}.ret.logits_per_image`, pipeline.model.similarity(retrievalEmbeds.data, textEmbeds.data), [images.length, texts.length]);
+        check(`out.${mode}.ret.logits_per_image`, pipeline.model.similarity(retrievalEmbeds.data, textEmbeds.data), [
+          images.length,
+          texts.length,
+        ]);
         const expected = meta.retrieval.modes[mode];
         if (expected) {
-          const recall = retrievalRecall(matrix(scores.data, texts.length, images.length), meta.retrieval.text_image_index, [1, 5]);
+          const recall = retrievalRecall(
+            matrix(scores.data, texts.length, images.length),
+            meta.retrieval.text_image_index,
+            [1, 5],
+          );
           const keys = Object.keys(expected).sort();
           compared.push({
-            name: `meta.retrieval.${mode} (${keys.length} recalls)`, shape: [keys.length], bound: EXACT_BOUND,
-            ...errorOf(keys.map((k) => recall[k]), keys.map((k) => expected[k])),
+            name: `meta.retrieval.${mode} (${keys.length} recalls)`,
+            shape: [keys.length],
+            bound: EXACT_BOUND,
+            ...errorOf(
+              keys.map((k) => recall[k]),
+              keys.map((k) => expected[k]),
+            ),
           });
         }
       }
@@ -95,13 +124,17 @@ export const clipE2eRunner: FixtureRunner = {
 };
 
 /** Max abs/rel error of two short lists (values that are not tensors in io.safetensors). */
-export function errorOf(actual: number[], expected: number[]): { maxAbsError: number; maxRelError: number; ok: boolean } {
+export function errorOf(
+  actual: number[],
+  expected: number[],
+): { maxAbsError: number; maxRelError: number; ok: boolean } {
   let maxAbs = 0;
   let maxRef = 0;
   expected.forEach((e, i) => {
     maxAbs = Math.max(maxAbs, Math.abs((actual[i] ?? NaN) - e));
     maxRef = Math.max(maxRef, Math.abs(e));
   });
-  if (Number.isNaN(maxAbs) || actual.length !== expected.length) return { maxAbsError: Infinity, maxRelError: Infinity, ok: false };
+  if (Number.isNaN(maxAbs) || actual.length !== expected.length)
+    return { maxAbsError: Infinity, maxRelError: Infinity, ok: false };
   return { maxAbsError: maxAbs, maxRelError: maxRef > 0 ? maxAbs / maxRef : maxAbs, ok: maxAbs === 0 };
 }

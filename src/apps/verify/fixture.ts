@@ -37,7 +37,8 @@ export class Fixture {
     } catch {
       throw new ModelLoadError(`${dir}: no such fixture folder`);
     }
-    if (!stat.isDirectory()) throw new ModelLoadError(`${dir}: not a folder (give the fixture folder, not a file in it)`);
+    if (!stat.isDirectory())
+      throw new ModelLoadError(`${dir}: not a folder (give the fixture folder, not a file in it)`);
     const config = fs.existsSync(path.join(dir, 'config.json')) ? readConfig(dir) : null;
     const goldenDir = fs.existsSync(path.join(dir, 'golden', 'io.safetensors')) ? path.join(dir, 'golden') : dir;
     const ioPath = path.join(goldenDir, 'io.safetensors');
@@ -100,12 +101,20 @@ function decode(bytes: Buffer, entry: TensorEntry): Float32Array | Float64Array 
   aligned.set(bytes);
   const buffer = aligned.buffer;
   switch (entry.dtype) {
-    case 'I64': return Float64Array.from(new BigInt64Array(buffer), (v) => Number(v));
-    case 'I32': return Float64Array.from(new Int32Array(buffer));
-    case 'I16': return Float64Array.from(new Int16Array(buffer));
-    case 'I8': return Float64Array.from(new Int8Array(buffer));
+    case 'I64':
+      return Float64Array.from(new BigInt64Array(buffer), (v) => Number(v));
+    case 'I32':
+      return Float64Array.from(new Int32Array(buffer));
+    case 'I16':
+      return Float64Array.from(new Int16Array(buffer));
+    case 'I8':
+      return Float64Array.from(new Int8Array(buffer));
     case 'U8':
-    case 'BOOL': return Float64Array.from(aligned);
-    default: throw new SafetensorsError(`${entry.file}: tensor '${entry.name}' has dtype ${entry.dtype}, which verify cannot read`);
+    case 'BOOL':
+      return Float64Array.from(aligned);
+    default:
+      throw new SafetensorsError(
+        `${entry.file}: tensor '${entry.name}' has dtype ${entry.dtype}, which verify cannot read`,
+      );
   }
 }

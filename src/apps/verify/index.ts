@@ -4,7 +4,13 @@
 import { InternVLError, ModelLoadError } from '../../core/errors.js';
 import { fixtureStatus, formatReport, reportsToJson, type FixtureReport, type SkippedTensor } from './compare.js';
 import { Fixture } from './fixture.js';
-import { findFixtureRunner, fixtureRunners, normalizeResult, registerFixtureRunner, type RunOptions } from './registry.js';
+import {
+  findFixtureRunner,
+  fixtureRunners,
+  normalizeResult,
+  registerFixtureRunner,
+  type RunOptions,
+} from './registry.js';
 import { internVitRunner } from './intern_vit.js';
 import { preprocessRunner } from './preprocess.js';
 import { chatModelRunner } from './chat.js';
@@ -14,7 +20,13 @@ import { clipE2eRunner } from './e2e_clip.js';
 
 export * from './compare.js';
 export { Fixture, type IoTensor } from './fixture.js';
-export { registerFixtureRunner, fixtureRunners, type FixtureRunner, type RunnerResult, type RunOptions } from './registry.js';
+export {
+  registerFixtureRunner,
+  fixtureRunners,
+  type FixtureRunner,
+  type RunnerResult,
+  type RunOptions,
+} from './registry.js';
 
 // New fixture kinds: a runner in its own file in this folder, registered here.
 registerFixtureRunner(internVitRunner);
@@ -33,11 +45,16 @@ export async function verifyFixture(dir: string, options: RunOptions = {}): Prom
     const kind = fixture.config
       ? `architectures ${JSON.stringify(fixture.config.raw.architectures ?? null)}, model_type ${JSON.stringify(fixture.config.raw.model_type ?? null)}`
       : 'no config.json';
-    throw new ModelLoadError(`${dir}: no verify runner knows this fixture (${kind}; runners: ${fixtureRunners().map((r) => r.name).join(', ')})`);
+    throw new ModelLoadError(
+      `${dir}: no verify runner knows this fixture (${kind}; runners: ${fixtureRunners()
+        .map((r) => r.name)
+        .join(', ')})`,
+    );
   }
   const { compared, skipped } = normalizeResult(await runner.run(fixture, options));
   const accounted = new Set([...compared.map((c) => c.name), ...skipped.map((s) => s.name)]);
-  const unaccounted: SkippedTensor[] = fixture.goldenNames()
+  const unaccounted: SkippedTensor[] = fixture
+    .goldenNames()
     .filter((n) => !accounted.has(n))
     .map((name) => ({ name, reason: `runner '${runner.name}' does not compute it` }));
   return {

@@ -13,7 +13,11 @@ import type { FixtureRunner } from './registry.js';
 export const internVitRunner: FixtureRunner = {
   name: 'intern_vit',
   matches(fixture) {
-    return fixture.config !== null && fixture.has('in.pixel_values') && detectArchitecture(fixture.config) === 'InternVisionModel';
+    return (
+      fixture.config !== null &&
+      fixture.has('in.pixel_values') &&
+      detectArchitecture(fixture.config) === 'InternVisionModel'
+    );
   },
   async run(fixture, options) {
     const config = parseInternVisionConfig(fixture.config!);
@@ -31,11 +35,17 @@ export const internVitRunner: FixtureRunner = {
         const prefix = suffix ? `out.${suffix}.` : 'out.';
         const input = fixture.tensor(inputName);
         if (input.shape.length !== 4) {
-          skipped.push(...goldensOf(fixture, prefix).map((name) => ({ name, reason: `${inputName} is not [B,3,H,W]` })));
+          skipped.push(
+            ...goldensOf(fixture, prefix).map((name) => ({ name, reason: `${inputName} is not [B,3,H,W]` })),
+          );
           continue;
         }
         const hidden = wantsHidden && suffix === '';
-        const output = await model.forward(Float32Array.from(input.data), input.shape as [number, number, number, number], { hiddenStates: hidden });
+        const output = await model.forward(
+          Float32Array.from(input.data),
+          input.shape as [number, number, number, number],
+          { hiddenStates: hidden },
+        );
         const computed = new Map<string, Tensor>([
           [`${prefix}last_hidden_state`, output.lastHiddenState],
           [`${prefix}pooler_output`, output.poolerOutput],
@@ -56,5 +66,10 @@ export const internVitRunner: FixtureRunner = {
 
 /** Goldens directly under `prefix` (`out.last_hidden_state`, not `out.alt.last_hidden_state` for prefix `out.`). */
 function goldensOf(fixture: Fixture, prefix: string): string[] {
-  return fixture.goldenNames().filter((n) => n.startsWith(prefix) && /^(last_hidden_state|pooler_output|hidden_states\.\d+)$/.test(n.slice(prefix.length)));
+  return fixture
+    .goldenNames()
+    .filter(
+      (n) =>
+        n.startsWith(prefix) && /^(last_hidden_state|pooler_output|hidden_states\.\d+)$/.test(n.slice(prefix.length)),
+    );
 }

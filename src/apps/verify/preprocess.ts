@@ -27,13 +27,17 @@ export const preprocessRunner: FixtureRunner = {
   matches(fixture) {
     const config = fixture.config;
     if (!config || config.has('architectures') || config.has('model_type')) return false;
-    return config.has('max_num') && (config.has('image_size') || config.has('input_size'))
-      && fixture.goldenNames().some((n) => n.endsWith('.pixel_values'));
+    return (
+      config.has('max_num') &&
+      (config.has('image_size') || config.has('input_size')) &&
+      fixture.goldenNames().some((n) => n.endsWith('.pixel_values'))
+    );
   },
   async run(fixture) {
     const config = fixture.config!;
     const normalizeType = config.string('normalize_type', 'imagenet');
-    if (!(normalizeType in NORMALIZE)) config.fail('normalize_type', `must be one of ${Object.keys(NORMALIZE).join(', ')}, got '${normalizeType}'`);
+    if (!(normalizeType in NORMALIZE))
+      config.fail('normalize_type', `must be one of ${Object.keys(NORMALIZE).join(', ')}, got '${normalizeType}'`);
     const tileSize = config.has('image_size') ? config.integer('image_size') : config.integer('input_size');
     const options = {
       minTiles: config.integer('min_num', 1),
@@ -45,8 +49,10 @@ export const preprocessRunner: FixtureRunner = {
     };
     const compared: ComparedTensor[] = [];
     const skipped: SkippedTensor[] = [];
-    const unsupported = config.boolean('pad2square', false) ? 'pad2square preprocessing is not implemented'
-      : config.string('interpolation', 'bicubic') !== 'bicubic' ? `interpolation '${config.string('interpolation')}' is not implemented`
+    const unsupported = config.boolean('pad2square', false)
+      ? 'pad2square preprocessing is not implemented'
+      : config.string('interpolation', 'bicubic') !== 'bicubic'
+        ? `interpolation '${config.string('interpolation')}' is not implemented`
         : null;
     const stems = [...new Set(fixture.goldenNames().map((n) => n.split('.')[1]))];
     for (const stem of stems) {
@@ -77,10 +83,14 @@ export const preprocessRunner: FixtureRunner = {
 function findImage(fixture: Fixture, stem: string): string | null {
   const folder = path.join(fixture.dir, 'images');
   // meta.images names the files (`image3.jpg`); fall back to any image file with that stem.
-  const named = Object.keys((fixture.meta.images ?? {}) as Record<string, unknown>).find((f) => path.parse(f).name === stem);
+  const named = Object.keys((fixture.meta.images ?? {}) as Record<string, unknown>).find(
+    (f) => path.parse(f).name === stem,
+  );
   if (named && fs.existsSync(path.join(folder, named))) return path.join(folder, named);
   if (!fs.existsSync(folder)) return null;
-  const file = fs.readdirSync(folder).find((f) => path.parse(f).name === stem && IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
+  const file = fs
+    .readdirSync(folder)
+    .find((f) => path.parse(f).name === stem && IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
   return file ? path.join(folder, file) : null;
 }
 

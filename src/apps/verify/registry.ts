@@ -30,7 +30,8 @@ export interface FixtureRunner {
 const runners: FixtureRunner[] = [];
 
 export function registerFixtureRunner(runner: FixtureRunner): void {
-  if (runners.some((r) => r.name === runner.name)) throw new Error(`fixture runner '${runner.name}' is registered twice`);
+  if (runners.some((r) => r.name === runner.name))
+    throw new Error(`fixture runner '${runner.name}' is registered twice`);
   runners.push(runner);
 }
 

@@ -214,7 +214,9 @@ function compilePattern(pattern: string, source: string): RegExp {
   try {
     return new RegExp(translateOnigurumaPattern(pattern), 'gu');
   } catch (err) {
-    throw new TokenizerError(`${source}: cannot use the pre-tokenizer regex: ${(err as Error).message}`, { cause: err });
+    throw new TokenizerError(`${source}: cannot use the pre-tokenizer regex: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -413,7 +415,10 @@ export class ByteLevelBpeTokenizer implements Tokenizer {
     }
     this.addedTokens = added;
     this.vocabSize = maxId + 1;
-    this.rawMatcher = buildMatcher(added.filter((t) => !t.normalized), (s) => s);
+    this.rawMatcher = buildMatcher(
+      added.filter((t) => !t.normalized),
+      (s) => s,
+    );
     this.normalizedMatcher = buildMatcher(
       added.filter((t) => t.normalized),
       this.normalizer ?? ((s) => s),
@@ -423,7 +428,9 @@ export class ByteLevelBpeTokenizer implements Tokenizer {
       if (token === null) return null;
       const id = this.tokenToId(token);
       if (id === undefined) {
-        throw new TokenizerError(`${spec.source}: ${what} ${JSON.stringify(token)} is neither in the vocabulary nor an added token`);
+        throw new TokenizerError(
+          `${spec.source}: ${what} ${JSON.stringify(token)} is neither in the vocabulary nor an added token`,
+        );
       }
       return id;
     };
@@ -516,11 +523,12 @@ export class ByteLevelBpeTokenizer implements Tokenizer {
       const next: string[] = [];
       for (const p of pieces) {
         if (step.type === 'split') splitByRegex(p, step.regex, step.behavior, step.invert, next);
-        else splitByRegex(p, step.individual ? DIGIT : DIGITS, step.individual ? 'Isolated' : 'Contiguous', false, next);
+        else
+          splitByRegex(p, step.individual ? DIGIT : DIGITS, step.individual ? 'Isolated' : 'Contiguous', false, next);
       }
       pieces = next;
     }
-    if (this.addPrefixSpace) pieces = pieces.map((p) => (p.startsWith(' ') ? p : ' ' + p));
+    if (this.addPrefixSpace) pieces = pieces.map((p) => (p.startsWith(' ') ? p : ` ${p}`));
     if (this.byteLevelRegex) {
       const next: string[] = [];
       for (const p of pieces) splitByRegex(p, this.byteLevelRegex, 'Isolated', false, next);
@@ -712,7 +720,6 @@ function splitByRegex(text: string, regex: RegExp, behavior: SplitBehavior, inve
   for (const [s, e] of spans) if (e > s) out.push(text.slice(s, e));
 }
 
-
 // ---------------------------------------------------------------------------------------------------------------
 // Loading
 
@@ -762,7 +769,9 @@ function parseVocab(v: Json, source: string): Map<string, number> {
   for (const key in v) {
     const id = v[key];
     if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-      throw new TokenizerError(`${source}: vocabulary entry ${JSON.stringify(key)} has invalid id ${JSON.stringify(id)}`);
+      throw new TokenizerError(
+        `${source}: vocabulary entry ${JSON.stringify(key)} has invalid id ${JSON.stringify(id)}`,
+      );
     }
     vocab.set(key, id);
   }
@@ -779,7 +788,9 @@ export function parseMergesTxt(text: string, source: string): Array<[string, str
     if (line === '' || (i === 0 && line.startsWith('#version'))) continue;
     const parts = line.split(/\s+/);
     if (parts.length !== 2) {
-      throw new TokenizerError(`${source}: line ${i + 1} is not a merge "left right": ${JSON.stringify(line.slice(0, 80))}`);
+      throw new TokenizerError(
+        `${source}: line ${i + 1} is not a merge "left right": ${JSON.stringify(line.slice(0, 80))}`,
+      );
     }
     merges.push([parts[0], parts[1]]);
   }
@@ -811,13 +822,22 @@ function tokenContent(v: Json): string | null {
 function parseAddedToken(v: Json, idFallback: number | undefined, source: string, where: string): AddedToken {
   if (typeof v === 'string') {
     if (idFallback === undefined) throw new TokenizerError(`${source}: ${where} has no id`);
-    return { id: idFallback, content: v, special: false, lstrip: false, rstrip: false, singleWord: false, normalized: true };
+    return {
+      id: idFallback,
+      content: v,
+      special: false,
+      lstrip: false,
+      rstrip: false,
+      singleWord: false,
+      normalized: true,
+    };
   }
   if (!isRecord(v) || typeof v.content !== 'string') {
     throw new TokenizerError(`${source}: ${where} must be an object with a "content" string`);
   }
   const id = typeof v.id === 'number' ? v.id : idFallback;
-  if (id === undefined || !Number.isInteger(id) || id < 0) throw new TokenizerError(`${source}: ${where} has no valid id`);
+  if (id === undefined || !Number.isInteger(id) || id < 0)
+    throw new TokenizerError(`${source}: ${where} has no valid id`);
   const special = v.special === true;
   return {
     id,
@@ -845,16 +865,27 @@ function parseNormalizer(v: Json, source: string): ((s: string) => string) | nul
     case 'Lowercase':
       return (s) => s.toLowerCase();
     case 'Sequence': {
-      if (!Array.isArray(v.normalizers)) throw new TokenizerError(`${source}: normalizer Sequence without "normalizers"`);
-      const fns = v.normalizers.map((n) => parseNormalizer(n, source)).filter((f): f is (s: string) => string => f !== null);
+      if (!Array.isArray(v.normalizers))
+        throw new TokenizerError(`${source}: normalizer Sequence without "normalizers"`);
+      const fns = v.normalizers
+        .map((n) => parseNormalizer(n, source))
+        .filter((f): f is (s: string) => string => f !== null);
       return fns.length === 0 ? null : (s) => fns.reduce((acc, f) => f(acc), s);
     }
     default:
-      throw new TokenizerError(`${source}: normalizer type ${JSON.stringify(v.type)} is not supported by the byte-level BPE tokenizer`);
+      throw new TokenizerError(
+        `${source}: normalizer type ${JSON.stringify(v.type)} is not supported by the byte-level BPE tokenizer`,
+      );
   }
 }
 
-const SPLIT_BEHAVIORS = new Set<SplitBehavior>(['Isolated', 'Removed', 'MergedWithPrevious', 'MergedWithNext', 'Contiguous']);
+const SPLIT_BEHAVIORS = new Set<SplitBehavior>([
+  'Isolated',
+  'Removed',
+  'MergedWithPrevious',
+  'MergedWithNext',
+  'Contiguous',
+]);
 
 function parsePreTokenizer(
   v: Json,
@@ -864,7 +895,8 @@ function parsePreTokenizer(
   const flatten = (p: Json): void => {
     if (!isRecord(p)) throw new TokenizerError(`${source}: pre_tokenizer must be an object`);
     if (p.type === 'Sequence') {
-      if (!Array.isArray(p.pretokenizers)) throw new TokenizerError(`${source}: pre_tokenizer Sequence without "pretokenizers"`);
+      if (!Array.isArray(p.pretokenizers))
+        throw new TokenizerError(`${source}: pre_tokenizer Sequence without "pretokenizers"`);
       p.pretokenizers.forEach(flatten);
     } else {
       flat.push(p);
@@ -887,12 +919,15 @@ function parsePreTokenizer(
       else if (isRecord(pat) && typeof pat.String === 'string') regex = new RegExp(escapeLiteral(pat.String), 'gu');
       else throw new TokenizerError(`${source}: Split pre-tokenizer needs pattern.Regex or pattern.String`);
       const behavior = p.behavior as SplitBehavior;
-      if (!SPLIT_BEHAVIORS.has(behavior)) throw new TokenizerError(`${source}: Split behavior ${JSON.stringify(p.behavior)} is not supported`);
+      if (!SPLIT_BEHAVIORS.has(behavior))
+        throw new TokenizerError(`${source}: Split behavior ${JSON.stringify(p.behavior)} is not supported`);
       steps.push({ type: 'split', regex, behavior, invert: p.invert === true });
     } else if (p.type === 'Digits') {
       steps.push({ type: 'digits', individual: p.individual_digits === true });
     } else {
-      throw new TokenizerError(`${source}: pre_tokenizer type ${JSON.stringify(p.type)} is not supported by the byte-level BPE tokenizer`);
+      throw new TokenizerError(
+        `${source}: pre_tokenizer type ${JSON.stringify(p.type)} is not supported by the byte-level BPE tokenizer`,
+      );
     }
   }
   return {
@@ -903,7 +938,9 @@ function parsePreTokenizer(
 
 function checkDecoder(v: Json, source: string): void {
   const ok = (d: Json): boolean =>
-    isRecord(d) && (d.type === 'ByteLevel' || (d.type === 'Sequence' && Array.isArray(d.decoders) && d.decoders.length > 0 && d.decoders.every(ok)));
+    isRecord(d) &&
+    (d.type === 'ByteLevel' ||
+      (d.type === 'Sequence' && Array.isArray(d.decoders) && d.decoders.length > 0 && d.decoders.every(ok)));
   if (!ok(v)) throw new TokenizerError(`${source}: the decoder must be ByteLevel (this is a byte-level BPE loader)`);
 }
 
@@ -934,11 +971,15 @@ function parsePostProcessor(v: Json, source: string): { prefix: number[]; suffix
       const name = piece.SpecialToken.id;
       const entry = specials[name];
       if (!isRecord(entry) || !Array.isArray(entry.ids)) {
-        throw new TokenizerError(`${source}: TemplateProcessing refers to unknown special token ${JSON.stringify(name)}`);
+        throw new TokenizerError(
+          `${source}: TemplateProcessing refers to unknown special token ${JSON.stringify(name)}`,
+        );
       }
       (seenSequence ? suffix : prefix).push(...(entry.ids as number[]));
     } else {
-      throw new TokenizerError(`${source}: TemplateProcessing.single has an entry that is neither Sequence nor SpecialToken`);
+      throw new TokenizerError(
+        `${source}: TemplateProcessing.single has an entry that is neither Sequence nor SpecialToken`,
+      );
     }
   }
   return { prefix, suffix };
@@ -985,7 +1026,7 @@ export function byteLevelBpeFromTokenizerJson(
     throw new TokenizerError(`${source}: model.type is ${JSON.stringify(model.type)}, not BPE`);
   }
   // tokenizers writes "" (or null) when these are unused.
-  if (!!model.continuing_subword_prefix || !!model.end_of_word_suffix) {
+  if (model.continuing_subword_prefix || model.end_of_word_suffix) {
     throw new TokenizerError(`${source}: continuing_subword_prefix / end_of_word_suffix are not supported`);
   }
   const vocab = parseVocab(model.vocab, `${source} (model.vocab)`);
@@ -1051,7 +1092,8 @@ async function loadFromSlowFiles(dir: string): Promise<ByteLevelBpeTokenizer> {
   if (isRecord(decoderEntries)) {
     for (const [idText, entry] of Object.entries(decoderEntries)) {
       const id = Number(idText);
-      if (!Number.isInteger(id)) throw new TokenizerError(`${configFile}: added_tokens_decoder key ${JSON.stringify(idText)} is not an id`);
+      if (!Number.isInteger(id))
+        throw new TokenizerError(`${configFile}: added_tokens_decoder key ${JSON.stringify(idText)} is not an id`);
       added.set(id, parseAddedToken(entry, id, configFile, `added_tokens_decoder[${idText}]`));
     }
   }
@@ -1063,15 +1105,18 @@ async function loadFromSlowFiles(dir: string): Promise<ByteLevelBpeTokenizer> {
       if (c !== null) specialContents.add(c);
     }
     const extra = src.additional_special_tokens;
-    if (Array.isArray(extra)) for (const t of extra) {
-      const c = tokenContent(t);
-      if (c !== null) specialContents.add(c);
-    }
+    if (Array.isArray(extra))
+      for (const t of extra) {
+        const c = tokenContent(t);
+        if (c !== null) specialContents.add(c);
+      }
   }
   if (addedJson) {
     for (const [content, id] of Object.entries(addedJson)) {
       if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
-        throw new TokenizerError(`${join(dir, 'added_tokens.json')}: ${JSON.stringify(content)} has invalid id ${JSON.stringify(id)}`);
+        throw new TokenizerError(
+          `${join(dir, 'added_tokens.json')}: ${JSON.stringify(content)} has invalid id ${JSON.stringify(id)}`,
+        );
       }
       if (added.has(id)) continue;
       const special = specialContents.has(content);
@@ -1088,7 +1133,9 @@ async function loadFromSlowFiles(dir: string): Promise<ByteLevelBpeTokenizer> {
     merges,
     addedTokens: [...added.values()],
     normalizer: isGpt2 ? null : (s) => s.normalize('NFC'),
-    preTokenizer: isGpt2 ? [] : [{ type: 'split', regex: compilePattern(QWEN2_PRETOKENIZE_PATTERN, dir), behavior: 'Isolated', invert: false }],
+    preTokenizer: isGpt2
+      ? []
+      : [{ type: 'split', regex: compilePattern(QWEN2_PRETOKENIZE_PATTERN, dir), behavior: 'Isolated', invert: false }],
     byteLevel: { addPrefixSpace: isGpt2 && config?.add_prefix_space === true, useRegex: isGpt2 },
     ignoreMerges: false,
     bosToken: sp.bos,
@@ -1120,7 +1167,9 @@ export async function loadBpeTokenizer(dir: string): Promise<ByteLevelBpeTokeniz
   const haveVocab = await exists(join(dir, 'vocab.json'));
   const haveMerges = await exists(join(dir, 'merges.txt'));
   if (!haveVocab && !haveMerges) {
-    throw new TokenizerError(`${dir}: no tokenizer.json and no vocab.json + merges.txt (not a byte-level BPE tokenizer folder)`);
+    throw new TokenizerError(
+      `${dir}: no tokenizer.json and no vocab.json + merges.txt (not a byte-level BPE tokenizer folder)`,
+    );
   }
   if (!haveVocab) throw new TokenizerError(`${join(dir, 'vocab.json')}: missing (merges.txt is there)`);
   if (!haveMerges) throw new TokenizerError(`${join(dir, 'merges.txt')}: missing (vocab.json is there)`);

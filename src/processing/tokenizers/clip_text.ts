@@ -43,7 +43,8 @@ export function encodeClipTexts(
   const addBos = options.addBos ?? tokenizer.addBosToken ?? true;
   const addEos = options.addEos ?? true;
   const padId = options.padId ?? tokenizer.unkTokenId ?? 0;
-  if (!Number.isInteger(maxLength) || maxLength < 1) throw new UsageError(`encodeClipTexts: maxLength must be a positive integer, got ${maxLength}`);
+  if (!Number.isInteger(maxLength) || maxLength < 1)
+    throw new UsageError(`encodeClipTexts: maxLength must be a positive integer, got ${maxLength}`);
   const bos = addBos ? tokenizer.bosTokenId : null;
   const eos = addEos ? tokenizer.eosTokenId : null;
   if (addBos && bos === null) throw new UsageError('encodeClipTexts: addBos is set but the tokenizer has no BOS token');

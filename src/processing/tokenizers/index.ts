@@ -15,5 +15,7 @@ export type { Tokenizer } from './tokenizer.js';
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
   if (fs.existsSync(path.join(dir, 'tokenizer.model'))) return loadSentencePieceTokenizer(dir);
   if (['tokenizer.json', 'vocab.json'].some((f) => fs.existsSync(path.join(dir, f)))) return loadBpeTokenizer(dir);
-  throw new TokenizerError(`${dir}: no tokenizer found (expected tokenizer.model, tokenizer.json, or vocab.json + merges.txt)`);
+  throw new TokenizerError(
+    `${dir}: no tokenizer found (expected tokenizer.model, tokenizer.json, or vocab.json + merges.txt)`,
+  );
 }

@@ -410,7 +410,9 @@ export function parseModelProto(bytes: Uint8Array, source: string): ModelProto {
     }
   } catch (err) {
     if (err instanceof WireFormatError) {
-      throw new TokenizerError(`${source}: not a valid SentencePiece model (corrupt or truncated protobuf: ${err.message})`);
+      throw new TokenizerError(
+        `${source}: not a valid SentencePiece model (corrupt or truncated protobuf: ${err.message})`,
+      );
     }
     throw err;
   }
@@ -541,11 +543,14 @@ class PrecompiledCharsmap {
   private readonly cache = new Map<number, string>();
 
   constructor(blob: Uint8Array, source: string) {
-    if (blob.length <= 4) throw new TokenizerError(`${source}: precompiled_charsmap is too short (${blob.length} bytes)`);
+    if (blob.length <= 4)
+      throw new TokenizerError(`${source}: precompiled_charsmap is too short (${blob.length} bytes)`);
     const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
     const trieSize = dv.getUint32(0, true);
     if (trieSize >= blob.length - 4 + 1 || trieSize % 4 !== 0) {
-      throw new TokenizerError(`${source}: precompiled_charsmap trie size ${trieSize} does not fit its ${blob.length}-byte blob`);
+      throw new TokenizerError(
+        `${source}: precompiled_charsmap trie size ${trieSize} does not fit its ${blob.length}-byte blob`,
+      );
     }
     this.units = new Uint32Array(trieSize / 4);
     for (let i = 0; i < this.units.length; i++) this.units[i] = dv.getUint32(4 + 4 * i, true);
@@ -697,7 +702,10 @@ export class SentencePieceModel {
       const { piece, type, score } = proto.pieces[id];
       const normal = type === PieceType.NORMAL || type === PieceType.USER_DEFINED || type === PieceType.UNUSED;
       const map = normal ? this.pieceIds : this.reservedIds;
-      if (map.has(piece)) throw new TokenizerError(`${source}: piece ${JSON.stringify(piece)} is defined twice (ids ${map.get(piece)} and ${id})`);
+      if (map.has(piece))
+        throw new TokenizerError(
+          `${source}: piece ${JSON.stringify(piece)} is defined twice (ids ${map.get(piece)} and ${id})`,
+        );
       map.set(piece, id);
       if (type === PieceType.USER_DEFINED) this.userDefined.add(piece);
       if (type === PieceType.UNKNOWN) {
@@ -706,7 +714,9 @@ export class SentencePieceModel {
       }
       if (type === PieceType.BYTE) {
         if (!this.trainerSpec.byteFallback) {
-          throw new TokenizerError(`${source}: byte piece ${JSON.stringify(piece)} found although byte_fallback is false`);
+          throw new TokenizerError(
+            `${source}: byte piece ${JSON.stringify(piece)} found although byte_fallback is false`,
+          );
         }
         const b = bytePieceValue(piece);
         if (b < 0) throw new TokenizerError(`${source}: invalid byte piece ${JSON.stringify(piece)} (id ${id})`);
@@ -958,7 +968,9 @@ export class SentencePieceModel {
         if (entry.type === PieceType.UNUSED) continue;
         if (e - pos === cl) hasSingleChar = true;
         const score =
-          entry.type === PieceType.USER_DEFINED ? utf8Encoder.encode(entry.piece).length * this.maxScore - 0.1 : entry.score;
+          entry.type === PieceType.USER_DEFINED
+            ? utf8Encoder.encode(entry.piece).length * this.maxScore - 0.1
+            : entry.score;
         const cand = best[pos] + score;
         if (from[e] < 0 || cand > best[e]) {
           best[e] = cand;
@@ -1022,7 +1034,10 @@ export class SentencePieceModel {
     let leadingSpaceSeen = false;
     for (const id of ids) {
       const type = this.typeOf(id);
-      if (type === undefined) throw new TokenizerError(`${this.source}: cannot decode id ${id} (vocabulary has ${this.pieces.length} pieces)`);
+      if (type === undefined)
+        throw new TokenizerError(
+          `${this.source}: cannot decode id ${id} (vocabulary has ${this.pieces.length} pieces)`,
+        );
       if (type === PieceType.BYTE) {
         bytes.push(bytePieceValue(this.pieces[id].piece));
         continue;
@@ -1168,7 +1183,10 @@ export class SentencePieceTokenizer implements Tokenizer {
     if (spec.content.length === 0) throw new TokenizerError(`${this.model.source}: an added token has empty content`);
     let id = spec.id ?? this.model.findPiece(spec.content);
     if (id === undefined) id = this.nextId;
-    if (!Number.isInteger(id) || id < 0) throw new TokenizerError(`${this.model.source}: added token ${JSON.stringify(spec.content)} has invalid id ${id}`);
+    if (!Number.isInteger(id) || id < 0)
+      throw new TokenizerError(
+        `${this.model.source}: added token ${JSON.stringify(spec.content)} has invalid id ${id}`,
+      );
     const token: AddedToken = {
       content: spec.content,
       id,
@@ -1304,7 +1322,9 @@ export class SentencePieceTokenizer implements Tokenizer {
       const controlPiece = token === undefined && this.model.isControl(id);
       if (token === undefined && !controlPiece) {
         if (this.model.typeOf(id) === undefined) {
-          throw new TokenizerError(`${this.model.source}: cannot decode id ${id} (vocabulary has ${this.vocabSize} ids)`);
+          throw new TokenizerError(
+            `${this.model.source}: cannot decode id ${id} (vocabulary has ${this.vocabSize} ids)`,
+          );
         }
         if (run.length === 0) runAtSegmentStart = segmentStart;
         run.push(id);
@@ -1326,13 +1346,13 @@ export class SentencePieceTokenizer implements Tokenizer {
     // Not at a segment start: a leading U+2581 is a real space. Decoding behind a throwaway byte piece keeps the
     // library's start-of-text rule from eating it.
     const spaceGuard = this.model.findPiece('<0x20>');
-    if (spaceGuard !== undefined && this.model.isByte(spaceGuard)) return this.model.decode([spaceGuard, ...ids]).slice(1);
+    if (spaceGuard !== undefined && this.model.isByte(spaceGuard))
+      return this.model.decode([spaceGuard, ...ids]).slice(1);
     const text = this.model.decode(ids);
     const first = this.model.idToPiece(ids[0]) ?? '';
-    return first.startsWith(SPACE_SYMBOL) && !text.startsWith(' ') ? ' ' + text : text;
+    return first.startsWith(SPACE_SYMBOL) && !text.startsWith(' ') ? ` ${text}` : text;
   }
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // Loading a checkpoint folder
@@ -1364,7 +1384,8 @@ function tokenContent(value: unknown, file: string, field: string): string | nul
   if (value === undefined) return undefined;
   if (value === null) return null;
   if (typeof value === 'string') return value;
-  if (typeof value === 'object' && typeof (value as JsonObject).content === 'string') return (value as JsonObject).content as string;
+  if (typeof value === 'object' && typeof (value as JsonObject).content === 'string')
+    return (value as JsonObject).content as string;
   throw new TokenizerError(`${file}: ${field} must be a string, an AddedToken object or null`);
 }
 
@@ -1379,11 +1400,20 @@ function tokenFlags(value: unknown): { lstrip: boolean; rstrip: boolean } {
 function optionalBool(cfg: JsonObject | null, key: string, file: string): boolean | undefined {
   const v = cfg?.[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean') throw new TokenizerError(`${file}: ${key} must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'boolean')
+    throw new TokenizerError(`${file}: ${key} must be true or false, got ${JSON.stringify(v)}`);
   return v;
 }
 
-const SPECIAL_TOKEN_KEYS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'] as const;
+const SPECIAL_TOKEN_KEYS = [
+  'bos_token',
+  'eos_token',
+  'unk_token',
+  'sep_token',
+  'pad_token',
+  'cls_token',
+  'mask_token',
+] as const;
 
 /**
  * Loads `dir/tokenizer.model` with the folder's tokenizer_config.json, special_tokens_map.json and
@@ -1395,7 +1425,9 @@ export async function loadSentencePieceTokenizer(dir: string): Promise<SentenceP
   try {
     bytes = await readFile(modelPath);
   } catch (err) {
-    throw new TokenizerError(`${modelPath}: cannot read SentencePiece model (${(err as Error).message})`, { cause: err });
+    throw new TokenizerError(`${modelPath}: cannot read SentencePiece model (${(err as Error).message})`, {
+      cause: err,
+    });
   }
   const model = SentencePieceModel.fromBytes(bytes, modelPath);
   const configPath = join(dir, 'tokenizer_config.json');
@@ -1424,7 +1456,8 @@ export async function loadSentencePieceTokenizer(dir: string): Promise<SentenceP
   const additional: string[] = [];
   const extra = values.get('additional_special_tokens');
   if (extra && extra.value !== null) {
-    if (!Array.isArray(extra.value)) throw new TokenizerError(`${extra.file}: additional_special_tokens must be a list`);
+    if (!Array.isArray(extra.value))
+      throw new TokenizerError(`${extra.file}: additional_special_tokens must be a list`);
     for (const item of extra.value) {
       const content = tokenContent(item, extra.file, 'additional_special_tokens');
       if (content) {
@@ -1435,7 +1468,7 @@ export async function loadSentencePieceTokenizer(dir: string): Promise<SentenceP
   }
   for (const key of SPECIAL_TOKEN_KEYS) {
     const v = values.get(key);
-    if (v && v.value && typeof v.value === 'object') {
+    if (v?.value && typeof v.value === 'object') {
       const content = tokenContent(v.value, v.file, key);
       if (content) addedTokens.push({ content, special: true, ...tokenFlags(v.value) });
     }
@@ -1450,7 +1483,9 @@ export async function loadSentencePieceTokenizer(dir: string): Promise<SentenceP
       const id = Number(key);
       const content = tokenContent(entry, configPath, `added_tokens_decoder[${key}]`);
       if (!Number.isInteger(id) || id < 0 || !content) {
-        throw new TokenizerError(`${configPath}: added_tokens_decoder entry ${JSON.stringify(key)} is not an id with a token`);
+        throw new TokenizerError(
+          `${configPath}: added_tokens_decoder entry ${JSON.stringify(key)} is not an id with a token`,
+        );
       }
       const e = entry as JsonObject;
       addedTokens.unshift({ content, id, special: e.special === true, ...tokenFlags(entry) });
