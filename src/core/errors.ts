@@ -28,3 +28,5 @@ export class HubError extends InternVLError {}
 export class UsageError extends InternVLError {}
 /** onnxruntime failed to build or run a graph. */
 export class RuntimeError extends InternVLError {}
+/** A search index that cannot be opened, or a table that holds another model's or mode's embeddings. */
+export class IndexError extends InternVLError {}
