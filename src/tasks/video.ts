@@ -11,7 +11,7 @@
  *
  * The default of 8 frames is the paper's 8-frame Kinetics setting; test_msrvtt.py itself defaults to 1 frame.
  */
-import { UsageError } from '../core/errors.js';
+import { InternalError, UsageError } from '../core/errors.js';
 import { dualSoftmax, l2normalize, matrix, retrievalScores, transpose, type Matrix } from '../core/matrix.js';
 import type { ClipMode } from '../models/internvl_clip.js';
 import type { RgbImage } from '../processing/image.js';
@@ -114,7 +114,9 @@ export async function embedVideo(
   const { info, indices, frames } = await sampleVideoFrames(path, options);
   const embeddings = await encodeFrames(frames);
   if (embeddings.rows !== frames.length)
-    throw new UsageError(`frame encoder returned ${embeddings.rows} embeddings for ${frames.length} frames of ${path}`);
+    throw new InternalError(
+      `frame encoder returned ${embeddings.rows} embeddings for ${frames.length} frames of ${path}`,
+    );
   return { path, info, indices, embedding: poolFrameEmbeddings(embeddings) };
 }
 
@@ -136,7 +138,7 @@ export async function encodeVideos(
   for (let i = 0; i < paths.length; i++) {
     const { embedding } = await embedVideo(paths[i], encodeFrames, options);
     if (embedding.length !== D)
-      throw new UsageError(`frame encoder returned ${embedding.length}-dim embeddings, the model's are ${D}`);
+      throw new InternalError(`frame encoder returned ${embedding.length}-dim embeddings, the model's are ${D}`);
     out.set(embedding, i * D);
     options.onProgress?.(i + 1, paths.length, paths[i]);
   }

@@ -11,11 +11,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { InternVLError, UsageError } from '../../core/errors.js';
+import { InternVLError, InternalError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
-import { defaultCacheDir, type SessionOptions } from '../../core/runtime.js';
+import type { SessionOptions } from '../../core/runtime.js';
+import { defaultCacheDir } from '../../core/weight_cache.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
 import type { FfmpegOptions } from '../../processing/video.js';
@@ -227,7 +228,7 @@ export class EmbeddingCache {
     const buf = Buffer.alloc(entries.length * this.recordBytes);
     entries.forEach(([key, value], i) => {
       if (value.length !== this.dim)
-        throw new UsageError(`cannot cache a ${value.length}-dim embedding in a ${this.dim}-dim cache`);
+        throw new InternalError(`cannot cache a ${value.length}-dim embedding in a ${this.dim}-dim cache`);
       const offset = i * this.recordBytes;
       Buffer.from(hashKey(key), 'hex').copy(buf, offset);
       Buffer.from(value.buffer, value.byteOffset, value.byteLength).copy(buf, offset + KEY_BYTES);
@@ -393,7 +394,7 @@ class ImageEncoder {
       batchSize: this.ctx.batchSize,
     });
     if (emb.rows !== images.length || emb.cols !== model.dim) {
-      throw new UsageError(
+      throw new InternalError(
         `image encoder returned ${emb.rows}x${emb.cols} embeddings for ${images.length} images (dim ${model.dim})`,
       );
     }
@@ -450,7 +451,7 @@ async function encodeTextsCached(
       },
     );
     if (emb.rows !== missing.length || emb.cols !== D)
-      throw new UsageError(
+      throw new InternalError(
         `text encoder returned ${emb.rows}x${emb.cols} embeddings for ${missing.length} texts (dim ${D})`,
       );
     const entries: [string, Float32Array][] = missing.map((ti, j) => {
