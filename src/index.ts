@@ -12,7 +12,8 @@
 export * from './core/errors.js';
 export { Checkpoint, SafetensorsFile, writeSafetensors, type DType, type TensorEntry } from './core/safetensors.js';
 export { resolveModelDir, type ResolveModelOptions, type DownloadProgress } from './core/hub.js';
-export { createSession, defaultCacheDir, type SessionOptions } from './core/runtime.js';
+export { createSession, type SessionOptions } from './core/runtime.js';
+export { defaultCacheDir } from './core/weight_cache.js';
 export { useQuantizedLinears } from './core/quantize.js';
 export * from './core/matrix.js';
 

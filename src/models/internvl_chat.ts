@@ -8,7 +8,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../core/graph.js';
 import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
-import { ConfigError, ModelLoadError, UsageError } from '../core/errors.js';
+import { ConfigError, InternalError, ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
 import {
@@ -222,12 +222,12 @@ export class InternVLChatModel {
     ids.forEach((id, position) => {
       if (id !== imageTokenId) return;
       if (next >= available)
-        throw new UsageError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
+        throw new InternalError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
       embeds.set(imageEmbeds!.subarray(next * H, (next + 1) * H), position * H);
       next++;
     });
     if (next !== available)
-      throw new UsageError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
+      throw new InternalError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
     return embeds;
   }
 

@@ -5,7 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import type { DecoderStep, KvCache } from '../models/llm.js';
-import { UsageError } from '../core/errors.js';
+import { InternalError, UsageError } from '../core/errors.js';
 
 /** What generation needs of a model: `CausalLM`, or a wrapper that adds inputs to its steps (QLLaMA captioning). */
 export interface Decoder {
@@ -174,7 +174,7 @@ async function* streamBatch(
   if (longest === 0) throw new UsageError('cannot generate from an empty prompt');
   for (const p of prompts)
     if (p.embeds.length !== p.ids.length * H)
-      throw new UsageError(`prompt embeddings hold ${p.embeds.length / H} rows for ${p.ids.length} ids`);
+      throw new InternalError(`prompt embeddings hold ${p.embeds.length / H} rows for ${p.ids.length} ids`);
   const maxNewTokens = options.maxNewTokens ?? 256;
   if (maxNewTokens <= 0) {
     prompts.forEach((_, b) => {
@@ -271,7 +271,7 @@ export function reorderCache(cache: KvCache, rows: readonly number[]): KvCache {
     const data = tensor.data as Float32Array;
     const out = new Float32Array(rows.length * stride);
     rows.forEach((row, i) => {
-      if (row >= batch) throw new UsageError(`cache row ${row} out of ${batch}`);
+      if (row >= batch) throw new InternalError(`cache row ${row} out of ${batch}`);
       out.set(data.subarray(row * stride, (row + 1) * stride), i * stride);
     });
     return new ort.Tensor('float32', out, [rows.length, ...rest]);

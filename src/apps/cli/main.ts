@@ -21,6 +21,7 @@ import { evalCommand } from './eval.js';
 import { indexCommand } from './index_cmd.js';
 import { searchCommand } from './search.js';
 import { workerCommand } from './worker.js';
+import { serveCommand } from './serve.js';
 
 export { registerCommand, type Command };
 
@@ -42,6 +43,7 @@ const BUILTIN_COMMANDS: Command[] = [
   indexCommand,
   searchCommand,
   workerCommand,
+  serveCommand,
 ];
 for (const command of BUILTIN_COMMANDS) if (!getCommand(command.name)) registerCommand(command);
 
