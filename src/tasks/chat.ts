@@ -170,7 +170,11 @@ export class Conversation {
         this.visuals.tiles.reduce((a, b) => a + b, 0),
       );
     }
-    const embeds = model.embedWithImages(ids, imageContextId, ids.includes(imageContextId) ? this.imageEmbeds : null);
+    const embeds = await model.embedWithImages(
+      ids,
+      imageContextId,
+      ids.includes(imageContextId) ? this.imageEmbeds : null,
+    );
     const generated: number[] = [];
     let shown = '';
     const stream = streamTokens(
