@@ -44,7 +44,7 @@ export interface GenerationOptions {
  * image features already spliced in).
  */
 export interface Prompt {
-  ids: readonly number[];
+  ids: number[];
   embeds?: Float32Array;
 }
 
