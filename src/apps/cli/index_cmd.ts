@@ -21,7 +21,9 @@ ${MODEL_USAGE}
   --prune              delete rows whose files are gone
   --commit-every <n>   rows per commit (default 256): the most a killed run loses
   --ann-threshold <n>  build the ANN index from this many rows (default 100000)
-  --queue <redis://…>  do not embed here: enqueue batches for 'internvl worker' processes (BullMQ over Redis)
+  --queue <redis://…>  do not embed here: enqueue batches for 'internvl worker' processes (BullMQ over Redis);
+                       waits until the workers have embedded them all
+  --job-size <n>       images per queue job (default 16)
   --json               print the summary as JSON on stdout
   -h, --help           show this help
 `;
@@ -45,6 +47,7 @@ export const indexCommand: Command = {
           'commit-every': { type: 'string' },
           'ann-threshold': { type: 'string' },
           queue: { type: 'string' },
+          'job-size': { type: 'string' },
           json: { type: 'boolean' },
         },
         positionals: { min: 1, max: Infinity },
@@ -74,11 +77,14 @@ export const indexCommand: Command = {
     // Warnings show with --quiet too: a skipped image is not progress.
     const warn = (message: string) =>
       quiet ? process.stderr.write(`warning: ${message}\n`) : progress.log(`warning: ${message}`);
-    let sink: import('../search/search_index.js').EmbedSink | undefined;
+    let sink: import('../search/queue.js').QueueSink | undefined;
+    let remote: import('../../core/progress.js').ProgressReporter | undefined;
     if (queue !== undefined) {
       const { QueueSink } = await import('../search/queue.js');
+      remote = createProgressReporter('embedding (workers)', { quiet, unit: 'items', itemName: 'images' });
       sink = await QueueSink.connect(queue, index.store, {
-        onProgress: (done, total) => progress.update(done, total, 'embedded by workers'),
+        jobImages: parsed.integer('job-size', 16, { min: 1 }),
+        onProgress: (done, total) => remote?.update(done, total),
         onWarning: warn,
       });
     }
@@ -95,8 +101,9 @@ export const indexCommand: Command = {
       });
     } finally {
       await index.close();
-      await (sink as { close?: () => Promise<void> } | undefined)?.close?.();
+      await sink?.close();
     }
+    remote?.finish();
     progress.finish();
     if (parsed.flag('json')) {
       process.stdout.write(`${JSON.stringify({ db, table: index.store.name, ...summary })}\n`);

@@ -18,7 +18,7 @@ import { Store, type Stamp, type StoreOptions } from './store.js';
 
 const QUEUE_NAME = 'internvl-index';
 /** Images per job: small enough that a killed worker loses little, big enough that Redis round trips vanish. */
-const JOB_IMAGES = 16;
+export const DEFAULT_JOB_IMAGES = 16;
 
 interface JobData {
   table: string;
@@ -94,8 +94,9 @@ export class QueueSink implements EmbedSink {
   }
 
   async submit(items: PendingItem[]): Promise<void> {
-    for (let i = 0; i < items.length; i += JOB_IMAGES) {
-      const batch = items.slice(i, i + JOB_IMAGES).map(({ bytes: _, ...item }) => item);
+    const size = this.options.jobImages ?? DEFAULT_JOB_IMAGES;
+    for (let i = 0; i < items.length; i += size) {
+      const batch = items.slice(i, i + size).map(({ bytes: _, ...item }) => item);
       const jobId = createHash('sha256')
         .update(`${this.store.uri}\0${this.store.name}\0`)
         .update(batch.map((b) => `${b.id}:${b.sha256}`).join('\n'))
@@ -159,6 +160,8 @@ export class QueueSink implements EmbedSink {
 }
 
 export interface QueueSinkOptions {
+  /** Images per job (default 16). */
+  jobImages?: number;
   /** Images embedded by all workers so far, of those enqueued. */
   onProgress?: (done: number, total: number) => void;
   onWarning?: (message: string) => void;

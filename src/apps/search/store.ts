@@ -289,7 +289,8 @@ export class Store {
 
 async function connect(uri: string, options: StoreOptions): Promise<lancedb.Connection> {
   try {
-    return await lancedb.connect(uri, { storageOptions: options.storageOptions });
+    // Other processes (workers, a running `index`) commit to the same table: every read looks for their versions.
+    return await lancedb.connect(uri, { storageOptions: options.storageOptions, readConsistencyInterval: 0 });
   } catch (error) {
     throw new IndexError(`cannot open database ${uri}: ${(error as Error).message}`, { cause: error });
   }
