@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomicSync } from './atomic_write.js';
 import { SafetensorsError, ModelLoadError } from './errors.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -348,7 +349,7 @@ export function float16ToFloat32(halves: Uint16Array): Float32Array {
   return out;
 }
 
-/** Writes tensors to a safetensors file (for `--out`, tests and caches). */
+/** Writes tensors to a safetensors file (for `--out`, tests and caches), all-or-nothing. */
 export function writeSafetensors(
   filePath: string,
   tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
@@ -369,12 +370,5 @@ export function writeSafetensors(
   const headerBytes = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(headerBytes.length));
-  const fd = fs.openSync(filePath, 'w');
-  try {
-    fs.writeSync(fd, length);
-    fs.writeSync(fd, headerBytes);
-    for (const chunk of chunks) fs.writeSync(fd, chunk);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileAtomicSync(filePath, [length, headerBytes, ...chunks]);
 }
