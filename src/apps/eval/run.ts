@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { storageError } from '../../core/atomic_write.js';
-import { InternVLError, InternalError, StorageError, UsageError } from '../../core/errors.js';
+import { InternalError, StorageError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
@@ -266,7 +266,7 @@ function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-function cacheError(where: string, e: unknown): InternVLError {
+function cacheError(where: string, e: unknown): StorageError {
   const known = storageError(e, where);
   const why =
     known instanceof StorageError
