@@ -928,6 +928,8 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   const D = ctx.model.dim;
   const out = new Float32Array(entries.length * D);
   const stats: CacheStats = { encoded: 0, cached: 0 };
+  // Encoded clips the MSR-VTT rule cannot take F frames from (sampled by segments instead of failing the eval).
+  let segmentSampled = 0;
   const bar = ctx.progress('encoding videos');
   const encodeFrames = (frames: readonly RgbImage[]) =>
     ctx.model.encodeImages(frames, { mode: ctx.mode, transform, batchSize: ctx.batchSize });
@@ -936,7 +938,9 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
     if (emb) {
       stats.cached++;
     } else {
-      emb = (await embedVideo(paths[i], encodeFrames, { ...options.ffmpeg, numFrames })).embedding;
+      const video = await embedVideo(paths[i], encodeFrames, { ...options.ffmpeg, numFrames, sampling: 'msrvtt' });
+      if (video.sampling !== 'msrvtt') segmentSampled++;
+      emb = video.embedding;
       cache?.put([[keys[i], emb]]);
       stats.encoded++;
     }
@@ -966,6 +970,7 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
       transform,
       dual_softmax: dsl,
       videos_encoded: stats.encoded,
+      videos_segment_sampled: segmentSampled,
       videos_from_cache: stats.cached,
       texts_encoded: text.stats.encoded,
       texts_from_cache: text.stats.cached,
