@@ -7,6 +7,7 @@
  * bytes in place (external data) instead of copying them.
  */
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { SafetensorsError, ModelLoadError } from './errors.js';
 
@@ -271,24 +272,30 @@ export class Checkpoint {
     };
   }
 
-  /** Rows [start, start+count) of a 2-D float tensor (embedding look-ups without loading the table). */
-  readRowsFloat32(name: string, rows: readonly number[]): Float32Array {
+  /**
+   * Chosen rows of a 2-D float tensor, as float32 (embedding look-ups without loading the table). Asynchronous: it
+   * runs on every decode step, which must not block the event loop.
+   */
+  async readRowsFloat32(name: string, rows: readonly number[]): Promise<Float32Array> {
     const entry = this.entry(name);
     if (entry.shape.length !== 2) throw new ModelLoadError(`${this.dir}: tensor '${name}' is not 2-D`);
     const [rowCount, width] = entry.shape;
+    for (const row of rows)
+      if (!(Number.isInteger(row) && row >= 0 && row < rowCount))
+        throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
     const rowBytes = width * DTYPE_BYTES[entry.dtype];
     const out = new Float32Array(rows.length * width);
-    const fd = fs.openSync(entry.file, 'r');
+    const handle = await fsp.open(entry.file, 'r');
     try {
-      const buffer = Buffer.allocUnsafe(rowBytes);
-      rows.forEach((row, i) => {
-        if (!(row >= 0 && row < rowCount))
-          throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
-        fs.readSync(fd, buffer, 0, rowBytes, entry.offset + row * rowBytes);
-        out.set(bytesToFloat32(buffer, entry.dtype, name), i * width);
-      });
+      const bytes = Buffer.allocUnsafe(rows.length * rowBytes);
+      const reads = await Promise.all(
+        rows.map((row, i) => handle.read(bytes, i * rowBytes, rowBytes, entry.offset + row * rowBytes)),
+      );
+      if (reads.some((r) => r.bytesRead !== rowBytes))
+        throw new SafetensorsError(`${entry.file}: unexpected end of file in tensor '${name}'`);
+      out.set(bytesToFloat32(bytes, entry.dtype, name));
     } finally {
-      fs.closeSync(fd);
+      await handle.close();
     }
     return out;
   }
