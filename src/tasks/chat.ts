@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { UsageError } from '../core/errors.js';
+import { ConfigError, UsageError } from '../core/errors.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -51,7 +51,13 @@ function readChatTemplate(dir: string): string | null {
   for (const file of ['chat_template.json', 'tokenizer_config.json']) {
     const full = path.join(dir, file);
     if (!fs.existsSync(full)) continue;
-    const value = JSON.parse(fs.readFileSync(full, 'utf8')).chat_template;
+    let value: unknown;
+    try {
+      value = JSON.parse(fs.readFileSync(full, 'utf8'))?.chat_template;
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+      throw new ConfigError(`${full}: not valid JSON`);
+    }
     if (typeof value === 'string') return value;
   }
   return null;

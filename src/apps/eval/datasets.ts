@@ -17,6 +17,7 @@ export { fillTemplate } from '../../tasks/clip.js';
 
 export { DatasetError } from '../../core/errors.js';
 import { DatasetError } from '../../core/errors.js';
+import { resolveInside } from '../../core/contained_path.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers that mirror Python semantics where the reference code relies on them.
@@ -423,7 +424,10 @@ export async function readCaptionDataset(
   const index: number[] = [];
   pairs.forEach(({ file, captions }, i) => {
     const caps = maxWords ? captions.map((c) => preCaption(c, maxWords)) : captions;
-    const path = join(root, file);
+    // A name from the annotation file must not reach outside the image root (`../`, `/etc/…`, a symlink out).
+    const place = resolveInside(root, file);
+    if ('refused' in place) throw bad(`image ${place.refused}`);
+    const path = place.path;
     images.push({ key: file, path, captions: caps, readImage: readBytes(path) });
     for (const c of caps) {
       texts.push(c);

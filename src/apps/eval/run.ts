@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { storageError } from '../../core/atomic_write.js';
+import { resolveInside } from '../../core/contained_path.js';
 import { InternalError, StorageError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
@@ -920,7 +921,11 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   let entries = await readVideoCaptions(options.captions);
   if (options.limit) entries = entries.slice(0, options.limit);
   if (entries.length === 0) throw new DatasetError(`no videos in ${options.captions}`);
-  const paths = entries.map((e) => path.join(options.videos, e.video));
+  const paths = entries.map((e) => {
+    const place = resolveInside(options.videos, e.video);
+    if ('refused' in place) throw new DatasetError(`captions file ${options.captions}: video ${place.refused}`);
+    return place.path;
+  });
   const keys = paths.map((p) => fileKey(p));
   const ctx = await withModel(s, options.model);
 
