@@ -9,9 +9,28 @@
  * Models, processing and core pieces are exported for finer control.
  */
 export * from './core/errors.js';
-export { Checkpoint, SafetensorsFile, writeSafetensors, type DType, type TensorEntry } from './core/safetensors.js';
+export {
+  Checkpoint,
+  SafetensorsFile,
+  encodeSafetensors,
+  readEntry,
+  type DType,
+  type TensorEntry,
+} from './core/safetensors.js';
+export { MemoryByteSource, HttpByteSource, type ByteSource, type HttpByteSourceOptions } from './core/bytes.js';
+export { files, type FileSystem } from './core/io.js';
+export { FileByteSource, nodeFileSystem, writeSafetensors } from './core/node/files.js';
 export { resolveModelDir, type ResolveModelOptions, type DownloadProgress } from './core/hub.js';
-export { createSession, defaultCacheDir, type SessionOptions } from './core/runtime.js';
+export {
+  createSession,
+  runtimeBackend,
+  setThreadBudget,
+  Tensor,
+  type RuntimeBackend,
+  type WeightPlacement,
+  type SessionOptions,
+} from './core/session.js';
+export { defaultCacheDir, nodeRuntime } from './core/node/runtime.js';
 export { useQuantizedLinears } from './core/quantize.js';
 export * from './core/matrix.js';
 
@@ -34,7 +53,9 @@ export { detectArchitecture, readConfig, type Architecture } from './models/conf
 export { loadImage, toCHWFloat, IMAGENET_MEAN, IMAGENET_STD, type RgbImage } from './processing/image.js';
 export { resizeBicubicPillow } from './processing/resample.js';
 export { dynamicTiles, preprocessForChat, preprocessForClip } from './processing/tiling.js';
-export { loadVideoFrames, probeVideo, sampleChatFrameIndices, sampleMsrvttFrameIndices } from './processing/video.js';
+export { loadVideoFrames, sampleChatFrameIndices, sampleMsrvttFrameIndices } from './processing/video.js';
+export { imageDecoder, videoDecoder, type ImageDecoder, type VideoDecoder } from './processing/decoders.js';
+export { probeVideo, decodeVideoFrames } from './processing/node/video_decode.js';
 export { loadTokenizer, type Tokenizer } from './processing/tokenizers/index.js';
 export { encodeClipTexts, preCaption } from './processing/tokenizers/clip_text.js';
 export { getTemplate, buildPrompt, listTemplates } from './processing/templates.js';

@@ -26,7 +26,7 @@ for (const [dir, compared] of [
 }
 
 test('internvl classify --json reproduces the official probabilities and logits (modes C and G)', async () => {
-  const fixture = Fixture.open(CLIP);
+  const fixture = await Fixture.open(CLIP);
   const meta = fixture.meta as { classify: { images: string[]; labels: string[]; templates: string[] } };
   const images = meta.classify.images.map((p) => path.join(CLIP, 'golden', 'images', path.basename(p)));
   for (const mode of ['C', 'G']) {

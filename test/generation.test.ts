@@ -24,7 +24,7 @@ const expected = JSON.parse(fs.readFileSync(path.join(TINY, 'expected_greedy.jso
   greedy_ids: number[];
 };
 
-const lmPromise = CausalLM.load(Checkpoint.open(TINY), parseLlmConfig(readConfig(TINY)));
+const lmPromise = CausalLM.load(await Checkpoint.open(TINY), parseLlmConfig(await readConfig(TINY)));
 const prompt = (lm: CausalLM, ids: number[]): Prompt => ({ ids, embeds: lm.embedTokens(ids) });
 
 test("internvl generate reproduces the real model's greedy ids exactly (KV cache)", async () => {

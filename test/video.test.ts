@@ -6,10 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { ImageError, UsageError } from '../src/core/errors.js';
+import { decodeVideoFrames, probeVideo } from '../src/processing/node/video_decode.js';
 import {
-  decodeVideoFrames,
   loadVideoFrames,
-  probeVideo,
   pythonRound,
   sampleChatFrameIndices,
   sampleMsrvttFrameIndices,

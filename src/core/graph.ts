@@ -17,6 +17,7 @@ import {
 import { AttributeProto_AttributeType } from 'onnx-buf';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ModelLoadError } from './errors.js';
+import type { ByteSource } from './bytes.js';
 import type { Checkpoint, TensorEntry } from './safetensors.js';
 
 export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
@@ -52,13 +53,13 @@ export interface WeightRequest {
   name: string;
   type: ElemType;
   dims: number[];
-  /** Set when the bytes can be used in place from the checkpoint file. */
-  inPlace?: { file: string; offset: number; length: number };
+  /** Set when the bytes can be used as stored in the checkpoint. */
+  inPlace?: { source: ByteSource; offset: number; length: number };
   /** Produces the bytes when they cannot be used in place (conversion, quantization). */
   produce: () => Uint8Array;
   /** Identity of the bytes for the on-disk cache key. */
   cacheKey: string;
-  /** Checkpoint files the bytes come from: a cache entry is rebuilt when one of them changes. */
+  /** Names of the checkpoint sources the bytes come from: a cache entry is rebuilt when one of them changes. */
   sources?: readonly string[];
 }
 
@@ -328,9 +329,9 @@ function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: 
     name: format === 'float32' ? entry.name : `${entry.name}#f16`,
     type,
     dims: entry.shape,
-    inPlace: inPlace ? { file: entry.file, offset: entry.offset, length: entry.byteLength } : undefined,
-    cacheKey: `${entry.file}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}:${format}`,
-    sources: [entry.file],
+    inPlace: inPlace ? { source: entry.source, offset: entry.offset, length: entry.byteLength } : undefined,
+    cacheKey: `${entry.source.name}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}:${format}`,
+    sources: [entry.source.name],
     produce: () => {
       const data = checkpoint.readFloat32(entry.name).data;
       const out = format === 'float32' ? data : float32ToFloat16(data);

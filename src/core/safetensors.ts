@@ -2,13 +2,13 @@
  * Safetensors files and checkpoints (one file or sharded with `model.safetensors.index.json`).
  *
  * The header is validated before anything is trusted: its length, its JSON, every dtype and shape, every byte range
- * (inside the file, of exactly shape × dtype-size bytes, not overlapping another). Tensor data is read lazily with
- * positioned reads, so a 30 GB checkpoint costs nothing until a tensor is asked for, and graphs can point at the
- * bytes in place (external data) instead of copying them.
+ * (inside the file, of exactly shape × dtype-size bytes, not overlapping another). Tensor data is read lazily from a
+ * {@link ByteSource} (a file, memory, HTTP ranges), so a 30 GB checkpoint costs nothing until a tensor is asked for,
+ * and graphs can point at the bytes in place (external data) instead of copying them.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import type { ByteSource } from './bytes.js';
 import { SafetensorsError, ModelLoadError } from './errors.js';
+import { files } from './io.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -30,9 +30,9 @@ export interface TensorEntry {
   name: string;
   dtype: DType;
   shape: number[];
-  /** Absolute path of the file (symlinks resolved). */
-  file: string;
-  /** Byte offset of the data from the start of the file. */
+  /** Where the bytes are: the file (`source.name` is its real path in Node), memory, or a URL. */
+  source: ByteSource;
+  /** Byte offset of the data from the start of the source. */
   offset: number;
   byteLength: number;
 }
@@ -41,61 +41,54 @@ export interface TensorEntry {
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 export class SafetensorsFile {
-  readonly path: string;
-  readonly tensors: Map<string, TensorEntry>;
-  readonly metadata: Record<string, string>;
+  private constructor(
+    readonly source: ByteSource,
+    readonly tensors: Map<string, TensorEntry>,
+    readonly metadata: Record<string, string>,
+  ) {}
 
-  private constructor(filePath: string, tensors: Map<string, TensorEntry>, metadata: Record<string, string>) {
-    this.path = filePath;
-    this.tensors = tensors;
-    this.metadata = metadata;
+  /** The name of the source: the real path of a local file. */
+  get path(): string {
+    return this.source.name;
   }
 
-  static open(filePath: string): SafetensorsFile {
-    let realPath: string;
-    let fileSize: number;
-    try {
-      realPath = fs.realpathSync(filePath);
-      fileSize = fs.statSync(realPath).size;
-    } catch (error) {
-      throw new SafetensorsError(`${filePath}: cannot open (${(error as NodeJS.ErrnoException).code ?? error})`);
+  /** Opens a file through the platform's file system (`fs` in Node). */
+  static async open(filePath: string): Promise<SafetensorsFile> {
+    return SafetensorsFile.read(await (await files.get()).open(filePath), filePath);
+  }
+
+  /** Reads and validates the header of a safetensors source; `shownAs` names it in errors (default: its name). */
+  static async read(source: ByteSource, shownAs = source.name): Promise<SafetensorsFile> {
+    const fileSize = source.size;
+    if (fileSize < 8)
+      throw new SafetensorsError(`${shownAs}: truncated file (${fileSize} bytes; a header needs at least 8)`);
+    const lengthBytes = await source.read(0, 8);
+    const headerLength = new DataView(lengthBytes.buffer, lengthBytes.byteOffset, 8).getBigUint64(0, true);
+    if (headerLength > BigInt(MAX_HEADER_BYTES)) {
+      throw new SafetensorsError(
+        `${shownAs}: header length ${headerLength} is implausible (limit ${MAX_HEADER_BYTES} bytes)`,
+      );
     }
-    const fd = fs.openSync(realPath, 'r');
-    try {
-      if (fileSize < 8)
-        throw new SafetensorsError(`${filePath}: truncated file (${fileSize} bytes; a header needs at least 8)`);
-      const lengthBytes = Buffer.alloc(8);
-      fs.readSync(fd, lengthBytes, 0, 8, 0);
-      const headerLength = lengthBytes.readBigUInt64LE(0);
-      if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-        throw new SafetensorsError(
-          `${filePath}: header length ${headerLength} is implausible (limit ${MAX_HEADER_BYTES} bytes)`,
-        );
-      }
-      if (Number(headerLength) > fileSize - 8) {
-        throw new SafetensorsError(
-          `${filePath}: truncated file: header says ${headerLength} bytes but only ${fileSize - 8} follow`,
-        );
-      }
-      const headerBytes = Buffer.alloc(Number(headerLength));
-      fs.readSync(fd, headerBytes, 0, headerBytes.length, 8);
-      const dataStart = 8 + headerBytes.length;
-      const parsed = parseHeader(filePath, headerBytes);
-      const tensors = validateEntries(filePath, realPath, parsed.entries, dataStart, fileSize - dataStart);
-      return new SafetensorsFile(realPath, tensors, parsed.metadata);
-    } finally {
-      fs.closeSync(fd);
+    if (Number(headerLength) > fileSize - 8) {
+      throw new SafetensorsError(
+        `${shownAs}: truncated file: header says ${headerLength} bytes but only ${fileSize - 8} follow`,
+      );
     }
+    const headerBytes = await source.read(8, Number(headerLength));
+    const dataStart = 8 + headerBytes.length;
+    const parsed = parseHeader(shownAs, headerBytes);
+    const tensors = validateEntries(shownAs, source, parsed.entries, dataStart, fileSize - dataStart);
+    return new SafetensorsFile(source, tensors, parsed.metadata);
   }
 }
 
 function parseHeader(
   filePath: string,
-  headerBytes: Buffer,
+  headerBytes: Uint8Array,
 ): { entries: Record<string, unknown>; metadata: Record<string, string> } {
   let header: unknown;
   try {
-    header = JSON.parse(headerBytes.toString('utf8'));
+    header = JSON.parse(new TextDecoder().decode(headerBytes));
   } catch (error) {
     throw new SafetensorsError(`${filePath}: header is not valid JSON (${(error as Error).message})`);
   }
@@ -111,7 +104,7 @@ function parseHeader(
 
 function validateEntries(
   filePath: string,
-  realPath: string,
+  source: ByteSource,
   entries: Record<string, unknown>,
   dataStart: number,
   dataSize: number,
@@ -152,7 +145,7 @@ function validateEntries(
       name,
       dtype: dtype as DType,
       shape: shape as number[],
-      file: realPath,
+      source,
       offset: dataStart + begin,
       byteLength: expected,
     });
@@ -194,7 +187,7 @@ export class Checkpoint {
       for (const [name, entry] of file.tensors) {
         if (this.entries.has(name)) {
           throw new ModelLoadError(
-            `${dir}: tensor '${name}' appears in two shards (${this.entries.get(name)!.file}, ${file.path})`,
+            `${dir}: tensor '${name}' appears in two shards (${this.entries.get(name)!.source.name}, ${file.path})`,
           );
         }
         this.entries.set(name, entry);
@@ -203,15 +196,14 @@ export class Checkpoint {
   }
 
   /** Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`, or every `*.safetensors`. */
-  static open(dir: string): Checkpoint {
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
-      throw new ModelLoadError(`${dir}: not a directory`);
-    }
-    const indexPath = path.join(dir, 'model.safetensors.index.json');
-    if (fs.existsSync(indexPath)) {
+  static async open(dir: string): Promise<Checkpoint> {
+    const fs = await files.get();
+    if (!(await fs.isDirectory(dir))) throw new ModelLoadError(`${dir}: not a directory`);
+    const indexPath = fs.join(dir, 'model.safetensors.index.json');
+    if (await fs.isFile(indexPath)) {
       let weightMap: Record<string, string>;
       try {
-        weightMap = JSON.parse(fs.readFileSync(indexPath, 'utf8')).weight_map;
+        weightMap = JSON.parse(await fs.readText(indexPath)).weight_map;
       } catch (error) {
         throw new ModelLoadError(`${indexPath}: not valid JSON (${(error as Error).message})`);
       }
@@ -219,7 +211,7 @@ export class Checkpoint {
       const shardNames = [...new Set(Object.values(weightMap))].sort();
       const checkpoint = new Checkpoint(
         dir,
-        shardNames.map((shard) => SafetensorsFile.open(path.join(dir, shard))),
+        await Promise.all(shardNames.map((shard) => SafetensorsFile.open(fs.join(dir, shard)))),
       );
       for (const [name, shard] of Object.entries(weightMap)) {
         if (!checkpoint.entries.has(name))
@@ -227,19 +219,12 @@ export class Checkpoint {
       }
       return checkpoint;
     }
-    const single = path.join(dir, 'model.safetensors');
-    const names = fs.existsSync(single)
+    const names = (await fs.isFile(fs.join(dir, 'model.safetensors')))
       ? ['model.safetensors']
-      : fs
-          .readdirSync(dir)
-          .filter((f) => f.endsWith('.safetensors'))
-          .sort();
+      : (await fs.list(dir)).filter((f) => f.endsWith('.safetensors')).sort();
     if (names.length === 0)
       throw new ModelLoadError(`${dir}: no .safetensors weights found (PyTorch .bin/.pth files are not supported)`);
-    return new Checkpoint(
-      dir,
-      names.map((n) => SafetensorsFile.open(path.join(dir, n))),
-    );
+    return new Checkpoint(dir, await Promise.all(names.map((n) => SafetensorsFile.open(fs.join(dir, n)))));
   }
 
   has(name: string): boolean {
@@ -257,9 +242,8 @@ export class Checkpoint {
   }
 
   /** Raw bytes of a tensor. */
-  readBytes(name: string): Buffer {
-    const entry = this.entry(name);
-    return readRange(entry.file, entry.offset, entry.byteLength);
+  readBytes(name: string): Uint8Array {
+    return readEntrySync(this.entry(name));
   }
 
   /** A tensor as float32, converting from F16/BF16/F64. */
@@ -271,44 +255,40 @@ export class Checkpoint {
     };
   }
 
-  /** Rows [start, start+count) of a 2-D float tensor (embedding look-ups without loading the table). */
+  /** Rows of a 2-D float tensor (embedding look-ups without loading the table). */
   readRowsFloat32(name: string, rows: readonly number[]): Float32Array {
     const entry = this.entry(name);
     if (entry.shape.length !== 2) throw new ModelLoadError(`${this.dir}: tensor '${name}' is not 2-D`);
     const [rowCount, width] = entry.shape;
     const rowBytes = width * DTYPE_BYTES[entry.dtype];
     const out = new Float32Array(rows.length * width);
-    const fd = fs.openSync(entry.file, 'r');
-    try {
-      const buffer = Buffer.allocUnsafe(rowBytes);
-      rows.forEach((row, i) => {
-        if (!(row >= 0 && row < rowCount))
-          throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
-        fs.readSync(fd, buffer, 0, rowBytes, entry.offset + row * rowBytes);
-        out.set(bytesToFloat32(buffer, entry.dtype, name), i * width);
-      });
-    } finally {
-      fs.closeSync(fd);
-    }
+    rows.forEach((row, i) => {
+      if (!(row >= 0 && row < rowCount))
+        throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
+      const bytes = syncSource(entry).readSync!(entry.offset + row * rowBytes, rowBytes);
+      out.set(bytesToFloat32(bytes, entry.dtype, name), i * width);
+    });
     return out;
   }
 }
 
-/** Reads a byte range in chunks (`readFileSync` stops at 2 GiB; single reads are capped too). */
-export function readRange(file: string, offset: number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  const fd = fs.openSync(file, 'r');
-  try {
-    let done = 0;
-    while (done < length) {
-      const n = fs.readSync(fd, out, done, Math.min(length - done, 1 << 30), offset + done);
-      if (n === 0) throw new SafetensorsError(`${file}: unexpected end of file at byte ${offset + done}`);
-      done += n;
-    }
-  } finally {
-    fs.closeSync(fd);
+/** A tensor's raw bytes. */
+export function readEntry(entry: TensorEntry): Promise<Uint8Array> {
+  return entry.source.read(entry.offset, entry.byteLength);
+}
+
+/** A tensor's raw bytes, read synchronously (local sources only). */
+export function readEntrySync(entry: TensorEntry): Uint8Array {
+  return syncSource(entry).readSync!(entry.offset, entry.byteLength);
+}
+
+function syncSource(entry: TensorEntry): ByteSource {
+  if (!entry.source.readSync) {
+    throw new ModelLoadError(
+      `${entry.source.name}: tensor '${entry.name}' is needed synchronously, but this source reads asynchronously only`,
+    );
   }
-  return out;
+  return entry.source;
 }
 
 export function bytesToFloat32(bytes: Uint8Array, dtype: DType, what: string): Float32Array {
@@ -348,12 +328,11 @@ export function float16ToFloat32(halves: Uint16Array): Float32Array {
   return out;
 }
 
-/** Writes tensors to a safetensors file (for `--out`, tests and caches). */
-export function writeSafetensors(
-  filePath: string,
+/** A safetensors file's bytes, in order: length, header (padded so the data starts 8-byte aligned), data. */
+export function encodeSafetensors(
   tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
   metadata?: Record<string, string>,
-): void {
+): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
@@ -364,17 +343,11 @@ export function writeSafetensors(
     chunks.push(bytes);
     offset += bytes.byteLength;
   }
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
-  // Pad with spaces (valid JSON) so that the data starts 8-byte aligned.
-  const headerBytes = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(headerBytes.length));
-  const fd = fs.openSync(filePath, 'w');
-  try {
-    fs.writeSync(fd, length);
-    fs.writeSync(fd, headerBytes);
-    for (const chunk of chunks) fs.writeSync(fd, chunk);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  // Pad with spaces (valid JSON).
+  const headerBytes = new Uint8Array(json.length + ((8 - (json.length % 8)) % 8)).fill(0x20);
+  headerBytes.set(json);
+  const length = new Uint8Array(8);
+  new DataView(length.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  return [length, headerBytes, ...chunks];
 }

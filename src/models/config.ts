@@ -3,8 +3,7 @@
  * Each model family turns its section into typed args in its own file; this module only detects which family a
  * checkpoint folder holds.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { files } from '../core/io.js';
 import { ConfigError, ModelLoadError } from '../core/errors.js';
 
 export type RawConfig = Record<string, unknown>;
@@ -93,12 +92,13 @@ export class ConfigSection {
   }
 }
 
-export function readConfig(dir: string): ConfigSection {
-  const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(file)) throw new ModelLoadError(`${dir}: no config.json (is this a model folder?)`);
+export async function readConfig(dir: string): Promise<ConfigSection> {
+  const fs = await files.get();
+  const file = fs.join(dir, 'config.json');
+  if (!(await fs.isFile(file))) throw new ModelLoadError(`${dir}: no config.json (is this a model folder?)`);
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    raw = JSON.parse(await fs.readText(file));
   } catch (error) {
     throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
   }

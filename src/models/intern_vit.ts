@@ -7,9 +7,9 @@
  * The module tree mirrors the checkpoint (`embeddings.*`, `encoder.layers.{i}.{norm1,attn.qkv,…}`); the `*-hf`
  * layout (transformers' native port) differs only by names, listed in `HF_VISION_NAMES`.
  */
-import * as ort from 'onnxruntime-node';
+import { Tensor as OrtTensor } from '../core/session.js';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
 import { interpolateBicubic } from '../core/interpolate.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
@@ -266,8 +266,8 @@ export class InternVisionModel {
     const C = this.config.hiddenSize;
     const tokens = 1 + gridH * gridW;
     const feeds = {
-      pixel_values: new ort.Tensor('float32', pixelValues, dims),
-      position_embedding: new ort.Tensor('float32', this.positionEmbedding(gridH, gridW), [1, tokens, C]),
+      pixel_values: new OrtTensor('float32', pixelValues, dims),
+      position_embedding: new OrtTensor('float32', this.positionEmbedding(gridH, gridW), [1, tokens, C]),
     };
     const wantAll = options.hiddenStates === true;
     if (wantAll && !this.options.allHiddenStates)
@@ -278,7 +278,7 @@ export class InternVisionModel {
       ...(wantAll ? Array.from({ length: layers + 1 }, (_, i) => `hidden_states.${i}`) : []),
     ];
     const result = await this.session.run(feeds, names);
-    const asTensor = (t: ort.Tensor): Tensor => ({ dims: t.dims as number[], data: t.data as Float32Array });
+    const asTensor = (t: OrtTensor): Tensor => ({ dims: t.dims as number[], data: t.data as Float32Array });
     const last = asTensor(result.last_hidden_state);
     const pooled = new Float32Array(B * C);
     for (let b = 0; b < B; b++) pooled.set(last.data.subarray(b * tokens * C, b * tokens * C + C), b * C);

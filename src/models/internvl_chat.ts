@@ -5,9 +5,9 @@
  * (`InternVLForConditionalGeneration`: `model.vision_tower.`, `model.multi_modal_projector.`, `model.language_model.`,
  * `lm_head`) into the same code; only names differ.
  */
-import * as ort from 'onnxruntime-node';
+import { Tensor } from '../core/session.js';
 import { GraphBuilder } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
 import { ConfigError, ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
@@ -138,7 +138,7 @@ export class InternVLChatModel {
   ) {}
 
   static async load(dir: string, options: LoadOptions = {}): Promise<InternVLChatModel> {
-    const raw = readConfig(dir);
+    const raw = await readConfig(dir);
     const architecture = detectArchitecture(raw);
     if (architecture !== 'InternVLChatModel' && architecture !== 'InternVLForConditionalGeneration') {
       throw new ModelLoadError(
@@ -146,7 +146,7 @@ export class InternVLChatModel {
       );
     }
     const config = parseInternVLChatConfig(raw);
-    const checkpoint = Checkpoint.open(dir);
+    const checkpoint = await Checkpoint.open(dir);
     const layout = LAYOUTS[config.layout];
 
     const tokensPerSide = config.imageSize / config.vision.patchSize;
@@ -204,8 +204,8 @@ export class InternVLChatModel {
     }
     const tokens = this.positions.length / this.config.vision.hiddenSize;
     const result = await this.vision.run({
-      pixel_values: new ort.Tensor('float32', pixelValues, [numTiles, 3, S, S]),
-      position_embedding: new ort.Tensor('float32', this.positions, [1, tokens, this.config.vision.hiddenSize]),
+      pixel_values: new Tensor('float32', pixelValues, [numTiles, 3, S, S]),
+      position_embedding: new Tensor('float32', this.positions, [1, tokens, this.config.vision.hiddenSize]),
     });
     return result.vit_embeds.data as Float32Array;
   }

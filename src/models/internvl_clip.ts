@@ -7,9 +7,9 @@
  * - Text embedding: QLLaMA over the text alone (causal + padding), last real token @ `text_projection`.
  * QLLaMA is the project's LLaMA decoder (`llm.ts`) with the cross-attention inserted after self-attention.
  */
-import * as ort from 'onnxruntime-node';
+import { Tensor } from '../core/session.js';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
 import { ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
@@ -105,11 +105,11 @@ export class InternVLClipModel {
       configureQllamaGraph?: (g: GraphBuilder) => void;
     } = {},
   ): Promise<InternVLClipModel> {
-    const raw = readConfig(dir);
+    const raw = await readConfig(dir);
     if (detectArchitecture(raw) !== 'InternVLModel')
       throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
     const config = parseInternVLClipConfig(raw);
-    const checkpoint = Checkpoint.open(dir);
+    const checkpoint = await Checkpoint.open(dir);
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
     const g = new GraphBuilder('internvl_c', checkpoint);
@@ -180,8 +180,8 @@ export class InternVLClipModel {
       throw new UsageError(`pixel values must be [${batch}, 3, ${S}, ${S}]`);
     const C = this.config.vision.hiddenSize;
     const result = await this.vision.run({
-      pixel_values: new ort.Tensor('float32', pixelValues, [batch, 3, S, S]),
-      position_embedding: new ort.Tensor('float32', this.positions, [1, this.positions.length / C, C]),
+      pixel_values: new Tensor('float32', pixelValues, [batch, 3, S, S]),
+      position_embedding: new Tensor('float32', this.positions, [1, this.positions.length / C, C]),
     });
     return {
       tokens: result.last_hidden_state.data as Float32Array,
@@ -207,8 +207,8 @@ export class InternVLClipModel {
       logitIndices: Array.from({ length: batch * Q }, (_, i) => i),
       cache: this.qllama.emptyCache(batch),
       extraFeeds: {
-        vision_hidden_states: new ort.Tensor('float32', visionTokens, [batch, visionTokens.length / batch / Cv, Cv]),
-        cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * Q).fill(1), [batch * Q, 1]),
+        vision_hidden_states: new Tensor('float32', visionTokens, [batch, visionTokens.length / batch / Cv, Cv]),
+        cross_attention_rows: new Tensor('float32', new Float32Array(batch * Q).fill(1), [batch * Q, 1]),
       },
       outputs: ['hidden'],
     });
@@ -224,11 +224,7 @@ export class InternVLClipModel {
     if (mode === 'C') return embedsC;
     const queries = await this.queryFeatures(tokens, batch);
     const result = await this.queryPooling.run({
-      query_features: new ort.Tensor('float32', queries, [
-        batch,
-        this.config.numQueryToken,
-        this.config.qllama.hiddenSize,
-      ]),
+      query_features: new Tensor('float32', queries, [batch, this.config.numQueryToken, this.config.qllama.hiddenSize]),
     });
     const D = this.config.clipEmbedDim;
     const embedsG = unitRows(result.image_embeds_g.data as Float32Array, D);
@@ -311,8 +307,8 @@ export class InternVLClipModel {
           ...step,
           attentionBias: bias,
           extraFeeds: {
-            vision_hidden_states: new ort.Tensor('float32', vision, [B, visionTokens.length / Cv, Cv]),
-            cross_attention_rows: new ort.Tensor('float32', rows, [B * S, 1]),
+            vision_hidden_states: new Tensor('float32', vision, [B, visionTokens.length / Cv, Cv]),
+            cross_attention_rows: new Tensor('float32', rows, [B * S, 1]),
           },
         });
       },
@@ -320,11 +316,11 @@ export class InternVLClipModel {
   }
 
   /** Cross-attention switched off: a one-token dummy vision input with every row gated to zero. */
-  private noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
+  private noVisionFeeds(batch: number, seq: number): Record<string, Tensor> {
     const Cv = this.config.vision.hiddenSize;
     return {
-      vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
-      cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
+      vision_hidden_states: new Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
+      cross_attention_rows: new Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
     };
   }
 

@@ -8,9 +8,9 @@
  * (causal + padding, so left-padded batches work), RoPE cos/sin for the new positions and the KV cache of earlier
  * steps, and returns the logits of the requested positions plus the updated cache.
  */
-import * as ort from 'onnxruntime-node';
+import { Tensor } from '../core/session.js';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
 import { ConfigError, ModelLoadError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
@@ -247,8 +247,8 @@ function projectQkv(
 
 /** The KV cache of a batch: one [B, kvHeads, length, D] pair per layer. */
 export interface KvCache {
-  keys: ort.Tensor[];
-  values: ort.Tensor[];
+  keys: Tensor[];
+  values: Tensor[];
   length: number;
 }
 
@@ -267,7 +267,7 @@ export interface DecoderStep {
   /** A ready additive mask [B, 1, S, cache+S] instead of the causal one (QLLaMA's bidirectional queries). */
   attentionBias?: Float32Array;
   /** Inputs of graphs built with extra inputs (QLLaMA's vision states). */
-  extraFeeds?: Record<string, ort.Tensor>;
+  extraFeeds?: Record<string, Tensor>;
   /** Outputs to compute (default: logits). */
   outputs?: Array<'logits' | 'hidden'>;
 }
@@ -327,7 +327,7 @@ export class CausalLM {
 
   emptyCache(batch: number): KvCache {
     const { numKeyValueHeads: kv, headDim: D, numHiddenLayers: L } = this.config;
-    const empty = () => new ort.Tensor('float32', new Float32Array(0), [batch, kv, 0, D]);
+    const empty = () => new Tensor('float32', new Float32Array(0), [batch, kv, 0, D]);
     return { keys: Array.from({ length: L }, empty), values: Array.from({ length: L }, empty), length: 0 };
   }
 
@@ -339,24 +339,24 @@ export class CausalLM {
     const { batch: B, seq: S, cache } = step;
     const total = cache.length + S;
     const D = this.config.headDim;
-    const feeds: Record<string, ort.Tensor> = {
-      inputs_embeds: new ort.Tensor('float32', step.embeds, [B, S, this.config.hiddenSize]),
-      attention_bias: new ort.Tensor(
+    const feeds: Record<string, Tensor> = {
+      inputs_embeds: new Tensor('float32', step.embeds, [B, S, this.config.hiddenSize]),
+      attention_bias: new Tensor(
         'float32',
         step.attentionBias ?? causalAttentionBias(step.attentionMask, B, S, total),
         [B, 1, S, total],
       ),
       ...step.extraFeeds,
-      logit_indices: new ort.Tensor(
+      logit_indices: new Tensor(
         'int64',
         BigInt64Array.from(step.logitIndices, (i) => BigInt(i)),
         [step.logitIndices.length],
       ),
     };
     const { cos, sin } = this.rotary.cosSin(step.positions, total);
-    feeds.rope_cos = new ort.Tensor('float32', halfWidth(cos, D), [B * S, D / 2]);
-    feeds.rope_sin = new ort.Tensor('float32', halfWidth(sin, D), [B * S, D / 2]);
-    feeds.rope_rows = new ort.Tensor(
+    feeds.rope_cos = new Tensor('float32', halfWidth(cos, D), [B * S, D / 2]);
+    feeds.rope_sin = new Tensor('float32', halfWidth(sin, D), [B * S, D / 2]);
+    feeds.rope_rows = new Tensor(
       'int64',
       BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i)),
       [B, S],

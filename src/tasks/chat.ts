@@ -5,9 +5,8 @@
  * answer is cut there. Several images are labelled `Image-k: <image>`, video frames `Frame-k: <image>` (one tile
  * each). `*-hf` checkpoints use their Jinja `chat_template` instead of the official templates.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { UsageError } from '../core/errors.js';
+import { files } from '../core/io.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -37,7 +36,7 @@ export interface ChatPipeline {
 export async function loadChatPipeline(dir: string, options: LoadOptions = {}): Promise<ChatPipeline> {
   const model = await InternVLChatModel.load(dir, options);
   const tokenizer = await loadTokenizer(dir);
-  const hfChatTemplate = model.config.layout === 'hf' ? readChatTemplate(dir) : null;
+  const hfChatTemplate = model.config.layout === 'hf' ? await readChatTemplate(dir) : null;
   const template = hfChatTemplate ? null : getTemplate(model.config.template ?? 'Hermes-2');
   const imageContextId = model.config.imageTokenId ?? tokenizer.tokenToId(IMG_CONTEXT_TOKEN);
   if (imageContextId === undefined) throw new UsageError(`${dir}: the tokenizer has no ${IMG_CONTEXT_TOKEN} token`);
@@ -47,13 +46,14 @@ export async function loadChatPipeline(dir: string, options: LoadOptions = {}): 
   return { model, tokenizer, template, hfChatTemplate, imageContextId, stopTokenIds };
 }
 
-function readChatTemplate(dir: string): string | null {
-  const jinja = path.join(dir, 'chat_template.jinja');
-  if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
+async function readChatTemplate(dir: string): Promise<string | null> {
+  const fs = await files.get();
+  const jinja = fs.join(dir, 'chat_template.jinja');
+  if (await fs.isFile(jinja)) return fs.readText(jinja);
   for (const file of ['chat_template.json', 'tokenizer_config.json']) {
-    const full = path.join(dir, file);
-    if (!fs.existsSync(full)) continue;
-    const value = JSON.parse(fs.readFileSync(full, 'utf8')).chat_template;
+    const full = fs.join(dir, file);
+    if (!(await fs.isFile(full))) continue;
+    const value = JSON.parse(await fs.readText(full)).chat_template;
     if (typeof value === 'string') return value;
   }
   return null;

@@ -6,10 +6,10 @@
  * the official single-tile transform: Pillow bicubic resize to the model's square input size, ToTensor, ImageNet
  * normalisation (no crop, no tiling).
  */
-import fs from 'node:fs';
 import { ModelLoadError, UsageError } from '../core/errors.js';
-import { resolveModelDir, type ResolveModelOptions } from '../core/hub.js';
-import type { SessionOptions } from '../core/runtime.js';
+import type { ResolveModelOptions } from '../core/hub.js';
+import { files, modelResolver } from '../core/io.js';
+import type { SessionOptions } from '../core/session.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { detectArchitecture, readConfig, type Architecture, type ConfigSection } from '../models/config.js';
 import {
@@ -93,10 +93,10 @@ export async function loadImageEmbedder(
   idOrPath: string,
   options: LoadImageEmbedderOptions = {},
 ): Promise<ImageEmbedder> {
-  const dir = await resolveModelDir(idOrPath, options.hub);
-  const config = readConfig(dir);
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
+  const config = await readConfig(dir);
   const architecture = detectArchitecture(config);
-  const checkpoint = Checkpoint.open(dir);
+  const checkpoint = await Checkpoint.open(dir);
   const layout = visionLayout(config, architecture, checkpoint);
   const visionConfig = parseInternVisionConfig(layout.section);
   if (layout.imageSize % visionConfig.patchSize !== 0) {
@@ -184,25 +184,18 @@ async function decode(source: ImageSource, name: string, applyExifOrientation: b
 }
 
 /** Expands folders to the image files directly inside them (sorted), so that `embed-image photos/` works. */
-export function expandImagePaths(paths: readonly string[]): string[] {
+export async function expandImagePaths(paths: readonly string[]): Promise<string[]> {
+  const fs = await files.get();
   const out: string[] = [];
   for (const p of paths) {
-    let isDir = false;
-    try {
-      isDir = fs.statSync(p).isDirectory();
-    } catch {
-      /* not found: loadImage reports it with the file name */
-    }
-    if (!isDir) {
+    // Not found: loadImage reports it with the file name.
+    if (!(await fs.isDirectory(p))) {
       out.push(p);
       continue;
     }
-    const files = fs
-      .readdirSync(p)
-      .filter((f) => IMAGE_FILE.test(f))
-      .sort();
-    if (files.length === 0) throw new UsageError(`${p}: folder holds no image files (${IMAGE_FILE.source})`);
-    out.push(...files.map((f) => `${p.replace(/\/+$/, '')}/${f}`));
+    const images = (await fs.list(p)).filter((f) => IMAGE_FILE.test(f)).sort();
+    if (images.length === 0) throw new UsageError(`${p}: folder holds no image files (${IMAGE_FILE.source})`);
+    out.push(...images.map((f) => `${p.replace(/\/+$/, '')}/${f}`));
   }
   return out;
 }

@@ -3,7 +3,7 @@
  * kept between steps. Greedy or sampled (temperature, top-k, top-p, repetition penalty; seeded), stop tokens,
  * streaming as an async iterator, cancellation through an AbortSignal, and batches with left padding.
  */
-import * as ort from 'onnxruntime-node';
+import { Tensor } from '../core/session.js';
 import type { DecoderStep, KvCache } from '../models/llm.js';
 import { UsageError } from '../core/errors.js';
 
@@ -265,7 +265,7 @@ export interface BeamSearchOptions {
 
 /** Rows of every cache tensor picked by `rows` (beam reordering). */
 export function reorderCache(cache: KvCache, rows: readonly number[]): KvCache {
-  const pick = (tensor: ort.Tensor) => {
+  const pick = (tensor: Tensor) => {
     const [batch, ...rest] = tensor.dims as number[];
     const stride = rest.reduce((a, b) => a * b, 1);
     const data = tensor.data as Float32Array;
@@ -274,7 +274,7 @@ export function reorderCache(cache: KvCache, rows: readonly number[]): KvCache {
       if (row >= batch) throw new UsageError(`cache row ${row} out of ${batch}`);
       out.set(data.subarray(row * stride, (row + 1) * stride), i * stride);
     });
-    return new ort.Tensor('float32', out, [rows.length, ...rest]);
+    return new Tensor('float32', out, [rows.length, ...rest]);
   };
   return { keys: cache.keys.map(pick), values: cache.values.map(pick), length: cache.length };
 }

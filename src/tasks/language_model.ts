@@ -1,16 +1,16 @@
 /** The language model of any supported folder: a bare causal LM, or the LLM inside an InternVL-Chat checkpoint. */
 import { Checkpoint } from '../core/safetensors.js';
-import type { SessionOptions } from '../core/runtime.js';
+import type { SessionOptions } from '../core/session.js';
 import { detectArchitecture, readConfig } from '../models/config.js';
 import { CausalLM, parseLlmConfig } from '../models/llm.js';
 import { InternVLChatModel } from '../models/internvl_chat.js';
 import { ModelLoadError } from '../core/errors.js';
 
 export async function loadLanguageModel(dir: string, options: { session?: SessionOptions } = {}): Promise<CausalLM> {
-  const config = readConfig(dir);
+  const config = await readConfig(dir);
   const architecture = detectArchitecture(config);
   if (architecture === 'CausalLM')
-    return CausalLM.load(Checkpoint.open(dir), parseLlmConfig(config), { session: options.session });
+    return CausalLM.load(await Checkpoint.open(dir), parseLlmConfig(config), { session: options.session });
   if (architecture === 'InternVLChatModel' || architecture === 'InternVLForConditionalGeneration') {
     return (await InternVLChatModel.load(dir, { session: options.session })).language;
   }

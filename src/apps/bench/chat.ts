@@ -16,7 +16,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
 import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
-import { writeSafetensors, type DType } from '../../core/safetensors.js';
+import { writeSafetensors } from '../../core/node/files.js';
+import type { DType } from '../../core/safetensors.js';
 
 export interface ChatShape {
   name: string;

@@ -54,9 +54,9 @@ export const embedImageCommand: Command = {
       await Promise.all([
         import('../../tasks/embed.js'),
         import('../../core/progress.js'),
-        import('../../core/safetensors.js'),
+        import('../../core/node/files.js'),
       ]);
-    const images = expandImagePaths(parsed.positionals);
+    const images = await expandImagePaths(parsed.positionals);
     const model = await loadImageEmbedder(await resolveModelArg(parsed), {
       session: sessionArgs(parsed),
       configureGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),

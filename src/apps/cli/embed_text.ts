@@ -63,7 +63,7 @@ export const embedTextCommand: Command = {
       await Promise.all([
         import('../../tasks/clip.js'),
         import('../../core/matrix.js'),
-        import('../../core/safetensors.js'),
+        import('../../core/node/files.js'),
         import('../../core/progress.js'),
       ]);
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {

@@ -88,11 +88,6 @@ function readBytes(path: string): () => Promise<Buffer> {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Class names and templates (CLIP_benchmark JSON files).
-
-export { loadDatasetStrings } from '../../tasks/zeroshot_prompts.js';
-
-// ---------------------------------------------------------------------------------------------------------
 // ImageNet-style folders.
 
 /** torchvision's IMG_EXTENSIONS, matched case-insensitively. */

@@ -21,7 +21,7 @@ export const internVitRunner: FixtureRunner = {
   },
   async run(fixture, options) {
     const config = parseInternVisionConfig(fixture.config!);
-    const checkpoint = Checkpoint.open(fixture.dir);
+    const checkpoint = await Checkpoint.open(fixture.dir);
     const wantsHidden = fixture.goldenNames().some((n) => /^out\.hidden_states\.\d+$/.test(n));
     const model = await InternVisionModel.load(checkpoint, config, {
       graph: { allHiddenStates: wantsHidden },

@@ -1,5 +1,5 @@
 /**
- * onnxruntime sessions for graphs built with GraphBuilder.
+ * The Node runtime backend: onnxruntime-node, with weights read where they lie.
  *
  * Weights never travel through JavaScript memory when they can be used as stored: initializers point into the
  * safetensors files (external data, resolved through symlinks such as the Hugging Face cache's). When a graph needs
@@ -11,85 +11,23 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import * as ort from 'onnxruntime-node';
-import { ELEM_BYTES, type GraphBuilder, type WeightLocation, type WeightRequest } from './graph.js';
-import { RuntimeError } from './errors.js';
+import { ELEM_BYTES, type WeightLocation, type WeightRequest } from '../graph.js';
+import { RuntimeError } from '../errors.js';
+import type { RuntimeBackend, SessionOptions } from '../session.js';
 
-export interface SessionOptions {
-  /** Intra-op threads (default: all cores). */
-  threads?: number;
-  /**
-   * Let onnxruntime repack matmul weights for speed (costs a second copy of the weights in memory).
-   * Default: on when the graph's float weights are below 2 GiB (quantized weights do not count: see createSession).
-   */
-  prepack?: boolean;
-  /** Execution providers in order of preference (default `['cpu']`; `webgpu` / `cuda` where the build has them). */
-  executionProviders?: string[];
-  /** Where converted/quantized weights are cached (default `$INTERNVL_CACHE` or `~/.cache/internvl-ts`). */
-  cacheDir?: string;
-  /** Called while a weight cache file is written (first load of a converted model). */
-  onProgress?: (done: number, total: number) => void;
-}
-
-export type Feeds = Record<string, ort.Tensor>;
+export const nodeRuntime: RuntimeBackend = {
+  ort,
+  defaultThreads: os.availableParallelism(),
+  placeWeights: async (_graphName, requests, options) => {
+    const { folder, locate } = placeWeights(requests, options);
+    return { locate, sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: folder } } } };
+  },
+};
 
 export function defaultCacheDir(): string {
   if (process.env.INTERNVL_CACHE) return process.env.INTERNVL_CACHE;
   const base = process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache');
   return path.join(base, 'internvl-ts');
-}
-
-export class ModelSession {
-  constructor(
-    readonly name: string,
-    readonly session: ort.InferenceSession,
-  ) {}
-
-  async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, ort.Tensor>> {
-    try {
-      return outputs ? await this.session.run(feeds, outputs) : await this.session.run(feeds);
-    } catch (error) {
-      throw new RuntimeError(`graph ${this.name}: onnxruntime failed: ${(error as Error).message}`, { cause: error });
-    }
-  }
-
-  async release(): Promise<void> {
-    await this.session.release();
-  }
-}
-
-export async function createSession(graph: GraphBuilder, options: SessionOptions = {}): Promise<ModelSession> {
-  const requests = [...graph.weights.values()];
-  // Only float weights count: prepacking copies them (memory ×2), while quantized kernels (MatMulNBits) run ~100×
-  // slower unprepacked (measured: 4-bit decoding 0.5 vs 45 tokens/s) and their weights are 4–8× smaller.
-  const floatBytes = requests
-    .filter((r) => r.type === 'float32' || r.type === 'float16')
-    .reduce((sum, r) => sum + byteSize(r), 0);
-  const { folder, locate } = placeWeights(graph.name, requests, options);
-  const bytes = graph.toModelBytes(locate);
-  const prepack = options.prepack ?? floatBytes < 2 ** 31;
-  const sessionOptions: ort.InferenceSession.SessionOptions = {
-    executionProviders: options.executionProviders ?? ['cpu'],
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: options.threads ?? os.availableParallelism(),
-    interOpNumThreads: 1,
-    extra: {
-      session: {
-        ...(folder ? { model_external_initializers_file_folder_path: folder } : {}),
-        ...(prepack ? {} : { disable_prepacking: '1' }),
-      },
-    },
-  };
-  try {
-    return new ModelSession(graph.name, await ort.InferenceSession.create(bytes, sessionOptions));
-  } catch (error) {
-    throw new RuntimeError(`graph ${graph.name}: onnxruntime could not create a session: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-}
-
-function byteSize(request: WeightRequest): number {
-  return request.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[request.type];
 }
 
 /**
@@ -98,24 +36,17 @@ function byteSize(request: WeightRequest): number {
  * through the cache file.
  */
 function placeWeights(
-  name: string,
   requests: WeightRequest[],
   options: SessionOptions,
-): { folder: string | null; locate: (r: WeightRequest) => WeightLocation } {
-  if (requests.length === 0)
-    return {
-      folder: null,
-      locate: () => {
-        throw new RuntimeError(`graph ${name}: no weights`);
-      },
-    };
-  const folders = new Set(requests.map((r) => (r.inPlace ? path.dirname(r.inPlace.file) : null)));
+): { folder: string; locate: (r: WeightRequest) => WeightLocation } {
+  const filePath = (r: WeightRequest) => r.inPlace?.source.path;
+  const folders = new Set(requests.map((r) => (filePath(r) ? path.dirname(filePath(r)!) : null)));
   if (folders.size === 1 && !folders.has(null)) {
     const folder = [...folders][0]!;
     return {
       folder,
       locate: (r) => ({
-        location: path.basename(r.inPlace!.file),
+        location: path.basename(filePath(r)!),
         offset: r.inPlace!.offset,
         length: r.inPlace!.length,
       }),
@@ -149,7 +80,7 @@ function ensureWeightCache(
     return stamps.get(file)!;
   };
   for (const r of requests) {
-    const sources = r.sources ?? (r.inPlace ? [r.inPlace.file] : []);
+    const sources = r.sources ?? (r.inPlace ? [r.inPlace.source.name] : []);
     hash.update(`${r.name}|${r.type}|${r.dims.join('x')}|${r.cacheKey}|${sources.map(stampOf).join(',')}\n`);
   }
   const fileName = `weights-${hash.digest('hex').slice(0, 32)}.bin`;
@@ -184,4 +115,5 @@ function ensureWeightCache(
   return { fileName, offsets };
 }
 
+/** onnxruntime-node itself, for Node apps that need more than sessions (profiling, versions). */
 export { ort };
