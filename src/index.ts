@@ -48,7 +48,17 @@ export {
   type InternVLClipConfig,
   type ClipMode,
 } from './models/internvl_clip.js';
-export { detectArchitecture, readConfig, type Architecture } from './models/config.js';
+export { readConfig } from './models/config.js';
+export {
+  ARCHITECTURES,
+  LLM_FAMILIES,
+  architectureOf,
+  detectArchitecture,
+  requireCapability,
+  type Architecture,
+  type ArchitectureEntry,
+  type Capability,
+} from './models/registry.js';
 
 export { loadImage, toCHWFloat, IMAGENET_MEAN, IMAGENET_STD, type RgbImage } from './processing/image.js';
 export { resizeBicubicPillow } from './processing/resample.js';

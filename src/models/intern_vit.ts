@@ -7,9 +7,8 @@
  * The module tree mirrors the checkpoint (`embeddings.*`, `encoder.layers.{i}.{norm1,attn.qkv,…}`); the `*-hf`
  * layout (transformers' native port) differs only by names, listed in `HF_VISION_NAMES`.
  */
-import { Tensor as OrtTensor } from '../core/session.js';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
+import { createSession, Tensor as OrtTensor, type ModelSession, type SessionOptions } from '../core/session.js';
 import { interpolateBicubic } from '../core/interpolate.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';

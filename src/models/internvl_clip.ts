@@ -7,20 +7,19 @@
  * - Text embedding: QLLaMA over the text alone (causal + padding), last real token @ `text_projection`.
  * QLLaMA is the project's LLaMA decoder (`llm.ts`) with the cross-attention inserted after self-attention.
  */
-import { Tensor } from '../core/session.js';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
-import { ModelLoadError, UsageError } from '../core/errors.js';
+import { createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import { UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
-import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
+import { readConfig, type ConfigSection } from './config.js';
 import {
   buildInternVisionEncoder,
   parseInternVisionConfig,
-  REMOTE_VISION_NAMES,
   resizePositionEmbedding,
   type InternVisionConfig,
 } from './intern_vit.js';
+import { ARCHITECTURES, inputImageSize, requireCapability, visionTowerPrefix } from './registry.js';
 import { CausalLM, causalAttentionBias, parseLlmConfig, type LlmConfig } from './llm.js';
 
 export interface InternVLClipConfig {
@@ -35,7 +34,7 @@ export interface InternVLClipConfig {
 }
 
 export function parseInternVLClipConfig(config: ConfigSection): InternVLClipConfig {
-  const vision = parseInternVisionConfig(config.section('vision_config'));
+  const vision = parseInternVisionConfig(config.section(ARCHITECTURES.InternVLModel.vision!.section!));
   const qllamaSection = config.section('qllama_config');
   // The official QLLaMA hardcodes rotary base 10000 whatever its config says.
   const qllama = { ...parseLlmConfig(qllamaSection), ropeTheta: 10000, rope: { type: 'default' as const } };
@@ -46,7 +45,7 @@ export function parseInternVLClipConfig(config: ConfigSection): InternVLClipConf
     attnPoolNumHeads: config.integer('attn_pool_num_heads', 16),
     numQueryToken: config.integer('num_query_token', qllamaSection.integer('num_query_token', 96)),
     crossAttentionFrequency: qllamaSection.integer('cross_attention_frequency', 2),
-    imageSize: config.has('force_image_size') ? config.size('force_image_size') : vision.imageSize,
+    imageSize: inputImageSize(config, vision),
   };
 }
 
@@ -106,20 +105,15 @@ export class InternVLClipModel {
     } = {},
   ): Promise<InternVLClipModel> {
     const raw = await readConfig(dir);
-    if (detectArchitecture(raw) !== 'InternVLModel')
-      throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
+    const visionLayout = requireCapability(raw, 'clip').vision!;
     const config = parseInternVLClipConfig(raw);
     const checkpoint = await Checkpoint.open(dir);
+    const visionPrefix = visionTowerPrefix(visionLayout, checkpoint);
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
     const g = new GraphBuilder('internvl_c', checkpoint);
     options.configureVisionGraph?.(g);
-    const { lastHiddenState } = buildInternVisionEncoder(
-      g,
-      g.scope('vision_model'),
-      config.vision,
-      REMOTE_VISION_NAMES,
-    );
+    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(visionPrefix), config.vision, visionLayout.names);
     g.output(lastHiddenState, 'last_hidden_state');
     g.output(
       buildAttentionPooling(
@@ -149,7 +143,7 @@ export class InternVLClipModel {
 
     const side = config.imageSize / config.vision.patchSize;
     const positions = resizePositionEmbedding(
-      checkpoint.readFloat32('vision_model.embeddings.position_embedding').data,
+      checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`).data,
       config.vision.hiddenSize,
       side,
       side,

@@ -8,12 +8,12 @@
  * (causal + padding, so left-padded batches work), RoPE cos/sin for the new positions and the KV cache of earlier
  * steps, and returns the logits of the requested positions plus the updated cache.
  */
-import { Tensor } from '../core/session.js';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/session.js';
-import { ConfigError, ModelLoadError } from '../core/errors.js';
+import { createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import { ModelLoadError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
+import { llmFamily } from './registry.js';
 import { parseRopeScaling, RotaryEmbedding, type RopeScaling } from './rope.js';
 
 export type LlmFamily = 'llama' | 'qwen2' | 'internlm2' | 'phi3';
@@ -84,33 +84,8 @@ export interface LlmConfig {
   eosTokenId: number | number[] | null;
 }
 
-const FAMILY_BY_ARCHITECTURE: Record<string, LlmFamily> = {
-  LlamaForCausalLM: 'llama',
-  MistralForCausalLM: 'llama',
-  Qwen2ForCausalLM: 'qwen2',
-  InternLM2ForCausalLM: 'internlm2',
-  InternLM3ForCausalLM: 'llama',
-  Phi3ForCausalLM: 'phi3',
-};
-const FAMILY_BY_MODEL_TYPE: Record<string, LlmFamily> = {
-  llama: 'llama',
-  mistral: 'llama',
-  qwen2: 'qwen2',
-  internlm2: 'internlm2',
-  internlm3: 'llama',
-  phi3: 'phi3',
-};
-
 export function parseLlmConfig(section: ConfigSection): LlmConfig {
-  const architectures = Array.isArray(section.raw.architectures) ? (section.raw.architectures as string[]) : [];
-  const modelType = section.optionalString('model_type') ?? '';
-  const family = architectures.map((a) => FAMILY_BY_ARCHITECTURE[a]).find(Boolean) ?? FAMILY_BY_MODEL_TYPE[modelType];
-  if (!family) {
-    throw new ConfigError(
-      `${section.file}: ${section.at || 'config'} describes an unsupported language model ` +
-        `(architectures ${JSON.stringify(architectures)}, model_type '${modelType}'); supported: ${Object.keys(FAMILY_BY_ARCHITECTURE).join(', ')}`,
-    );
-  }
+  const family = llmFamily(section);
   const hiddenAct = section.string('hidden_act', 'silu');
   if (hiddenAct !== 'silu') section.fail('hidden_act', `'${hiddenAct}' is not supported (expected 'silu')`);
   const hiddenSize = section.integer('hidden_size');

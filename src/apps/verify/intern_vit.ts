@@ -4,7 +4,7 @@
  * `…pooler_output` and `…hidden_states.N` (the latter only for the unsuffixed input, as the fixtures hold them).
  */
 import { Checkpoint } from '../../core/safetensors.js';
-import { detectArchitecture } from '../../models/config.js';
+import { detectArchitecture } from '../../models/registry.js';
 import { InternVisionModel, parseInternVisionConfig, type Tensor } from '../../models/intern_vit.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
 import type { Fixture } from './fixture.js';
