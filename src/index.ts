@@ -30,7 +30,8 @@ export {
   type WeightPlacement,
   type SessionOptions,
 } from './core/session.js';
-export { defaultCacheDir, nodeRuntime } from './core/node/runtime.js';
+export { nodeRuntime } from './core/node/runtime.js';
+export { defaultCacheDir } from './core/node/weight_cache.js';
 export { useQuantizedLinears } from './core/quantize.js';
 export * from './core/matrix.js';
 
@@ -40,7 +41,15 @@ export {
   type InternVisionConfig,
   type VisionOutput,
 } from './models/intern_vit.js';
-export { CausalLM, parseLlmConfig, LLM_VARIANTS, type LlmConfig, type LlmFamily, type KvCache } from './models/llm.js';
+export { CausalLM, parseLlmConfig, LLM_VARIANTS, type LlmConfig, type LlmFamily } from './models/llm.js';
+export {
+  BatchDecoder,
+  type BatchDecoderOptions,
+  type PrefillOptions,
+  type Sequence,
+  type SequencePrefix,
+  type TokenInput,
+} from './models/decoder.js';
 export { InternVLChatModel, parseInternVLChatConfig, type InternVLChatConfig } from './models/internvl_chat.js';
 export {
   InternVLClipModel,

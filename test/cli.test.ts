@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { main, registerCommand } from '../src/apps/cli/main.js';
-import { ImageError } from '../src/core/errors.js';
+import { ImageError, InternalError } from '../src/core/errors.js';
 import { errorLines, REPO, runCli } from './helpers/cli.js';
 
 const VERSION = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).version as string;
@@ -109,6 +109,13 @@ test('InternVLError â†’ "error: <message>" on one line, exit 2; anything else â†
       throw new TypeError('undefined is not a function');
     },
   });
+  registerCommand({
+    name: 'test-invariant',
+    summary: 'test',
+    run: async () => {
+      throw new InternalError('frame encoder returned 3 embeddings for 4 frames');
+    },
+  });
   registerCommand({ name: 'test-code', summary: 'test', run: async (args) => Number(args[0]) });
   const captured: string[] = [];
   const write = process.stderr.write;
@@ -118,12 +125,20 @@ test('InternVLError â†’ "error: <message>" on one line, exit 2; anything else â†
   }) as typeof process.stderr.write;
   let userCode: number;
   let bugCode: number;
+  let invariantCode: number;
+  let invariantTrace: string;
   try {
     userCode = await main(['test-user-error']);
     bugCode = await main(['test-bug']);
+    const before = captured.length;
+    invariantCode = await main(['test-invariant']);
+    invariantTrace = captured.splice(before).join('');
   } finally {
     process.stderr.write = write;
   }
+  assert.equal(invariantCode, 70, 'an InternalError is a bug, not bad input');
+  assert.match(invariantTrace, /internal error \(this is a bug/);
+  assert.match(invariantTrace, /InternalError: frame encoder returned 3 embeddings for 4 frames\n\s+at /);
   assert.equal(userCode, 2);
   assert.equal(captured[0], 'error: pic.png: bad second line\n');
   assert.equal(bugCode, 70);

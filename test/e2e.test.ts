@@ -46,11 +46,11 @@ test('internvl classify --json reproduces the official probabilities and logits 
     assert.equal(result.code, 0, result.stderr);
     const output = JSON.parse(result.stdout) as {
       labels: string[];
-      images: Array<{ path: string; probs: number[]; logits: number[] }>;
+      images: Array<{ image: string; probs: number[]; logits: number[] }>;
     };
     assert.deepEqual(output.labels, meta.classify.labels);
     assert.deepEqual(
-      output.images.map((i) => i.path),
+      output.images.map((i) => i.image),
       images,
     );
     for (const [key, golden] of [

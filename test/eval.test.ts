@@ -765,8 +765,8 @@ test('eval video-retrieval: pooled frame embeddings, video order, dual softmax o
     assert.deepEqual(cliOff.metrics, off.result.metrics);
     assert.equal(cliOff.extra.dual_softmax, false);
 
-    // 16 frames cannot give 12 by the MSR-VTT rule (interval 2 → 8 ids): an error naming the video.
-    const bad = await cli([
+    // 16 frames cannot give 12 by the MSR-VTT rule (interval 2 → 8 ids): sampled by segments instead, counted.
+    const segments = await cli([
       'eval',
       'video-retrieval',
       '--model',
@@ -778,10 +778,11 @@ test('eval video-retrieval: pooled frame embeddings, video order, dual softmax o
       '--frames',
       '12',
       '--quiet',
-      '--cache-dir',
-      cacheDir,
+      '--json',
+      '--no-cache',
     ]);
-    assertOneLineError(bad, /cat\.mkv.*cannot sample 12 frames from a 16-frame video/);
+    const resampled = jsonResult(segments);
+    assert.deepEqual([resampled.extra.videos_segment_sampled, resampled.extra.videos_encoded], [3, 3]);
   } finally {
     await model.release();
   }

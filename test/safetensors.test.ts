@@ -76,8 +76,8 @@ test('round trip with writeSafetensors: dtypes, shapes, metadata, in-place entri
   assert.deepEqual(new BigInt64Array(new Uint8Array(checkpoint.readBytes('ids')).buffer), ids);
   assert.deepEqual([...checkpoint.readBytes('bytes')], [0, 1, 255]);
   assert.deepEqual(checkpoint.readFloat32('empty').data.length, 0);
-  assert.deepEqual(checkpoint.readRowsFloat32('a', [1, 0]), Float32Array.from([0, 1e-30, -7, 1.5, -2, 3.25]));
-  assert.throws(() => checkpoint.readRowsFloat32('a', [2]), ModelLoadError);
+  assert.deepEqual(await checkpoint.readRowsFloat32('a', [1, 0]), Float32Array.from([0, 1e-30, -7, 1.5, -2, 3.25]));
+  await assert.rejects(checkpoint.readRowsFloat32('a', [2]), ModelLoadError);
   assert.throws(() => checkpoint.readFloat32('ids'), /not a float type/);
   assert.throws(
     () => checkpoint.entry('nope'),
@@ -341,6 +341,6 @@ test('float16 and bfloat16 conversion', async () => {
   });
   const checkpoint = await Checkpoint.open(dir);
   assert.deepEqual(checkpoint.readFloat32('h').data, Float32Array.from([1, -2, 0.5, 0]));
-  assert.deepEqual(checkpoint.readRowsFloat32('h', [1]), Float32Array.from([0.5, 0]));
+  assert.deepEqual(await checkpoint.readRowsFloat32('h', [1]), Float32Array.from([0.5, 0]));
   assert.deepEqual(checkpoint.readFloat32('b').data, Float32Array.from([1, -3]));
 });

@@ -6,6 +6,7 @@ import { writeSafetensors } from '../src/core/node/files.js';
 import { SafetensorsFile, readEntrySync, type DType } from '../src/core/safetensors.js';
 import {
   compareTensors,
+  compareValues,
   defaultBound,
   formatTable,
   registerFixtureRunner,
@@ -19,6 +20,8 @@ import { copyFolder, DATA, errorLines, runCli, tempDir } from './helpers/cli.js'
 const RMS = path.join(DATA, 'fixtures', 'intern_vit_rms');
 const LN = path.join(DATA, 'fixtures', 'intern_vit_ln');
 const PREPROCESS = path.join(DATA, 'fixtures', 'preprocess');
+const CHAT_E2E = path.join(DATA, 'fixtures', 'chat_e2e');
+const CLIP_E2E = path.join(DATA, 'fixtures', 'clip_e2e');
 
 /** Rewrites a safetensors file with some tensors replaced or removed (`null`). */
 async function rewrite(file: string, changes: Record<string, ((data: Float32Array) => void) | null>): Promise<void> {
@@ -304,4 +307,81 @@ test('runners registered later are used, and their skipped strings normalised', 
     { name: 'out.b', reason: 'needs a tokenizer' },
     { name: 'out.c', reason: "runner 'toy' does not compute it" },
   ]);
+});
+
+test('exact comparisons of fractions hold at float32 precision, integers stay exact', () => {
+  // recall 0.1 computed in float32 by the official code and stored as a double.
+  assert.equal(compareValues('m', [0.1], [Math.fround(0.1)]).ok, true);
+  assert.equal(
+    compareTensors('out.r', { data: [0.1], shape: [1] }, { data: Float32Array.of(0.1), shape: [1] }, EXACT_BOUND).ok,
+    true,
+  );
+  assert.equal(compareValues('m', [0.1], [0.1000001]).ok, false);
+  assert.equal(compareValues('m', [16777217], [16777216]).ok, false, 'ids above 2^24 are not rounded to float32');
+  assert.equal(compareValues('m', [1, 2], [1, 2, 3]).ok, false);
+});
+
+/** Edits meta.json of a copied end-to-end fixture. */
+function editMeta(dir: string, edit: (meta: Record<string, any>) => void): void {
+  const file = path.join(dir, 'golden', 'meta.json');
+  const meta = JSON.parse(fs.readFileSync(file, 'utf8'));
+  edit(meta);
+  fs.writeFileSync(file, JSON.stringify(meta));
+}
+
+test('a near-tie at step k: the greedy ids and every per-step golden are compared on their first k rows', async () => {
+  const dir = copyFolder(CHAT_E2E);
+  const k = 5;
+  editMeta(dir, (meta) => {
+    meta.chat.turns[0].greedy_top2_margins[k - 1] = 5e-4;
+  });
+  // What a tie-level difference looks like in the goldens: other tokens (and top-5 rows) from step k + 1 on.
+  const io = path.join(dir, 'golden', 'io.safetensors');
+  const st = await SafetensorsFile.open(io);
+  const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {};
+  for (const [name, entry] of st.tensors) {
+    const bytes = new Uint8Array(readEntrySync(entry));
+    if (name === 'out.turn1.generated_ids' || name === 'out.turn1.step_top5_ids') {
+      const ids = new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
+      const from = name.endsWith('generated_ids') ? k : k * 5;
+      for (let i = from; i < ids.length; i++) ids[i] = 7n;
+    }
+    if (name === 'out.turn1.step_top5_logits') {
+      const logits = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      for (let i = k * 5; i < logits.length; i++) logits[i] = 1e6;
+    }
+    tensors[name] = { dtype: entry.dtype, shape: entry.shape, data: bytes };
+  }
+  writeSafetensors(io, tensors, st.metadata);
+
+  const r = await runCli(['verify', dir]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const rows = rowsOf(r.stdout);
+  for (const name of ['generated_ids', 'step_top5_ids', 'step_top5_logits']) {
+    const row = rows.get(`out.turn1.${name}[:${k}]`);
+    assert.ok(row, `${name}: ${r.stdout}`);
+    assert.equal(row.at(-1), 'ok');
+  }
+  assert.equal(rows.get('out.turn2.step_top5_ids')!.at(-1), 'ok');
+  assert.match(r.stdout, new RegExp(`skipped out\\.turn1\\.generated_ids\\[${k}:\\]: golden top-2 margin 5\\.00e-4`));
+  assert.doesNotMatch(r.stdout, /does not compute it/);
+  assert.match(r.stdout, /verified 1 fixture, \d+ tensors, all within bound/);
+});
+
+test('recalls stored as float32 fractions verify within float32 rounding, not beyond', async () => {
+  const dir = copyFolder(CLIP_E2E);
+  // 0.125 + 3e-9 is 0.125 in float32 (half an ulp there is 7.5e-9); 0.125 + 1e-7 is not.
+  editMeta(dir, (meta) => {
+    meta.retrieval.modes.C['image_retrieval_recall@1'] += 3e-9;
+  });
+  const within = await runCli(['verify', dir]);
+  assert.equal(within.code, 0, within.stdout + within.stderr);
+  assert.match(within.stdout, /meta\.retrieval\.C \(4 recalls\)\s+\[4\]\s+3\.00e-9.*exact\s+ok/);
+  editMeta(dir, (meta) => {
+    meta.retrieval.modes.C['image_retrieval_recall@1'] += 1e-7;
+  });
+  const beyond = await runCli(['verify', dir]);
+  assert.equal(beyond.code, 1);
+  assert.match(beyond.stdout, /meta\.retrieval\.C \(4 recalls\).*FAIL/);
+  assert.match(beyond.stdout, /FAILED 1 of 1 fixtures: \S+ \(mismatch\)/);
 });

@@ -20,6 +20,8 @@ export interface ByteSource {
   read(offset: number, length: number): Promise<Uint8Array>;
   /** The same, synchronously, where the medium allows it (files, memory; not HTTP). */
   readSync?(offset: number, length: number): Uint8Array;
+  /** Several ranges at once, where that is cheaper than one `read` each (a file opened once). */
+  readRanges?(ranges: ReadonlyArray<readonly [offset: number, length: number]>): Promise<Uint8Array[]>;
 }
 
 export function checkRange(source: { name: string; size: number }, offset: number, length: number): void {

@@ -28,3 +28,13 @@ export class HubError extends InternVLError {}
 export class UsageError extends InternVLError {}
 /** onnxruntime failed to build or run a graph. */
 export class RuntimeError extends InternVLError {}
+/**
+ * A broken internal invariant (an encoder returning the wrong shape, a cache of the wrong width): a bug, not
+ * something the user typed. Deliberately not an InternVLError, so the CLI reports it as a bug (exit 70, stack).
+ */
+export class InternalError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'InternalError';
+  }
+}

@@ -255,20 +255,26 @@ export class Checkpoint {
     };
   }
 
-  /** Rows of a 2-D float tensor (embedding look-ups without loading the table). */
-  readRowsFloat32(name: string, rows: readonly number[]): Float32Array {
+  /**
+   * Chosen rows of a 2-D float tensor, as float32 (embedding look-ups without loading the table). Asynchronous: it
+   * runs on every decode step, which must not block the event loop.
+   */
+  async readRowsFloat32(name: string, rows: readonly number[]): Promise<Float32Array> {
     const entry = this.entry(name);
     if (entry.shape.length !== 2) throw new ModelLoadError(`${this.dir}: tensor '${name}' is not 2-D`);
     const [rowCount, width] = entry.shape;
-    const rowBytes = width * DTYPE_BYTES[entry.dtype];
-    const out = new Float32Array(rows.length * width);
-    rows.forEach((row, i) => {
-      if (!(row >= 0 && row < rowCount))
+    for (const row of rows)
+      if (!(Number.isInteger(row) && row >= 0 && row < rowCount))
         throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
-      const bytes = syncSource(entry).readSync!(entry.offset + row * rowBytes, rowBytes);
-      out.set(bytesToFloat32(bytes, entry.dtype, name), i * width);
-    });
-    return out;
+    const rowBytes = width * DTYPE_BYTES[entry.dtype];
+    const ranges = rows.map((row) => [entry.offset + row * rowBytes, rowBytes] as const);
+    const source = entry.source;
+    const parts = source.readRanges
+      ? await source.readRanges(ranges)
+      : await Promise.all(ranges.map(([offset, length]) => source.read(offset, length)));
+    const bytes = new Uint8Array(rows.length * rowBytes);
+    parts.forEach((part, i) => bytes.set(part, i * rowBytes));
+    return bytesToFloat32(bytes, entry.dtype, name);
   }
 }
 

@@ -7,7 +7,7 @@
  */
 import { GraphBuilder } from '../core/graph.js';
 import { createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
-import { ConfigError, UsageError } from '../core/errors.js';
+import { ConfigError, InternalError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { readConfig, type ConfigSection } from './config.js';
 import {
@@ -170,20 +170,24 @@ export class InternVLChatModel {
    * Token embeddings with every `<IMG_CONTEXT>` position replaced, in order, by the rows of `imageEmbeds`
    * ([tiles·tokensPerTile, hidden]).
    */
-  embedWithImages(ids: readonly number[], imageTokenId: number, imageEmbeds: Float32Array | null): Float32Array {
+  async embedWithImages(
+    ids: readonly number[],
+    imageTokenId: number,
+    imageEmbeds: Float32Array | null,
+  ): Promise<Float32Array> {
     const H = this.config.llm.hiddenSize;
-    const embeds = this.language.embedTokens(ids);
+    const embeds = await this.language.embedTokens(ids);
     let next = 0;
     const available = imageEmbeds ? imageEmbeds.length / H : 0;
     ids.forEach((id, position) => {
       if (id !== imageTokenId) return;
       if (next >= available)
-        throw new UsageError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
+        throw new InternalError(`the prompt has more <IMG_CONTEXT> tokens than image features (${available})`);
       embeds.set(imageEmbeds!.subarray(next * H, (next + 1) * H), position * H);
       next++;
     });
     if (next !== available)
-      throw new UsageError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
+      throw new InternalError(`the prompt has ${next} <IMG_CONTEXT> tokens but the images give ${available} features`);
     return embeds;
   }
 

@@ -44,17 +44,20 @@ export function sampleChatFrameIndices(
   checkCount('frameCount', frameCount, 1);
   checkCount('numSegments', numSegments, 1);
   if (!Number.isFinite(fps) || fps < 0) throw new UsageError(`fps must be a finite number >= 0, got ${fps}`);
-  const [b0, b1] = bound ?? [-100000, 100000];
-  if (!Number.isFinite(b0) || !Number.isFinite(b1)) {
-    throw new UsageError(`video bound must be two finite numbers of seconds, got [${b0}, ${b1}]`);
+  if (bound && (!Number.isFinite(bound[0]) || !Number.isFinite(bound[1]))) {
+    throw new UsageError(`video bound must be two finite numbers of seconds, got [${bound[0]}, ${bound[1]}]`);
   }
   const maxFrame = frameCount - 1;
-  const startIdx = Math.max(0, pythonRound(b0 * fps));
-  const endIdx = Math.min(pythonRound(b1 * fps), maxFrame);
+  // No bound is the whole video, also when the stream declares no frame rate (where ±100000 s × 0 fps would
+  // collapse the range onto frame 0).
+  const startIdx = bound ? Math.max(0, pythonRound(bound[0] * fps)) : 0;
+  const endIdx = bound ? Math.min(pythonRound(bound[1] * fps), maxFrame) : maxFrame;
   if (endIdx < startIdx) {
     // Python would go on with a negative segment size and index frames before the range (or wrap around
     // with negative indices); there is no sensible frame to pick.
-    throw new UsageError(`video bound [${b0}, ${b1}] s selects no frames of a ${frameCount}-frame video at ${fps} fps`);
+    throw new UsageError(
+      `video bound [${bound?.[0]}, ${bound?.[1]}] s selects no frames of a ${frameCount}-frame video at ${fps} fps`,
+    );
   }
   const seg = (endIdx - startIdx) / numSegments;
   const out: number[] = [];
@@ -64,20 +67,27 @@ export function sampleChatFrameIndices(
 
 /**
  * Frame indices of the MSR-VTT retrieval script: interval = ceil(len / F), ids = arange(0, len, interval) +
- * interval // 2. The script asserts that this yields exactly F ids with the last one inside the video (it does
- * not for e.g. 10 frames and F = 4); those cases throw instead of silently sampling something else.
+ * interval // 2. The script asserts that this yields exactly F ids with the last one inside the video, which
+ * fails for many valid clips (10, 25, 30–36, 50, 60, 90 frames with F = 8): those give null, and
+ * {@link loadVideoFrames} samples them by segments instead of rejecting them.
  */
-export function sampleMsrvttFrameIndices(frameCount: number, numFrames = 1): number[] {
+export function msrvttFrameIndices(frameCount: number, numFrames = 1): number[] | null {
   checkCount('frameCount', frameCount, 1);
   checkCount('numFrames', numFrames, 1);
   const interval = Math.ceil(frameCount / numFrames);
   const half = Math.floor(interval / 2);
   const out: number[] = [];
   for (let i = 0; i < frameCount; i += interval) out.push(i + half);
-  if (out.length !== numFrames || out[out.length - 1] >= frameCount) {
+  return out.length === numFrames && out[out.length - 1] < frameCount ? out : null;
+}
+
+/** {@link msrvttFrameIndices}, throwing where the script's assert would fail. */
+export function sampleMsrvttFrameIndices(frameCount: number, numFrames = 1): number[] {
+  const out = msrvttFrameIndices(frameCount, numFrames);
+  if (!out) {
     throw new UsageError(
       `the MSR-VTT rule cannot sample ${numFrames} frames from a ${frameCount}-frame video ` +
-        `(interval ${interval} gives [${out.join(', ')}])`,
+        `(interval ${Math.ceil(frameCount / numFrames)})`,
     );
   }
   return out;
@@ -105,9 +115,15 @@ export interface VideoInfo {
   declaredFrames?: number;
 }
 
+/** 'chat': the README's segment rule `get_index`; 'msrvtt': video_retrieval/test_msrvtt.py. */
+export type VideoSampling = 'chat' | 'msrvtt';
+
 export interface LoadVideoOptions extends FfmpegOptions {
-  /** 'chat' (README get_index, default) or 'msrvtt' (video_retrieval/test_msrvtt.py). */
-  sampling?: 'chat' | 'msrvtt';
+  /**
+   * Default 'chat'. 'msrvtt' falls back to 'chat' segments (whole video) for a clip the MSR-VTT rule cannot
+   * take F frames from; the result's `sampling` says which rule picked the frames.
+   */
+  sampling?: VideoSampling;
   /** Frames to sample: segments for 'chat' (default 8), F for 'msrvtt' (default 1). */
   numFrames?: number;
   /** [start, end] seconds, 'chat' sampling only. */
@@ -118,19 +134,17 @@ export interface LoadVideoOptions extends FfmpegOptions {
 export async function loadVideoFrames(
   path: string,
   opts: LoadVideoOptions = {},
-): Promise<{ info: VideoInfo; indices: number[]; frames: RgbImage[] }> {
+): Promise<{ info: VideoInfo; indices: number[]; frames: RgbImage[]; sampling: VideoSampling }> {
+  const requested = opts.sampling ?? 'chat';
+  if (requested !== 'chat' && requested !== 'msrvtt')
+    throw new UsageError(`unknown video sampling '${String(requested)}' (expected 'chat' or 'msrvtt')`);
+  if (requested === 'msrvtt' && opts.bound)
+    throw new UsageError(`a bound is only supported with 'chat' sampling (${path})`);
   const decoder = await videoDecoder.get();
   const info = await decoder.probe(path, opts);
-  const sampling = opts.sampling ?? 'chat';
-  let indices: number[];
-  if (sampling === 'chat') {
-    indices = sampleChatFrameIndices(info.frameCount, info.fps, opts.numFrames ?? 8, opts.bound);
-  } else if (sampling === 'msrvtt') {
-    if (opts.bound) throw new UsageError(`a bound is only supported with 'chat' sampling (${path})`);
-    indices = sampleMsrvttFrameIndices(info.frameCount, opts.numFrames ?? 1);
-  } else {
-    throw new UsageError(`unknown video sampling '${String(sampling)}' (expected 'chat' or 'msrvtt')`);
-  }
+  const msrvtt = requested === 'msrvtt' ? msrvttFrameIndices(info.frameCount, opts.numFrames ?? 1) : null;
+  const sampling: VideoSampling = msrvtt ? 'msrvtt' : 'chat';
+  const indices = msrvtt ?? sampleChatFrameIndices(info.frameCount, info.fps, opts.numFrames ?? 8, opts.bound);
   const frames = await decoder.decodeFrames(path, indices, opts);
-  return { info, indices, frames };
+  return { info, indices, frames, sampling };
 }

@@ -11,17 +11,15 @@ import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js'
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
 import { loadTokenizer, type Tokenizer } from '../processing/tokenizers/index.js';
+import { extractResponse, getTemplate, IMG_CONTEXT_TOKEN, type ConversationTemplate } from '../processing/templates.js';
 import {
-  buildPrompt,
-  expandImagePlaceholders,
-  extractResponse,
-  getTemplate,
-  renderHfChatTemplate,
-  IMAGE_PLACEHOLDER,
-  IMG_CONTEXT_TOKEN,
-  type ConversationTemplate,
-} from '../processing/templates.js';
-import { streamTokens, type GenerationOptions } from './generation.js';
+  labelTurn,
+  renderChatPrompt,
+  type PromptFormat,
+  type PromptMessage,
+  type PromptVisual,
+} from './chat_prompt.js';
+import { streamTokens, type FinishReason, type GenerationOptions, type Prompt } from './generation.js';
 
 export interface ChatPipeline {
   model: InternVLChatModel;
@@ -71,49 +69,171 @@ export interface ChatTurnResult {
   response: string;
   ids: number[];
   promptTokens: number;
+  finishReason: FinishReason;
 }
 
-/** Pixel tiles of every visual, and the tile count of each (one `<image>` each). */
-function prepareVisuals(
-  pipeline: ChatPipeline,
-  visuals: VisualInput,
-): { pixels: Float32Array | null; tiles: number[]; labels: string[] } {
+/** One image (tiled up to `maxTiles`, default the config's `max_dynamic_patch`) or one video frame (one tile). */
+export interface VisualItem {
+  image: RgbImage;
+  kind: PromptVisual['kind'];
+  maxTiles?: number;
+}
+
+/** The pixel tiles of a conversation's visuals, and what the prompt needs to know of each. */
+export interface PreparedVisuals {
+  pixels: Float32Array | null;
+  visuals: PromptVisual[];
+}
+
+/** Tiles every visual as `load_image` / `load_video` do, concatenated in order. */
+export function prepareVisuals(pipeline: ChatPipeline, items: readonly VisualItem[]): PreparedVisuals {
   const cfg = pipeline.model.config;
-  const tileOptions = (maxTiles: number) => ({
-    minTiles: cfg.minDynamicPatch,
-    maxTiles,
-    tileSize: cfg.imageSize,
-    useThumbnail: cfg.useThumbnail,
+  const parts = items.map((item) => {
+    const maxTiles = item.kind === 'frame' || !cfg.dynamicImageSize ? 1 : (item.maxTiles ?? cfg.maxDynamicPatch);
+    return preprocessForChat(item.image, {
+      minTiles: cfg.minDynamicPatch,
+      maxTiles,
+      tileSize: cfg.imageSize,
+      useThumbnail: cfg.useThumbnail,
+    });
   });
-  const parts: { pixelValues: Float32Array; numTiles: number }[] = [];
-  const labels: string[] = [];
-  const images = visuals.images ?? [];
-  const frames = visuals.videoFrames ?? [];
-  if (images.length > 0 && frames.length > 0) throw new UsageError('a turn takes images or a video, not both');
-  const maxTiles = cfg.dynamicImageSize ? (visuals.maxTiles ?? cfg.maxDynamicPatch) : 1;
-  images.forEach((image, i) => {
-    parts.push(preprocessForChat(image, tileOptions(maxTiles)));
-    labels.push(images.length > 1 ? `Image-${i + 1}: ${IMAGE_PLACEHOLDER}\n` : `${IMAGE_PLACEHOLDER}\n`);
-  });
-  frames.forEach((frame, i) => {
-    parts.push(preprocessForChat(frame, tileOptions(1)));
-    labels.push(`Frame-${i + 1}: ${IMAGE_PLACEHOLDER}\n`);
-  });
-  if (parts.length === 0) return { pixels: null, tiles: [], labels };
+  if (parts.length === 0) return { pixels: null, visuals: [] };
   const pixels = new Float32Array(parts.reduce((n, p) => n + p.pixelValues.length, 0));
   let offset = 0;
   for (const p of parts) {
     pixels.set(p.pixelValues, offset);
     offset += p.pixelValues.length;
   }
-  return { pixels, tiles: parts.map((p) => p.numTiles), labels };
+  return { pixels, visuals: parts.map((p, i) => ({ kind: items[i].kind, tiles: p.numTiles })) };
 }
 
-/** A conversation with history, as `chat(..., history=…, return_history=True)` keeps it. */
+/** How the pipeline's model writes prompts (see `renderChatPrompt`). */
+export function promptFormat(pipeline: ChatPipeline): PromptFormat {
+  return {
+    template: pipeline.template,
+    hfChatTemplate: pipeline.hfChatTemplate,
+    defaultSystemMessage: pipeline.model.config.systemMessage,
+    tokensPerTile: pipeline.model.tokensPerTile,
+  };
+}
+
+/** The image token embeddings of prepared visuals ([tiles·tokensPerTile, hidden]), or null without visuals. */
+export async function encodeVisuals(pipeline: ChatPipeline, prepared: PreparedVisuals): Promise<Float32Array | null> {
+  if (!prepared.pixels) return null;
+  return pipeline.model.extractFeature(
+    prepared.pixels,
+    prepared.visuals.reduce((n, v) => n + v.tiles, 0),
+  );
+}
+
+/** The prompt's ids and embeddings, image features spliced in at the `<IMG_CONTEXT>` positions. */
+export async function embedPrompt(
+  pipeline: ChatPipeline,
+  prompt: string,
+  imageEmbeds: Float32Array | null,
+): Promise<Prompt> {
+  const { model, tokenizer, imageContextId } = pipeline;
+  const ids = tokenizer.encode(prompt);
+  const images = ids.includes(imageContextId) ? imageEmbeds : null;
+  return { ids, embeds: await model.embedWithImages(ids, imageContextId, images) };
+}
+
+/** Generation options of a chat answer: the template's stop tokens unless given, `<IMG_CONTEXT>` never chosen. */
+export function chatGenerationOptions(pipeline: ChatPipeline, generation: GenerationOptions): GenerationOptions {
+  return {
+    ...generation,
+    stopTokenIds: generation.stopTokenIds ?? pipeline.stopTokenIds,
+    suppressTokenIds: [...(generation.suppressTokenIds ?? []), pipeline.imageContextId],
+  };
+}
+
+/**
+ * The answer's text as tokens arrive: deltas that never end in half a multi-byte character nor in the beginning of
+ * a stop string, cut at the first stop string (the template's, and any given).
+ */
+export class AnswerText {
+  private readonly ids: number[] = [];
+  private shown = '';
+  /** True once a stop string was generated: nothing more will be shown. */
+  stopped = false;
+
+  constructor(
+    private readonly pipeline: ChatPipeline,
+    private readonly extraStops: readonly string[] = [],
+  ) {}
+
+  /** Adds a token; returns the newly shown text (often empty). */
+  push(id: number): string {
+    this.ids.push(id);
+    if (this.stopped) return '';
+    const { text, stopped } = this.cut(this.pipeline.tokenizer.decode(this.ids, { skipSpecialTokens: true }));
+    this.stopped = stopped;
+    let stable = text;
+    if (!stopped) {
+      // Hold back a trailing replacement character (usually half of a multi-byte character) and a tail that may
+      // grow into a stop string.
+      if (stable.endsWith('\uFFFD')) stable = stable.slice(0, -1);
+      stable = stable.slice(0, stable.length - this.pendingStop(stable));
+    }
+    if (stable.length > this.shown.length && stable.startsWith(this.shown)) {
+      const delta = stable.slice(this.shown.length);
+      this.shown = stable;
+      return delta;
+    }
+    return '';
+  }
+
+  /** The whole answer as `chat()` returns it (cut at the stop strings, stripped). */
+  response(): string {
+    const decoded = this.pipeline.tokenizer.decode(this.ids, { skipSpecialTokens: true });
+    const { template } = this.pipeline;
+    const answer = template && this.extraStops.length === 0 ? extractResponse(template, decoded) : null;
+    return answer ?? this.cut(decoded).text.trim();
+  }
+
+  /** What was shown so far plus the held-back tail, once generation is over. */
+  flush(): string {
+    const { text } = this.cut(this.pipeline.tokenizer.decode(this.ids, { skipSpecialTokens: true }));
+    const delta = text.startsWith(this.shown) ? text.slice(this.shown.length) : '';
+    this.shown = text;
+    return delta;
+  }
+
+  private stops(): readonly string[] {
+    return [...(this.pipeline.template?.stopStrings ?? []), ...this.extraStops];
+  }
+
+  private cut(text: string): { text: string; stopped: boolean } {
+    let stopped = false;
+    for (const stop of this.stops()) {
+      const at = stop ? text.indexOf(stop) : -1;
+      if (at >= 0) {
+        text = text.slice(0, at);
+        stopped = true;
+      }
+    }
+    return { text, stopped };
+  }
+
+  /** Length of the longest tail of `text` that is a proper prefix of a stop string. */
+  private pendingStop(text: string): number {
+    let longest = 0;
+    for (const stop of this.stops())
+      for (let n = Math.min(stop.length - 1, text.length); n > longest; n--)
+        if (text.endsWith(stop.slice(0, n))) longest = n;
+    return longest;
+  }
+}
+
+/**
+ * A conversation with history, as `chat(..., history=…, return_history=True)` keeps it. Turns run one at a time:
+ * a turn started while another streams waits for it (its prompt then holds the earlier answer).
+ */
 export class Conversation {
   readonly history: Array<[string, string]> = [];
-  private visuals: { pixels: Float32Array | null; tiles: number[]; labels: string[] } | null = null;
+  private prepared: PreparedVisuals = { pixels: null, visuals: [] };
   private imageEmbeds: Float32Array | null = null;
+  private lastTurn: Promise<void> = Promise.resolve();
 
   constructor(
     readonly pipeline: ChatPipeline,
@@ -122,80 +242,72 @@ export class Conversation {
 
   /** Sets the images or video of the conversation (sent with every turn, as the official examples do). */
   setVisuals(visuals: VisualInput): void {
-    this.visuals = prepareVisuals(this.pipeline, visuals);
+    const images = visuals.images ?? [];
+    const frames = visuals.videoFrames ?? [];
+    if (images.length > 0 && frames.length > 0) throw new UsageError('a turn takes images or a video, not both');
+    this.prepared = prepareVisuals(this.pipeline, [
+      ...images.map((image) => ({ image, kind: 'image' as const, maxTiles: visuals.maxTiles })),
+      ...frames.map((image) => ({ image, kind: 'frame' as const })),
+    ]);
     this.imageEmbeds = null;
   }
 
   /** The exact prompt text of the next turn, placeholders expanded. */
   promptFor(question: string): string {
-    const { template, hfChatTemplate, model } = this.pipeline;
-    const visuals = this.visuals;
-    const text = this.withImagePlaceholders(question);
-    let prompt: string;
-    if (template) {
-      prompt = buildPrompt(template, {
-        systemMessage: this.options.systemMessage ?? model.config.systemMessage ?? undefined,
-        history: this.history,
-        question: text,
-      });
-    } else {
-      const messages = [
-        ...(this.options.systemMessage ? [{ role: 'system', content: this.options.systemMessage }] : []),
-        ...this.history.flatMap(([q, a]) => [
-          { role: 'user', content: q },
-          { role: 'assistant', content: a },
-        ]),
-        { role: 'user', content: text },
-      ];
-      prompt = renderHfChatTemplate(hfChatTemplate!, messages, { addGenerationPrompt: true });
-    }
-    const tiles = visuals?.tiles ?? [];
-    const placeholders = prompt.split(IMAGE_PLACEHOLDER).length - 1;
-    if (placeholders !== tiles.length) {
-      throw new UsageError(
-        `the conversation has ${placeholders} ${IMAGE_PLACEHOLDER} placeholder(s) but ${tiles.length} image(s)`,
-      );
-    }
-    return expandImagePlaceholders(prompt, tiles, model.tokensPerTile);
+    const count = this.prepared.visuals.length;
+    // The visuals belong to the first turn, as `chat()` puts them in the first question.
+    const messages: PromptMessage[] = [
+      ...(this.options.systemMessage ? [{ role: 'system' as const, text: this.options.systemMessage }] : []),
+      ...this.history.flatMap(([q, a], i): PromptMessage[] => [
+        { role: 'user', text: q, images: i === 0 ? count : 0 },
+        { role: 'assistant', text: a },
+      ]),
+      { role: 'user', text: question, images: this.history.length === 0 ? count : 0 },
+    ];
+    return renderChatPrompt(promptFormat(this.pipeline), messages, this.prepared.visuals);
   }
 
   /** Streams the answer as text deltas; the generator returns the whole turn's result and records it in history. */
   async *stream(question: string, generation: GenerationOptions = {}): AsyncGenerator<string, ChatTurnResult> {
-    const { model, tokenizer, template, imageContextId, stopTokenIds } = this.pipeline;
-    const prompt = this.promptFor(question);
-    const ids = tokenizer.encode(prompt);
-    if (this.visuals?.pixels && !this.imageEmbeds) {
-      this.imageEmbeds = await model.extractFeature(
-        this.visuals.pixels,
-        this.visuals.tiles.reduce((a, b) => a + b, 0),
+    const previous = this.lastTurn;
+    let done = () => {};
+    this.lastTurn = new Promise((resolve) => {
+      done = resolve;
+    });
+    try {
+      await previous;
+      const prompt = this.promptFor(question);
+      this.imageEmbeds ??= await encodeVisuals(this.pipeline, this.prepared);
+      const input = await embedPrompt(this.pipeline, prompt, this.imageEmbeds);
+      const answer = new AnswerText(this.pipeline);
+      const stream = streamTokens(
+        this.pipeline.model.language,
+        input,
+        chatGenerationOptions(this.pipeline, generation),
       );
-    }
-    const embeds = model.embedWithImages(ids, imageContextId, ids.includes(imageContextId) ? this.imageEmbeds : null);
-    const generated: number[] = [];
-    let shown = '';
-    const stream = streamTokens(
-      model.language,
-      { ids, embeds },
-      {
-        ...generation,
-        stopTokenIds: generation.stopTokenIds ?? stopTokenIds,
-        suppressTokenIds: [...(generation.suppressTokenIds ?? []), imageContextId],
-      },
-    );
-    for await (const token of stream) {
-      generated.push(token);
-      const text = this.cut(tokenizer.decode(generated, { skipSpecialTokens: true }));
-      // Hold back a trailing replacement character: it is usually half of a multi-byte character.
-      const stable = text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
-      if (stable.length > shown.length && stable.startsWith(shown)) {
-        yield stable.slice(shown.length);
-        shown = stable;
+      const ids: number[] = [];
+      let finishReason: FinishReason;
+      for (;;) {
+        const next = await stream.next();
+        if (next.done) {
+          finishReason = next.value;
+          break;
+        }
+        ids.push(next.value);
+        const delta = answer.push(next.value);
+        if (delta) yield delta;
       }
+      const tail = answer.flush();
+      if (tail) yield tail;
+      const response = answer.response();
+      this.history.push([
+        this.history.length === 0 ? labelTurn(question, this.prepared.visuals, 0, this.imageCount()) : question,
+        response,
+      ]);
+      return { response, ids, promptTokens: input.ids.length, finishReason };
+    } finally {
+      done();
     }
-    const decoded = tokenizer.decode(generated, { skipSpecialTokens: true });
-    const response = template ? extractResponse(template, decoded) : this.cut(decoded).trim();
-    this.history.push([this.withImagePlaceholders(question), response]);
-    return { response, ids: generated, promptTokens: ids.length };
   }
 
   /** One whole turn. */
@@ -207,23 +319,7 @@ export class Conversation {
     }
   }
 
-  /**
-   * The question as the template sees it: on the first turn with visuals and no `<image>` of its own, prefixed with
-   * one `<image>\n` (or `Image-k: <image>\n`, `Frame-k: <image>\n` lines) per image, as `chat()` does.
-   */
-  private withImagePlaceholders(question: string): string {
-    const visuals = this.visuals;
-    if (!visuals || visuals.tiles.length === 0 || this.history.length > 0 || question.includes(IMAGE_PLACEHOLDER))
-      return question;
-    return visuals.labels.join('') + question;
-  }
-
-  private cut(text: string): string {
-    const stops = this.pipeline.template?.stopStrings ?? [];
-    for (const stop of stops) {
-      const at = text.indexOf(stop);
-      if (at >= 0) text = text.slice(0, at);
-    }
-    return text;
+  private imageCount(): number {
+    return this.prepared.visuals.filter((v) => v.kind === 'image').length;
   }
 }

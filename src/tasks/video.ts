@@ -1,7 +1,9 @@
 /**
- * Video embeddings with InternVL-C/G, as InternVL's `video_retrieval/test_msrvtt.py` computes them: F frames
- * picked by the MSR-VTT rule, each frame through `encode_image`, the F raw embeddings averaged, the mean
- * L2-normalised. Zero-shot video classification and video–text retrieval build on that.
+ * Video embeddings with InternVL-C/G, as InternVL's `video_retrieval/test_msrvtt.py` computes them: F frames,
+ * each frame through `encode_image`, the F raw embeddings averaged, the mean L2-normalised. Zero-shot video
+ * classification and video–text retrieval build on that. Retrieval picks the frames by the script's MSR-VTT rule
+ * (segments where that rule cannot take F frames from a clip); classification by the official chat code's
+ * segment rule (`get_index`), which also takes F frames from shorter clips by repeating frames.
  *
  * Frame transform: the script feeds the frames to the 14B checkpoint's `CLIPImageProcessor` (short side to 224,
  * bicubic, centre crop 224, ImageNet mean/std), which is the 'classification' transform of `encodeImages`. The
@@ -11,11 +13,11 @@
  *
  * The default of 8 frames is the paper's 8-frame Kinetics setting; test_msrvtt.py itself defaults to 1 frame.
  */
-import { UsageError } from '../core/errors.js';
+import { InternalError, UsageError } from '../core/errors.js';
 import { dualSoftmax, l2normalize, matrix, retrievalScores, transpose, type Matrix } from '../core/matrix.js';
 import type { ClipMode } from '../models/internvl_clip.js';
 import type { RgbImage } from '../processing/image.js';
-import { loadVideoFrames, type FfmpegOptions, type VideoInfo } from '../processing/video.js';
+import { loadVideoFrames, type FfmpegOptions, type VideoInfo, type VideoSampling } from '../processing/video.js';
 import {
   buildZeroShotClassifier,
   classifyEmbeddings,
@@ -52,13 +54,11 @@ export function clipFrameEncoder(pipeline: ClipPipeline, options: FrameEncoderOp
 export interface VideoFramesOptions extends FfmpegOptions {
   /** F (default {@link DEFAULT_VIDEO_FRAMES}). */
   numFrames?: number;
+  /** Default 'msrvtt' (see {@link loadVideoFrames}); {@link classifyVideos} defaults to 'chat'. */
+  sampling?: VideoSampling;
 }
 
-/**
- * Probes a video, picks F frames with the MSR-VTT rule (interval = ceil(len / F), ids = arange(0, len, interval)
- * + interval // 2) and decodes them. A video the rule cannot sample F frames from is an error naming the file,
- * as the script's assert is.
- */
+/** Probes a video, picks F frames with the chosen rule and decodes them. */
 export async function sampleVideoFrames(
   path: string,
   options: VideoFramesOptions = {},
@@ -66,6 +66,7 @@ export async function sampleVideoFrames(
   info: VideoInfo;
   indices: number[];
   frames: RgbImage[];
+  sampling: VideoSampling;
 }> {
   const numFrames = options.numFrames ?? DEFAULT_VIDEO_FRAMES;
   if (!Number.isInteger(numFrames) || numFrames < 1)
@@ -74,7 +75,7 @@ export async function sampleVideoFrames(
     return await loadVideoFrames(path, {
       ffmpeg: options.ffmpeg,
       ffprobe: options.ffprobe,
-      sampling: 'msrvtt',
+      sampling: options.sampling ?? 'msrvtt',
       numFrames,
     });
   } catch (error) {
@@ -101,6 +102,8 @@ export interface VideoEmbedding {
   info: VideoInfo;
   /** The decoded frame indices (0-based). */
   indices: number[];
+  /** The rule that picked them. */
+  sampling: VideoSampling;
   /** [D], unit norm. */
   embedding: Float32Array;
 }
@@ -111,11 +114,13 @@ export async function embedVideo(
   encodeFrames: FrameEncoder,
   options: VideoFramesOptions = {},
 ): Promise<VideoEmbedding> {
-  const { info, indices, frames } = await sampleVideoFrames(path, options);
+  const { info, indices, frames, sampling } = await sampleVideoFrames(path, options);
   const embeddings = await encodeFrames(frames);
   if (embeddings.rows !== frames.length)
-    throw new UsageError(`frame encoder returned ${embeddings.rows} embeddings for ${frames.length} frames of ${path}`);
-  return { path, info, indices, embedding: poolFrameEmbeddings(embeddings) };
+    throw new InternalError(
+      `frame encoder returned ${embeddings.rows} embeddings for ${frames.length} frames of ${path}`,
+    );
+  return { path, info, indices, sampling, embedding: poolFrameEmbeddings(embeddings) };
 }
 
 export interface EncodeVideosOptions extends VideoFramesOptions, FrameEncoderOptions {
@@ -136,7 +141,7 @@ export async function encodeVideos(
   for (let i = 0; i < paths.length; i++) {
     const { embedding } = await embedVideo(paths[i], encodeFrames, options);
     if (embedding.length !== D)
-      throw new UsageError(`frame encoder returned ${embedding.length}-dim embeddings, the model's are ${D}`);
+      throw new InternalError(`frame encoder returned ${embedding.length}-dim embeddings, the model's are ${D}`);
     out.set(embedding, i * D);
     options.onProgress?.(i + 1, paths.length, paths[i]);
   }
@@ -156,7 +161,10 @@ export async function classifyVideos(
   } = {},
 ): Promise<Classification> {
   const classifier = await buildZeroShotClassifier(pipeline, labels, options.templates ?? ['{c}']);
-  return classifyEmbeddings(await encodeVideos(pipeline, paths, options), classifier);
+  return classifyEmbeddings(
+    await encodeVideos(pipeline, paths, { ...options, sampling: options.sampling ?? 'chat' }),
+    classifier,
+  );
 }
 
 export interface VideoTextRetrieval {

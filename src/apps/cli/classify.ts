@@ -8,7 +8,8 @@ const USAGE = `Usage: internvl classify --model <dir|id> (<image>... | <video>..
 Zero-shot classification with InternVL-C or InternVL-G (InternVL-14B-224px checkpoints), exactly as CLIP_benchmark:
 each label is put into every template, the prompt embeddings are normalized, averaged and renormalized; the logits
 are 100 · normalize(image) @ classes. Images: Resize(224, short side, bicubic) + CenterCrop. Videos (.mp4, .mkv,
-.webm, .avi, .mov; needs ffmpeg): --frames frames sampled as the paper's MSR-VTT protocol, embeddings averaged.
+.webm, .avi, .mov; needs ffmpeg): --frames frames, one from the middle of each of --frames equal segments (the
+official chat code's get_index; a shorter clip repeats frames), embeddings averaged.
 
 Options:
 ${MODEL_USAGE}
@@ -20,7 +21,7 @@ ${MODEL_USAGE}
   --mode <C|G>         InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)   (default C)
   --top <k>            labels shown per image (default 5)
   --frames <n>         frames per video (default 8, as the paper's 8-frame Kinetics numbers)
-  --json               {"labels": [...], "images": [{"path", "probs", "logits"}]} on stdout
+  --json               {"labels": [...], "images": [{"image", "probs", "logits"}]} on stdout
   -h, --help           show this help
 `;
 
@@ -91,7 +92,7 @@ export const classifyCommand: Command = {
             labels,
             mode,
             templates: templates.length,
-            images: parsed.positionals.map((path, i) => ({ path, probs: row(probs, i), logits: row(logits, i) })),
+            images: parsed.positionals.map((image, i) => ({ image, probs: row(probs, i), logits: row(logits, i) })),
           })}\n`,
         );
         return 0;

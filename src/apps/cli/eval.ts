@@ -76,7 +76,8 @@ ${COMMON_HELP}
 const VIDEO_USAGE = `Usage: internvl eval video-retrieval --model <dir|id> --videos <dir> --captions <file.json> [options]
 
 Video–text retrieval as InternVL's video_retrieval/test_msrvtt.py: F frames per video (interval = ceil(len/F),
-ids = arange(0, len, interval) + interval // 2), each frame Resize(224, short side) + CenterCrop(224) (the
+ids = arange(0, len, interval) + interval // 2; a clip that rule cannot take F frames from, where the script
+asserts, is sampled by the chat code's segments instead and counted in videos_segment_sampled), each frame Resize(224, short side) + CenterCrop(224) (the
 CLIPImageProcessor of the 14B model), the frame embeddings averaged and normalised; captions as they are. With
 dual softmax (default) scores are re-weighted as S · softmax(S, dim=0) for each direction. Reports t2v and v2t
 R@1/5/10 and their mean. Needs ffmpeg and ffprobe on PATH.

@@ -18,6 +18,7 @@ import { embedTextCommand } from './embed_text.js';
 import { generateCommand } from './generate.js';
 import { tokenizeCommand } from './tokenize.js';
 import { evalCommand } from './eval.js';
+import { serveCommand } from './serve.js';
 
 export { registerCommand, type Command };
 
@@ -36,6 +37,7 @@ const BUILTIN_COMMANDS: Command[] = [
   generateCommand,
   chatCommand,
   evalCommand,
+  serveCommand,
 ];
 for (const command of BUILTIN_COMMANDS) if (!getCommand(command.name)) registerCommand(command);
 

@@ -11,11 +11,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { InternVLError, UsageError } from '../../core/errors.js';
+import { InternVLError, InternalError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
-import { defaultCacheDir } from '../../core/node/runtime.js';
+import { defaultCacheDir } from '../../core/node/weight_cache.js';
 import type { SessionOptions } from '../../core/session.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
@@ -227,7 +227,7 @@ export class EmbeddingCache {
     const buf = Buffer.alloc(entries.length * this.recordBytes);
     entries.forEach(([key, value], i) => {
       if (value.length !== this.dim)
-        throw new UsageError(`cannot cache a ${value.length}-dim embedding in a ${this.dim}-dim cache`);
+        throw new InternalError(`cannot cache a ${value.length}-dim embedding in a ${this.dim}-dim cache`);
       const offset = i * this.recordBytes;
       Buffer.from(hashKey(key), 'hex').copy(buf, offset);
       Buffer.from(value.buffer, value.byteOffset, value.byteLength).copy(buf, offset + KEY_BYTES);
@@ -393,7 +393,7 @@ class ImageEncoder {
       batchSize: this.ctx.batchSize,
     });
     if (emb.rows !== images.length || emb.cols !== model.dim) {
-      throw new UsageError(
+      throw new InternalError(
         `image encoder returned ${emb.rows}x${emb.cols} embeddings for ${images.length} images (dim ${model.dim})`,
       );
     }
@@ -450,7 +450,7 @@ async function encodeTextsCached(
       },
     );
     if (emb.rows !== missing.length || emb.cols !== D)
-      throw new UsageError(
+      throw new InternalError(
         `text encoder returned ${emb.rows}x${emb.cols} embeddings for ${missing.length} texts (dim ${D})`,
       );
     const entries: [string, Float32Array][] = missing.map((ti, j) => {
@@ -927,6 +927,8 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   const D = ctx.model.dim;
   const out = new Float32Array(entries.length * D);
   const stats: CacheStats = { encoded: 0, cached: 0 };
+  // Encoded clips the MSR-VTT rule cannot take F frames from (sampled by segments instead of failing the eval).
+  let segmentSampled = 0;
   const bar = ctx.progress('encoding videos');
   const encodeFrames = (frames: readonly RgbImage[]) =>
     ctx.model.encodeImages(frames, { mode: ctx.mode, transform, batchSize: ctx.batchSize });
@@ -935,7 +937,9 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
     if (emb) {
       stats.cached++;
     } else {
-      emb = (await embedVideo(paths[i], encodeFrames, { ...options.ffmpeg, numFrames })).embedding;
+      const video = await embedVideo(paths[i], encodeFrames, { ...options.ffmpeg, numFrames, sampling: 'msrvtt' });
+      if (video.sampling !== 'msrvtt') segmentSampled++;
+      emb = video.embedding;
       cache?.put([[keys[i], emb]]);
       stats.encoded++;
     }
@@ -965,6 +969,7 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
       transform,
       dual_softmax: dsl,
       videos_encoded: stats.encoded,
+      videos_segment_sampled: segmentSampled,
       videos_from_cache: stats.cached,
       texts_encoded: text.stats.encoded,
       texts_from_cache: text.stats.cached,

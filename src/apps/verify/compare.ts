@@ -4,7 +4,9 @@
  * The error measure is the fixtures' own: max |a − b| over the tensor, and that divided by max |b| ("max relative
  * error"), which stays meaningful where individual golden values are near zero. Model outputs must be within 1e-4
  * relative; pixel tensors within 0.04 absolute (2/255 per 8-bit value after ImageNet normalisation, because Pillow's
- * resampler is matched to the byte, not bit-for-bit in every build); integer tensors (grids, ids) exactly.
+ * resampler is matched to the byte, not bit-for-bit in every build); integer tensors (grids, ids) exactly. "Exactly"
+ * for a golden fraction means equal at float32 precision: the official code computes metrics like recall as float32
+ * (`.float().mean().item()`), so 0.1 arrives as 0.10000000149011612.
  */
 
 /** What a tensor must satisfy. */
@@ -48,6 +50,11 @@ export function defaultBound(name: string, golden?: { dtype?: string }): Bound {
   return MODEL_BOUND;
 }
 
+/** The same value for an exact bound: identical, or (for a fractional golden) the same float32. */
+function sameValue(actual: number, golden: number): boolean {
+  return actual === golden || (!Number.isInteger(golden) && Math.fround(actual) === Math.fround(golden));
+}
+
 export function compareTensors(
   name: string,
   actual: NumericTensor,
@@ -74,13 +81,16 @@ export function compareTensors(
       note: `computed ${actual.data.length} values, golden has ${golden.data.length}`,
     };
   }
+  const exact = bound.value === 0;
   let maxAbs = 0;
   let maxGolden = 0;
   let nonFinite = 0;
+  let different = 0;
   for (let i = 0; i < golden.data.length; i++) {
     const a = actual.data[i];
     const b = golden.data[i];
     const diff = Math.abs(a - b);
+    if (exact && !sameValue(a, b)) different++;
     // NaN compares false with everything: count it explicitly so that it cannot pass as "error 0".
     if (!Number.isFinite(diff)) {
       if (!(a === b)) nonFinite++;
@@ -100,7 +110,24 @@ export function compareTensors(
   }
   const maxRel = maxGolden > 0 ? maxAbs / maxGolden : maxAbs === 0 ? 0 : Infinity;
   const measured = bound.metric === 'relative' ? maxRel : maxAbs;
-  return { ...base, maxAbsError: maxAbs, maxRelError: maxRel, ok: measured <= bound.value };
+  return { ...base, maxAbsError: maxAbs, maxRelError: maxRel, ok: exact ? different === 0 : measured <= bound.value };
+}
+
+/** An exact comparison of two short lists (values that are not tensors in io.safetensors, e.g. meta.json's). */
+export function compareValues(name: string, actual: readonly number[], expected: readonly number[]): ComparedTensor {
+  const shape = [expected.length];
+  if (actual.length !== expected.length) {
+    return {
+      name,
+      shape,
+      bound: EXACT_BOUND,
+      maxAbsError: Infinity,
+      maxRelError: Infinity,
+      ok: false,
+      note: `computed ${actual.length} values`,
+    };
+  }
+  return compareTensors(name, { data: actual, shape }, { data: expected, shape }, EXACT_BOUND);
 }
 
 /** The result of verifying one fixture folder. */

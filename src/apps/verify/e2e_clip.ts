@@ -4,7 +4,7 @@
  * template ensembling; logits, probabilities, top-1; retrieval scores and recall), both modes.
  */
 import path from 'node:path';
-import { EXACT_BOUND } from './compare.js';
+import { compareValues, EXACT_BOUND } from './compare.js';
 import type { ComparedTensor } from './compare.js';
 import type { FixtureRunner } from './registry.js';
 import { ModelLoadError } from '../../core/errors.js';
@@ -105,15 +105,13 @@ export const clipE2eRunner: FixtureRunner = {
             [1, 5],
           );
           const keys = Object.keys(expected).sort();
-          compared.push({
-            name: `meta.retrieval.${mode} (${keys.length} recalls)`,
-            shape: [keys.length],
-            bound: EXACT_BOUND,
-            ...errorOf(
+          compared.push(
+            compareValues(
+              `meta.retrieval.${mode} (${keys.length} recalls)`,
               keys.map((k) => recall[k]),
               keys.map((k) => expected[k]),
             ),
-          });
+          );
         }
       }
     } finally {
@@ -122,19 +120,3 @@ export const clipE2eRunner: FixtureRunner = {
     return compared;
   },
 };
-
-/** Max abs/rel error of two short lists (values that are not tensors in io.safetensors). */
-export function errorOf(
-  actual: number[],
-  expected: number[],
-): { maxAbsError: number; maxRelError: number; ok: boolean } {
-  let maxAbs = 0;
-  let maxRef = 0;
-  expected.forEach((e, i) => {
-    maxAbs = Math.max(maxAbs, Math.abs((actual[i] ?? NaN) - e));
-    maxRef = Math.max(maxRef, Math.abs(e));
-  });
-  if (Number.isNaN(maxAbs) || actual.length !== expected.length)
-    return { maxAbsError: Infinity, maxRelError: Infinity, ok: false };
-  return { maxAbsError: maxAbs, maxRelError: maxRef > 0 ? maxAbs / maxRef : maxAbs, ok: maxAbs === 0 };
-}

@@ -90,6 +90,19 @@ export class Fixture {
     const golden = this.tensor(name);
     return compareTensors(name, actual, golden, bound ?? defaultBound(name, golden));
   }
+
+  /**
+   * Compares a computed tensor of k rows with the first k rows (along axis 0) of the golden `name`: per-step
+   * goldens of a generation the check stopped early. Named `name[:k]` when k is short of the golden's rows.
+   */
+  compareRows(name: string, actual: NumericTensor, bound?: Bound): ComparedTensor {
+    const golden = this.tensor(name);
+    const rows = actual.shape[0] ?? 0;
+    if (rows >= golden.shape[0]) return compareTensors(name, actual, golden, bound ?? defaultBound(name, golden));
+    const rowSize = golden.shape.slice(1).reduce((a, b) => a * b, 1);
+    const prefix = { data: golden.data.subarray(0, rows * rowSize), shape: [rows, ...golden.shape.slice(1)] };
+    return compareTensors(`${name}[:${rows}]`, actual, prefix, bound ?? defaultBound(name, golden));
+  }
 }
 
 function decode(bytes: Uint8Array, entry: TensorEntry): Float32Array | Float64Array {

@@ -35,20 +35,29 @@ export class FileByteSource implements ByteSource {
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    checkRange(this, offset, length);
-    const out = Buffer.allocUnsafe(length);
+    return (await this.readRanges([[offset, length]]))[0];
+  }
+
+  /** One open file for all ranges (an embedding look-up reads a row per token on every decode step). */
+  async readRanges(ranges: ReadonlyArray<readonly [offset: number, length: number]>): Promise<Uint8Array[]> {
+    for (const [offset, length] of ranges) checkRange(this, offset, length);
     const handle = await fsp.open(this.path, 'r');
     try {
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await handle.read(out, done, Math.min(length - done, 1 << 30), offset + done);
-        if (bytesRead === 0) throw endOfFile(this.path, offset + done);
-        done += bytesRead;
-      }
+      return await Promise.all(
+        ranges.map(async ([offset, length]) => {
+          const out = Buffer.allocUnsafe(length);
+          let done = 0;
+          while (done < length) {
+            const { bytesRead } = await handle.read(out, done, Math.min(length - done, 1 << 30), offset + done);
+            if (bytesRead === 0) throw endOfFile(this.path, offset + done);
+            done += bytesRead;
+          }
+          return out;
+        }),
+      );
     } finally {
       await handle.close();
     }
-    return out;
   }
 
   /** Reads in chunks (`readFileSync` stops at 2 GiB; single reads are capped too). */

@@ -1,0 +1,121 @@
+/**
+ * Prometheus text exposition of the server's counters, gauges and histograms, named as vLLM names its own
+ * (`vllm:time_to_first_token_seconds` → `internvl:time_to_first_token_seconds`), with `http_requests_total` as
+ * prometheus-fastapi-instrumentator (which vLLM uses) names it.
+ */
+type Labels = Record<string, string>;
+
+const key = (labels: Labels) =>
+  Object.entries(labels)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
+    .join(',');
+
+interface Family {
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  render(name: string): string[];
+}
+
+class Counter implements Family {
+  readonly type = 'counter';
+  private readonly values = new Map<string, number>();
+  constructor(readonly help: string) {}
+  inc(labels: Labels, by = 1): void {
+    const k = key(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+  render(name: string): string[] {
+    return [...this.values].map(([k, v]) => `${name}{${k}} ${v}`);
+  }
+}
+
+class Gauge implements Family {
+  readonly type = 'gauge';
+  constructor(
+    readonly help: string,
+    private readonly read: () => Array<[Labels, number]>,
+  ) {}
+  render(name: string): string[] {
+    return this.read().map(([labels, v]) => `${name}{${key(labels)}} ${v}`);
+  }
+}
+
+class Histogram implements Family {
+  readonly type = 'histogram';
+  private readonly series = new Map<string, { counts: number[]; sum: number; count: number }>();
+  constructor(
+    readonly help: string,
+    private readonly buckets: readonly number[],
+  ) {}
+  observe(labels: Labels, value: number): void {
+    const k = key(labels);
+    let s = this.series.get(k);
+    if (!s) {
+      s = { counts: this.buckets.map(() => 0), sum: 0, count: 0 };
+      this.series.set(k, s);
+    }
+    this.buckets.forEach((b, i) => {
+      if (value <= b) s.counts[i]++;
+    });
+    s.sum += value;
+    s.count++;
+  }
+  render(name: string): string[] {
+    const lines: string[] = [];
+    for (const [k, s] of this.series) {
+      const sep = k ? ',' : '';
+      this.buckets.forEach((b, i) => {
+        lines.push(`${name}_bucket{${k}${sep}le="${b}"} ${s.counts[i]}`);
+      });
+      lines.push(`${name}_bucket{${k}${sep}le="+Inf"} ${s.count}`);
+      lines.push(`${name}_sum{${k}} ${s.sum}`);
+      lines.push(`${name}_count{${k}} ${s.count}`);
+    }
+    return lines;
+  }
+}
+
+const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 640];
+const TOKEN_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5];
+
+export class Metrics {
+  readonly promptTokens = new Counter('Prompt tokens processed.');
+  readonly generationTokens = new Counter('Generated tokens.');
+  readonly requestSuccess = new Counter('Finished generation requests, by finish reason.');
+  readonly httpRequests = new Counter('HTTP requests by method, handler and status.');
+  readonly timeToFirstToken = new Histogram('Time to first token, seconds.', LATENCY_BUCKETS);
+  readonly interTokenLatency = new Histogram('Time between generated tokens, seconds.', TOKEN_BUCKETS);
+  readonly queueTime = new Histogram('Time a request waited in the queue, seconds.', LATENCY_BUCKETS);
+  readonly e2eLatency = new Histogram('End-to-end request latency, seconds.', LATENCY_BUCKETS);
+  private readonly families: Array<[string, Family]>;
+
+  constructor(queues: () => Array<{ model: string; running: number; waiting: number }>) {
+    this.families = [
+      [
+        'internvl:num_requests_running',
+        new Gauge('Generation requests running.', () => queues().map((q) => [{ model_name: q.model }, q.running])),
+      ],
+      [
+        'internvl:num_requests_waiting',
+        new Gauge('Requests waiting in the queue.', () => queues().map((q) => [{ model_name: q.model }, q.waiting])),
+      ],
+      ['internvl:prompt_tokens_total', this.promptTokens],
+      ['internvl:generation_tokens_total', this.generationTokens],
+      ['internvl:request_success_total', this.requestSuccess],
+      ['internvl:time_to_first_token_seconds', this.timeToFirstToken],
+      ['internvl:inter_token_latency_seconds', this.interTokenLatency],
+      ['internvl:request_queue_time_seconds', this.queueTime],
+      ['internvl:e2e_request_latency_seconds', this.e2eLatency],
+      ['http_requests_total', this.httpRequests],
+    ];
+  }
+
+  render(): string {
+    const lines: string[] = [];
+    for (const [name, family] of this.families) {
+      lines.push(`# HELP ${name} ${family.help}`, `# TYPE ${name} ${family.type}`, ...family.render(name));
+    }
+    return `${lines.join('\n')}\n`;
+  }
+}

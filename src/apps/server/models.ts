@@ -1,0 +1,171 @@
+/**
+ * The models a server keeps loaded, each addressed by its name. Loading starts after the server listens (`/health`
+ * says 503 until every model is ready) and happens one model at a time, so that the event loop keeps answering.
+ */
+import path from 'node:path';
+import { resolveModelDir } from '../../core/hub.js';
+import { ModelLoadError } from '../../core/errors.js';
+import { weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import type { SessionOptions } from '../../core/session.js';
+import { readConfig } from '../../models/config.js';
+import { detectArchitecture } from '../../models/registry.js';
+import type { ChatPipeline } from '../../tasks/chat.js';
+import type { ClipPipeline } from '../../tasks/clip.js';
+import type { ImageEmbedder } from '../../tasks/embed.js';
+import { createScheduler } from './batching.js';
+import type { Scheduler } from './scheduler.js';
+
+export interface ChatModel {
+  kind: 'chat';
+  name: string;
+  dir: string;
+  pipeline: ChatPipeline;
+  scheduler: Scheduler;
+}
+
+/** InternVL-C/G (InternVL-14B-224px): text and image embeddings, zero-shot classification. */
+export interface ClipModel {
+  kind: 'clip';
+  name: string;
+  dir: string;
+  pipeline: ClipPipeline;
+}
+
+/** An InternViT: pooled image features. */
+export interface VisionModel {
+  kind: 'vision';
+  name: string;
+  dir: string;
+  embedder: ImageEmbedder;
+}
+
+export type ServedModel = ChatModel | ClipModel | VisionModel;
+
+export interface ModelSpec {
+  /** A folder or a Hugging Face repo id. */
+  source: string;
+  /** The name requests use (default: the folder's or repo's last path component). */
+  name?: string;
+}
+
+export interface LoadSettings {
+  /** Chat models' LLM weights; vision towers and QLLaMA use int8 unless this is fp32. */
+  weights: WeightFormat;
+  session: SessionOptions;
+  maxBatch: number;
+  maxQueue: number;
+  offline?: boolean;
+}
+
+export type ModelLoader = (spec: ModelSpec, name: string, settings: LoadSettings) => Promise<ServedModel>;
+
+/** `dir[=name]` as `--model` takes it. */
+export function parseModelSpec(text: string): ModelSpec {
+  const at = text.lastIndexOf('=');
+  if (at > 0) return { source: text.slice(0, at), name: text.slice(at + 1) };
+  return { source: text };
+}
+
+export function defaultModelName(spec: ModelSpec): string {
+  return spec.name ?? path.basename(spec.source.replace(/@[^/]*$/, '').replace(/\/+$/, ''));
+}
+
+export class ModelHost {
+  private readonly models = new Map<string, ServedModel>();
+  private failure: unknown = null;
+  readonly ready: Promise<void>;
+
+  constructor(
+    readonly specs: readonly ModelSpec[],
+    settings: LoadSettings,
+    loader: ModelLoader = loadServedModel,
+  ) {
+    const names = specs.map(defaultModelName);
+    const duplicate = names.find((n, i) => names.indexOf(n) !== i);
+    if (duplicate !== undefined)
+      throw new ModelLoadError(`two models are named '${duplicate}'; name them with --model <dir>=<name>`);
+    this.ready = (async () => {
+      for (const [i, spec] of specs.entries()) this.models.set(names[i], await loader(spec, names[i], settings));
+    })();
+    this.ready.catch((error) => {
+      this.failure = error;
+    });
+  }
+
+  get names(): string[] {
+    return this.specs.map(defaultModelName);
+  }
+
+  get state(): 'loading' | 'ready' | 'failed' {
+    if (this.failure) return 'failed';
+    return this.models.size === this.specs.length ? 'ready' : 'loading';
+  }
+
+  get(name: string): ServedModel | undefined {
+    return this.models.get(name);
+  }
+
+  all(): ServedModel[] {
+    return [...this.models.values()];
+  }
+
+  async release(): Promise<void> {
+    await this.ready.catch(() => {});
+    for (const model of this.models.values()) {
+      if (model.kind === 'chat') {
+        model.scheduler.close();
+        await model.pipeline.model.release();
+      } else if (model.kind === 'clip') await model.pipeline.model.release();
+      else await model.embedder.release();
+    }
+    this.models.clear();
+  }
+}
+
+/** Loads one model by what its config.json says it is. */
+export async function loadServedModel(spec: ModelSpec, name: string, settings: LoadSettings): Promise<ServedModel> {
+  const dir = await resolveModelDir(spec.source, { offline: settings.offline });
+  const architecture = detectArchitecture(await readConfig(dir));
+  const towerWeights = weightFormatHook(settings.weights === 'fp32' ? 'fp32' : 'int8');
+  switch (architecture) {
+    case 'InternVLChatModel':
+    case 'InternVLForConditionalGeneration': {
+      const { loadChatPipeline } = await import('../../tasks/chat.js');
+      const pipeline = await loadChatPipeline(dir, {
+        session: settings.session,
+        configureLlmGraph: weightFormatHook(settings.weights),
+        configureVisionGraph: towerWeights,
+      });
+      const scheduler = createScheduler(pipeline.model.language, settings);
+      return { kind: 'chat', name, dir, pipeline, scheduler };
+    }
+    case 'InternVLModel': {
+      const { loadClipPipeline } = await import('../../tasks/clip.js');
+      const pipeline = await loadClipPipeline(dir, {
+        session: settings.session,
+        configureVisionGraph: towerWeights,
+        configureQllamaGraph: towerWeights,
+      });
+      return { kind: 'clip', name, dir, pipeline };
+    }
+    case 'InternVisionModel': {
+      const { loadImageEmbedder } = await import('../../tasks/embed.js');
+      const embedder = await loadImageEmbedder(dir, { session: settings.session, configureGraph: towerWeights });
+      return { kind: 'vision', name, dir, embedder };
+    }
+    case 'CausalLM':
+      throw new ModelLoadError(`${dir}: a bare language model is not served (give an InternVL or InternViT model)`);
+  }
+}
+
+/** What a model can do, as /v1/models reports it. */
+export function capabilities(model: ServedModel): string[] {
+  switch (model.kind) {
+    case 'chat':
+      return ['chat', 'vision'];
+    case 'clip':
+      return ['embeddings', 'vision', 'classify'];
+    case 'vision':
+      return ['embeddings', 'vision'];
+  }
+}
