@@ -274,8 +274,8 @@ test('Phi-3 style folder (LLaMA vocabulary, legacy false): no prefix space after
   }
 });
 
-test('options: add_eos_token, lstrip/rstrip, tokens outside the vocabulary', () => {
-  const tok = SentencePieceTokenizer.fromModelFile(modelPath('llama2'), {
+test('options: add_eos_token, lstrip/rstrip, tokens outside the vocabulary', async () => {
+  const tok = await SentencePieceTokenizer.fromModelFile(modelPath('llama2'), {
     addEosToken: true,
     addedTokens: [{ content: '<IMG_CONTEXT>', special: true, lstrip: true, rstrip: true }, { content: '<note>' }],
   });

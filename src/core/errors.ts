@@ -28,6 +28,8 @@ export class HubError extends InternVLError {}
 export class UsageError extends InternVLError {}
 /** onnxruntime failed to build or run a graph. */
 export class RuntimeError extends InternVLError {}
+/** A search index that cannot be opened, or a table that holds another model's or mode's embeddings. */
+export class IndexError extends InternVLError {}
 /**
  * A broken internal invariant (an encoder returning the wrong shape, a cache of the wrong width): a bug, not
  * something the user typed. Deliberately not an InternVLError, so the CLI reports it as a bug (exit 70, stack).

@@ -652,7 +652,7 @@ export async function runChatMatrix(
           `decode ${result.decodeTokensPerSecond.toFixed(1)} tokens/s (clean: ${result.cleanDecode?.tokensPerSecond.toFixed(1) ?? 'none'}), peak RSS ${result.peakRssMB} MB`,
       );
     }
-    const ort = await import('onnxruntime-node');
+    const { ort } = await import('../../core/node/runtime.js');
     return {
       machine: {
         cpu: cpuModel(),
