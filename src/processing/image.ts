@@ -20,6 +20,7 @@
  */
 import { ImageError, UsageError } from '../core/errors.js';
 import { errorCode, files } from '../core/io.js';
+import { roundHalfEven } from '../core/python.js';
 import { imageDecoder } from './decoders.js';
 
 /** An 8-bit RGB image, pixels interleaved row-major (r,g,b, r,g,b, …). */
@@ -196,12 +197,6 @@ export function cropImage(img: RgbImage, left: number, top: number, width: numbe
     }
   }
   return { width, height, data: out };
-}
-
-/** Python's round() (half to even) for the torchvision crop offsets. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /**

@@ -10,18 +10,9 @@
  * packets, which is how decord (used by the official scripts) numbers and counts frames.
  */
 import { UsageError } from '../core/errors.js';
+import { roundHalfEven } from '../core/python.js';
 import { videoDecoder } from './decoders.js';
 import type { RgbImage } from './image.js';
-
-/** Python 3 `round(x)` / `np.round(x)` for finite doubles: nearest integer, halves to the even neighbour. */
-export function pythonRound(x: number): number {
-  const f = Math.floor(x);
-  // x - floor(x) is exact for doubles, so the 0.5 comparison is exact too.
-  const diff = x - f;
-  if (diff < 0.5) return f;
-  if (diff > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
-}
 
 function checkCount(name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min) throw new UsageError(`${name} must be an integer >= ${min}, got ${v}`);
@@ -50,8 +41,8 @@ export function sampleChatFrameIndices(
   const maxFrame = frameCount - 1;
   // No bound is the whole video, also when the stream declares no frame rate (where ±100000 s × 0 fps would
   // collapse the range onto frame 0).
-  const startIdx = bound ? Math.max(0, pythonRound(bound[0] * fps)) : 0;
-  const endIdx = bound ? Math.min(pythonRound(bound[1] * fps), maxFrame) : maxFrame;
+  const startIdx = bound ? Math.max(0, roundHalfEven(bound[0] * fps)) : 0;
+  const endIdx = bound ? Math.min(roundHalfEven(bound[1] * fps), maxFrame) : maxFrame;
   if (endIdx < startIdx) {
     // Python would go on with a negative segment size and index frames before the range (or wrap around
     // with negative indices); there is no sensible frame to pick.
@@ -61,7 +52,7 @@ export function sampleChatFrameIndices(
   }
   const seg = (endIdx - startIdx) / numSegments;
   const out: number[] = [];
-  for (let k = 0; k < numSegments; k++) out.push(Math.trunc(startIdx + seg / 2 + pythonRound(seg * k)));
+  for (let k = 0; k < numSegments; k++) out.push(Math.trunc(startIdx + seg / 2 + roundHalfEven(seg * k)));
   return out;
 }
 
