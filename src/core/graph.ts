@@ -63,8 +63,8 @@ export interface WeightRequest {
   sources?: readonly string[];
 }
 
-/** How a model's float weights are stored for execution. */
-export type WeightFormat = 'float32' | 'float16';
+/** How a float initializer is stored for execution (the user-facing weight formats are quantize.ts's `WeightFormat`). */
+export type FloatStorage = 'float32' | 'float16';
 
 export class GraphBuilder {
   readonly nodes: MessageInitShape<typeof import('onnx-buf').NodeProtoSchema>[] = [];
@@ -157,7 +157,7 @@ export class GraphBuilder {
   }
 
   /** The graph's weight named by its checkpoint key, as float32 (converted from F16/BF16/F64 when needed). */
-  weight(key: string, format: WeightFormat = 'float32'): string {
+  weight(key: string, format: FloatStorage = 'float32'): string {
     if (!this.checkpoint) throw new ModelLoadError(`graph ${this.name}: no checkpoint to bind weight '${key}'`);
     const entry = this.checkpoint.entry(key);
     return this.request(floatWeightRequest(this.checkpoint, entry, format));
@@ -322,7 +322,7 @@ export class Scope {
  */
 export const linearHooks = new WeakMap<GraphBuilder, (scope: Scope, x: string, name: string) => string | undefined>();
 
-function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: WeightFormat): WeightRequest {
+function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: FloatStorage): WeightRequest {
   const inPlace = (entry.dtype === 'F32' && format === 'float32') || (entry.dtype === 'F16' && format === 'float16');
   const type: ElemType = format;
   return {
