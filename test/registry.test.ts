@@ -60,19 +60,10 @@ test('force_image_size is read one way: an integer or a square [s, s], else the 
   assert.equal(inputImageSize(section({}), vit), 448);
 });
 
-/** Greedy logits of the last position for `ids`. */
+/** The logits of the last position for `ids`. */
 async function lastLogits(lm: CausalLM, ids: number[]): Promise<Float32Array> {
-  const S = ids.length;
-  const { logits } = await lm.step({
-    embeds: lm.embedTokens(ids),
-    batch: 1,
-    seq: S,
-    positions: Int32Array.from({ length: S }, (_, i) => i),
-    attentionMask: new Uint8Array(S).fill(1),
-    logitIndices: [S - 1],
-    cache: lm.emptyCache(1),
-  });
-  return logits;
+  const decoder = lm.batchDecoder({ maxSequences: 1, maxLength: ids.length });
+  return decoder.prefill(decoder.addSequence(), { ids });
 }
 
 test('a bare InternLM3 folder loads for generation, as the LLaMA it is', async () => {
