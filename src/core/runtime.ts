@@ -65,6 +65,8 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
     graphOptimizationLevel: 'all',
     intraOpNumThreads: options.threads ?? os.availableParallelism(),
     interOpNumThreads: 1,
+    // Fatal only: a failure reaches the user once, as the typed error below, not also as a native log line.
+    logSeverityLevel: 4,
     extra: {
       session: {
         ...(folder ? { model_external_initializers_file_folder_path: folder } : {}),

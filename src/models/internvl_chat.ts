@@ -6,7 +6,7 @@
  * `lm_head`) into the same code; only names differ.
  */
 import * as ort from 'onnxruntime-node';
-import { GraphBuilder } from '../core/graph.js';
+import { GraphBuilder, type Scope } from '../core/graph.js';
 import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
 import { ConfigError, InternalError, ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
@@ -21,6 +21,7 @@ import {
   type VisionNames,
 } from './intern_vit.js';
 import { CausalLM, LLM_VARIANTS, parseLlmConfig, type LlmConfig, type LlmVariant } from './llm.js';
+import { checkBuffer, checkShapes, configDim, scaledDim } from './shapes.js';
 
 export interface InternVLChatConfig {
   layout: 'remote' | 'hf';
@@ -57,8 +58,28 @@ export function parseInternVLChatConfig(config: ConfigSection): InternVLChatConf
     layout === 'hf'
       ? vision.imageSize
       : config.has('force_image_size')
-        ? config.size('force_image_size')
+        ? config.positiveSize('force_image_size')
         : vision.imageSize;
+  const minDynamicPatch = config.positiveInteger('min_dynamic_patch', 1);
+  const maxDynamicPatch = config.positiveInteger('max_dynamic_patch', 12);
+  if (maxDynamicPatch < minDynamicPatch)
+    config.fail('max_dynamic_patch', `${maxDynamicPatch} is below min_dynamic_patch ${minDynamicPatch}`);
+  const side = imageSize / vision.patchSize;
+  checkBuffer(
+    config.origin,
+    'force_image_size',
+    imageSize,
+    (1 + side * side) * vision.hiddenSize,
+    'the position embeddings',
+  );
+  // The tiles of one image (and the thumbnail) are one pixel buffer.
+  checkBuffer(
+    config.origin,
+    'max_dynamic_patch',
+    maxDynamicPatch,
+    (maxDynamicPatch + 1) * 3 * imageSize * imageSize,
+    'the tiles of one image',
+  );
   return {
     layout,
     vision,
@@ -70,8 +91,8 @@ export function parseInternVLChatConfig(config: ConfigSection): InternVLChatConf
     template: config.optionalString('template') ?? null,
     systemMessage: config.optionalString('system_message') ?? null,
     useThumbnail: config.boolean('use_thumbnail', true),
-    minDynamicPatch: config.integer('min_dynamic_patch', 1),
-    maxDynamicPatch: config.integer('max_dynamic_patch', 12),
+    minDynamicPatch,
+    maxDynamicPatch,
     dynamicImageSize: config.boolean('dynamic_image_size', true),
     imageTokenId: config.has('image_token_id') ? config.integer('image_token_id') : null,
   };
@@ -248,7 +269,20 @@ function buildProjector(g: GraphBuilder, hidden: string, config: InternVLChatCon
   const perm = config.psVersion === 'v2' ? [0, 1, 3, 2, 4, 5] : [0, 3, 1, 2, 4, 5];
   const shuffled = g.reshape(g.transpose(grid, perm), [-1, 4 * C]);
   const p = g.scope(layout.projector.prefix);
+  checkProjectorShapes(g, p, config, layout);
   const normed = p.layerNorm(shuffled, layout.projector.norm, PROJECTOR_NORM_EPS);
   const projected = p.linear(g.gelu(p.linear(normed, layout.projector.linear1)), layout.projector.linear2);
   return g.reshape(projected, [-1, (side / 2) * (side / 2), config.llm.hiddenSize]);
+}
+
+/** mlp1: LayerNorm(4C) → Linear(4C → LLM hidden) → GELU → Linear(LLM hidden → LLM hidden); 4 = 1 / downsample². */
+function checkProjectorShapes(g: GraphBuilder, p: Scope, config: InternVLChatConfig, layout: ChatLayout): void {
+  const C4 = scaledDim(4, configDim(config.vision.origin, 'hidden_size', config.vision.hiddenSize));
+  const H = configDim(config.llm.origin, 'hidden_size', config.llm.hiddenSize);
+  const { norm, linear1, linear2 } = layout.projector;
+  checkShapes(config.vision.origin, (key) => (g.hasWeight(key) ? g.weightShape(key) : undefined), [
+    { key: p.key(`${norm}.weight`), dims: [C4] },
+    { key: p.key(`${linear1}.weight`), dims: [H, C4] },
+    { key: p.key(`${linear2}.weight`), dims: [H, H] },
+  ]);
 }
