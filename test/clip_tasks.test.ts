@@ -22,25 +22,12 @@ test('greedy captioning with the KV cache equals re-running queries + text with 
 
   const S = model.config.imageSize;
   const { tokens } = await model.encodeVision(preprocessForClip(image, 'retrieval', S), 1);
-  const decoder = await model.captionDecoder(tokens);
-  const Q = model.config.numQueryToken;
-  const H = model.config.qllama.hiddenSize;
+  const source = await model.captionDecoder(tokens);
   const ids = tokenizer.encode('English caption:');
   for (let step = 0; step < 6; step++) {
     // A prefill from an empty cache every time: queries + text with cross-attention, no reuse of earlier steps.
-    const T = Q + ids.length;
-    const embeds = new Float32Array(T * H);
-    embeds.set(model.queryTokens());
-    embeds.set(decoder.embedTokens(ids), Q * H);
-    const { logits } = await decoder.step({
-      embeds,
-      batch: 1,
-      seq: T,
-      positions: Int32Array.from({ length: T }, (_, i) => i),
-      attentionMask: new Uint8Array(T).fill(1),
-      logitIndices: [T - 1],
-      cache: decoder.emptyCache(1),
-    });
+    const decoder = source.batchDecoder({ maxSequences: 1, maxLength: ids.length });
+    const logits = await decoder.prefill(decoder.addSequence(), { ids });
     let best = 0;
     for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
     ids.push(best);

@@ -9,6 +9,7 @@ import { DATA, runCli } from './helpers/cli.js';
 import { Checkpoint } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { CausalLM, parseLlmConfig } from '../src/models/llm.js';
+import { UsageError } from '../src/core/errors.js';
 import {
   beamSearch,
   generate,
@@ -25,7 +26,13 @@ const expected = JSON.parse(fs.readFileSync(path.join(TINY, 'expected_greedy.jso
 };
 
 const lmPromise = CausalLM.load(Checkpoint.open(TINY), parseLlmConfig(readConfig(TINY)));
-const prompt = (lm: CausalLM, ids: number[]): Prompt => ({ ids, embeds: lm.embedTokens(ids) });
+const prompt = (_: CausalLM, ids: number[]): Prompt => ({ ids });
+
+/** Logits at every position of `ids`, from one prefill over all of them (no cache reuse). */
+async function fullLogits(lm: CausalLM, ids: number[]): Promise<Float32Array> {
+  const decoder = lm.batchDecoder({ maxSequences: 1, maxLength: ids.length });
+  return decoder.prefill(decoder.addSequence(), { ids }, { allPositions: true });
+}
 
 test("internvl generate reproduces the real model's greedy ids exactly (KV cache)", async () => {
   const result = await runCli([
@@ -51,16 +58,8 @@ test('cached decoding equals re-running the whole sequence at every step', async
   const lm = await lmPromise;
   const ids = [...expected.prompt_ids];
   for (let step = 0; step < 12; step++) {
-    const S = ids.length;
-    const { logits } = await lm.step({
-      embeds: lm.embedTokens(ids),
-      batch: 1,
-      seq: S,
-      positions: Int32Array.from({ length: S }, (_, i) => i),
-      attentionMask: new Uint8Array(S).fill(1),
-      logitIndices: [S - 1],
-      cache: lm.emptyCache(1),
-    });
+    const V = lm.config.vocabSize;
+    const logits = (await fullLogits(lm, ids)).subarray((ids.length - 1) * V);
     let best = 0;
     for (let v = 1; v < logits.length; v++) if (logits[v] > logits[best]) best = v;
     ids.push(best);
@@ -82,7 +81,7 @@ test('streaming yields the same tokens and stops at a stop id', async () => {
   assert.equal(next.value, 'stop');
 });
 
-test('a batch with left padding gives each prompt the tokens it gets alone', async () => {
+test('a batch of prompts of different lengths gives each prompt the tokens it gets alone', async () => {
   const lm = await lmPromise;
   const long = [1, ...expected.greedy_ids.slice(0, 4)];
   const [a, b] = await generateBatch(lm, [prompt(lm, [1]), prompt(lm, long)], { maxNewTokens: 10 });
@@ -118,17 +117,7 @@ test('beam search with one beam is greedy; with more beams it scores at least as
   const one = await beamSearch(lm, prompt(lm, [1]), { numBeams: 1, maxNewTokens: 12 });
   assert.deepEqual(one.ids, expected.greedy_ids.slice(0, 12));
   const score = async (ids: number[]) => {
-    const all = [1, ...ids];
-    const S = all.length;
-    const { logits } = await lm.step({
-      embeds: lm.embedTokens(all),
-      batch: 1,
-      seq: S,
-      positions: Int32Array.from({ length: S }, (_, i) => i),
-      attentionMask: new Uint8Array(S).fill(1),
-      logitIndices: Array.from({ length: S - 1 }, (_, i) => i),
-      cache: lm.emptyCache(1),
-    });
+    const logits = await fullLogits(lm, [1, ...ids]);
     const V = lm.config.vocabSize;
     let total = 0;
     ids.forEach((id, i) => {
@@ -155,4 +144,97 @@ test('token choice rules: repetition penalty, suppression, minimum length, top-p
   // top-p 0.5: token 0 alone holds ≥ 50% of the mass, so sampling always returns it.
   const topP = new TokenChooser({ doSample: true, topP: 0.5, seed: 1 });
   for (let i = 0; i < 20; i++) assert.equal(topP.choose(logits, []), 0);
+});
+
+test('continuous batching: 4 sequences joining and leaving between batched steps each decode as they do alone', async () => {
+  const lm = await lmPromise;
+  const greedyAlone = async (promptIds: number[], steps: number) =>
+    (await generate(lm, { ids: promptIds }, { maxNewTokens: steps })).ids;
+  const argmax = (row: Float32Array) => row.reduce((best, v, i) => (v > row[best] ? i : best), 0);
+  // Prompts of 1, 4, 7 and 2 tokens joining at steps 0, 2, 5 and 10; each leaves after its own number of tokens.
+  // d takes the slot a freed while c still runs in slot 2, so its steps also carry an empty slot between them.
+  const plan = [
+    { ids: [1], join: 0, tokens: 9 },
+    { ids: [1, ...expected.greedy_ids.slice(0, 3)], join: 2, tokens: 6 },
+    { ids: [1, 400, 17, 90, 31, 250, 5], join: 5, tokens: 8 },
+    { ids: [1, 7], join: 10, tokens: 3 },
+  ];
+  const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16 });
+  const live: Array<{ plan: number; sequence: ReturnType<typeof decoder.addSequence>; ids: number[] }> = [];
+  const results: number[][] = plan.map(() => []);
+  let shared = 0;
+  for (let step = 0; live.length > 0 || step <= 10; step++) {
+    // Leave first, then join, then one batched step for all that run.
+    for (const entry of [...live])
+      if (results[entry.plan].length === plan[entry.plan].tokens) {
+        decoder.removeSequence(entry.sequence);
+        live.splice(live.indexOf(entry), 1);
+      }
+    const fed: typeof live = [];
+    for (const [i, p] of plan.entries()) {
+      if (p.join !== step) continue;
+      const sequence = decoder.addSequence();
+      const token = argmax(await decoder.prefill(sequence, { ids: p.ids }));
+      results[i].push(token);
+      live.push({ plan: i, sequence, ids: [token] });
+      fed.push(live[live.length - 1]);
+    }
+    const running = live.filter((e) => !fed.includes(e) && results[e.plan].length < plan[e.plan].tokens);
+    if (running.length === 0) continue;
+    const rows = await decoder.decode(
+      running.map((e) => e.sequence),
+      running.map((e) => results[e.plan][results[e.plan].length - 1]),
+    );
+    running.forEach((e, i) => results[e.plan].push(argmax(rows[i])));
+    if (running.length > 1) shared++;
+  }
+  assert.ok(shared >= 5, `${shared} batched steps with several sequences`);
+  for (const [i, p] of plan.entries())
+    assert.deepEqual(results[i], await greedyAlone(p.ids, p.tokens), `sequence ${i}`);
+  assert.deepEqual(results[0], expected.greedy_ids.slice(0, 9));
+});
+
+test('the context length is checked before any work; generation stops at it', async () => {
+  const lm = await lmPromise;
+  const context = lm.contextLength;
+  assert.equal(context, 512);
+  const long = Array.from({ length: context }, () => 1);
+  await assert.rejects(
+    generate(lm, { ids: long }),
+    (e: unknown) => e instanceof UsageError && /512 tokens .*context holds 512/.test((e as Error).message),
+  );
+  await assert.rejects(
+    generate(lm, { ids: [1, 2, 3] }, { maxNewTokens: context }),
+    (e: unknown) =>
+      e instanceof UsageError && /3 tokens and 512 new tokens .* at most 509 new tokens/.test((e as Error).message),
+  );
+  // Without maxNewTokens, generation runs to the end of the context and says so.
+  const filled = await generate(lm, { ids: long.slice(0, context - 3) }, { stopTokenIds: [] });
+  assert.deepEqual([filled.ids.length, filled.finishReason], [3, 'length']);
+});
+
+test('generation options are validated with typed errors naming the option', async () => {
+  const lm = await lmPromise;
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ maxNewTokens: 'abc' }, /maxNewTokens must be an integer ≥ 0, not "abc"/],
+    [{ maxNewTokens: Number.NaN }, /maxNewTokens must be an integer/],
+    [{ maxNewTokens: 2.5 }, /maxNewTokens/],
+    [{ temperature: -1 }, /temperature must be ≥ 0/],
+    [{ temperature: 0, doSample: true }, /temperature must be > 0 when sampling/],
+    [{ repetitionPenalty: 0 }, /repetitionPenalty must be > 0/],
+    [{ repetitionPenalty: -2 }, /repetitionPenalty/],
+    [{ topP: 0 }, /topP must be in \(0, 1\]/],
+    [{ topP: 1.5 }, /topP/],
+    [{ topK: -1 }, /topK must be an integer ≥ 0/],
+    [{ minNewTokens: Number.POSITIVE_INFINITY }, /minNewTokens/],
+  ];
+  for (const [options, message] of bad) {
+    await assert.rejects(
+      generate(lm, { ids: [1] }, options),
+      (e: unknown) => e instanceof UsageError && message.test((e as Error).message),
+      JSON.stringify(options),
+    );
+  }
+  await assert.rejects(beamSearch(lm, { ids: [1] }, { numBeams: 0 }), /numBeams must be an integer ≥ 1/);
+  assert.equal((await generate(lm, { ids: [1] }, { maxNewTokens: 0 })).ids.length, 0);
 });

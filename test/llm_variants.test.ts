@@ -97,16 +97,8 @@ function save(dir: string, config: Record<string, unknown>, weights: Tensors): s
 async function logitsOf(dir: string): Promise<Float32Array> {
   const lm = await CausalLM.load(Checkpoint.open(dir), parseLlmConfig(readConfig(dir)));
   const ids = [3, 17, 42, 8, 1, 29];
-  const S = ids.length;
-  const { logits } = await lm.step({
-    embeds: lm.embedTokens(ids),
-    batch: 1,
-    seq: S,
-    positions: Int32Array.from({ length: S }, (_, i) => i),
-    attentionMask: new Uint8Array(S).fill(1),
-    logitIndices: Array.from({ length: S }, (_, i) => i),
-    cache: lm.emptyCache(1),
-  });
+  const decoder = lm.batchDecoder({ maxSequences: 1, maxLength: ids.length });
+  const logits = await decoder.prefill(decoder.addSequence(), { ids }, { allPositions: true });
   await lm.release();
   return logits;
 }

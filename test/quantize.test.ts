@@ -405,18 +405,9 @@ async function fixtureLogits(
     const ids = Array.from(readIo('in.input_ids').data as BigInt64Array, Number);
     const imageTokenId = Number((readIo('in.img_context_token_id').data as BigInt64Array)[0]);
     const features = await model.extractFeature(pixels.data as Float32Array, pixels.shape[0]);
-    const S = ids.length;
-    const embeds = model.embedWithImages(ids, imageTokenId, features);
-    const { logits } = await model.language.step({
-      embeds,
-      batch: 1,
-      seq: S,
-      positions: Int32Array.from({ length: S }, (_, i) => i),
-      attentionMask: new Uint8Array(S).fill(1),
-      logitIndices: Array.from({ length: S }, (_, i) => i),
-      cache: model.language.emptyCache(1),
-    });
-    return logits;
+    const embeds = await model.embedWithImages(ids, imageTokenId, features);
+    const decoder = model.language.batchDecoder({ maxSequences: 1, maxLength: ids.length });
+    return await decoder.prefill(decoder.addSequence(), { embeds }, { allPositions: true });
   } finally {
     await model.release();
   }

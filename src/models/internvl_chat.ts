@@ -235,9 +235,13 @@ export class InternVLChatModel {
    * Token embeddings with every `<IMG_CONTEXT>` position replaced, in order, by the rows of `imageEmbeds`
    * ([tiles·tokensPerTile, hidden]).
    */
-  embedWithImages(ids: readonly number[], imageTokenId: number, imageEmbeds: Float32Array | null): Float32Array {
+  async embedWithImages(
+    ids: readonly number[],
+    imageTokenId: number,
+    imageEmbeds: Float32Array | null,
+  ): Promise<Float32Array> {
     const H = this.config.llm.hiddenSize;
-    const embeds = this.language.embedTokens(ids);
+    const embeds = await this.language.embedTokens(ids);
     let next = 0;
     const available = imageEmbeds ? imageEmbeds.length / H : 0;
     ids.forEach((id, position) => {

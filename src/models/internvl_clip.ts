@@ -7,9 +7,8 @@
  * - Text embedding: QLLaMA over the text alone (causal + padding), last real token @ `text_projection`.
  * QLLaMA is the project's LLaMA decoder (`llm.ts`) with the cross-attention inserted after self-attention.
  */
-import * as ort from 'onnxruntime-node';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, ort, type Feeds, type ModelSession, type SessionOptions } from '../core/runtime.js';
 import { ConfigError, ModelLoadError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
@@ -21,7 +20,8 @@ import {
   resizePositionEmbedding,
   type InternVisionConfig,
 } from './intern_vit.js';
-import { CausalLM, causalAttentionBias, parseLlmConfig, type LlmConfig } from './llm.js';
+import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
+import type { BatchDecoder, BatchDecoderOptions } from './decoder.js';
 import { checkBuffer, checkShapes, configDim, type ConfigOrigin } from './shapes.js';
 
 export interface InternVLClipConfig {
@@ -245,26 +245,24 @@ export class InternVLClipModel {
   async queryFeatures(visionTokens: Float32Array, batch: number): Promise<Float32Array> {
     const Q = this.config.numQueryToken;
     const H = this.config.qllama.hiddenSize;
-    const queryTokens = this.queryTokens();
-    const embeds = new Float32Array(batch * Q * H);
-    for (let b = 0; b < batch; b++) embeds.set(queryTokens, b * Q * H);
-    const Cv = this.config.vision.hiddenSize;
-    const { hidden } = await this.qllama.step({
-      embeds,
-      batch,
-      seq: Q,
-      positions: Int32Array.from({ length: batch * Q }, (_, i) => i % Q),
-      attentionMask: new Uint8Array(batch * Q).fill(1),
-      attentionBias: new Float32Array(batch * Q * Q), // queries see each other both ways
-      logitIndices: Array.from({ length: batch * Q }, (_, i) => i),
-      cache: this.qllama.emptyCache(batch),
-      extraFeeds: {
-        vision_hidden_states: new ort.Tensor('float32', visionTokens, [batch, visionTokens.length / batch / Cv, Cv]),
-        cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * Q).fill(1), [batch * Q, 1]),
-      },
-      outputs: ['hidden'],
-    });
-    return hidden;
+    const out = new Float32Array(batch * Q * H);
+    const perImage = visionTokens.length / batch;
+    const decoder = this.qllama.batchDecoder({ maxSequences: 1, maxLength: Q });
+    for (let b = 0; b < batch; b++) {
+      const sequence = decoder.addSequence();
+      const hidden = await decoder.prefill(
+        sequence,
+        { embeds: this.queryTokens() },
+        {
+          allPositions: true,
+          output: 'hidden',
+          ...this.visionPrefill(visionTokens.subarray(b * perImage, (b + 1) * perImage), Q),
+        },
+      );
+      out.set(hidden, b * Q * H);
+      decoder.removeSequence(sequence);
+    }
+    return out;
   }
 
   /**
@@ -289,35 +287,33 @@ export class InternVLClipModel {
   }
 
   /**
-   * QLLaMA text hidden states [B, L, H] and text embeddings [B, clipEmbedDim] for right-padded ids (pad 0),
-   * taking the hidden state of the last non-pad token.
+   * QLLaMA text hidden states [B, L, H] and text embeddings [B, clipEmbedDim] for right-padded ids
+   * (pad 0), taking the hidden state of the last non-pad token.
    */
   async encodeText(ids: number[][]): Promise<{ hidden: Float32Array; embeds: Float32Array }> {
     const B = ids.length;
     const L = ids[0]?.length ?? 0;
-    if (B === 0 || ids.some((row) => row.length !== L))
+    if (B === 0 || L === 0 || ids.some((row) => row.length !== L))
       throw new UsageError('encodeText needs a non-empty batch of equal-length (padded) id rows');
     const H = this.config.qllama.hiddenSize;
-    const mask = Uint8Array.from(ids.flat(), (id) => (id > 0 ? 1 : 0));
-    const { hidden } = await this.qllama.step({
-      embeds: this.qllama.embedTokens(ids.flat()),
-      batch: B,
-      seq: L,
-      positions: Int32Array.from({ length: B * L }, (_, i) => i % L),
-      attentionMask: mask,
-      logitIndices: Array.from({ length: B * L }, (_, i) => i),
-      cache: this.qllama.emptyCache(B),
-      extraFeeds: this.noVisionFeeds(B, L),
-      outputs: ['hidden'],
-    });
     const D = this.config.clipEmbedDim;
+    const hidden = new Float32Array(B * L * H);
     const embeds = new Float32Array(B * D);
+    const decoder = this.qllama.batchDecoder({ maxSequences: 1, maxLength: L });
     for (let b = 0; b < B; b++) {
       const length = ids[b].reduce((n, id) => n + (id > 0 ? 1 : 0), 0);
-      const row = hidden.subarray((b * L + Math.max(length - 1, 0)) * H, (b * L + Math.max(length - 1, 0) + 1) * H);
+      const sequence = decoder.addSequence();
+      const rows = await decoder.prefill(
+        sequence,
+        { ids: ids[b] },
+        { allPositions: true, output: 'hidden', padding: L - length },
+      );
+      decoder.removeSequence(sequence);
+      hidden.set(rows, b * L * H);
+      const last = rows.subarray(Math.max(length - 1, 0) * H, Math.max(length, 1) * H);
       for (let d = 0; d < D; d++) {
         let sum = 0;
-        for (let h = 0; h < H; h++) sum += row[h] * this.textProjection[h * D + d];
+        for (let h = 0; h < H; h++) sum += last[h] * this.textProjection[h * D + d];
         embeds[b * D + d] = sum;
       }
     }
@@ -330,14 +326,16 @@ export class InternVLClipModel {
   }
 
   /**
-   * QLLaMA with its lm_head for captioning (`InternVLModel.generate`), as a decoder whose prefill reads the queries
-   * followed by the prompt: queries see each other both ways and cross-attend to `visionTokens` [1+g², C] (the text
-   * is causal and sees the queries); later steps run from the KV cache without cross-attention. Its lm_head graph is
-   * built on first use (the embedding paths do not need it).
+   * QLLaMA with its lm_head for captioning (`InternVLModel.generate`), as a decoder source whose sequences start with
+   * the 96 queries: they see each other both ways and cross-attend to `visionTokens` [1+g², C]; the prompt that
+   * follows is causal and sees the queries; later steps run from the KV cache without cross-attention. Its lm_head
+   * graph is built on first use (the embedding paths do not need it).
    */
-  async captionDecoder(
-    visionTokens: Float32Array,
-  ): Promise<Pick<CausalLM, 'config' | 'embedTokens' | 'emptyCache' | 'step'>> {
+  async captionDecoder(visionTokens: Float32Array): Promise<{
+    config: LlmConfig;
+    contextLength: number;
+    batchDecoder(options: BatchDecoderOptions): BatchDecoder;
+  }> {
     this.captionModel ??= loadQllama(this.checkpoint, this.config, {
       withoutLmHead: false,
       session: this.qllamaSession,
@@ -345,38 +343,30 @@ export class InternVLClipModel {
     });
     const lm = await this.captionModel;
     const Q = this.config.numQueryToken;
-    const Cv = this.config.vision.hiddenSize;
+    const prefix = { embeds: this.queryTokens(), options: this.visionPrefill(visionTokens, Q) };
     return {
       config: lm.config,
-      embedTokens: (ids) => lm.embedTokens(ids),
-      emptyCache: (batch) => lm.emptyCache(batch),
-      step: (step) => {
-        const { batch: B, seq: S } = step;
-        if (step.cache.length > 0) return lm.step({ ...step, extraFeeds: this.noVisionFeeds(B, S) });
-        const bias = causalAttentionBias(step.attentionMask, B, S, S);
-        for (let b = 0; b < B; b++) for (let i = 0; i < Q; i++) bias.fill(0, (b * S + i) * S, (b * S + i) * S + Q);
-        const rows = new Float32Array(B * S);
-        for (let b = 0; b < B; b++) rows.fill(1, b * S, b * S + Q);
-        const vision = new Float32Array(B * visionTokens.length);
-        for (let b = 0; b < B; b++) vision.set(visionTokens, b * visionTokens.length);
-        return lm.step({
-          ...step,
-          attentionBias: bias,
-          extraFeeds: {
-            vision_hidden_states: new ort.Tensor('float32', vision, [B, visionTokens.length / Cv, Cv]),
-            cross_attention_rows: new ort.Tensor('float32', rows, [B * S, 1]),
-          },
-        });
-      },
+      contextLength: lm.contextLength - Q,
+      batchDecoder: (options) => lm.batchDecoder({ ...options, prefix }),
     };
   }
 
-  /** Cross-attention switched off: a one-token dummy vision input with every row gated to zero. */
-  private noVisionFeeds(batch: number, seq: number): Record<string, ort.Tensor> {
+  /**
+   * Prefill options for a run whose first `queries` positions are the queries of one image: bidirectional among
+   * themselves, cross-attending to its ViT tokens [1+g², C].
+   */
+  private visionPrefill(
+    visionTokens: Float32Array,
+    queries: number,
+  ): { bidirectional: number; extraFeeds: (batch: number, seq: number) => Feeds } {
     const Cv = this.config.vision.hiddenSize;
+    const vision = new ort.Tensor('float32', visionTokens, [1, visionTokens.length / Cv, Cv]);
     return {
-      vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
-      cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
+      bidirectional: queries,
+      extraFeeds: (_, seq) => ({
+        vision_hidden_states: vision,
+        cross_attention_rows: new ort.Tensor('float32', new Float32Array(seq).fill(1, 0, queries), [seq, 1]),
+      }),
     };
   }
 
@@ -404,6 +394,18 @@ export class InternVLClipModel {
   }
 }
 
+/** Cross-attention switched off: a one-token dummy vision input with every row gated to zero. */
+function noVisionFeeds(config: InternVLClipConfig, batch: number, seq: number): Feeds {
+  const Cv = config.vision.hiddenSize;
+  return {
+    vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
+    cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
+  };
+}
+
+/**
+ * QLLaMA: masked attention (its queries attend both ways), cross-attention inputs that default to "no vision".
+ */
 function loadQllama(
   checkpoint: Checkpoint,
   config: InternVLClipConfig,
@@ -419,6 +421,8 @@ function loadQllama(
     withoutLmHead: options.withoutLmHead,
     session: options.session,
     configureGraph: options.configureGraph,
+    attention: 'masked',
+    defaultFeeds: (batch, seq) => noVisionFeeds(config, batch, seq),
     afterSelfAttention: (index, layer, x, batchSeq) =>
       index % config.crossAttentionFrequency === 0 ? addCrossAttention(layer.graph, layer, x, batchSeq, config) : x,
   });

@@ -4,16 +4,17 @@
  * RoPE scaling (`rope.ts`). Pre-norm blocks: RMSNorm → attention (GQA, rotate-half RoPE) → residual → RMSNorm →
  * SiLU-gated MLP → residual; final RMSNorm; lm_head.
  *
- * The graph takes input embeddings (image features are spliced in by the caller), an additive attention mask
- * (causal + padding, so left-padded batches work), RoPE cos/sin for the new positions and the KV cache of earlier
- * steps, and returns the logits of the requested positions plus the updated cache.
+ * The graph takes input embeddings (image features are spliced in by the caller), a RoPE table with each new
+ * token's row in it, the per-sequence cache buffers of earlier positions and their lengths (or an additive mask),
+ * and returns the logits (or hidden states) of the requested positions plus the new positions' keys and values.
+ * `decoder.ts` owns the caches and builds those inputs; callers use `lm.batchDecoder(...)`.
  */
-import * as ort from 'onnxruntime-node';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, type Feeds, type ModelSession, type ort, type SessionOptions } from '../core/runtime.js';
 import { ConfigError, ModelLoadError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
+import { BatchDecoder, type AttentionKind, type BatchDecoderOptions } from './decoder.js';
 import { parseRopeScaling, RotaryEmbedding, type RopeScaling } from './rope.js';
 import {
   checkLayerCount,
@@ -219,11 +220,14 @@ export interface DecoderGraphOptions {
   lmHead?: { scope: Scope; name: string };
   /** Runs after each block's self-attention residual (QLLaMA inserts its cross-attention here). */
   afterSelfAttention?: (layerIndex: number, layer: Scope, x: string, batchSeq: string) => string;
+  /** `gqa` (default): causal attention over per-row cache lengths; `masked`: an additive bias input instead. */
+  attention?: AttentionKind;
 }
 
 /**
  * Builds the decoder graph on `root` (the LLM's prefix in the checkpoint, e.g. `language_model`). Outputs `hidden`
- * (final-normed states of the `logit_indices` rows), `logits` with an lm_head, and `present_key/value.{i}`.
+ * (final-normed states of the `logit_indices` rows), `logits` with an lm_head, and the new positions' `new_keys` /
+ * `new_values` [layers, batch, seq, kvHeads·headDim] (RoPE applied to the keys).
  */
 export function buildDecoder(
   g: GraphBuilder,
@@ -241,37 +245,65 @@ export function buildDecoder(
   checkLayerCount(config.origin, lookup, configDim(config.origin, 'num_hidden_layers', config.numHiddenLayers), (i) =>
     root.key(`${variant.layers}.${i}.${variant.inputNorm}.weight`),
   );
+  const gqa = (options.attention ?? 'gqa') === 'gqa';
   const embeds = g.input('inputs_embeds', 'float32', ['batch', 'seq', H]);
-  const mask = g.input('attention_bias', 'float32', ['batch', 1, 'seq', 'total']);
-  // One cos/sin row per new token (computed in JS for any RoPE scaling) and each token's row index into them.
+  // cos/sin rows computed once per decoder (any RoPE scaling) and each new token's row index into them.
   const cos = g.input('rope_cos', 'float32', ['rows', D / 2]);
   const sin = g.input('rope_sin', 'float32', ['rows', D / 2]);
   const ropeRows = g.input('rope_rows', 'int64', ['batch', 'seq']);
   const logitIndices = g.input('logit_indices', 'int64', ['selected']);
+  const seqlensK = gqa ? g.input('seqlens_k', 'int32', ['batch']) : '';
+  const totalLength = gqa ? g.input('total_sequence_length', 'int32', []) : '';
+  const mask = gqa ? '' : g.input('attention_bias', 'float32', ['batch', 1, 'seq', 'total']);
 
   const batchSeq = g.slice(g.node('Shape', [embeds]), [0], [2], [0]);
+  const rowsShape = (n: number) => g.concat([batchSeq, g.constInt64([n * D])], 0);
   const headsShape = (n: number) => g.concat([batchSeq, g.constInt64([n, D])], 0);
   const toHeads = (x: string, n: number) => g.transpose(g.node('Reshape', [x, headsShape(n)]), [0, 2, 1, 3]); // [B, n, S, D]
-  // Rotate-half RoPE on [B, n, S, D] in one fused node.
-  const rotate = (x: string) =>
-    g.node('RotaryEmbedding', [x, ropeRows, cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
+  // Rotate-half RoPE on [B, S, n·D] in one fused node.
+  const rotate = (x: string, n: number) =>
+    g.node(
+      'RotaryEmbedding',
+      [g.node('Reshape', [x, rowsShape(n)]), ropeRows, cos, sin],
+      { interleaved: 0 },
+      {
+        domain: 'com.microsoft',
+      },
+    );
 
+  const newKeys: string[] = [];
+  const newValues: string[] = [];
   let x = g.reshape(embeds, [-1, H]);
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const layer = root.scope(`${variant.layers}.${i}`);
     const h = layer.rmsNorm(x, variant.inputNorm, config.rmsNormEps);
     const [q, k, v] = projectQkv(g, layer, h, variant, config);
-    const pastKey = g.input(`past_key.${i}`, 'float32', ['batch', kvHeads, 'past', D]);
-    const pastValue = g.input(`past_value.${i}`, 'float32', ['batch', kvHeads, 'past', D]);
-    const [attended, presentKey, presentValue] = g.nodeMulti(
-      'Attention',
-      [rotate(toHeads(q, heads)), rotate(toHeads(k, kvHeads)), toHeads(v, kvHeads), mask, pastKey, pastValue],
-      { scale: { float: 1 / Math.sqrt(D) } },
-      { count: 3 },
-    );
-    g.output(presentKey, `present_key.${i}`, 'float32');
-    g.output(presentValue, `present_value.${i}`, 'float32');
-    const merged = g.reshape(g.transpose(attended, [0, 2, 1, 3]), [-1, heads * D]);
+    const pastKey = g.input(`past_key.${i}`, 'float32', ['batch', kvHeads, 'max', D]);
+    const pastValue = g.input(`past_value.${i}`, 'float32', ['batch', kvHeads, 'max', D]);
+    const qr = rotate(q, heads);
+    const kr = rotate(k, kvHeads);
+    const v3 = g.node('Reshape', [v, rowsShape(kvHeads)]);
+    newKeys.push(g.node('Unsqueeze', [kr, g.constInt64([0])]));
+    newValues.push(g.node('Unsqueeze', [v3, g.constInt64([0])]));
+    let merged: string;
+    if (gqa) {
+      // The present outputs are not used: the caller keeps the cache and writes new_keys/new_values into it.
+      const [attended] = g.nodeMulti(
+        'GroupQueryAttention',
+        [qr, kr, v3, pastKey, pastValue, seqlensK, totalLength],
+        { num_heads: heads, kv_num_heads: kvHeads, scale: { float: 1 / Math.sqrt(D) } },
+        { domain: 'com.microsoft', count: 3 },
+      );
+      merged = g.reshape(attended, [-1, heads * D]);
+    } else {
+      const [attended] = g.nodeMulti(
+        'Attention',
+        [toHeads(qr, heads), toHeads(kr, kvHeads), toHeads(v3, kvHeads), mask, pastKey, pastValue],
+        { scale: { float: 1 / Math.sqrt(D) } },
+        { count: 3 },
+      );
+      merged = g.reshape(g.transpose(attended, [0, 2, 1, 3]), [-1, heads * D]);
+    }
     x = g.add(x, layer.linear(merged, variant.attention.o));
     if (options.afterSelfAttention) x = options.afterSelfAttention(i, layer, x, batchSeq);
     const m = layer.rmsNorm(x, variant.postAttentionNorm, config.rmsNormEps);
@@ -289,6 +321,8 @@ export function buildDecoder(
     }
     x = g.add(x, layer.linear(g.mul(g.silu(gate), up), variant.mlp.down));
   }
+  g.output(g.concat(newKeys, 0), 'new_keys', 'float32');
+  g.output(g.concat(newValues, 0), 'new_values', 'float32');
   const normed = root.rmsNorm(x, variant.finalNorm, config.rmsNormEps);
   const selected = g.gather(normed, logitIndices, 0);
   g.output(selected, 'hidden', 'float32');
@@ -324,33 +358,6 @@ function projectQkv(
   return [q, k, v];
 }
 
-/** The KV cache of a batch: one [B, kvHeads, length, D] pair per layer. */
-export interface KvCache {
-  keys: ort.Tensor[];
-  values: ort.Tensor[];
-  length: number;
-}
-
-export interface DecoderStep {
-  /** [B, S, H] input embeddings for the new positions. */
-  embeds: Float32Array;
-  batch: number;
-  seq: number;
-  /** Position id of every new token, [B·S] (left padding shifts them). */
-  positions: Int32Array;
-  /** 1 for real tokens, 0 for padding, over cache + new tokens: [B, cache.length + S]. */
-  attentionMask: Uint8Array;
-  /** Flat indices (b·S + s) whose logits are wanted. */
-  logitIndices: number[];
-  cache: KvCache;
-  /** A ready additive mask [B, 1, S, cache+S] instead of the causal one (QLLaMA's bidirectional queries). */
-  attentionBias?: Float32Array;
-  /** Inputs of graphs built with extra inputs (QLLaMA's vision states). */
-  extraFeeds?: Record<string, ort.Tensor>;
-  /** Outputs to compute (default: logits). */
-  outputs?: Array<'logits' | 'hidden'>;
-}
-
 /** A causal language model ready to run. */
 export class CausalLM {
   readonly rotary: RotaryEmbedding;
@@ -360,6 +367,9 @@ export class CausalLM {
     readonly checkpoint: Checkpoint,
     readonly prefix: string,
     readonly variant: LlmVariant,
+    readonly attention: AttentionKind,
+    /** Inputs a graph built with extra inputs gets when a run does not give them (QLLaMA: no vision states). */
+    readonly defaultFeeds: ((batch: number, seq: number) => Feeds) | undefined,
     private readonly session: ModelSession,
   ) {
     this.rotary = new RotaryEmbedding(config.headDim, config.ropeTheta, config.rope);
@@ -381,96 +391,56 @@ export class CausalLM {
       /** Build without the lm_head (embedding models only need `hidden`). */
       withoutLmHead?: boolean;
       afterSelfAttention?: DecoderGraphOptions['afterSelfAttention'];
+      attention?: AttentionKind;
+      defaultFeeds?: (batch: number, seq: number) => Feeds;
       graphName?: string;
     } = {},
   ): Promise<CausalLM> {
     const prefix = options.prefix ?? '';
     const variant = options.variant ?? LLM_VARIANTS[config.family];
+    // GroupQueryAttention needs head_dim % 8 == 0 (real models have 64 or 128; small test models may not).
+    const attention = options.attention ?? (config.headDim % 8 === 0 ? 'gqa' : 'masked');
     const g = new GraphBuilder(options.graphName ?? `decoder_${config.family}`, checkpoint);
     options.configureGraph?.(g);
     const root = g.scope(prefix);
     buildDecoder(g, root, config, variant, {
       lmHead: options.withoutLmHead ? undefined : lmHeadOf(checkpoint, root, variant, options.lmHeadPrefix),
       afterSelfAttention: options.afterSelfAttention,
+      attention,
     });
-    return new CausalLM(config, checkpoint, prefix, variant, await createSession(g, options.session));
+    const session = await createSession(g, options.session);
+    return new CausalLM(config, checkpoint, prefix, variant, attention, options.defaultFeeds, session);
   }
 
-  /** Embedding rows for token ids, read from the checkpoint without loading the table. */
-  embedTokens(ids: readonly number[]): Float32Array {
+  /** Positions a sequence may hold: `max_position_embeddings`. */
+  get contextLength(): number {
+    return this.config.maxPositionEmbeddings;
+  }
+
+  /**
+   * Per-sequence KV caches for up to `maxSequences` sequences of up to `maxLength` positions, decoded together
+   * (see `decoder.ts`).
+   */
+  batchDecoder(options: BatchDecoderOptions): BatchDecoder {
+    return new BatchDecoder(this, options);
+  }
+
+  /** Embedding rows for token ids, read from the checkpoint (asynchronously) without loading the table. */
+  embedTokens(ids: readonly number[]): Promise<Float32Array> {
     const key = this.prefix
       ? `${this.prefix}.${this.variant.embedTokens}.weight`
       : `${this.variant.embedTokens}.weight`;
     return this.checkpoint.readRowsFloat32(key, ids);
   }
 
-  emptyCache(batch: number): KvCache {
-    const { numKeyValueHeads: kv, headDim: D, numHiddenLayers: L } = this.config;
-    const empty = () => new ort.Tensor('float32', new Float32Array(0), [batch, kv, 0, D]);
-    return { keys: Array.from({ length: L }, empty), values: Array.from({ length: L }, empty), length: 0 };
-  }
-
-  /**
-   * Runs new positions through the decoder; returns the selected rows' logits [K, vocab] and/or final-normed hidden
-   * states [K, hidden], and the extended cache.
-   */
-  async step(step: DecoderStep): Promise<{ logits: Float32Array; hidden: Float32Array; cache: KvCache }> {
-    const { batch: B, seq: S, cache } = step;
-    const total = cache.length + S;
-    const D = this.config.headDim;
-    const feeds: Record<string, ort.Tensor> = {
-      inputs_embeds: new ort.Tensor('float32', step.embeds, [B, S, this.config.hiddenSize]),
-      attention_bias: new ort.Tensor(
-        'float32',
-        step.attentionBias ?? causalAttentionBias(step.attentionMask, B, S, total),
-        [B, 1, S, total],
-      ),
-      ...step.extraFeeds,
-      logit_indices: new ort.Tensor(
-        'int64',
-        BigInt64Array.from(step.logitIndices, (i) => BigInt(i)),
-        [step.logitIndices.length],
-      ),
-    };
-    const { cos, sin } = this.rotary.cosSin(step.positions, total);
-    feeds.rope_cos = new ort.Tensor('float32', halfWidth(cos, D), [B * S, D / 2]);
-    feeds.rope_sin = new ort.Tensor('float32', halfWidth(sin, D), [B * S, D / 2]);
-    feeds.rope_rows = new ort.Tensor(
-      'int64',
-      BigInt64Array.from({ length: B * S }, (_, i) => BigInt(i)),
-      [B, S],
-    );
-    for (let i = 0; i < this.config.numHiddenLayers; i++) {
-      feeds[`past_key.${i}`] = cache.keys[i];
-      feeds[`past_value.${i}`] = cache.values[i];
-    }
-    const L = this.config.numHiddenLayers;
-    const wanted = [
-      ...(step.outputs ?? ['logits']),
-      ...Array.from({ length: L }, (_, i) => [`present_key.${i}`, `present_value.${i}`]).flat(),
-    ];
-    const result = await this.session.run(feeds, wanted);
-    const keys = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_key.${i}`]);
-    const values = Array.from({ length: this.config.numHiddenLayers }, (_, i) => result[`present_value.${i}`]);
-    const empty = new Float32Array(0);
-    return {
-      logits: (result.logits?.data as Float32Array) ?? empty,
-      hidden: (result.hidden?.data as Float32Array) ?? empty,
-      cache: { keys, values, length: total },
-    };
+  /** One graph run (for `BatchDecoder`). */
+  run(feeds: Feeds, outputs: string[]): Promise<Record<string, ort.Tensor>> {
+    return this.session.run(feeds, outputs);
   }
 
   async release(): Promise<void> {
     await this.session.release();
   }
-}
-
-/** The first half of each D-wide cos/sin row (rotate-half repeats it). */
-function halfWidth(values: Float32Array, D: number): Float32Array {
-  const rows = values.length / D;
-  const out = new Float32Array(rows * (D / 2));
-  for (let r = 0; r < rows; r++) out.set(values.subarray(r * D, r * D + D / 2), r * (D / 2));
-  return out;
 }
 
 /** The output projection: lm_head where the checkpoint has one, else the tied input embedding. */
@@ -486,25 +456,4 @@ function lmHeadOf(
   throw new ModelLoadError(
     `${checkpoint.dir}: no '${root.key(variant.lmHead)}.weight' and no tied embedding '${root.key(variant.embedTokens)}.weight'`,
   );
-}
-
-/** The most negative float32, as transformers uses for masked scores (finite, so fully masked rows stay finite). */
-const MASKED = -3.4028234663852886e38;
-
-/**
- * Additive mask [B, 1, S, total]: position s (absolute cache+s) may see key t when t ≤ that position and t is not
- * padding.
- */
-export function causalAttentionBias(mask: Uint8Array, B: number, S: number, total: number): Float32Array {
-  const out = new Float32Array(B * S * total);
-  const past = total - S;
-  for (let b = 0; b < B; b++) {
-    for (let s = 0; s < S; s++) {
-      const row = (b * S + s) * total;
-      for (let t = 0; t < total; t++) {
-        out[row + t] = t <= past + s && mask[b * total + t] ? 0 : MASKED;
-      }
-    }
-  }
-  return out;
 }

@@ -138,22 +138,61 @@ export class RotaryEmbedding {
 
   /** cos/sin [N, headDim] for the given positions. */
   cosSin(positions: Int32Array, totalLength: number): { cos: Float32Array; sin: Float32Array } {
-    const D = this.headDim;
-    const half = D / 2;
     let maxPosition = 0;
     for (const p of positions) maxPosition = Math.max(maxPosition, p);
     const { inv, scale } = this.frequenciesFor(totalLength, maxPosition);
+    const half = this.rows(positions, inv, scale);
+    const D = this.headDim;
     const cos = new Float32Array(positions.length * D);
     const sin = new Float32Array(positions.length * D);
+    for (let n = 0; n < positions.length; n++) {
+      for (const offset of [0, D / 2]) {
+        cos.set(half.cos.subarray((n * D) / 2, ((n + 1) * D) / 2), n * D + offset);
+        sin.set(half.sin.subarray((n * D) / 2, ((n + 1) * D) / 2), n * D + offset);
+      }
+    }
+    return { cos, sin };
+  }
+
+  /**
+   * Half-width cos/sin rows (rotate-half repeats them) for positions [0, length), computed once for a decoder, and
+   * the row a position takes in a sequence whose step ends at `end`. Longrope has a second set of rows: it switches
+   * to its long factors once a sequence passes `original_max_position_embeddings` (as transformers decides per step
+   * from the largest position).
+   */
+  table(length: number): { cos: Float32Array; sin: Float32Array; row: (position: number, end: number) => number } {
+    const positions = Int32Array.from({ length }, (_, i) => i);
+    const s = this.scaling;
+    if (s.type !== 'longrope') {
+      const { inv, scale } = this.frequenciesFor(length, length - 1);
+      return { ...this.rows(positions, inv, scale), row: (position) => position };
+    }
+    const short = this.frequenciesFor(length, 0);
+    const long = this.frequenciesFor(length, s.originalMaxPositionEmbeddings);
+    const a = this.rows(positions, short.inv, short.scale);
+    const b = this.rows(positions, long.inv, long.scale);
+    const join = (x: Float32Array, y: Float32Array) => {
+      const out = new Float32Array(x.length + y.length);
+      out.set(x);
+      out.set(y, x.length);
+      return out;
+    };
+    return {
+      cos: join(a.cos, b.cos),
+      sin: join(a.sin, b.sin),
+      row: (position, end) => (end > s.originalMaxPositionEmbeddings ? length + position : position),
+    };
+  }
+
+  private rows(positions: Int32Array, inv: Float32Array, scale: number): { cos: Float32Array; sin: Float32Array } {
+    const half = this.headDim / 2;
+    const cos = new Float32Array(positions.length * half);
+    const sin = new Float32Array(positions.length * half);
     positions.forEach((position, n) => {
       for (let i = 0; i < half; i++) {
         const angle = f32(position * inv[i]);
-        const c = f32(Math.cos(angle) * scale);
-        const s = f32(Math.sin(angle) * scale);
-        cos[n * D + i] = c;
-        cos[n * D + half + i] = c;
-        sin[n * D + i] = s;
-        sin[n * D + half + i] = s;
+        cos[n * half + i] = f32(Math.cos(angle) * scale);
+        sin[n * half + i] = f32(Math.sin(angle) * scale);
       }
     });
     return { cos, sin };

@@ -1,6 +1,6 @@
 /**
- * Image captioning with InternVL-G (`InternVLModel.generate`): QLLaMA reads the 96 queries (cross-attending to the
- * image) followed by the prompt `English caption:` (BOS, no EOS), then continues from the KV cache. Greedy, or beam
+ * Image captioning with InternVL-G (`InternVLModel.generate`): the caption decoder reads the image's queries, then
+ * the prompt `English caption:` (BOS, no EOS), then continues from the KV cache. Greedy, or beam
  * search as the paper's evaluation (5 beams, 8 to 30 new tokens).
  */
 import type { RgbImage } from '../processing/image.js';
@@ -25,14 +25,7 @@ export async function captionImage(
   const S = model.config.imageSize;
   const { tokens } = await model.encodeVision(preprocessForClip(image, 'retrieval', S), 1);
   const decoder = await model.captionDecoder(tokens);
-  const textIds = tokenizer.encode(options.prompt ?? 'English caption:');
-  const Q = model.config.numQueryToken;
-  const H = model.config.qllama.hiddenSize;
-  const embeds = new Float32Array((Q + textIds.length) * H);
-  embeds.set(model.queryTokens());
-  embeds.set(decoder.embedTokens(textIds), Q * H);
-  // The query positions have no token ids; generation only uses the ids' count.
-  const prompt = { ids: [...new Array(Q).fill(0), ...textIds], embeds };
+  const prompt = { ids: tokenizer.encode(options.prompt ?? 'English caption:') };
   const eos = tokenizer.eosTokenId;
   const stopTokenIds = eos === null ? [] : [eos];
   const numBeams = options.numBeams ?? 5;

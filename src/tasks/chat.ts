@@ -127,10 +127,15 @@ export async function encodeVisuals(pipeline: ChatPipeline, prepared: PreparedVi
 }
 
 /** The prompt's ids and embeddings, image features spliced in at the `<IMG_CONTEXT>` positions. */
-export function embedPrompt(pipeline: ChatPipeline, prompt: string, imageEmbeds: Float32Array | null): Prompt {
+export async function embedPrompt(
+  pipeline: ChatPipeline,
+  prompt: string,
+  imageEmbeds: Float32Array | null,
+): Promise<Prompt> {
   const { model, tokenizer, imageContextId } = pipeline;
   const ids = tokenizer.encode(prompt);
-  return { ids, embeds: model.embedWithImages(ids, imageContextId, ids.includes(imageContextId) ? imageEmbeds : null) };
+  const images = ids.includes(imageContextId) ? imageEmbeds : null;
+  return { ids, embeds: await model.embedWithImages(ids, imageContextId, images) };
 }
 
 /** Generation options of a chat answer: the template's stop tokens unless given, `<IMG_CONTEXT>` never chosen. */
@@ -273,7 +278,7 @@ export class Conversation {
       await previous;
       const prompt = this.promptFor(question);
       this.imageEmbeds ??= await encodeVisuals(this.pipeline, this.prepared);
-      const input = embedPrompt(this.pipeline, prompt, this.imageEmbeds);
+      const input = await embedPrompt(this.pipeline, prompt, this.imageEmbeds);
       const answer = new AnswerText(this.pipeline);
       const stream = streamTokens(
         this.pipeline.model.language,

@@ -1,19 +1,22 @@
 /**
- * Text generation on a `CausalLM`: one prefill over the prompt, then one decode step per token with the KV cache
- * kept between steps. Greedy or sampled (temperature, top-k, top-p, repetition penalty; seeded), stop tokens,
- * streaming as an async iterator, cancellation through an AbortSignal, and batches with left padding.
+ * Text generation on a `CausalLM` through its batch decoder: one prefill per prompt, then one batched decode step
+ * per token over the prompts still running, each with its own KV cache. Greedy or sampled (temperature, top-k, top-p,
+ * repetition penalty; seeded), stop tokens, streaming as an async iterator, cancellation through an AbortSignal,
+ * beam search, and a check of prompt + new tokens against the model's context before any work.
  */
-import * as ort from 'onnxruntime-node';
-import type { DecoderStep, KvCache } from '../models/llm.js';
-import { InternalError, UsageError } from '../core/errors.js';
+import type { BatchDecoder, BatchDecoderOptions, TokenInput } from '../models/decoder.js';
+import { UsageError } from '../core/errors.js';
 
-/** What generation needs of a model: `CausalLM`, or a wrapper that adds inputs to its steps (QLLaMA captioning). */
-export interface Decoder {
-  readonly config: { vocabSize: number; hiddenSize: number };
-  embedTokens(ids: readonly number[]): Float32Array;
-  emptyCache(batch: number): KvCache;
-  step(step: DecoderStep): Promise<{ logits: Float32Array; cache: KvCache }>;
+/** What generation needs of a model: `CausalLM`, or a source whose sequences start with a prefix (QLLaMA captions). */
+export interface DecoderSource {
+  readonly config: { vocabSize: number };
+  /** Positions a prompt and its new tokens may take together. */
+  readonly contextLength: number;
+  batchDecoder(options: BatchDecoderOptions): BatchDecoder;
 }
+
+/** New tokens when `maxNewTokens` is not given (capped by the context). */
+export const DEFAULT_MAX_NEW_TOKENS = 1024;
 
 export interface GenerationOptions {
   maxNewTokens?: number;
@@ -36,10 +39,13 @@ export interface GenerationOptions {
   onLogits?: (prompt: number, step: number, logits: Float32Array) => void;
 }
 
-/** A prompt: its token ids and their embeddings ([ids.length, hidden]; image features already spliced in). */
+/**
+ * A prompt: its token ids and, where they are not the plain token embeddings, its embeddings ([ids.length, hidden];
+ * image features already spliced in).
+ */
 export interface Prompt {
   ids: number[];
-  embeds: Float32Array;
+  embeds?: Float32Array;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -67,10 +73,7 @@ export class TokenChooser {
   private readonly random: () => number;
 
   constructor(private readonly options: GenerationOptions) {
-    if (options.temperature !== undefined && options.temperature <= 0 && options.doSample)
-      throw new UsageError('temperature must be > 0 when sampling');
-    if (options.topP !== undefined && !(options.topP > 0 && options.topP <= 1))
-      throw new UsageError('top_p must be in (0, 1]');
+    checkGenerationOptions(options);
     this.random = seededRandom(options.seed ?? 0);
   }
 
@@ -113,6 +116,59 @@ export class TokenChooser {
   }
 }
 
+/** Refuses option values that would sample nonsense or never end, naming the option. */
+export function checkGenerationOptions(options: GenerationOptions & BeamSearchOptions): void {
+  const count = (name: keyof GenerationOptions | 'numBeams', min: number) => {
+    const value = (options as Record<string, unknown>)[name];
+    if (value !== undefined && !(typeof value === 'number' && Number.isInteger(value) && value >= min))
+      throw new UsageError(`${name} must be an integer ≥ ${min}, not ${JSON.stringify(value) ?? String(value)}`);
+  };
+  const real = (name: keyof GenerationOptions, ok: (v: number) => boolean, rule: string) => {
+    const value = options[name];
+    if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && ok(value)))
+      throw new UsageError(`${name} must be ${rule}, not ${JSON.stringify(value) ?? String(value)}`);
+  };
+  count('maxNewTokens', 0);
+  count('minNewTokens', 0);
+  count('topK', 0);
+  count('numBeams', 1);
+  real('temperature', (v) => (options.doSample ? v > 0 : v >= 0), options.doSample ? '> 0 when sampling' : '≥ 0');
+  real('topP', (v) => v > 0 && v <= 1, 'in (0, 1]');
+  real('repetitionPenalty', (v) => v > 0, '> 0');
+  real('seed', () => true, 'a finite number');
+  if (options.lengthPenalty !== undefined && !Number.isFinite(options.lengthPenalty))
+    throw new UsageError(`lengthPenalty must be a finite number, not ${String(options.lengthPenalty)}`);
+}
+
+/**
+ * The new tokens a prompt gets: `maxNewTokens` (default: up to DEFAULT_MAX_NEW_TOKENS, ending where the context
+ * ends), checked against the context so that nothing runs for a request that cannot fit.
+ */
+export function newTokenBudget(
+  contextLength: number,
+  promptTokens: number,
+  maxNewTokens: number | undefined,
+  detail: { imageTokens?: number } = {},
+): number {
+  const images = detail.imageTokens ? ` (${detail.imageTokens} of them image tokens)` : '';
+  const shorter = detail.imageTokens
+    ? 'use fewer tiles or frames (--max-tiles, --frames) or a shorter text'
+    : 'use a shorter text';
+  if (promptTokens >= contextLength)
+    throw new UsageError(
+      `the prompt takes ${promptTokens} tokens${images} but the model's context holds ${contextLength} ` +
+        `(max_position_embeddings), with room for at least one new token needed: ${shorter}`,
+    );
+  if (maxNewTokens === undefined) return Math.min(DEFAULT_MAX_NEW_TOKENS, contextLength - promptTokens);
+  if (promptTokens + maxNewTokens > contextLength)
+    throw new UsageError(
+      `the prompt takes ${promptTokens} tokens${images} and ${maxNewTokens} new tokens were asked for, but the ` +
+        `model's context holds ${contextLength} (max_position_embeddings): ask for at most ` +
+        `${contextLength - promptTokens} new tokens (--max-new-tokens), or ${shorter}`,
+    );
+  return maxNewTokens;
+}
+
 export function argmax(values: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
@@ -123,7 +179,7 @@ export function argmax(values: ArrayLike<number>): number {
  * Streams generated token ids as they come. The returned generator's `return` value is the finish reason.
  */
 export async function* streamTokens(
-  lm: Decoder,
+  lm: DecoderSource,
   prompt: Prompt,
   options: GenerationOptions = {},
 ): AsyncGenerator<number, FinishReason> {
@@ -133,7 +189,7 @@ export async function* streamTokens(
 }
 
 export async function generate(
-  lm: Decoder,
+  lm: DecoderSource,
   prompt: Prompt,
   options: GenerationOptions = {},
 ): Promise<GenerationResult> {
@@ -143,7 +199,7 @@ export async function generate(
 
 /** Generates for several prompts at once (left padding), each stopping on its own. */
 export async function generateBatch(
-  lm: Decoder,
+  lm: DecoderSource,
   prompts: Prompt[],
   options: GenerationOptions = {},
 ): Promise<GenerationResult[]> {
@@ -157,60 +213,39 @@ export async function generateBatch(
   return prompts.map((p, b) => ({ ids: ids[b], finishReason: reasons[b] ?? 'length', promptTokens: p.ids.length }));
 }
 
+function tokenInput(prompt: Prompt): TokenInput {
+  return prompt.embeds ? { embeds: prompt.embeds } : { ids: prompt.ids };
+}
+
 /**
  * The decoding loop. Yields one token per prompt per step (−1 for prompts already finished) and fills
  * `reasons` with each prompt's finish reason.
  */
 async function* streamBatch(
-  lm: Decoder,
+  lm: DecoderSource,
   prompts: Prompt[],
   options: GenerationOptions,
   reasons: FinishReason[],
 ): AsyncGenerator<number[]> {
+  const chooser = new TokenChooser(options);
   if (prompts.length === 0) return;
-  const H = lm.config.hiddenSize;
-  const B = prompts.length;
+  if (prompts.some((p) => p.ids.length === 0)) throw new UsageError('cannot generate from an empty prompt');
   const longest = Math.max(...prompts.map((p) => p.ids.length));
-  if (longest === 0) throw new UsageError('cannot generate from an empty prompt');
-  for (const p of prompts)
-    if (p.embeds.length !== p.ids.length * H)
-      throw new InternalError(`prompt embeddings hold ${p.embeds.length / H} rows for ${p.ids.length} ids`);
-  const maxNewTokens = options.maxNewTokens ?? 256;
-  if (maxNewTokens <= 0) {
+  const maxNewTokens = newTokenBudget(lm.contextLength, longest, options.maxNewTokens);
+  if (maxNewTokens === 0) {
     prompts.forEach((_, b) => {
       reasons[b] = 'length';
     });
     return;
   }
   const stop = new Set(options.stopTokenIds ?? []);
-  const chooser = new TokenChooser(options);
-
-  // Left padding: row b starts at longest − length; pads are masked out and never attended to.
-  const embeds = new Float32Array(B * longest * H);
-  const mask: number[][] = [];
-  const positions = new Int32Array(B * longest);
-  prompts.forEach((p, b) => {
-    const offset = longest - p.ids.length;
-    embeds.set(p.embeds, (b * longest + offset) * H);
-    mask.push([...new Array(offset).fill(0), ...new Array(p.ids.length).fill(1)]);
-    for (let s = 0; s < longest; s++) positions[b * longest + s] = Math.max(s - offset, 0);
-  });
-  const nextPosition = prompts.map((p) => p.ids.length);
+  const B = prompts.length;
+  const decoder = lm.batchDecoder({ maxSequences: B, maxLength: longest + maxNewTokens });
+  const sequences = prompts.map(() => decoder.addSequence());
+  const logits: Float32Array[] = [];
+  for (const [b, prompt] of prompts.entries()) logits[b] = await decoder.prefill(sequences[b], tokenInput(prompt));
   const generated: number[][] = prompts.map(() => []);
   const finished = new Array<boolean>(B).fill(false);
-
-  let cache: KvCache = lm.emptyCache(B);
-  let { logits, cache: next } = await lm.step({
-    embeds,
-    batch: B,
-    seq: longest,
-    positions,
-    attentionMask: Uint8Array.from(mask.flat()),
-    logitIndices: prompts.map((_, b) => b * longest + longest - 1),
-    cache,
-  });
-  cache = next;
-  const V = lm.config.vocabSize;
   for (let step = 0; ; step++) {
     if (options.signal?.aborted) {
       finished.forEach((done, b) => {
@@ -220,9 +255,8 @@ async function* streamBatch(
     }
     const tokens = prompts.map((_, b) => {
       if (finished[b]) return -1;
-      const row = logits.subarray(b * V, (b + 1) * V);
-      options.onLogits?.(b, step, row);
-      const token = chooser.choose(row, generated[b]);
+      options.onLogits?.(b, step, logits[b]);
+      const token = chooser.choose(logits[b], generated[b]);
       generated[b].push(token);
       if (stop.has(token)) {
         finished[b] = true;
@@ -235,19 +269,14 @@ async function* streamBatch(
     });
     yield tokens;
     if (finished.every(Boolean)) return;
-    const feed = tokens.map((t) => (t < 0 ? 0 : t));
-    mask.forEach((row) => row.push(1));
-    const stepPositions = Int32Array.from(nextPosition.map((p) => p));
-    nextPosition.forEach((_, b) => nextPosition[b]++);
-    ({ logits, cache } = await lm.step({
-      embeds: lm.embedTokens(feed),
-      batch: B,
-      seq: 1,
-      positions: stepPositions,
-      attentionMask: Uint8Array.from(mask.flat()),
-      logitIndices: prompts.map((_, b) => b),
-      cache,
-    }));
+    const running = prompts.map((_, b) => b).filter((b) => !finished[b]);
+    const rows = await decoder.decode(
+      running.map((b) => sequences[b]),
+      running.map((b) => tokens[b]),
+    );
+    running.forEach((b, i) => {
+      logits[b] = rows[i];
+    });
   }
 }
 
@@ -261,22 +290,6 @@ export interface BeamSearchOptions {
   stopTokenIds?: number[];
   suppressTokenIds?: number[];
   signal?: AbortSignal;
-}
-
-/** Rows of every cache tensor picked by `rows` (beam reordering). */
-export function reorderCache(cache: KvCache, rows: readonly number[]): KvCache {
-  const pick = (tensor: ort.Tensor) => {
-    const [batch, ...rest] = tensor.dims as number[];
-    const stride = rest.reduce((a, b) => a * b, 1);
-    const data = tensor.data as Float32Array;
-    const out = new Float32Array(rows.length * stride);
-    rows.forEach((row, i) => {
-      if (row >= batch) throw new InternalError(`cache row ${row} out of ${batch}`);
-      out.set(data.subarray(row * stride, (row + 1) * stride), i * stride);
-    });
-    return new ort.Tensor('float32', out, [rows.length, ...rest]);
-  };
-  return { keys: cache.keys.map(pick), values: cache.values.map(pick), length: cache.length };
 }
 
 function logSoftmax(row: Float32Array): Float64Array {
@@ -295,17 +308,18 @@ function logSoftmax(row: Float32Array): Float64Array {
  * worst of them, or at `maxNewTokens`. Returns the best hypothesis (stop token included).
  */
 export async function beamSearch(
-  lm: Decoder,
+  lm: DecoderSource,
   prompt: Prompt,
   options: BeamSearchOptions = {},
 ): Promise<GenerationResult> {
+  checkGenerationOptions(options);
   const beams = options.numBeams ?? 5;
-  const maxNewTokens = options.maxNewTokens ?? 30;
+  const S = prompt.ids.length;
+  if (S === 0) throw new UsageError('cannot generate from an empty prompt');
+  const maxNewTokens = newTokenBudget(lm.contextLength, S, options.maxNewTokens ?? 30);
   const minNewTokens = options.minNewTokens ?? 0;
   const lengthPenalty = options.lengthPenalty ?? 1;
   const stop = new Set(options.stopTokenIds ?? []);
-  const V = lm.config.vocabSize;
-  const S = prompt.ids.length;
   const finished: Array<{ ids: number[]; score: number }> = [];
   const addFinished = (ids: number[], logProb: number) => {
     const score = logProb / ids.length ** lengthPenalty;
@@ -316,18 +330,12 @@ export async function beamSearch(
     }
   };
 
-  // One prefill; the single live beam is copied into the first step's continuations by the cache reorder.
-  let { logits, cache } = await lm.step({
-    embeds: prompt.embeds,
-    batch: 1,
-    seq: S,
-    positions: Int32Array.from({ length: S }, (_, i) => i),
-    attentionMask: new Uint8Array(S).fill(1),
-    logitIndices: [S - 1],
-    cache: lm.emptyCache(1),
-  });
+  // Two sets of beam caches: each step's continuations are copied from their parents into the other set.
+  const decoder = lm.batchDecoder({ maxSequences: 2 * beams, maxLength: S + maxNewTokens });
+  let current = Array.from({ length: beams }, () => decoder.addSequence());
+  let spare = Array.from({ length: beams }, () => decoder.addSequence());
+  let rowLogits = [await decoder.prefill(current[0], tokenInput(prompt))];
   let open = [{ ids: [] as number[], logProb: 0 }];
-  let rowLogits = [logits];
   for (let step = 0; step < maxNewTokens; step++) {
     if (options.signal?.aborted)
       return { ids: finished[0]?.ids ?? open[0].ids, finishReason: 'cancelled', promptTokens: S };
@@ -362,23 +370,13 @@ export async function beamSearch(
         promptTokens: S,
       };
     }
-    cache = reorderCache(
-      cache,
-      next.map((n) => n.beam),
-    );
+    next.forEach((n, i) => decoder.copySequence(current[n.beam], spare[i]));
+    [current, spare] = [spare, current];
     open = next;
-    const tokens = next.map((n) => n.ids[n.ids.length - 1]);
-    const total = S + step + 1;
-    ({ logits, cache } = await lm.step({
-      embeds: lm.embedTokens(tokens),
-      batch: next.length,
-      seq: 1,
-      positions: new Int32Array(next.length).fill(S + step),
-      attentionMask: new Uint8Array(next.length * total).fill(1),
-      logitIndices: next.map((_, i) => i),
-      cache,
-    }));
-    rowLogits = next.map((_, i) => logits.subarray(i * V, (i + 1) * V));
+    rowLogits = await decoder.decode(
+      current.slice(0, next.length),
+      next.map((n) => n.ids[n.ids.length - 1]),
+    );
   }
   return { ids: finished[0]?.ids ?? [], finishReason: 'length', promptTokens: S };
 }

@@ -67,11 +67,7 @@ export const generateCommand: Command = {
           : eos === null
             ? []
             : ([] as number[]).concat(eos);
-      const result = await generate(
-        lm,
-        { ids: inputIds, embeds: lm.embedTokens(inputIds) },
-        { ...options, stopTokenIds },
-      );
+      const result = await generate(lm, { ids: inputIds }, { ...options, stopTokenIds });
       if (parsed.flag('json')) {
         process.stdout.write(
           `${JSON.stringify({ ids: result.ids, prompt_tokens: result.promptTokens, finish_reason: result.finishReason })}\n`,

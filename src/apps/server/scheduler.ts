@@ -8,7 +8,7 @@
  */
 import {
   streamTokens,
-  type Decoder,
+  type DecoderSource,
   type FinishReason,
   type GenerationOptions,
   type Prompt,
@@ -190,7 +190,7 @@ export class SerialScheduler extends QueueingScheduler {
   private active = false;
 
   constructor(
-    private readonly lm: Decoder,
+    private readonly lm: DecoderSource,
     limits: QueueLimits,
   ) {
     super(limits);

@@ -42,16 +42,9 @@ export const chatModelRunner: FixtureRunner = {
 
       const lm = model.language;
       const S = ids.length;
-      const embeds = model.embedWithImages(ids, imageTokenId, features);
-      const { logits } = await lm.step({
-        embeds,
-        batch: 1,
-        seq: S,
-        positions: Int32Array.from({ length: S }, (_, i) => i),
-        attentionMask: new Uint8Array(S).fill(1),
-        logitIndices: Array.from({ length: S }, (_, i) => i),
-        cache: lm.emptyCache(1),
-      });
+      const embeds = await model.embedWithImages(ids, imageTokenId, features);
+      const decoder = lm.batchDecoder({ maxSequences: 1, maxLength: S });
+      const logits = await decoder.prefill(decoder.addSequence(), { embeds }, { allPositions: true });
       const V = lm.config.vocabSize;
       if (fixture.has('out.logits')) compared.push(fixture.compare('out.logits', { data: logits, shape: [1, S, V] }));
 
