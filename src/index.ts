@@ -5,7 +5,8 @@
  * - chat: `loadChatPipeline(dir)` + `new Conversation(pipeline)` → `ask` / `stream`
  * - InternVL-C/G: `loadClipPipeline(dir)` → `classifyImages`, `encodeImages`, `encodeTexts`, `retrievalScores`,
  *   `captionImage`
- * - InternViT features: `loadImageEmbedder(dir)` → `embedImages`
+ * - InternViT features: `loadImageEmbedder(dir)` → `embedImages`; InternVL-C/G aligned: `embedImagesAligned`
+ * - search: `openIndex(db, {model})` → `index.add(paths)`, `index.search('text' | {image})`
  * Models, processing and core pieces are exported for finer control.
  */
 export * from './core/errors.js';
@@ -79,5 +80,35 @@ export {
   type Prompt,
 } from './tasks/generation.js';
 export { loadLanguageModel } from './tasks/language_model.js';
-export { loadImageEmbedder, embedImages } from './tasks/embed.js';
+export { loadImageEmbedder, embedImages, embedImagesAligned } from './tasks/embed.js';
 export { loadTemplates, loadClassNames } from './tasks/zeroshot_prompts.js';
+
+export type {
+  SearchIndex,
+  OpenIndexOptions,
+  AddOptions,
+  IndexSummary,
+  SearchQuery,
+  SearchOptions,
+  SearchResult,
+} from './apps/search/search_index.js';
+export type { Stamp } from './apps/search/store.js';
+
+/**
+ * Opens (with `model`: creates) a search index table in a LanceDB folder or `s3://…` URI. LanceDB is loaded here,
+ * not when the package is imported.
+ */
+export async function openIndex(
+  db: string,
+  options?: import('./apps/search/search_index.js').OpenIndexOptions,
+): Promise<import('./apps/search/search_index.js').SearchIndex> {
+  return (await import('./apps/search/search_index.js')).openIndex(db, options);
+}
+
+/** A BullMQ worker for `internvl index --queue` (see `internvl worker`). */
+export async function startIndexWorker(
+  url: string,
+  options: import('./apps/search/queue.js').WorkerOptions,
+): Promise<{ close(): Promise<void> }> {
+  return (await import('./apps/search/queue.js')).startWorker(url, options);
+}

@@ -24,10 +24,17 @@ export class TokenizerError extends InternVLError {}
 export class DatasetError extends InternVLError {}
 /** Downloads from the Hugging Face Hub. */
 export class HubError extends InternVLError {}
+/**
+ * A file or folder that cannot be read or written: a full disk or file-size limit, permissions, a missing folder,
+ * a folder where a file belongs.
+ */
+export class StorageError extends InternVLError {}
 /** Invalid arguments to the library API or the CLI. */
 export class UsageError extends InternVLError {}
 /** onnxruntime failed to build or run a graph. */
 export class RuntimeError extends InternVLError {}
+/** A search index that cannot be opened, or a table that holds another model's or mode's embeddings. */
+export class IndexError extends InternVLError {}
 /**
  * A broken internal invariant (an encoder returning the wrong shape, a cache of the wrong width): a bug, not
  * something the user typed. Deliberately not an InternVLError, so the CLI reports it as a bug (exit 70, stack).

@@ -17,6 +17,8 @@ export interface ProgressOptions {
   stream?: ProgressStream;
   /** How to show amounts: bytes (KiB/MiB/GiB, with a rate) or plain counts. Default 'bytes'. */
   unit?: 'bytes' | 'items';
+  /** What the items are, for the rate (`12 images/s`); default 'items'. */
+  itemName?: string;
   /** Minimum time between redraws on a TTY; default 100 ms. */
   ttyIntervalMs?: number;
   /** Minimum time between lines without a TTY; default 10 s (a line is also printed at each 25% step). */
@@ -60,6 +62,7 @@ export function createProgressReporter(label: string, options: ProgressOptions =
   const stream: ProgressStream = options.stream ?? process.stderr;
   const tty = stream.isTTY === true;
   const unit = options.unit ?? 'bytes';
+  const itemName = options.itemName ?? 'items';
   const now = options.now ?? (() => Date.now());
   const ttyInterval = options.ttyIntervalMs ?? 100;
   const lineInterval = options.lineIntervalMs ?? 10_000;
@@ -84,9 +87,9 @@ export function createProgressReporter(label: string, options: ProgressOptions =
       parts.push(amount(done));
     }
     const elapsed = (now() - start) / 1000;
-    if (unit === 'bytes' && elapsed > 0.5 && done > 0) {
+    if (elapsed > 0.5 && done > 0) {
       const rate = done / elapsed;
-      parts.push(`${formatBytes(rate)}/s`);
+      parts.push(unit === 'bytes' ? `${formatBytes(rate)}/s` : `${rate.toFixed(rate >= 10 ? 0 : 1)} ${itemName}/s`);
       if (!final && total !== undefined && total > done) parts.push(`ETA ${formatDuration((total - done) / rate)}`);
     }
     if (final) parts.push(`in ${formatDuration(elapsed)}`);

@@ -57,7 +57,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
   const floatBytes = requests
     .filter((r) => r.type === 'float32' || r.type === 'float16')
     .reduce((sum, r) => sum + byteSize(r), 0);
-  const { folder, locate } = placeWeights(graph.name, requests, options);
+  const { folder, locate } = await placeWeights(graph.name, requests, options);
   const bytes = graph.toModelBytes(locate);
   const prepack = options.prepack ?? floatBytes < 2 ** 31;
   const sessionOptions: ort.InferenceSession.SessionOptions = {
@@ -90,11 +90,11 @@ function byteSize(request: WeightRequest): number {
  * paths with `..`, so either every weight is used in place from one checkpoint folder, or every weight goes
  * through the cache file.
  */
-function placeWeights(
+async function placeWeights(
   name: string,
   requests: WeightRequest[],
   options: SessionOptions,
-): { folder: string | null; locate: (r: WeightRequest) => WeightLocation } {
+): Promise<{ folder: string | null; locate: (r: WeightRequest) => WeightLocation }> {
   if (requests.length === 0)
     return {
       folder: null,
@@ -115,7 +115,7 @@ function placeWeights(
     };
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
-  const { fileName, offsets } = ensureWeightCache(cacheDir, requests, options.onProgress);
+  const { fileName, offsets } = await ensureWeightCache(cacheDir, requests, options.onProgress);
   return {
     folder: cacheDir,
     locate: (r) => {

@@ -9,6 +9,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomicSync } from './atomic_write.js';
+import { quoteName, resolveInside } from './contained_path.js';
 import { SafetensorsError, ModelLoadError } from './errors.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -55,13 +57,18 @@ export class SafetensorsFile {
   static open(filePath: string): SafetensorsFile {
     let realPath: string;
     let fileSize: number;
+    let fd: number;
     try {
       realPath = fs.realpathSync(filePath);
-      fileSize = fs.statSync(realPath).size;
+      const stat = fs.statSync(realPath);
+      if (!stat.isFile())
+        throw new SafetensorsError(`${filePath}: is a folder (or another non-file), not a safetensors file`);
+      fileSize = stat.size;
+      fd = fs.openSync(realPath, 'r');
     } catch (error) {
+      if (error instanceof SafetensorsError) throw error;
       throw new SafetensorsError(`${filePath}: cannot open (${(error as NodeJS.ErrnoException).code ?? error})`);
     }
-    const fd = fs.openSync(realPath, 'r');
     try {
       if (fileSize < 8)
         throw new SafetensorsError(`${filePath}: truncated file (${fileSize} bytes; a header needs at least 8)`);
@@ -94,12 +101,25 @@ function parseHeader(
   filePath: string,
   headerBytes: Buffer,
 ): { entries: Record<string, unknown>; metadata: Record<string, string> } {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw new SafetensorsError(`${filePath}: header is not valid UTF-8 (not a safetensors file?)`);
+  }
   let header: unknown;
   try {
-    header = JSON.parse(headerBytes.toString('utf8'));
+    header = JSON.parse(text);
   } catch (error) {
-    throw new SafetensorsError(`${filePath}: header is not valid JSON (${(error as Error).message})`);
+    // V8's message quotes the text; a file that is not a checkpoint must not be echoed, so only the position is kept.
+    const at = /position (\d+)/.exec((error as Error).message);
+    throw new SafetensorsError(
+      `${filePath}: header is not valid JSON${at ? ` (at byte ${8 + Number(at[1])})` : ''}: not a safetensors file?`,
+    );
   }
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate !== undefined)
+    throw new SafetensorsError(`${filePath}: header names ${quoteName(duplicate)} twice (the format forbids it)`);
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new SafetensorsError(`${filePath}: header is not a JSON object`);
   }
@@ -108,6 +128,46 @@ function parseHeader(
     throw new SafetensorsError(`${filePath}: __metadata__ is not an object`);
   }
   return { entries, metadata: (metadata ?? {}) as Record<string, string> };
+}
+
+/** A JSON value cut for an error message. */
+function clip(text: string | undefined, max = 40): string {
+  const t = text ?? 'undefined';
+  return t.length <= max ? t : `${t.slice(0, max - 1)}…`;
+}
+
+/**
+ * The first key that appears twice in one object of a JSON text (JSON.parse silently keeps the last one, so a
+ * header could show one tensor to one reader and another to the next). The text is known to be valid JSON.
+ */
+function firstDuplicateKey(text: string): string | undefined {
+  const objects: Array<Set<string> | null> = []; // null: an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      const top = objects[objects.length - 1];
+      if (expectKey && top) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.has(key)) return key;
+        top.add(key);
+      }
+      expectKey = false;
+      i = j;
+    } else if (c === '{') {
+      objects.push(new Set());
+      expectKey = true;
+    } else if (c === '[') {
+      objects.push(null);
+    } else if (c === '}' || c === ']') {
+      objects.pop();
+    } else if (c === ',') {
+      expectKey = objects[objects.length - 1] !== null;
+    }
+  }
+  return undefined;
 }
 
 function validateEntries(
@@ -120,20 +180,22 @@ function validateEntries(
   const tensors = new Map<string, TensorEntry>();
   const ranges: Array<[number, number, string]> = [];
   for (const [name, raw] of Object.entries(entries)) {
-    const where = `${filePath}: tensor '${name}'`;
+    const where = `${filePath}: tensor '${quoteName(name).slice(1, -1)}'`;
     if (raw === null || typeof raw !== 'object') throw new SafetensorsError(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
       throw new SafetensorsError(
-        `${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+        `${where}: unsupported dtype ${typeof dtype === 'string' ? quoteName(dtype, 24) : typeof dtype} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
       );
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      throw new SafetensorsError(
+        `${where}: shape ${clip(JSON.stringify(shape))} is not a list of non-negative integers`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
       throw new SafetensorsError(
-        `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`,
+        `${where}: data_offsets ${clip(JSON.stringify(offsets))} is not a pair of non-negative integers`,
       );
     }
     const [begin, end] = offsets as [number, number];
@@ -218,9 +280,16 @@ export class Checkpoint {
       }
       if (!weightMap || typeof weightMap !== 'object') throw new ModelLoadError(`${indexPath}: no "weight_map" object`);
       const shardNames = [...new Set(Object.values(weightMap))].sort();
+      // Every name is checked before any file is opened.
+      const shardPaths = shardNames.map((shard) => {
+        if (typeof shard !== 'string') throw new ModelLoadError(`${indexPath}: a weight_map value is not a file name`);
+        const place = resolveInside(dir, shard);
+        if ('refused' in place) throw new ModelLoadError(`${indexPath}: shard ${place.refused}`);
+        return place.path;
+      });
       const checkpoint = new Checkpoint(
         dir,
-        shardNames.map((shard) => SafetensorsFile.open(path.join(dir, shard))),
+        shardPaths.map((file) => SafetensorsFile.open(file)),
       );
       for (const [name, shard] of Object.entries(weightMap)) {
         if (!checkpoint.entries.has(name))
@@ -239,7 +308,11 @@ export class Checkpoint {
       throw new ModelLoadError(`${dir}: no .safetensors weights found (PyTorch .bin/.pth files are not supported)`);
     return new Checkpoint(
       dir,
-      names.map((n) => SafetensorsFile.open(path.join(dir, n))),
+      names.map((n) => {
+        const place = resolveInside(dir, n);
+        if ('refused' in place) throw new ModelLoadError(`${dir}: weights file ${place.refused}`);
+        return SafetensorsFile.open(place.path);
+      }),
     );
   }
 
@@ -355,7 +428,7 @@ export function float16ToFloat32(halves: Uint16Array): Float32Array {
   return out;
 }
 
-/** Writes tensors to a safetensors file (for `--out`, tests and caches). */
+/** Writes tensors to a safetensors file (for `--out`, tests and caches), all-or-nothing. */
 export function writeSafetensors(
   filePath: string,
   tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
@@ -376,12 +449,5 @@ export function writeSafetensors(
   const headerBytes = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
   const length = Buffer.alloc(8);
   length.writeBigUInt64LE(BigInt(headerBytes.length));
-  const fd = fs.openSync(filePath, 'w');
-  try {
-    fs.writeSync(fd, length);
-    fs.writeSync(fd, headerBytes);
-    for (const chunk of chunks) fs.writeSync(fd, chunk);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileAtomicSync(filePath, [length, headerBytes, ...chunks]);
 }

@@ -1,5 +1,6 @@
 /**
- * Image embeddings: the pooled output (CLS token of the last hidden state) of a model's InternViT tower.
+ * Image embeddings: the pooled output (CLS token of the last hidden state) of a model's InternViT tower, or, for
+ * InternVL-C/G, the aligned embedding that matches the text embeddings (`embedImagesAligned`).
  *
  * Works on any folder with an InternViT: an InternVisionModel checkpoint, or the vision tower (`vision_model.`,
  * or `model.vision_tower.` in the `*-hf` layout) of an InternVL-Chat / InternVL-C/G checkpoint. Preprocessing is
@@ -22,6 +23,8 @@ import {
 import { loadImage, type RgbImage } from '../processing/image.js';
 import { preprocessForClip } from '../processing/tiling.js';
 import type { GraphBuilder } from '../core/graph.js';
+import type { ClipMode } from '../models/internvl_clip.js';
+import { encodeImages, type ClipPipeline } from './clip.js';
 
 export interface ImageEmbedder {
   /** The local folder the model was loaded from. */
@@ -167,6 +170,34 @@ export async function embedImages(
     for (let i = 0; i < count; i++) options.onProgress?.(start + i + 1, images.length, names[start + i]);
   }
   return { names, dims: [images.length, model.dim], data };
+}
+
+/**
+ * InternVL-C/G's aligned image embeddings (`encode_image`, not normalized: mode G is the sum of two unit vectors),
+ * the ones that match `encodeTexts`: the retrieval transform (square resize), as the index and CLIP_benchmark's
+ * retrieval use.
+ */
+export async function embedImagesAligned(
+  pipeline: ClipPipeline,
+  images: readonly ImageSource[],
+  options: EmbedImagesOptions & { mode?: ClipMode } = {},
+): Promise<ImageEmbeddings> {
+  const batchSize = options.batchSize ?? 1;
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new UsageError(`embedImagesAligned: batchSize must be a positive integer, got ${batchSize}`);
+  const names = images.map(sourceName);
+  const dim = pipeline.model.config.clipEmbedDim;
+  const data = new Float32Array(images.length * dim);
+  for (let start = 0; start < images.length; start += batchSize) {
+    const count = Math.min(batchSize, images.length - start);
+    const decoded: RgbImage[] = [];
+    for (let i = 0; i < count; i++)
+      decoded.push(await decode(images[start + i], names[start + i], options.applyExifOrientation ?? true));
+    const embeds = await encodeImages(pipeline, decoded, { mode: options.mode, transform: 'retrieval', batchSize });
+    data.set(embeds.data, start * dim);
+    for (let i = 0; i < count; i++) options.onProgress?.(start + i + 1, images.length, names[start + i]);
+  }
+  return { names, dims: [images.length, dim], data };
 }
 
 function sourceName(source: ImageSource, index: number): string {

@@ -2,13 +2,15 @@
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
+import { checkWritableTarget } from '../../core/atomic_write.js';
 
 const USAGE = `Usage: internvl embed-image --model <dir|org/name> [options] <image|folder>...
 
-Pooled vision features (the CLS token of the InternViT tower) of each image. The model is an InternViT folder or
-an InternVL-Chat / InternVL-C/G checkpoint (its vision tower), as a local folder or a Hugging Face repo id.
-Images are resized to the model's input size (Pillow bicubic) and ImageNet-normalised; a folder means the image
-files in it.
+Image embeddings. For an InternVL-C/G checkpoint: the aligned (projected) embedding that matches 'embed-text'
+and 'internvl index' (--mode C or G; --vision-features for the raw tower output instead). For an InternViT folder
+or an InternVL-Chat checkpoint: the pooled vision features (the CLS token of the InternViT tower). The model is a
+local folder or a Hugging Face repo id. Images are resized to the model's input size (Pillow bicubic) and
+ImageNet-normalised; a folder means the image files in it.
 
 Without --json or --out, prints one summary line per image (dimension, L2 norm, first values).
 
@@ -16,7 +18,10 @@ Options:
 ${MODEL_USAGE}
   --weights <f>        fp32 (default) or int8 (linears quantized once and cached; about 2× faster, ~1e-2 error)
   --out <file>         write the features as safetensors: 'embeddings' [images, dim] float32, image names in metadata
-  --json               print {model, dim, images: [{image, embedding}]} on stdout
+  --mode <C|G>         InternVL-C/G: the InternVL-C or InternVL-G image embedding (default C)
+  --vision-features    InternVL-C/G: the pooled InternViT features instead of the aligned embedding
+  --normalize          L2-normalize the embeddings
+  --json               print {model, embedding ('aligned' or 'vision'), dim, images: [{image, embedding}]}
   --batch <n>          images per forward pass (default 1)
   --no-exif            do not apply EXIF orientation (the official pipeline does not)
   -h, --help           show this help
@@ -24,7 +29,7 @@ ${MODEL_USAGE}
 
 export const embedImageCommand: Command = {
   name: 'embed-image',
-  summary: 'pooled InternViT features of images (print, --json or --out file.safetensors)',
+  summary: 'image embeddings: InternVL-C/G aligned, or pooled InternViT features (print, --json or --out)',
   async run(args) {
     const parsed = parseCommandArgs(
       {
@@ -37,6 +42,9 @@ export const embedImageCommand: Command = {
           json: { type: 'boolean' },
           batch: { type: 'string' },
           'no-exif': { type: 'boolean' },
+          mode: { type: 'string' },
+          'vision-features': { type: 'boolean' },
+          normalize: { type: 'boolean' },
         },
         positionals: { min: 1, max: Infinity },
       },
@@ -47,33 +55,66 @@ export const embedImageCommand: Command = {
     const out = parsed.string('out');
     if (out !== undefined && !out.endsWith('.safetensors'))
       parsed.fail(`--out must name a .safetensors file, got '${out}'`);
+    // Before the work, not after it: a missing folder or a folder named as --out fails in a second.
+    if (out !== undefined) checkWritableTarget(out);
     const batchSize = parsed.integer('batch', 1, { min: 1 });
     const quiet = parsed.flag('quiet');
 
-    const [{ loadImageEmbedder, embedImages, expandImagePaths }, { createProgressReporter }, { writeSafetensors }] =
+    const modeFlag = parsed.string('mode');
+    const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
+    const [tasks, { createProgressReporter }, { writeSafetensors }, { detectArchitecture, readConfig }] =
       await Promise.all([
         import('../../tasks/embed.js'),
         import('../../core/progress.js'),
         import('../../core/safetensors.js'),
+        import('../../models/config.js'),
       ]);
-    const images = expandImagePaths(parsed.positionals);
-    const model = await loadImageEmbedder(await resolveModelArg(parsed), {
-      session: sessionArgs(parsed),
-      configureGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
-    });
-    let result;
-    try {
-      // One image needs no progress line; many do (a few seconds each on CPU at 448 px).
-      const progress = createProgressReporter('embedding', { quiet: quiet || images.length < 2, unit: 'items' });
-      result = await embedImages(model, images, {
-        batchSize,
-        applyExifOrientation: !parsed.flag('no-exif'),
-        onProgress: (done, total, name) => progress.update(done, total, name),
+    const images = tasks.expandImagePaths(parsed.positionals);
+    const dir = await resolveModelArg(parsed);
+    const architecture = detectArchitecture(readConfig(dir));
+    const aligned = architecture === 'InternVLModel' && !parsed.flag('vision-features');
+    if (modeFlag !== undefined && !aligned)
+      parsed.fail('--mode is for the aligned embedding of an InternVL-C/G checkpoint (not with --vision-features)');
+    const weights = weightsArg(parsed, 'weights', ['fp32', 'int8']);
+    // One image needs no progress line; many do (a few seconds each on CPU at 448 px).
+    const progress = createProgressReporter('embedding', { quiet: quiet || images.length < 2, unit: 'items' });
+    const embedOptions = {
+      batchSize,
+      applyExifOrientation: !parsed.flag('no-exif'),
+      onProgress: (done: number, total: number, name: string) => progress.update(done, total, name),
+    };
+    let result: import('../../tasks/embed.js').ImageEmbeddings;
+    let imageSize: number;
+    if (aligned) {
+      const { loadClipPipeline } = await import('../../tasks/clip.js');
+      const pipeline = await loadClipPipeline(dir, {
+        session: sessionArgs(parsed),
+        configureVisionGraph: weights,
+        configureQllamaGraph: weights,
       });
-      progress.finish();
-    } finally {
-      await model.release();
+      imageSize = pipeline.model.config.imageSize;
+      try {
+        result = await tasks.embedImagesAligned(pipeline, images, { ...embedOptions, mode });
+      } finally {
+        await pipeline.model.release();
+      }
+    } else {
+      const model = await tasks.loadImageEmbedder(dir, { session: sessionArgs(parsed), configureGraph: weights });
+      imageSize = model.imageSize;
+      try {
+        result = await tasks.embedImages(model, images, embedOptions);
+      } finally {
+        await model.release();
+      }
     }
+    progress.finish();
+    if (parsed.flag('normalize')) {
+      const { l2normalize, matrix } = await import('../../core/matrix.js');
+      result.data = l2normalize(matrix(result.data, ...result.dims)).data;
+    }
+    const kind: Record<string, string> = aligned
+      ? { embedding: 'aligned', mode }
+      : { embedding: 'vision', pooling: 'cls' };
     const [count, dim] = result.dims;
     const rows = Array.from({ length: count }, (_, i) => result.data.subarray(i * dim, (i + 1) * dim));
 
@@ -84,9 +125,10 @@ export const embedImageCommand: Command = {
         {
           images: JSON.stringify(result.names),
           model: modelId,
-          architecture: model.architecture,
-          pooling: 'cls',
-          image_size: String(model.imageSize),
+          architecture,
+          ...kind,
+          normalized: String(parsed.flag('normalize')),
+          image_size: String(imageSize),
         },
       );
       if (!quiet) process.stderr.write(`wrote ${count}×${dim} embeddings to ${out}\n`);
@@ -94,10 +136,11 @@ export const embedImageCommand: Command = {
     if (parsed.flag('json')) {
       const json = {
         model: modelId,
-        architecture: model.architecture,
-        imageSize: model.imageSize,
+        architecture,
+        ...kind,
+        normalized: parsed.flag('normalize'),
+        imageSize,
         dim,
-        pooling: 'cls',
         // 9 significant digits round-trip float32 exactly at a third of the length of a double's digits.
         images: result.names.map((image, i) => ({
           image,

@@ -18,6 +18,9 @@ import { embedTextCommand } from './embed_text.js';
 import { generateCommand } from './generate.js';
 import { tokenizeCommand } from './tokenize.js';
 import { evalCommand } from './eval.js';
+import { indexCommand } from './index_cmd.js';
+import { searchCommand } from './search.js';
+import { workerCommand } from './worker.js';
 import { serveCommand } from './serve.js';
 
 export { registerCommand, type Command };
@@ -37,6 +40,9 @@ const BUILTIN_COMMANDS: Command[] = [
   generateCommand,
   chatCommand,
   evalCommand,
+  indexCommand,
+  searchCommand,
+  workerCommand,
   serveCommand,
 ];
 for (const command of BUILTIN_COMMANDS) if (!getCommand(command.name)) registerCommand(command);

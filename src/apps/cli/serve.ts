@@ -3,15 +3,18 @@ import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
 
-const USAGE = `Usage: internvl serve --model <dir|id>[=name] [--model ...] [options]
+const USAGE = `Usage: internvl serve (--model <dir|id>[=name] [--model ...] | --index <db>) [options]
 
 An OpenAI-compatible HTTP server that keeps models loaded: /v1/chat/completions (InternVL-Chat; streaming),
 /v1/embeddings and /v1/classify (InternVL-C/G; InternViT pooled features), /v1/models, /tokenize, /detokenize,
-/health (503 while loading, then 200) and /metrics (Prometheus). Stops gracefully on SIGTERM/SIGINT.
+/health (503 while loading, then 200) and /metrics (Prometheus). With --index: POST /v1/search over a table built
+by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/SIGINT.
 
 Options:
   --model <dir|id>[=name]   a model folder or Hugging Face repo id, served under <name> (default: its last path
-                            component); repeatable                                         (required)
+                            component); repeatable                       (required unless --index)
+  --index <db>              serve this search index (a folder or s3://… URI): /v1/search and the page at /
+  --index-table <name>      the table, when the database holds several
   --host <addr>             address to listen on (default 127.0.0.1)
   --port <n>                port (default 8080; 0 picks a free one)
   --api-key <key>           required as 'Authorization: Bearer <key>' on every route but /health
@@ -49,6 +52,8 @@ export const serveCommand: Command = {
         usage: USAGE,
         options: {
           model: { type: 'string', multiple: true },
+          index: { type: 'string' },
+          'index-table': { type: 'string' },
           host: { type: 'string' },
           port: { type: 'string' },
           'api-key': { type: 'string' },
@@ -78,7 +83,8 @@ export const serveCommand: Command = {
     );
     if (!parsed) return 0;
     const models = (parsed.values.model as string[] | undefined) ?? [];
-    if (models.length === 0) parsed.fail('--model is required');
+    const indexDb = parsed.string('index');
+    if (models.length === 0 && indexDb === undefined) parsed.fail('--model (or --index) is required');
     if (parsed.values['api-key'] !== undefined && parsed.values['api-key-file'] !== undefined)
       parsed.fail('give --api-key or --api-key-file, not both');
     const keyFile = parsed.string('api-key-file');
@@ -107,6 +113,19 @@ export const serveCommand: Command = {
       import('../server/models.js'),
       import('../../core/errors.js'),
     ]);
+    let plugins: import('../server/context.js').ServerPlugin[] = [];
+    let searchIndex: import('../search/search_index.js').SearchIndex | null = null;
+    if (indexDb !== undefined) {
+      const [{ openIndex }, { searchPlugin }] = await Promise.all([
+        import('../search/search_index.js'),
+        import('../search/server.js'),
+      ]);
+      searchIndex = await openIndex(indexDb, {
+        table: parsed.string('index-table'),
+        session: { threads: parsed.integer('threads', undefined, { min: 1 }) },
+      });
+      plugins = [searchPlugin(searchIndex)];
+    }
     const server = createServer({
       models: models.map(parseModelSpec),
       load: {
@@ -139,6 +158,7 @@ export const serveCommand: Command = {
       bodyLimit: parsed.integer('max-body-mb', 64, { min: 1 }) * mb,
       corsOrigins: (parsed.values.cors as string[] | undefined) ?? [],
       logFormat,
+      plugins,
     });
     const say = (line: string) => process.stderr.write(`${line}\n`);
     const url = await server.listen({ host, port });
@@ -148,13 +168,16 @@ export const serveCommand: Command = {
       const stop = (code: number) => {
         if (closing) return;
         closing = true;
-        server.close(shutdownSeconds).then(
-          () => resolve(code),
-          (error) => {
-            say(`internvl serve: error while closing: ${(error as Error).stack ?? error}`);
-            resolve(70);
-          },
-        );
+        server
+          .close(shutdownSeconds)
+          .then(() => searchIndex?.close())
+          .then(
+            () => resolve(code),
+            (error) => {
+              say(`internvl serve: error while closing: ${(error as Error).stack ?? error}`);
+              resolve(70);
+            },
+          );
       };
       const onSignal = (signal: string) => {
         if (closing) {

@@ -60,6 +60,18 @@ async function readJson(path: string, what: string): Promise<unknown> {
   }
 }
 
+/** JSON Lines: one value per non-blank line, as a list. */
+async function readJsonLines(path: string, what: string): Promise<unknown[]> {
+  return splitLines(await readText(path, what)).flatMap((line, i) => {
+    if (!line.trim()) return [];
+    try {
+      return [JSON.parse(line)];
+    } catch (e) {
+      throw new DatasetError(`${what} ${path} line ${i + 1} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
+    }
+  });
+}
+
 async function isDir(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
@@ -308,7 +320,8 @@ function str(v: unknown): v is string {
 
 /**
  * Reads a retrieval annotation file. Recognised forms:
- * - JSON list `[{image, caption: string | string[]}]` (BLIP / Karpathy test files);
+ * - JSON list `[{image, caption: string | string[]}]` (BLIP / Karpathy test files), or the same objects one per
+ *   line in a `.jsonl` file;
  * - Karpathy `{images: [{filename, filepath?, split, sentences: [{raw}]}]}`;
  * - COCO captions `{images: [{id, file_name}], annotations: [{image_id, caption}]}` (CLIP_benchmark's
  *   coco_*_karpathy.json; images sorted by id, captions in file order, as torchvision's CocoCaptions);
@@ -340,7 +353,9 @@ export async function readCaptionDataset(
     });
     for (const [file, captions] of byImage) pairs.push({ file, captions });
   } else {
-    const json = await readJson(annotationPath, 'caption file');
+    const json = /\.jsonl$/i.test(annotationPath)
+      ? await readJsonLines(annotationPath, 'caption file')
+      : await readJson(annotationPath, 'caption file');
     if (Array.isArray(json)) {
       json.forEach((e, i) => {
         const o = e as Record<string, unknown>;

@@ -1,0 +1,113 @@
+/** `internvl index <sources…> --model <clip> --db <dir>`: embed a collection into a search index (incremental). */
+import { parseCommandArgs } from './args.js';
+import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import type { Command } from './registry.js';
+
+const USAGE = `Usage: internvl index --model <dir|id> --db <dir|uri> [options] <folder|image|glob|shard.tar|captions.json(l)>...
+
+Embeds images with InternVL-C/G (the aligned embedding, L2-normalised) into a LanceDB table for 'internvl search'.
+Folders are walked recursively; a .tar is a webdataset shard (its txt members are captions); a .json/.jsonl caption
+file lists {image, caption}. Rerunning embeds only new or changed images (a moved file is recognised by its
+content hash); a killed run loses at most the images since its last commit and a rerun continues. Unreadable
+images are skipped with a warning. An ANN index (IVF_PQ) is built once the table is large enough.
+
+Options:
+${MODEL_USAGE}
+  --db <dir|uri>       database folder, or an object-store URI (s3://bucket/path; see README)   (required)
+  --mode <C|G>         InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)   (default C)
+  --weights <f>        fp32 (default) or int8
+  --table <name>       table name (default: <model folder name>_<mode>)
+  --batch <n>          images per forward pass (default 8)
+  --prune              delete rows whose files are gone
+  --commit-every <n>   rows per commit (default 256): the most a killed run loses
+  --ann-threshold <n>  build the ANN index from this many rows (default 100000)
+  --queue <redis://…>  do not embed here: enqueue batches for 'internvl worker' processes (BullMQ over Redis)
+  --json               print the summary as JSON on stdout
+  -h, --help           show this help
+`;
+
+export const indexCommand: Command = {
+  name: 'index',
+  summary: 'embed images (folders, globs, webdataset shards, caption files) into a search index',
+  async run(args) {
+    const parsed = parseCommandArgs(
+      {
+        command: 'index',
+        usage: USAGE,
+        options: {
+          ...MODEL_OPTIONS,
+          db: { type: 'string' },
+          mode: { type: 'string' },
+          weights: { type: 'string' },
+          table: { type: 'string' },
+          batch: { type: 'string' },
+          prune: { type: 'boolean' },
+          'commit-every': { type: 'string' },
+          'ann-threshold': { type: 'string' },
+          queue: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+        positionals: { min: 1, max: Infinity },
+      },
+      args,
+    );
+    if (!parsed) return 0;
+    const db = parsed.required('db');
+    const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
+    const weights = parsed.choice('weights', ['fp32', 'int8'] as const, 'fp32');
+    const batchSize = parsed.integer('batch', 8, { min: 1 });
+    const annThreshold = parsed.integer('ann-threshold', undefined, { min: 256 });
+    const queue = parsed.string('queue');
+    const quiet = parsed.flag('quiet');
+    const [{ openIndex }, { createProgressReporter }] = await Promise.all([
+      import('../search/search_index.js'),
+      import('../../core/progress.js'),
+    ]);
+    const index = await openIndex(db, {
+      model: await resolveModelArg(parsed),
+      mode,
+      weights,
+      table: parsed.string('table'),
+      session: sessionArgs(parsed),
+    });
+    const progress = createProgressReporter('indexing', { quiet, unit: 'items', itemName: 'images' });
+    // Warnings show with --quiet too: a skipped image is not progress.
+    const warn = (message: string) =>
+      quiet ? process.stderr.write(`warning: ${message}\n`) : progress.log(`warning: ${message}`);
+    let sink: import('../search/search_index.js').EmbedSink | undefined;
+    if (queue !== undefined) {
+      const { QueueSink } = await import('../search/queue.js');
+      sink = await QueueSink.connect(queue, index.store, {
+        onProgress: (done, total) => progress.update(done, total, 'embedded by workers'),
+        onWarning: warn,
+      });
+    }
+    let summary;
+    try {
+      summary = await index.add(parsed.positionals, {
+        batchSize,
+        prune: parsed.flag('prune'),
+        commitRows: parsed.integer('commit-every', 256, { min: 1 }),
+        annThreshold,
+        sink,
+        onWarning: warn,
+        onProgress: (done, total, note) => progress.update(done, total, note),
+      });
+    } finally {
+      await index.close();
+      await (sink as { close?: () => Promise<void> } | undefined)?.close?.();
+    }
+    progress.finish();
+    if (parsed.flag('json')) {
+      process.stdout.write(`${JSON.stringify({ db, table: index.store.name, ...summary })}\n`);
+    } else {
+      const s = summary;
+      process.stdout.write(
+        `${index.store.name}: added ${s.added}, updated ${s.updated}, moved ${s.moved}, skipped ${s.skipped} ` +
+          `(unchanged), unreadable ${s.unreadable}, removed ${s.removed}; ${s.rows} rows` +
+          `${s.annIndex ? ' (ANN index)' : ''}; ${s.seconds.toFixed(1)} s, ${s.imagesPerSecond.toFixed(1)} images/s\n`,
+      );
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,74 @@
+/** `internvl search --db <dir> "text" | --image q.jpg`: query a search index built by `internvl index`. */
+import { parseCommandArgs } from './args.js';
+import type { Command } from './registry.js';
+
+const USAGE = `Usage: internvl search --db <dir|uri> ("text" | --image <query image>) [options]
+
+Ranks the indexed images by cosine similarity to a text (any language the model's tokenizer takes) or to an
+image, with the model and mode the table was built with. Prints rank, score and image path.
+
+Options:
+  --db <dir|uri>       database folder or object-store URI                            (required)
+  --image <file>       query by image instead of text
+  --k <n>              results (default 10)
+  --where <sql>        filter on the columns, e.g. "width >= 640" or "uri LIKE '%/cats/%'"
+  --table <name>       table (needed when the database holds several)
+  --mode <C|G>         pick the table of this mode
+  --exact              exact search even when the table has an ANN index
+  --threads <n>        onnxruntime threads (default: all cores)
+  --json               {"query", "table", "results": [{rank, score, image, id, width, height, caption}]}
+  -h, --help           show this help
+`;
+
+export const searchCommand: Command = {
+  name: 'search',
+  summary: "search an index built by 'internvl index' by text or by image",
+  async run(args) {
+    const parsed = parseCommandArgs(
+      {
+        command: 'search',
+        usage: USAGE,
+        options: {
+          db: { type: 'string' },
+          image: { type: 'string' },
+          k: { type: 'string' },
+          where: { type: 'string' },
+          table: { type: 'string' },
+          mode: { type: 'string' },
+          exact: { type: 'boolean' },
+          threads: { type: 'string' },
+          json: { type: 'boolean' },
+        },
+        positionals: { min: 0, max: 1 },
+      },
+      args,
+    );
+    if (!parsed) return 0;
+    const db = parsed.required('db');
+    const image = parsed.string('image');
+    const text = parsed.positionals[0];
+    if ((image === undefined) === (text === undefined)) parsed.fail('give either a text query or --image, not both');
+    const k = parsed.integer('k', 10, { min: 1 });
+    const mode = parsed.string('mode') === undefined ? undefined : parsed.choice('mode', ['C', 'G'] as const, 'C');
+    const { openIndex } = await import('../search/search_index.js');
+    const index = await openIndex(db, {
+      table: parsed.string('table'),
+      mode,
+      session: { threads: parsed.integer('threads', undefined, { min: 1 }) },
+    });
+    try {
+      const query = image !== undefined ? { image } : { text: text! };
+      const results = await index.search(query, { k, where: parsed.string('where'), exact: parsed.flag('exact') });
+      if (parsed.flag('json')) {
+        process.stdout.write(`${JSON.stringify({ query, table: index.store.name, results })}\n`);
+        return 0;
+      }
+      const { formatTable } = await import('../verify/compare.js');
+      const rows = results.map((r) => [String(r.rank), r.score.toFixed(4), r.image]);
+      process.stdout.write(`${formatTable(['rank', 'score', 'image'], rows, [true, true, false])}\n`);
+      return 0;
+    } finally {
+      await index.close();
+    }
+  },
+};

@@ -1,0 +1,288 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { openIndex } from '../src/apps/search/search_index.js';
+import { Store, type IndexRow } from '../src/apps/search/store.js';
+import { DATA, REPO, copyFolder, runCli, tempDir } from './helpers/cli.js';
+
+const MODEL = path.join(DATA, 'fixtures', 'clip_e2e');
+const PHOTOS = path.join(DATA, 'images');
+
+function unit(v: number[]): number[] {
+  const n = Math.hypot(...v);
+  return v.map((x) => x / n);
+}
+
+const dot = (a: number[], b: number[]) => a.reduce((s, x, i) => s + x * b[i], 0);
+
+interface Summary {
+  added: number;
+  updated: number;
+  moved: number;
+  skipped: number;
+  unreadable: number;
+  removed: number;
+  embedded: number;
+  rows: number;
+}
+
+async function index(db: string, inputs: string[], extra: string[] = []) {
+  const r = await runCli(['index', '--model', MODEL, '--db', db, '--json', '--quiet', ...extra, ...inputs]);
+  assert.equal(r.code, 0, r.stderr);
+  return { summary: JSON.parse(r.stdout) as Summary, stderr: r.stderr };
+}
+
+async function rows(db: string): Promise<IndexRow[]> {
+  return (await Store.open(db, 'clip_e2e_C', null)).all();
+}
+
+function assertUniqueUris(list: IndexRow[]) {
+  assert.equal(new Set(list.map((r) => r.uri)).size, list.length, 'one row per image');
+  assert.equal(new Set(list.map((r) => r.id)).size, list.length, 'one row per id');
+}
+
+test('index the bundled photos; search equals a brute-force ranking of embed-text / embed-image vectors', async () => {
+  const photos = copyFolder(PHOTOS);
+  const db = path.join(tempDir(), 'db');
+  const first = await index(db, [photos]);
+  assert.deepEqual(
+    { added: first.summary.added, embedded: first.summary.embedded, rows: first.summary.rows },
+    { added: 8, embedded: 8, rows: 8 },
+  );
+
+  const files = fs.readdirSync(photos).map((f) => path.join(photos, f));
+  const embedded = JSON.parse(
+    (await runCli(['embed-image', '--model', MODEL, '--json', '--quiet', '--normalize', ...files])).stdout,
+  );
+  assert.equal(embedded.embedding, 'aligned');
+  assert.equal(embedded.mode, 'C');
+  const imageVectors = new Map<string, number[]>(
+    embedded.images.map((e: { image: string; embedding: number[] }) => [e.image, e.embedding]),
+  );
+  const text = 'a photo of a cat';
+  const textVector = unit(
+    JSON.parse((await runCli(['embed-text', '--model', MODEL, '--json', text])).stdout).texts[0].embedding,
+  );
+
+  const check = (results: { image: string; score: number }[], query: number[]) => {
+    const expected = [...imageVectors]
+      .map(([image, v]) => ({ image, score: dot(query, v) }))
+      .sort((a, b) => b.score - a.score);
+    assert.equal(results.length, 8);
+    results.forEach((r, i) => {
+      assert.equal(r.image, expected[i].image, `rank ${i + 1}`);
+      assert.ok(Math.abs(r.score - expected[i].score) < 1e-5, `${r.image}: ${r.score} vs ${expected[i].score}`);
+    });
+  };
+  const byText = await runCli(['search', '--db', db, text, '--k', '8', '--json']);
+  assert.equal(byText.code, 0, byText.stderr);
+  check(JSON.parse(byText.stdout).results, textVector);
+  const query = files.find((f) => f.endsWith('horse.png'))!;
+  const byImage = JSON.parse((await runCli(['search', '--db', db, '--image', query, '--k', '8', '--json'])).stdout);
+  check(byImage.results, imageVectors.get(query)!);
+  assert.equal(byImage.results[0].image, query);
+  assert.ok(Math.abs(byImage.results[0].score - 1) < 1e-5);
+
+  // The library gives the same.
+  const lib = await openIndex(db);
+  const hits = await lib.search(text, { k: 3, where: "uri NOT LIKE '%rocket%'" });
+  await lib.close();
+  assert.equal(hits.length, 3);
+  assert.ok(hits.every((h) => !h.image.includes('rocket')));
+
+  // The plain table output and a bad filter.
+  const table = await runCli(['search', '--db', db, text, '--k', '2']);
+  assert.match(table.stdout, /^rank +score +image\n/);
+  assert.equal(table.stdout.trim().split('\n').length, 4);
+  const badWhere = await runCli(['search', '--db', db, text, '--where', 'no_such_column > 1']);
+  assert.equal(badWhere.code, 2, badWhere.stderr);
+  assert.match(badWhere.stderr, /^error: .*--where/);
+
+  // A rerun embeds nothing.
+  const again = await index(db, [photos]);
+  assert.deepEqual(
+    { added: again.summary.added, embedded: again.summary.embedded, skipped: again.summary.skipped, rows: 8 },
+    { added: 0, embedded: 0, skipped: 8, rows: again.summary.rows },
+  );
+
+  // Add, modify, move, delete, a corrupt file; --prune.
+  fs.mkdirSync(path.join(photos, 'sub'));
+  await sharp(path.join(PHOTOS, 'horse.png'))
+    .flop()
+    .toFile(path.join(photos, 'sub', 'horse_flipped.png'));
+  await sharp(path.join(PHOTOS, 'camera.png')).negate().toFile(path.join(photos, 'camera.png'));
+  fs.renameSync(path.join(photos, 'coffee.png'), path.join(photos, 'sub', 'coffee_moved.png'));
+  fs.rmSync(path.join(photos, 'page.png'));
+  fs.writeFileSync(path.join(photos, 'broken.jpg'), Buffer.from('not a jpeg at all'));
+  const changed = await index(db, [photos], ['--prune']);
+  assert.deepEqual(
+    {
+      added: changed.summary.added,
+      updated: changed.summary.updated,
+      moved: changed.summary.moved,
+      removed: changed.summary.removed,
+      unreadable: changed.summary.unreadable,
+      embedded: changed.summary.embedded,
+      rows: changed.summary.rows,
+    },
+    { added: 1, updated: 1, moved: 1, removed: 1, unreadable: 1, embedded: 2, rows: 8 },
+  );
+  assert.match(changed.stderr, /warning: .*broken\.jpg/);
+  const after = await rows(db);
+  assertUniqueUris(after);
+  assert.deepEqual(after.map((r) => path.relative(photos, r.uri)).sort(), [
+    'astronaut.png',
+    'camera.png',
+    'chelsea.png',
+    'horse.png',
+    'motorcycle_right.png',
+    'rocket.jpg',
+    'sub/coffee_moved.png',
+    'sub/horse_flipped.png',
+  ]);
+  // The moved file kept its vector; the modified one got a new one.
+  const old = new Map([...imageVectors].map(([f, v]) => [path.basename(f), v]));
+  const vectorOf = (name: string) => Array.from(after.find((r) => r.uri.endsWith(name))!.vector);
+  assert.ok(dot(vectorOf('coffee_moved.png'), old.get('coffee.png')!) > 1 - 1e-5);
+  assert.ok(dot(vectorOf('/camera.png'), old.get('camera.png')!) < 1 - 1e-3);
+
+  // Another weight format or mode in the same table is refused.
+  for (const extra of [
+    ['--weights', 'int8'],
+    ['--mode', 'G', '--table', 'clip_e2e_C'],
+  ]) {
+    const r = await runCli(['index', '--model', MODEL, '--db', db, '--quiet', ...extra, photos]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^error: .*table clip_e2e_C holds embeddings of .*\((weights|mode) differ/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  }
+});
+
+test('index: kill -9 mid-run, rerun: no duplicates, nothing committed lost, same vectors as a clean run', async () => {
+  const folder = tempDir();
+  const photos = fs.readdirSync(PHOTOS);
+  for (let i = 0; i < 32; i++) {
+    const src = path.join(PHOTOS, photos[i % photos.length]);
+    await sharp(src)
+      .resize(64 + i, 64)
+      .png()
+      .toFile(path.join(folder, `img${String(i).padStart(2, '0')}.png`));
+  }
+  const db = path.join(tempDir(), 'db');
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(REPO, 'bin', 'internvl-dev.ts'),
+      'index',
+      '--model',
+      MODEL,
+      '--db',
+      db,
+      '--quiet',
+    ].concat(['--batch', '1', '--commit-every', '2', folder]),
+    { stdio: 'ignore' },
+  );
+  // Kill as soon as a few commits are in (the table then has rows but not all of them).
+  let committed = 0;
+  for (let i = 0; i < 600 && committed < 4; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    committed = await Store.open(db, 'clip_e2e_C', null)
+      .then((s) => s.count())
+      .catch(() => 0);
+  }
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('close', r));
+  const partial = await rows(db);
+  assert.ok(partial.length >= 4 && partial.length < 32, `${partial.length} rows committed before the kill`);
+  assertUniqueUris(partial);
+
+  const rerun = await index(db, [folder]);
+  assert.equal(rerun.summary.rows, 32);
+  assert.equal(rerun.summary.embedded, 32 - partial.length);
+  const final = await rows(db);
+  assertUniqueUris(final);
+
+  const cleanDb = path.join(tempDir(), 'db');
+  await index(cleanDb, [folder]);
+  const clean = await rows(cleanDb);
+  assert.deepEqual(
+    final.map((r) => [r.id, r.sha256]),
+    clean.map((r) => [r.id, r.sha256]),
+  );
+  final.forEach((r, i) => assert.ok(dot(Array.from(r.vector), Array.from(clean[i].vector)) > 1 - 1e-5, r.uri));
+});
+
+test('index: webdataset shard and .jsonl caption file; captions and --where filters', async () => {
+  const dir = tempDir();
+  const members = path.join(dir, 'members');
+  fs.mkdirSync(members);
+  fs.copyFileSync(path.join(PHOTOS, 'horse.png'), path.join(members, 'a.png'));
+  fs.writeFileSync(path.join(members, 'a.txt'), 'a horse in a field\n');
+  fs.writeFileSync(path.join(members, 'a.json'), '{"source": "test"}');
+  fs.copyFileSync(path.join(PHOTOS, 'rocket.jpg'), path.join(members, 'b.jpg'));
+  fs.writeFileSync(path.join(members, 'b.txt'), 'a rocket launch');
+  const shard = path.join(dir, 'shard.tar');
+  execFileSync('tar', ['-cf', shard, '-C', members, 'a.png', 'a.txt', 'a.json', 'b.jpg', 'b.txt']);
+  fs.copyFileSync(path.join(PHOTOS, 'chelsea.png'), path.join(dir, 'cat.png'));
+  const captions = path.join(dir, 'captions.jsonl');
+  fs.writeFileSync(captions, `${JSON.stringify({ image: 'cat.png', caption: 'a cat' })}\n`);
+
+  const db = path.join(tempDir(), 'db');
+  const { summary } = await index(db, [shard, captions]);
+  assert.equal(summary.added, 3);
+  const r = await runCli(['search', '--db', db, 'animal', '--json', '--where', "caption LIKE '%horse%'"]);
+  const results = JSON.parse(r.stdout).results;
+  assert.equal(results.length, 1);
+  assert.equal(results[0].image, `${shard}#a.png`);
+  assert.equal(results[0].caption, 'a horse in a field');
+  assert.deepEqual(results[0].metadata, { source: 'test' });
+  const all = await rows(db);
+  assert.deepEqual(all.map((x) => x.caption).sort(), ['a cat', 'a horse in a field', 'a rocket launch']);
+  // Rerun: the shard is read again but nothing is embedded.
+  assert.equal((await index(db, [shard, captions])).summary.embedded, 0);
+});
+
+test('store: the ANN index is built past the threshold and finds what exact search finds', async () => {
+  const db = path.join(tempDir(), 'db');
+  const dim = 32;
+  const stamp = { model: 'random', fingerprint: 'f', mode: 'C' as const, weights: 'fp32', dim };
+  const store = await Store.open(db, 'random_C', stamp, { create: true });
+  let seed = 1;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed / 2 ** 32 - 0.5;
+  };
+  const vector = () => Float32Array.from(unit(Array.from({ length: dim }, random)));
+  const make = (i: number): IndexRow => ({
+    id: `id${i}`,
+    uri: `/x/${i}.png`,
+    sha256: String(i),
+    size: 1,
+    mtime: 0,
+    width: 1,
+    height: 1,
+    caption: null,
+    metadata: null,
+    vector: vector(),
+  });
+  for (let i = 0; i < 3000; i += 1000) await store.append(Array.from({ length: 1000 }, (_, j) => make(i + j)));
+  assert.deepEqual(await store.optimize(5000), { annIndex: false, built: false });
+  assert.deepEqual(await store.optimize(2000), { annIndex: true, built: true });
+  await store.upsert([make(5000)]);
+  assert.deepEqual(await store.optimize(2000), { annIndex: true, built: false });
+  assert.equal(await store.count(), 3001);
+  let found = 0;
+  for (let q = 0; q < 20; q++) {
+    const query = vector();
+    const exact = await store.search(query, { k: 10, exact: true });
+    const ann = await store.search(query, { k: 10 });
+    const ids = new Set(exact.map((h) => h.id));
+    found += ann.filter((h) => ids.has(h.id)).length;
+  }
+  assert.ok(found / 200 >= 0.9, `recall@10 ${found / 200}`);
+});
