@@ -103,8 +103,12 @@ export {
   generateBatch,
   streamTokens,
   beamSearch,
+  checkGenerationOptions,
+  newTokenBudget,
+  type DecoderSource,
   type GenerationOptions,
   type GenerationResult,
+  type Prompt,
 } from './tasks/generation.js';
 export { loadLanguageModel } from './tasks/language_model.js';
 export { loadImageEmbedder, embedImages, embedImagesAligned } from './tasks/embed.js';

@@ -100,6 +100,7 @@ test('configs and checkpoints load through a plugged-in file system', async () =
     readBytes: async (p) => memory.get(p) ?? Promise.reject(missing(p)),
     readText: async (p) => new TextDecoder().decode(memory.get(p) ?? (await Promise.reject(missing(p)))),
     open: async (p) => new MemoryByteSource(p, memory.get(p) ?? (await Promise.reject(missing(p)))),
+    resolveInside: async (dir, name) => ({ path: `${dir}/${name}` }),
   };
   files.set(inMemory);
   try {

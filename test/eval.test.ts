@@ -423,6 +423,21 @@ test('embedding cache: other templates or class names do not re-encode the image
     const again = await runZeroShot({ model: m, dataset: INET, templates: TEMPLATES, cacheDir });
     assert.deepEqual([again.result.extra?.images_encoded, again.result.extra?.images_from_cache], [0, 5]);
     assert.deepEqual(again.logits.data, afterTouch.logits.data);
+
+    // A flipped bit in a stored embedding fails its record's check: that embedding is computed again.
+    for (const d of nsDirs)
+      for (const f of fs.readdirSync(d).filter((n) => n.endsWith('.emb'))) {
+        const bytes = fs.readFileSync(path.join(d, f));
+        bytes[16 + 32 + 1] ^= 0x10;
+        fs.writeFileSync(path.join(d, f), bytes);
+      }
+    const flipped = await runZeroShot({ model: m, dataset: INET, templates: TEMPLATES, cacheDir });
+    const encoded = flipped.result.extra?.images_encoded as number;
+    assert.ok(encoded > 0, 'the corrupt records are not used');
+    assert.equal(encoded + (flipped.result.extra?.images_from_cache as number), 5);
+    // Re-encoded in a smaller batch than the clean run, so equal up to onnxruntime's batch-dependent rounding.
+    const diff = Math.max(...flipped.logits.data.map((v, i) => Math.abs(v - afterTouch.logits.data[i])));
+    assert.ok(diff < 1e-4, `logits differ by ${diff}`);
   } finally {
     await base.release();
   }

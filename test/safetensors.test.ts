@@ -344,3 +344,91 @@ test('float16 and bfloat16 conversion', async () => {
   assert.deepEqual(await checkpoint.readRowsFloat32('h', [1]), Float32Array.from([0.5, 0]));
   assert.deepEqual(checkpoint.readFloat32('b').data, Float32Array.from([1, -3]));
 });
+
+test('strict where the format is: a tensor named twice, invalid UTF-8; a non-checkpoint is never echoed', async () => {
+  const entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
+  await rejects(
+    rawFile(`{"w":${entry},"w":${entry}}`, new Uint8Array(4)),
+    /header names "w" twice \(the format forbids it\)/,
+  );
+  // Twice inside one entry, too (JSON.parse would silently keep the last dtype).
+  await rejects(
+    rawFile('{"w":{"dtype":"F16","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4)),
+    /header names "dtype" twice/,
+  );
+  // The same key in two different objects is fine, as are escaped quotes in names.
+  const ok = await SafetensorsFile.open(rawFile(`{"a\\"b":${entry},"__metadata__":{"dtype":"x"}}`, new Uint8Array(4)));
+  assert.deepEqual([...ok.tensors.keys()], ['a"b']);
+
+  const badUtf8 = Buffer.concat([Buffer.from('{"'), Buffer.from([0xff, 0xfe]), Buffer.from(`":${entry}}`)]);
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(badUtf8.length));
+  const utf8File = path.join(root, 'bad-utf8.safetensors');
+  fs.writeFileSync(utf8File, Buffer.concat([prefix, badUtf8, new Uint8Array(4)]));
+  await rejects(utf8File, /header is not valid UTF-8/);
+
+  // A text file whose first 8 bytes happen to give a small length: the error shows no byte of it.
+  const secret = 'TOPSECRET password=hunter2 and more text';
+  const lying = Buffer.alloc(8 + secret.length);
+  lying.writeBigUInt64LE(BigInt(secret.length));
+  lying.write(secret, 8);
+  const lyingFile = path.join(root, 'lying.safetensors');
+  fs.writeFileSync(lyingFile, lying);
+  await assert.rejects(() => SafetensorsFile.open(lyingFile),
+    (e: unknown) => {
+      const m = (e as Error).message;
+      assert.match(m, /header is not valid JSON( \(at byte \d+\))?: not a safetensors file\?$/);
+      for (const word of ['TOPSECRET', 'password', 'hunter2']) assert.ok(!m.includes(word), m);
+      return true;
+    },
+  );
+  // A long or control-character name is escaped and cut.
+  const longName = `\u001b[31m${'x'.repeat(500)}`;
+  await assert.rejects(() => SafetensorsFile.open(rawFile({ [longName]: 5 })),
+    (e: unknown) => !(e as Error).message.includes('\u001b') && (e as Error).message.length < 300,
+  );
+  // A folder where the weights file belongs.
+  const folderDir = path.join(root, 'folder-weights');
+  fs.mkdirSync(path.join(folderDir, 'model.safetensors'), { recursive: true });
+  await assert.rejects(() => Checkpoint.open(folderDir), /model\.safetensors: is a folder .*not a safetensors file/);
+});
+
+test('shard names from the index and weight files stay inside the model folder', async () => {
+  const outside = path.join(root, 'outside.safetensors');
+  writeSafetensors(outside, { a: { dtype: 'F32', shape: [1], data: Float32Array.from([1]) } });
+  const dir = path.join(root, 'contained');
+  fs.mkdirSync(dir);
+  const index = (shard: unknown) =>
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: shard } }));
+  const refused = (pattern: RegExp) =>
+    await assert.rejects(() => Checkpoint.open(dir),
+      (e: unknown) => e instanceof ModelLoadError && pattern.test((e as Error).message),
+    );
+  index('../outside.safetensors');
+  refused(/index\.json: shard "\.\.\/outside\.safetensors" is not a plain relative file name/);
+  index(outside);
+  refused(/is not a plain relative file name/);
+  index('sub\\..\\..\\outside.safetensors');
+  refused(/is not a plain relative file name/);
+  index(7);
+  refused(/a weight_map value is not a file name/);
+  // A symlink inside the folder that leads out of it.
+  fs.symlinkSync(outside, path.join(dir, 'link.safetensors'));
+  index('link.safetensors');
+  refused(/shard "link\.safetensors" leads outside .*contained \(to .*outside\.safetensors\)/);
+  fs.rmSync(path.join(dir, 'model.safetensors.index.json'));
+  refused(/weights file "link\.safetensors" leads outside/);
+
+  // A Hugging Face cache snapshot: its entries are symlinks into the repo's blobs, which is allowed.
+  const repo = path.join(root, 'hub', 'models--org--name');
+  const snapshot = path.join(repo, 'snapshots', 'abc123');
+  fs.mkdirSync(snapshot, { recursive: true });
+  fs.mkdirSync(path.join(repo, 'blobs'));
+  fs.copyFileSync(outside, path.join(repo, 'blobs', 'deadbeef'));
+  fs.symlinkSync('../../blobs/deadbeef', path.join(snapshot, 'model.safetensors'));
+  assert.deepEqual(await Checkpoint.open(snapshot).readFloat32('a').data, Float32Array.from([1]));
+  // But not beyond the repo.
+  fs.rmSync(path.join(snapshot, 'model.safetensors'));
+  fs.symlinkSync(outside, path.join(snapshot, 'model.safetensors'));
+  await assert.rejects(() => Checkpoint.open(snapshot), /leads outside/);
+});

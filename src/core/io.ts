@@ -23,6 +23,11 @@ export interface FileSystem {
   readText(path: string): Promise<string>;
   /** Random access to a (large) file, for safetensors. */
   open(path: string): Promise<ByteSource>;
+  /**
+   * `dir/name` for a file name read from a file (a shard listed in an index), or why it is refused: a name that is not
+   * plain and relative, or (Node) whose real path leaves `dir`. A missing file is returned as is.
+   */
+  resolveInside(dir: string, name: string): Promise<{ path: string } | { refused: string }>;
 }
 
 export const files = new Seam<FileSystem>('file system', [import.meta.url, './node/files.js'], 'nodeFileSystem');

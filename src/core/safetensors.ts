@@ -9,6 +9,7 @@
 import type { ByteSource } from './bytes.js';
 import { SafetensorsError, ModelLoadError } from './errors.js';
 import { files } from './io.js';
+import { quoteName } from './names.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -86,12 +87,25 @@ function parseHeader(
   filePath: string,
   headerBytes: Uint8Array,
 ): { entries: Record<string, unknown>; metadata: Record<string, string> } {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw new SafetensorsError(`${filePath}: header is not valid UTF-8 (not a safetensors file?)`);
+  }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder().decode(headerBytes));
+    header = JSON.parse(text);
   } catch (error) {
-    throw new SafetensorsError(`${filePath}: header is not valid JSON (${(error as Error).message})`);
+    // V8's message quotes the text; a file that is not a checkpoint must not be echoed, so only the position is kept.
+    const at = /position (\d+)/.exec((error as Error).message);
+    throw new SafetensorsError(
+      `${filePath}: header is not valid JSON${at ? ` (at byte ${8 + Number(at[1])})` : ''}: not a safetensors file?`,
+    );
   }
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate !== undefined)
+    throw new SafetensorsError(`${filePath}: header names ${quoteName(duplicate)} twice (the format forbids it)`);
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new SafetensorsError(`${filePath}: header is not a JSON object`);
   }
@@ -100,6 +114,46 @@ function parseHeader(
     throw new SafetensorsError(`${filePath}: __metadata__ is not an object`);
   }
   return { entries, metadata: (metadata ?? {}) as Record<string, string> };
+}
+
+/** A JSON value cut for an error message. */
+function clip(text: string | undefined, max = 40): string {
+  const t = text ?? 'undefined';
+  return t.length <= max ? t : `${t.slice(0, max - 1)}…`;
+}
+
+/**
+ * The first key that appears twice in one object of a JSON text (JSON.parse silently keeps the last one, so a
+ * header could show one tensor to one reader and another to the next). The text is known to be valid JSON.
+ */
+function firstDuplicateKey(text: string): string | undefined {
+  const objects: Array<Set<string> | null> = []; // null: an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      const top = objects[objects.length - 1];
+      if (expectKey && top) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.has(key)) return key;
+        top.add(key);
+      }
+      expectKey = false;
+      i = j;
+    } else if (c === '{') {
+      objects.push(new Set());
+      expectKey = true;
+    } else if (c === '[') {
+      objects.push(null);
+    } else if (c === '}' || c === ']') {
+      objects.pop();
+    } else if (c === ',') {
+      expectKey = objects[objects.length - 1] !== null;
+    }
+  }
+  return undefined;
 }
 
 function validateEntries(
@@ -112,20 +166,22 @@ function validateEntries(
   const tensors = new Map<string, TensorEntry>();
   const ranges: Array<[number, number, string]> = [];
   for (const [name, raw] of Object.entries(entries)) {
-    const where = `${filePath}: tensor '${name}'`;
+    const where = `${filePath}: tensor '${quoteName(name).slice(1, -1)}'`;
     if (raw === null || typeof raw !== 'object') throw new SafetensorsError(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
       throw new SafetensorsError(
-        `${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+        `${where}: unsupported dtype ${typeof dtype === 'string' ? quoteName(dtype, 24) : typeof dtype} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
       );
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      throw new SafetensorsError(
+        `${where}: shape ${clip(JSON.stringify(shape))} is not a list of non-negative integers`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
       throw new SafetensorsError(
-        `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`,
+        `${where}: data_offsets ${clip(JSON.stringify(offsets))} is not a pair of non-negative integers`,
       );
     }
     const [begin, end] = offsets as [number, number];
@@ -209,10 +265,17 @@ export class Checkpoint {
       }
       if (!weightMap || typeof weightMap !== 'object') throw new ModelLoadError(`${indexPath}: no "weight_map" object`);
       const shardNames = [...new Set(Object.values(weightMap))].sort();
-      const checkpoint = new Checkpoint(
-        dir,
-        await Promise.all(shardNames.map((shard) => SafetensorsFile.open(fs.join(dir, shard)))),
+      // Every name is checked before any file is opened.
+      const shardPaths = await Promise.all(
+        shardNames.map(async (shard) => {
+          if (typeof shard !== 'string')
+            throw new ModelLoadError(`${indexPath}: a weight_map value is not a file name`);
+          const place = await fs.resolveInside(dir, shard);
+          if ('refused' in place) throw new ModelLoadError(`${indexPath}: shard ${place.refused}`);
+          return place.path;
+        }),
       );
+      const checkpoint = new Checkpoint(dir, await Promise.all(shardPaths.map((file) => SafetensorsFile.open(file))));
       for (const [name, shard] of Object.entries(weightMap)) {
         if (!checkpoint.entries.has(name))
           throw new ModelLoadError(`${indexPath}: '${name}' is listed in ${shard} but that shard does not hold it`);
@@ -224,7 +287,16 @@ export class Checkpoint {
       : (await fs.list(dir)).filter((f) => f.endsWith('.safetensors')).sort();
     if (names.length === 0)
       throw new ModelLoadError(`${dir}: no .safetensors weights found (PyTorch .bin/.pth files are not supported)`);
-    return new Checkpoint(dir, await Promise.all(names.map((n) => SafetensorsFile.open(fs.join(dir, n)))));
+    return new Checkpoint(
+      dir,
+      await Promise.all(
+        names.map(async (n) => {
+          const place = await fs.resolveInside(dir, n);
+          if ('refused' in place) throw new ModelLoadError(`${dir}: weights file ${place.refused}`);
+          return SafetensorsFile.open(place.path);
+        }),
+      ),
+    );
   }
 
   has(name: string): boolean {

@@ -156,6 +156,8 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
     graphOptimizationLevel: 'all',
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
+    // Fatal only: a failure reaches the user once, as the typed error below, not also as a native log line.
+    logSeverityLevel: 4,
     ...placement.sessionOptions,
     extra: { ...extra, session: { ...extra?.session, ...(prepack ? {} : { disable_prepacking: '1' }) } },
   };

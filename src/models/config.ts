@@ -49,6 +49,33 @@ export class ConfigSection {
     return value;
   }
 
+  /** Sizes, counts, ids of dimensions: an integer ≥ 1. */
+  positiveInteger(key: string, fallback?: number): number {
+    const value = this.integer(key, fallback);
+    if (value < 1) throw new ConfigError(`${this.where(key)} must be at least 1, got ${value}`);
+    return value;
+  }
+
+  /** Epsilons, rotary bases, scaling factors: a finite number > 0. */
+  positiveNumber(key: string, fallback?: number): number {
+    const value = this.number(key, fallback);
+    if (!(value > 0)) throw new ConfigError(`${this.where(key)} must be greater than 0, got ${value}`);
+    return value;
+  }
+
+  /** {@link size} for an image or patch size: an integer ≥ 1. */
+  positiveSize(key: string, fallback?: number): number {
+    const value = this.size(key, fallback);
+    if (!Number.isInteger(value) || value < 1)
+      throw new ConfigError(`${this.where(key)} must be an integer of at least 1, got ${value}`);
+    return value;
+  }
+
+  /** The file and key path of this section, for messages about its fields. */
+  get origin(): { file: string; at: string } {
+    return { file: this.file, at: this.at };
+  }
+
   string(key: string, fallback?: string): string {
     const value = this.raw[key];
     if (value === undefined || value === null) {

@@ -13,6 +13,14 @@ import { interpolateBicubic } from '../core/interpolate.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
+import {
+  checkLayerCount,
+  checkShapes,
+  configDim,
+  scaledDim,
+  type ConfigOrigin,
+  type ExpectedTensor,
+} from './shapes.js';
 
 export interface InternVisionConfig {
   hiddenSize: number;
@@ -26,6 +34,8 @@ export interface InternVisionConfig {
   layerNormEps: number;
   qkNormalization: boolean;
   qkvBias: boolean;
+  /** Where the fields came from (messages of the shape checks). */
+  origin: ConfigOrigin;
 }
 
 /** Module names of a checkpoint layout. */
@@ -88,25 +98,71 @@ export function parseInternVisionConfig(section: ConfigSection): InternVisionCon
   const hiddenAct = section.string('hidden_act', 'gelu');
   if (hiddenAct !== 'gelu') section.fail('hidden_act', `'${hiddenAct}' is not supported (InternViT uses exact 'gelu')`);
   const config: InternVisionConfig = {
-    hiddenSize: section.integer('hidden_size'),
-    numAttentionHeads: section.integer('num_attention_heads'),
-    numHiddenLayers: section.integer('num_hidden_layers'),
-    intermediateSize: section.integer('intermediate_size'),
-    patchSize: section.size('patch_size'),
-    imageSize: section.size('image_size'),
+    hiddenSize: section.positiveInteger('hidden_size'),
+    numAttentionHeads: section.positiveInteger('num_attention_heads'),
+    numHiddenLayers: section.positiveInteger('num_hidden_layers'),
+    intermediateSize: section.positiveInteger('intermediate_size'),
+    patchSize: section.positiveSize('patch_size'),
+    imageSize: section.positiveSize('image_size'),
     normType,
-    layerNormEps: section.number('layer_norm_eps', 1e-6),
+    layerNormEps: section.positiveNumber('layer_norm_eps', 1e-6),
     qkNormalization: section.has('use_qk_norm')
       ? section.boolean('use_qk_norm')
       : section.boolean('qk_normalization', false),
     qkvBias: section.has('attention_bias') ? section.boolean('attention_bias') : section.boolean('qkv_bias', true),
+    origin: section.origin,
   };
   if (config.hiddenSize % config.numAttentionHeads !== 0) {
     throw new ConfigError(
       `${section.file}: hidden_size ${config.hiddenSize} is not divisible by num_attention_heads ${config.numAttentionHeads}`,
     );
   }
+  if (config.imageSize % config.patchSize !== 0)
+    section.fail('image_size', `${config.imageSize} is not a multiple of patch_size ${config.patchSize}`);
   return config;
+}
+
+/** The checkpoint shapes the config implies; `key` maps a module-relative name to its checkpoint key. */
+function visionShapes(config: InternVisionConfig, key: (name: string) => string, names: VisionNames): ExpectedTensor[] {
+  const field = (key: string, value: number) => configDim(config.origin, key, value);
+  const C = field('hidden_size', config.hiddenSize);
+  const I = field('intermediate_size', config.intermediateSize);
+  const P = field('patch_size', config.patchSize);
+  const grid = config.imageSize / config.patchSize;
+  const at = config.origin.at ? `${config.origin.at}.` : '';
+  const tokens = {
+    value: 1 + grid * grid,
+    field: `1 + (${at}image_size / patch_size)²`,
+    terms: `1 + (${config.imageSize} / ${config.patchSize})²`,
+  };
+  const out: ExpectedTensor[] = [
+    { key: key(names.classEmbedding), dims: [1, 1, C] },
+    { key: key(`${names.patchEmbedding}.weight`), dims: [C, 3, P, P] },
+    { key: key(names.positionEmbedding), dims: [1, tokens, C] },
+  ];
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const layer = key(`${names.layers}.${i}.`);
+    const qkv =
+      typeof names.qkv === 'string'
+        ? [{ key: `${layer}${names.qkv}.weight`, dims: [scaledDim(3, C), C] }]
+        : names.qkv.map((n) => ({ key: `${layer}${n}.weight`, dims: [C, C] }));
+    out.push(
+      { key: `${layer}${names.norm1}.weight`, dims: [C] },
+      ...qkv,
+      { key: `${layer}${names.proj}.weight`, dims: [C, C] },
+      { key: `${layer}${names.ls1}`, dims: [C] },
+      { key: `${layer}${names.norm2}.weight`, dims: [C] },
+      { key: `${layer}${names.fc1}.weight`, dims: [I, C] },
+      { key: `${layer}${names.fc2}.weight`, dims: [C, I] },
+      { key: `${layer}${names.ls2}`, dims: [C] },
+    );
+    if (config.qkNormalization)
+      out.push(
+        { key: `${layer}${names.qNorm}.weight`, dims: [C] },
+        { key: `${layer}${names.kNorm}.weight`, dims: [C] },
+      );
+  }
+  return out;
 }
 
 export interface VisionGraphOptions {
@@ -128,6 +184,12 @@ export function buildInternVisionEncoder(
   options: VisionGraphOptions = {},
 ): { lastHiddenState: string; hiddenStates: string[] } {
   const C = config.hiddenSize;
+  const lookup = (key: string) => (g.hasWeight(key) ? g.weightShape(key) : undefined);
+  const key = (name: string) => scope.key(name);
+  checkShapes(config.origin, lookup, visionShapes(config, key, names));
+  checkLayerCount(config.origin, lookup, configDim(config.origin, 'num_hidden_layers', config.numHiddenLayers), (i) =>
+    key(`${names.layers}.${i}.${names.norm1}.weight`),
+  );
   const pixels = g.input('pixel_values', 'float32', ['batch', 3, 'height', 'width']);
   const positions = g.input('position_embedding', 'float32', [1, 'tokens', C]);
 

@@ -5,7 +5,7 @@
  * (`InternVLForConditionalGeneration`: `model.vision_tower.`, `model.multi_modal_projector.`, `model.language_model.`,
  * `lm_head`) into the same code; only names differ.
  */
-import { GraphBuilder } from '../core/graph.js';
+import { GraphBuilder, type Scope } from '../core/graph.js';
 import { createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
 import { ConfigError, InternalError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
@@ -26,6 +26,7 @@ import {
   type ArchitectureEntry,
   type ProjectorLayout,
 } from './registry.js';
+import { checkBuffer, checkShapes, configDim, scaledDim } from './shapes.js';
 
 export interface InternVLChatConfig {
   layout: 'remote' | 'hf';
@@ -61,19 +62,40 @@ export function parseInternVLChatConfig(
   const downsampleRatio = config.number('downsample_ratio', 0.5);
   if (downsampleRatio !== 0.5)
     config.fail('downsample_ratio', `${downsampleRatio} is not supported (InternVL uses 0.5)`);
+  const imageSize = inputImageSize(config, vision);
+  const minDynamicPatch = config.positiveInteger('min_dynamic_patch', 1);
+  const maxDynamicPatch = config.positiveInteger('max_dynamic_patch', 12);
+  if (maxDynamicPatch < minDynamicPatch)
+    config.fail('max_dynamic_patch', `${maxDynamicPatch} is below min_dynamic_patch ${minDynamicPatch}`);
+  const side = imageSize / vision.patchSize;
+  checkBuffer(
+    config.origin,
+    'force_image_size',
+    imageSize,
+    (1 + side * side) * vision.hiddenSize,
+    'the position embeddings',
+  );
+  // The tiles of one image (and the thumbnail) are one pixel buffer.
+  checkBuffer(
+    config.origin,
+    'max_dynamic_patch',
+    maxDynamicPatch,
+    (maxDynamicPatch + 1) * 3 * imageSize * imageSize,
+    'the tiles of one image',
+  );
   return {
     layout,
     vision,
     llm,
-    imageSize: inputImageSize(config, vision),
+    imageSize,
     selectLayer: config.integer(layout === 'hf' ? 'vision_feature_layer' : 'select_layer', -1),
     psVersion,
     downsampleRatio,
     template: config.optionalString('template') ?? null,
     systemMessage: config.optionalString('system_message') ?? null,
     useThumbnail: config.boolean('use_thumbnail', true),
-    minDynamicPatch: config.integer('min_dynamic_patch', 1),
-    maxDynamicPatch: config.integer('max_dynamic_patch', 12),
+    minDynamicPatch,
+    maxDynamicPatch,
     dynamicImageSize: config.boolean('dynamic_image_size', true),
     imageTokenId: config.has('image_token_id') ? config.integer('image_token_id') : null,
   };
@@ -213,7 +235,20 @@ function buildProjector(
   const perm = config.psVersion === 'v2' ? [0, 1, 3, 2, 4, 5] : [0, 3, 1, 2, 4, 5];
   const shuffled = g.reshape(g.transpose(grid, perm), [-1, 4 * C]);
   const p = g.scope(projector.prefix);
+  checkProjectorShapes(g, p, config, projector);
   const normed = p.layerNorm(shuffled, projector.norm, PROJECTOR_NORM_EPS);
   const projected = p.linear(g.gelu(p.linear(normed, projector.linear1)), projector.linear2);
   return g.reshape(projected, [-1, (side / 2) * (side / 2), config.llm.hiddenSize]);
+}
+
+/** mlp1: LayerNorm(4C) → Linear(4C → LLM hidden) → GELU → Linear(LLM hidden → LLM hidden); 4 = 1 / downsample². */
+function checkProjectorShapes(g: GraphBuilder, p: Scope, config: InternVLChatConfig, projector: ProjectorLayout): void {
+  const C4 = scaledDim(4, configDim(config.vision.origin, 'hidden_size', config.vision.hiddenSize));
+  const H = configDim(config.llm.origin, 'hidden_size', config.llm.hiddenSize);
+  const { norm, linear1, linear2 } = projector;
+  checkShapes(config.vision.origin, (key) => (g.hasWeight(key) ? g.weightShape(key) : undefined), [
+    { key: p.key(`${norm}.weight`), dims: [C4] },
+    { key: p.key(`${linear1}.weight`), dims: [H, C4] },
+    { key: p.key(`${linear2}.weight`), dims: [H, H] },
+  ]);
 }

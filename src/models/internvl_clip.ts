@@ -9,7 +9,7 @@
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
 import { createSession, Tensor, type Feeds, type ModelSession, type SessionOptions } from '../core/session.js';
-import { UsageError } from '../core/errors.js';
+import { ConfigError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
 import { readConfig, type ConfigSection } from './config.js';
@@ -22,6 +22,7 @@ import {
 import { ARCHITECTURES, inputImageSize, requireCapability, visionTowerPrefix } from './registry.js';
 import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
 import type { BatchDecoder, BatchDecoderOptions } from './decoder.js';
+import { checkBuffer, checkShapes, configDim, type ConfigOrigin } from './shapes.js';
 
 export interface InternVLClipConfig {
   vision: InternVisionConfig;
@@ -32,6 +33,8 @@ export interface InternVLClipConfig {
   crossAttentionFrequency: number;
   /** The input size: `force_image_size` for the fine-tuned 364 px models, else the ViT's. */
   imageSize: number;
+  /** Where the root fields came from (messages of the shape checks). */
+  origin: ConfigOrigin;
 }
 
 export function parseInternVLClipConfig(config: ConfigSection): InternVLClipConfig {
@@ -39,15 +42,63 @@ export function parseInternVLClipConfig(config: ConfigSection): InternVLClipConf
   const qllamaSection = config.section('qllama_config');
   // The official QLLaMA hardcodes rotary base 10000 whatever its config says.
   const qllama = { ...parseLlmConfig(qllamaSection), ropeTheta: 10000, rope: { type: 'default' as const } };
-  return {
+  const parsed: InternVLClipConfig = {
     vision,
     qllama,
-    clipEmbedDim: config.integer('clip_embed_dim', 768),
-    attnPoolNumHeads: config.integer('attn_pool_num_heads', 16),
-    numQueryToken: config.integer('num_query_token', qllamaSection.integer('num_query_token', 96)),
-    crossAttentionFrequency: qllamaSection.integer('cross_attention_frequency', 2),
+    clipEmbedDim: config.positiveInteger('clip_embed_dim', 768),
+    attnPoolNumHeads: config.positiveInteger('attn_pool_num_heads', 16),
+    numQueryToken: config.positiveInteger('num_query_token', qllamaSection.positiveInteger('num_query_token', 96)),
+    crossAttentionFrequency: qllamaSection.positiveInteger('cross_attention_frequency', 2),
     imageSize: inputImageSize(config, vision),
+    origin: config.origin,
   };
+  for (const [width, what] of [
+    [vision.hiddenSize, 'vision_config.hidden_size'],
+    [qllama.hiddenSize, 'qllama_config.hidden_size'],
+  ] as const) {
+    if (width % parsed.attnPoolNumHeads !== 0)
+      config.fail('attn_pool_num_heads', `${parsed.attnPoolNumHeads} does not divide ${what} ${width}`);
+  }
+  if (parsed.imageSize % vision.patchSize !== 0)
+    config.fail('force_image_size', `${parsed.imageSize} is not a multiple of the patch size ${vision.patchSize}`);
+  const side = parsed.imageSize / vision.patchSize;
+  checkBuffer(
+    config.origin,
+    'force_image_size',
+    parsed.imageSize,
+    (1 + side * side) * vision.hiddenSize,
+    'the position embeddings',
+  );
+  return parsed;
+}
+
+/** The heads' shapes: the pooling blocks, text projection, query tokens and where QLLaMA cross-attends. */
+function checkClipShapes(checkpoint: Checkpoint, config: InternVLClipConfig): void {
+  const lookup = (key: string) => (checkpoint.has(key) ? checkpoint.entry(key).shape : undefined);
+  const D = configDim(config.origin, 'clip_embed_dim', config.clipEmbedDim);
+  const Cv = configDim(config.vision.origin, 'hidden_size', config.vision.hiddenSize);
+  const H = configDim(config.qllama.origin, 'hidden_size', config.qllama.hiddenSize);
+  const Q = configDim(config.origin, 'num_query_token', config.numQueryToken);
+  checkShapes(config.origin, lookup, [
+    { key: 'clip_projector.cross_attn.q.weight', dims: [Cv, Cv] },
+    { key: 'clip_projector.cross_attn.proj.weight', dims: [D, Cv] },
+    { key: 'clip_projector2.cross_attn.q.weight', dims: [H, H] },
+    { key: 'clip_projector2.cross_attn.proj.weight', dims: [D, H] },
+    { key: 'text_projection', dims: [H, D] },
+    { key: 'query_tokens', dims: [1, Q, H] },
+    ...Array.from({ length: config.qllama.numHiddenLayers }, (_, i) => ({
+      key: `qllama.model.layers.${i}.cross_attn.k_proj.weight`,
+      dims: [H, Cv],
+    })),
+  ]);
+  const frequency = configDim(config.qllama.origin, 'cross_attention_frequency', config.crossAttentionFrequency);
+  for (let i = 0; i < config.qllama.numHiddenLayers; i++) {
+    const key = `qllama.model.layers.${i}.cross_attn.k_proj.weight`;
+    if ((i % frequency.value === 0) !== checkpoint.has(key))
+      throw new ConfigError(
+        `${config.origin.file}: ${frequency.field} ${frequency.value} but ${key} is ${checkpoint.has(key) ? 'present' : 'missing'}`,
+      );
+  }
 }
 
 /** The pooling blocks' LayerNorm eps (PyTorch's default, set explicitly in the official code). */
@@ -110,6 +161,7 @@ export class InternVLClipModel {
     const config = parseInternVLClipConfig(raw);
     const checkpoint = await Checkpoint.open(dir);
     const visionPrefix = visionTowerPrefix(visionLayout, checkpoint);
+    checkClipShapes(checkpoint, config);
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
     const g = new GraphBuilder('internvl_c', checkpoint);

@@ -200,5 +200,5 @@ export function visionTowerPrefix(layout: VisionTowerLayout, checkpoint: Checkpo
  * fine-tuned models run at a size other than the ViT's pretraining one), else the ViT's `image_size`.
  */
 export function inputImageSize(config: ConfigSection, vision: InternVisionConfig): number {
-  return config.has('force_image_size') ? config.size('force_image_size') : vision.imageSize;
+  return config.has('force_image_size') ? config.positiveSize('force_image_size') : vision.imageSize;
 }

@@ -19,7 +19,7 @@ import {
   type PromptMessage,
   type PromptVisual,
 } from './chat_prompt.js';
-import { streamTokens, type FinishReason, type GenerationOptions, type Prompt } from './generation.js';
+import { newTokenBudget, streamTokens, type FinishReason, type GenerationOptions, type Prompt } from './generation.js';
 
 export interface ChatPipeline {
   model: InternVLChatModel;
@@ -126,14 +126,24 @@ export async function encodeVisuals(pipeline: ChatPipeline, prepared: PreparedVi
   );
 }
 
+/**
+ * The token ids of a prompt, checked against the model's context together with the new tokens asked for, so that a
+ * prompt that cannot fit fails before the vision encoder runs.
+ */
+export function tokenizePrompt(pipeline: ChatPipeline, prompt: string, maxNewTokens: number | undefined): number[] {
+  const ids = pipeline.tokenizer.encode(prompt);
+  const imageTokens = ids.reduce((n, id) => n + (id === pipeline.imageContextId ? 1 : 0), 0);
+  newTokenBudget(pipeline.model.language.contextLength, ids.length, maxNewTokens, { imageTokens });
+  return ids;
+}
+
 /** The prompt's ids and embeddings, image features spliced in at the `<IMG_CONTEXT>` positions. */
 export async function embedPrompt(
   pipeline: ChatPipeline,
-  prompt: string,
+  ids: number[],
   imageEmbeds: Float32Array | null,
 ): Promise<Prompt> {
-  const { model, tokenizer, imageContextId } = pipeline;
-  const ids = tokenizer.encode(prompt);
+  const { model, imageContextId } = pipeline;
   const images = ids.includes(imageContextId) ? imageEmbeds : null;
   return { ids, embeds: await model.embedWithImages(ids, imageContextId, images) };
 }
@@ -276,16 +286,16 @@ export class Conversation {
     });
     try {
       await previous;
-      const prompt = this.promptFor(question);
+      const ids = tokenizePrompt(this.pipeline, this.promptFor(question), generation.maxNewTokens);
       this.imageEmbeds ??= await encodeVisuals(this.pipeline, this.prepared);
-      const input = await embedPrompt(this.pipeline, prompt, this.imageEmbeds);
+      const input = await embedPrompt(this.pipeline, ids, this.imageEmbeds);
       const answer = new AnswerText(this.pipeline);
       const stream = streamTokens(
         this.pipeline.model.language,
         input,
         chatGenerationOptions(this.pipeline, generation),
       );
-      const ids: number[] = [];
+      const generated: number[] = [];
       let finishReason: FinishReason;
       for (;;) {
         const next = await stream.next();
@@ -293,7 +303,7 @@ export class Conversation {
           finishReason = next.value;
           break;
         }
-        ids.push(next.value);
+        generated.push(next.value);
         const delta = answer.push(next.value);
         if (delta) yield delta;
       }
@@ -304,7 +314,7 @@ export class Conversation {
         this.history.length === 0 ? labelTurn(question, this.prepared.visuals, 0, this.imageCount()) : question,
         response,
       ]);
-      return { response, ids, promptTokens: input.ids.length, finishReason };
+      return { response, ids: generated, promptTokens: input.ids.length, finishReason };
     } finally {
       done();
     }

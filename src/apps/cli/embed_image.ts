@@ -2,6 +2,7 @@
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
+import { checkWritableTarget } from '../../core/node/atomic_write.js';
 
 const USAGE = `Usage: internvl embed-image --model <dir|org/name> [options] <image|folder>...
 
@@ -54,6 +55,8 @@ export const embedImageCommand: Command = {
     const out = parsed.string('out');
     if (out !== undefined && !out.endsWith('.safetensors'))
       parsed.fail(`--out must name a .safetensors file, got '${out}'`);
+    // Before the work, not after it: a missing folder or a folder named as --out fails in a second.
+    if (out !== undefined) checkWritableTarget(out);
     const batchSize = parsed.integer('batch', 1, { min: 1 });
     const quiet = parsed.flag('quiet');
 

@@ -12,7 +12,7 @@ export const GENERATION_OPTIONS = {
   seed: { type: 'string' },
 } as const;
 
-export const GENERATION_USAGE = `  --max-new-tokens <n> tokens to generate at most (default 1024)
+export const GENERATION_USAGE = `  --max-new-tokens <n> tokens to generate at most (default 1024, or up to the end of the model's context)
   --greedy             argmax decoding (the default unless --temperature/--top-k/--top-p is given)
   --temperature <t>    sample with this temperature
   --top-k <k>          sample among the k most likely tokens
@@ -38,7 +38,8 @@ export function generationArgs(parsed: ParsedArgs): GenerationOptions {
   if (temperature !== undefined && temperature <= 0) parsed.fail('--temperature must be > 0');
   if (topP !== undefined && !(topP > 0 && topP <= 1)) parsed.fail('--top-p must be in (0, 1]');
   return {
-    maxNewTokens: parsed.integer('max-new-tokens', 1024, { min: 0 }),
+    // Unset: the library's default, which also stops at the end of the context instead of refusing the prompt.
+    maxNewTokens: parsed.integer('max-new-tokens', undefined, { min: 0 }),
     doSample: sampling,
     temperature,
     topK,

@@ -11,7 +11,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { InternVLError, InternalError, UsageError } from '../../core/errors.js';
+import { storageError } from '../../core/node/atomic_write.js';
+import { InternalError, StorageError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
@@ -138,17 +139,20 @@ export async function loadEvalModel(idOrPath: string, options: LoadEvalModelOpti
 // ---------------------------------------------------------------------------------------------------------
 // Embedding cache.
 
-const CACHE_MAGIC = Buffer.from('IVLEMB01', 'latin1');
+const CACHE_MAGIC = Buffer.from('IVLEMB02', 'latin1');
 const CACHE_HEADER = 16;
 const KEY_BYTES = 32;
+/** Each record ends with the first bytes of sha256(key hash ‖ values), so flipped or torn records are skipped. */
+const CHECK_BYTES = 8;
 
 /**
  * Embeddings on disk, one folder per namespace (model identity, embedding kind, mode, transform, image size,
  * frames…), keyed by a string per item (a file's real path + size + mtime, a prompt…).
  *
  * Each process appends to its own segment file (`*.emb`: a 16-byte header with the dimension, then fixed-size
- * records of sha256(key) and D float32), and readers load every segment of the namespace. So two runs at once
- * never write the same file, and a run killed mid-write leaves a partial last record that readers skip.
+ * records of sha256(key), D float32 and a check), and readers load every segment of the namespace. So two runs at
+ * once never write the same file; a run killed mid-write leaves a partial last record, and a record whose bytes
+ * changed fails its check: readers skip both, and the embedding is computed again.
  * Values are stored exactly, so a cached run gives bit-identical results.
  */
 export class EmbeddingCache {
@@ -178,7 +182,7 @@ export class EmbeddingCache {
   }
 
   private get recordBytes(): number {
-    return KEY_BYTES + 4 * this.dim;
+    return KEY_BYTES + 4 * this.dim + CHECK_BYTES;
   }
 
   private load(): void {
@@ -203,6 +207,8 @@ export class EmbeddingCache {
       const count = Math.floor((buf.length - CACHE_HEADER) / this.recordBytes);
       for (let i = 0; i < count; i++) {
         const offset = CACHE_HEADER + i * this.recordBytes;
+        const body = buf.subarray(offset, offset + KEY_BYTES + 4 * this.dim);
+        if (!recordCheck(body).equals(buf.subarray(offset + body.length, offset + this.recordBytes))) continue;
         this.index.set(buf.toString('hex', offset, offset + KEY_BYTES), { buf, offset: offset + KEY_BYTES });
       }
     }
@@ -231,6 +237,8 @@ export class EmbeddingCache {
       const offset = i * this.recordBytes;
       Buffer.from(hashKey(key), 'hex').copy(buf, offset);
       Buffer.from(value.buffer, value.byteOffset, value.byteLength).copy(buf, offset + KEY_BYTES);
+      const body = buf.subarray(offset, offset + KEY_BYTES + 4 * this.dim);
+      recordCheck(body).copy(buf, offset + body.length);
     });
     try {
       if (this.segment === null) {
@@ -243,21 +251,27 @@ export class EmbeddingCache {
       }
       fs.appendFileSync(this.segment, buf);
     } catch (e) {
-      throw cacheError(this.dir, e);
+      throw cacheError(this.segment ?? this.dir, e);
     }
     entries.forEach(([key], i) => this.index.set(hashKey(key), { buf, offset: i * this.recordBytes + KEY_BYTES }));
   }
+}
+
+function recordCheck(body: Uint8Array): Buffer {
+  return createHash('sha256').update(body).digest().subarray(0, CHECK_BYTES);
 }
 
 function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-function cacheError(where: string, e: unknown): InternVLError {
-  const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-  return new InternVLError(
-    `cannot use the embedding cache in ${where}: ${why} (choose another with --cache-dir, or --no-cache)`,
-  );
+function cacheError(where: string, e: unknown): StorageError {
+  const known = storageError(e, where);
+  const why =
+    known instanceof StorageError
+      ? known.message
+      : `cannot use the embedding cache in ${where}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  return new StorageError(`${why} (choose another with --cache-dir, or --no-cache)`, { cause: e });
 }
 
 /** `$INTERNVL_CACHE/embeddings`, else `~/.cache/internvl-ts/embeddings`. */

@@ -6,6 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { checkRange, type ByteSource } from '../bytes.js';
 import { SafetensorsError } from '../errors.js';
 import type { FileSystem } from '../io.js';
+import { writeFileAtomicSync } from './atomic_write.js';
+import { resolveInside } from './contained_path.js';
 import { encodeSafetensors } from '../safetensors.js';
 
 /** A local file read with positioned reads (opened per read, so no descriptor outlives a call). */
@@ -27,8 +29,12 @@ export class FileByteSource implements ByteSource {
     let size: number;
     try {
       realPath = fs.realpathSync(filePath);
-      size = fs.statSync(realPath).size;
+      const stat = fs.statSync(realPath);
+      if (!stat.isFile())
+        throw new SafetensorsError(`${filePath}: is a folder (or another non-file), not a safetensors file`);
+      size = stat.size;
     } catch (error) {
+      if (error instanceof SafetensorsError) throw error;
       throw new SafetensorsError(`${filePath}: cannot open (${(error as NodeJS.ErrnoException).code ?? error})`);
     }
     return new FileByteSource(realPath, size);
@@ -92,18 +98,14 @@ export const nodeFileSystem: FileSystem = {
   readBytes: (p) => fsp.readFile(p),
   readText: (p) => fsp.readFile(p, 'utf8'),
   open: async (p) => FileByteSource.open(p),
+  resolveInside: async (dir, name) => resolveInside(dir, name),
 };
 
-/** Writes tensors to a safetensors file (for `--out`, tests and benchmarks). */
+/** Writes tensors to a safetensors file (for `--out`, tests and benchmarks), all-or-nothing. */
 export function writeSafetensors(
   filePath: string,
   tensors: Parameters<typeof encodeSafetensors>[0],
   metadata?: Record<string, string>,
 ): void {
-  const fd = fs.openSync(filePath, 'w');
-  try {
-    for (const chunk of encodeSafetensors(tensors, metadata)) fs.writeSync(fd, chunk);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileAtomicSync(filePath, encodeSafetensors(tensors, metadata));
 }

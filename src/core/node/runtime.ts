@@ -17,7 +17,7 @@ export const nodeRuntime: RuntimeBackend = {
   ort,
   defaultThreads: os.availableParallelism(),
   placeWeights: async (_graphName, requests, options) => {
-    const { folder, locate } = placeWeights(requests, options);
+    const { folder, locate } = await placeWeights(requests, options);
     return { locate, sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: folder } } } };
   },
 };
@@ -27,10 +27,10 @@ export const nodeRuntime: RuntimeBackend = {
  * paths with `..`, so either every weight is used in place from one checkpoint folder, or every weight goes
  * through the cache file.
  */
-function placeWeights(
+async function placeWeights(
   requests: WeightRequest[],
   options: SessionOptions,
-): { folder: string; locate: (r: WeightRequest) => WeightLocation } {
+): Promise<{ folder: string; locate: (r: WeightRequest) => WeightLocation }> {
   const filePath = (r: WeightRequest) => r.inPlace?.source.path;
   const folders = new Set(requests.map((r) => (filePath(r) ? path.dirname(filePath(r)!) : null)));
   if (folders.size === 1 && !folders.has(null)) {
@@ -45,7 +45,7 @@ function placeWeights(
     };
   }
   const cacheDir = options.cacheDir ?? defaultCacheDir();
-  const { fileName, offsets } = ensureWeightCache(cacheDir, requests, options.onProgress);
+  const { fileName, offsets } = await ensureWeightCache(cacheDir, requests, options.onProgress);
   return {
     folder: cacheDir,
     locate: (r) => {
