@@ -14,8 +14,8 @@ import { createSession, ModelSession, setThreadBudget, Tensor } from '../src/cor
 import { REPO } from './helpers/cli.js';
 
 const LAYERS = ['core', 'models', 'processing', 'tasks'];
-/** The Node implementations of the seams (paths under src/, a trailing `/` is a folder). Keep this list short. */
-const NODE_IMPLEMENTATIONS = ['core/node/', 'processing/node/', 'core/hub.ts'];
+/** The Node implementations of the seams (paths under src/, a trailing `/` is a folder; the Hub client is reached through `io.modelResolver`). Keep this list short. */
+const NODE_IMPLEMENTATIONS = ['core/node/', 'processing/node/', 'core/hub.ts', 'core/hub/'];
 const NODE_ONLY_PACKAGES = ['sharp', 'onnxruntime-node'];
 
 const isNodeImplementation = (rel: string) =>

@@ -374,7 +374,8 @@ test('strict where the format is: a tensor named twice, invalid UTF-8; a non-che
   lying.write(secret, 8);
   const lyingFile = path.join(root, 'lying.safetensors');
   fs.writeFileSync(lyingFile, lying);
-  await assert.rejects(() => SafetensorsFile.open(lyingFile),
+  await assert.rejects(
+    () => SafetensorsFile.open(lyingFile),
     (e: unknown) => {
       const m = (e as Error).message;
       assert.match(m, /header is not valid JSON( \(at byte \d+\))?: not a safetensors file\?$/);
@@ -384,7 +385,8 @@ test('strict where the format is: a tensor named twice, invalid UTF-8; a non-che
   );
   // A long or control-character name is escaped and cut.
   const longName = `\u001b[31m${'x'.repeat(500)}`;
-  await assert.rejects(() => SafetensorsFile.open(rawFile({ [longName]: 5 })),
+  await assert.rejects(
+    () => SafetensorsFile.open(rawFile({ [longName]: 5 })),
     (e: unknown) => !(e as Error).message.includes('\u001b') && (e as Error).message.length < 300,
   );
   // A folder where the weights file belongs.
@@ -401,23 +403,24 @@ test('shard names from the index and weight files stay inside the model folder',
   const index = (shard: unknown) =>
     fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { a: shard } }));
   const refused = (pattern: RegExp) =>
-    await assert.rejects(() => Checkpoint.open(dir),
+    assert.rejects(
+      () => Checkpoint.open(dir),
       (e: unknown) => e instanceof ModelLoadError && pattern.test((e as Error).message),
     );
   index('../outside.safetensors');
-  refused(/index\.json: shard "\.\.\/outside\.safetensors" is not a plain relative file name/);
+  await refused(/index\.json: shard "\.\.\/outside\.safetensors" is not a plain relative file name/);
   index(outside);
-  refused(/is not a plain relative file name/);
+  await refused(/is not a plain relative file name/);
   index('sub\\..\\..\\outside.safetensors');
-  refused(/is not a plain relative file name/);
+  await refused(/is not a plain relative file name/);
   index(7);
-  refused(/a weight_map value is not a file name/);
+  await refused(/a weight_map value is not a file name/);
   // A symlink inside the folder that leads out of it.
   fs.symlinkSync(outside, path.join(dir, 'link.safetensors'));
   index('link.safetensors');
-  refused(/shard "link\.safetensors" leads outside .*contained \(to .*outside\.safetensors\)/);
+  await refused(/shard "link\.safetensors" leads outside .*contained \(to .*outside\.safetensors\)/);
   fs.rmSync(path.join(dir, 'model.safetensors.index.json'));
-  refused(/weights file "link\.safetensors" leads outside/);
+  await refused(/weights file "link\.safetensors" leads outside/);
 
   // A Hugging Face cache snapshot: its entries are symlinks into the repo's blobs, which is allowed.
   const repo = path.join(root, 'hub', 'models--org--name');
@@ -426,7 +429,7 @@ test('shard names from the index and weight files stay inside the model folder',
   fs.mkdirSync(path.join(repo, 'blobs'));
   fs.copyFileSync(outside, path.join(repo, 'blobs', 'deadbeef'));
   fs.symlinkSync('../../blobs/deadbeef', path.join(snapshot, 'model.safetensors'));
-  assert.deepEqual(await Checkpoint.open(snapshot).readFloat32('a').data, Float32Array.from([1]));
+  assert.deepEqual((await Checkpoint.open(snapshot)).readFloat32('a').data, Float32Array.from([1]));
   // But not beyond the repo.
   fs.rmSync(path.join(snapshot, 'model.safetensors'));
   fs.symlinkSync(outside, path.join(snapshot, 'model.safetensors'));
