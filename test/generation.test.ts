@@ -151,7 +151,7 @@ for (const attention of ['gqa', 'masked'] as const) {
     const lm =
       attention === 'gqa'
         ? await lmPromise
-        : await CausalLM.load(Checkpoint.open(TINY), parseLlmConfig(readConfig(TINY)), { attention });
+        : await CausalLM.load(await Checkpoint.open(TINY), parseLlmConfig(await readConfig(TINY)), { attention });
     assert.equal(lm.attention, attention);
     const greedyAlone = async (promptIds: number[], steps: number) =>
       (await generate(lm, { ids: promptIds }, { maxNewTokens: steps })).ids;
