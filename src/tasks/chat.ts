@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../core/errors.js';
+import { resolveModelDir, type ResolveModelOptions } from '../core/hub.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -32,7 +33,12 @@ export interface ChatPipeline {
   stopTokenIds: number[];
 }
 
-export async function loadChatPipeline(dir: string, options: LoadOptions = {}): Promise<ChatPipeline> {
+/** Loads a model folder or Hugging Face repo id (`OpenGVLab/InternVL2-1B`, `org/name@revision`), as `--model`. */
+export async function loadChatPipeline(
+  idOrPath: string,
+  options: LoadOptions & { hub?: ResolveModelOptions } = {},
+): Promise<ChatPipeline> {
+  const dir = await resolveModelDir(idOrPath, options.hub);
   const model = await InternVLChatModel.load(dir, options);
   const tokenizer = await loadTokenizer(dir);
   const hfChatTemplate = model.config.layout === 'hf' ? readChatTemplate(dir) : null;

@@ -5,8 +5,14 @@ import { detectArchitecture, readConfig } from '../models/config.js';
 import { CausalLM, parseLlmConfig } from '../models/llm.js';
 import { InternVLChatModel } from '../models/internvl_chat.js';
 import { ModelLoadError } from '../core/errors.js';
+import { resolveModelDir, type ResolveModelOptions } from '../core/hub.js';
 
-export async function loadLanguageModel(dir: string, options: { session?: SessionOptions } = {}): Promise<CausalLM> {
+/** Loads a model folder or Hugging Face repo id, as `--model`. */
+export async function loadLanguageModel(
+  idOrPath: string,
+  options: { session?: SessionOptions; hub?: ResolveModelOptions } = {},
+): Promise<CausalLM> {
+  const dir = await resolveModelDir(idOrPath, options.hub);
   const config = readConfig(dir);
   const architecture = detectArchitecture(config);
   if (architecture === 'CausalLM')
