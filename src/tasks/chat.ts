@@ -6,7 +6,8 @@
  * each). `*-hf` checkpoints use their Jinja `chat_template` instead of the official templates.
  */
 import { UsageError } from '../core/errors.js';
-import { files } from '../core/io.js';
+import type { ResolveModelOptions } from '../core/hub.js';
+import { files, modelResolver } from '../core/io.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -31,7 +32,12 @@ export interface ChatPipeline {
   stopTokenIds: number[];
 }
 
-export async function loadChatPipeline(dir: string, options: LoadOptions = {}): Promise<ChatPipeline> {
+/** Loads a model folder or Hugging Face repo id (`OpenGVLab/InternVL2-1B`, `org/name@revision`), as `--model`. */
+export async function loadChatPipeline(
+  idOrPath: string,
+  options: LoadOptions & { hub?: ResolveModelOptions } = {},
+): Promise<ChatPipeline> {
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
   const model = await InternVLChatModel.load(dir, options);
   const tokenizer = await loadTokenizer(dir);
   const hfChatTemplate = model.config.layout === 'hf' ? await readChatTemplate(dir) : null;

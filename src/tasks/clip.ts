@@ -5,6 +5,8 @@
  * - Images: classification = Resize(224, short side, bicubic) + CenterCrop; retrieval = Resize((224, 224)).
  * - Classifier: per class, every template's embedding normalized, averaged, renormalized; logits = 100 · x @ W.
  */
+import type { ResolveModelOptions } from '../core/hub.js';
+import { modelResolver } from '../core/io.js';
 import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '../core/matrix.js';
 export { retrievalScores } from '../core/matrix.js';
 import { UsageError } from '../core/errors.js';
@@ -19,10 +21,12 @@ export interface ClipPipeline {
   tokenizer: Tokenizer;
 }
 
+/** Loads a model folder or Hugging Face repo id, as `--model`. */
 export async function loadClipPipeline(
-  dir: string,
-  options: Parameters<typeof InternVLClipModel.load>[1] = {},
+  idOrPath: string,
+  options: Parameters<typeof InternVLClipModel.load>[1] & { hub?: ResolveModelOptions } = {},
 ): Promise<ClipPipeline> {
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
   const [model, tokenizer] = await Promise.all([InternVLClipModel.load(dir, options), loadTokenizer(dir)]);
   return { model, tokenizer };
 }

@@ -140,7 +140,7 @@ export const embedImageCommand: Command = {
         architecture,
         ...kind,
         normalized: parsed.flag('normalize'),
-        imageSize,
+        image_size: imageSize,
         dim,
         // 9 significant digits round-trip float32 exactly at a third of the length of a double's digits.
         images: result.names.map((image, i) => ({
