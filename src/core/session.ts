@@ -124,7 +124,12 @@ export class ModelSession {
     }
   }
 
+  private released = false;
+
+  /** Frees the native session; a second call does nothing. */
   async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     await this.session.release();
   }
 }

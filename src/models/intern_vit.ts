@@ -187,7 +187,9 @@ export function buildInternVisionEncoder(
   const lookup = (key: string) => (g.hasWeight(key) ? g.weightShape(key) : undefined);
   const key = (name: string) => scope.key(name);
   checkShapes(config.origin, lookup, visionShapes(config, key, names));
-  checkLayerCount(config.origin, lookup, configDim(config.origin, 'num_hidden_layers', config.numHiddenLayers), (i) =>
+  // Only the blocks the graph runs must be there (a benchmark's checkpoint may hold fewer than the config's).
+  const numLayers = options.numLayers ?? config.numHiddenLayers;
+  checkLayerCount(config.origin, lookup, configDim(config.origin, 'num_hidden_layers', numLayers), (i) =>
     key(`${names.layers}.${i}.${names.norm1}.weight`),
   );
   const pixels = g.input('pixel_values', 'float32', ['batch', 3, 'height', 'width']);
@@ -208,7 +210,6 @@ export function buildInternVisionEncoder(
   const to2d = (x: string) => g.reshape(x, [-1, C]);
   const to3d = (x: string) => g.node('Reshape', [x, shape3d]);
 
-  const numLayers = options.numLayers ?? config.numHiddenLayers;
   const hiddenStates = [embeddings];
   let x = to2d(embeddings);
   const norm = (s: Scope, input: string, name: string) =>

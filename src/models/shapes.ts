@@ -82,6 +82,7 @@ export function checkLayerCount(
   probe: (i: number) => string,
 ): void {
   const n = layers.value;
+  if (n === 0) return;
   if (lookup(probe(0)) && !lookup(probe(n - 1)))
     throw new ConfigError(`${origin.file}: ${layers.field} ${n} but the checkpoint has no ${probe(n - 1)}`);
 }

@@ -37,6 +37,10 @@ export function generationArgs(parsed: ParsedArgs): GenerationOptions {
     parsed.fail('--greedy cannot be combined with --temperature, --top-k or --top-p');
   if (temperature !== undefined && temperature <= 0) parsed.fail('--temperature must be > 0');
   if (topP !== undefined && !(topP > 0 && topP <= 1)) parsed.fail('--top-p must be in (0, 1]');
+  const repetitionPenalty = number(parsed, 'repetition-penalty');
+  // The penalty divides positive logits and multiplies negative ones: 0 or less would invert or zero them.
+  if (repetitionPenalty !== undefined && !(repetitionPenalty > 0))
+    parsed.fail(`--repetition-penalty must be > 0 (1 = off), got ${repetitionPenalty}`);
   return {
     // Unset: the library's default, which also stops at the end of the context instead of refusing the prompt.
     maxNewTokens: parsed.integer('max-new-tokens', undefined, { min: 0 }),
@@ -44,7 +48,7 @@ export function generationArgs(parsed: ParsedArgs): GenerationOptions {
     temperature,
     topK,
     topP,
-    repetitionPenalty: number(parsed, 'repetition-penalty'),
+    repetitionPenalty,
     seed: parsed.integer('seed', 0),
   };
 }
