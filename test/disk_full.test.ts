@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeSafetensors } from '../src/core/safetensors.js';
+import { writeSafetensors } from '../src/core/node/files.js';
 import { DATA, errorLines, REPO, tempDir } from './helpers/cli.js';
 
 const CHILD = path.join(REPO, 'test', 'helpers', 'write_child.ts');

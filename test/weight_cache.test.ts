@@ -10,9 +10,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { GraphBuilder } from '../src/core/graph.js';
-import { createSession, ort } from '../src/core/runtime.js';
-import { Checkpoint, writeSafetensors } from '../src/core/safetensors.js';
-import { acquireLock } from '../src/core/file_lock.js';
+import { createSession, Tensor } from '../src/core/session.js';
+import { writeSafetensors } from '../src/core/node/files.js';
+import { Checkpoint } from '../src/core/safetensors.js';
+import { acquireLock } from '../src/core/node/file_lock.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-weight-cache-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -37,7 +38,7 @@ function writeModel(dir: string, seed: number): void {
 
 /** Runs the one-linear graph (bf16 weights converted to float32 through the cache); counts the conversions. */
 async function run(dir: string, cacheDir: string): Promise<{ y: number[]; produced: number }> {
-  const g = new GraphBuilder('cache_test', Checkpoint.open(dir));
+  const g = new GraphBuilder('cache_test', await Checkpoint.open(dir));
   g.output(g.scope('').linear(g.input('x', 'float32', [1, K]), 'proj'), 'y');
   let produced = 0;
   for (const request of g.weights.values()) {
@@ -49,7 +50,7 @@ async function run(dir: string, cacheDir: string): Promise<{ y: number[]; produc
   }
   const session = await createSession(g, { cacheDir, threads: 1 });
   try {
-    const y = (await session.run({ x: new ort.Tensor('float32', x, [1, K]) })).y.data as Float32Array;
+    const y = (await session.run({ x: new Tensor('float32', x, [1, K]) })).y.data as Float32Array;
     return { y: [...y], produced };
   } finally {
     await session.release();

@@ -11,8 +11,8 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { storageError, writeFileAtomic } from './atomic_write.js';
-import { isSafeRelativeName } from './contained_path.js';
+import { storageError, writeFileAtomic } from './node/atomic_write.js';
+import { isSafeRelativeName } from './names.js';
 import { HubError, ModelLoadError, UsageError } from './errors.js';
 import { blobComplete, downloadBlob, type RemoteFile } from './hub/blob.js';
 import {

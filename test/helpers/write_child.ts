@@ -7,10 +7,10 @@
  */
 import path from 'node:path';
 import { reportError } from '../../src/apps/cli/main.js';
-import { writeFileAtomicSync } from '../../src/core/atomic_write.js';
+import { writeFileAtomicSync } from '../../src/core/node/atomic_write.js';
 import { GraphBuilder } from '../../src/core/graph.js';
 import { resolveModelDir } from '../../src/core/hub.js';
-import { createSession } from '../../src/core/runtime.js';
+import { createSession } from '../../src/core/session.js';
 import { Checkpoint } from '../../src/core/safetensors.js';
 
 const [mode, a, b, c] = process.argv.slice(2);
@@ -18,7 +18,7 @@ try {
   if (mode === 'atomic') {
     writeFileAtomicSync(a, Buffer.alloc(Number(b), 7));
   } else if (mode === 'cache') {
-    const g = new GraphBuilder('disk_full', Checkpoint.open(a));
+    const g = new GraphBuilder('disk_full', await Checkpoint.open(a));
     const [, K] = g.weightShape('proj.weight');
     g.output(g.scope('').linear(g.input('x', 'float32', [1, K]), 'proj'), 'y');
     await (await createSession(g, { cacheDir: path.resolve(b), threads: 1 })).release();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
-import { checkWritableTarget } from '../../core/atomic_write.js';
+import { checkWritableTarget } from '../../core/node/atomic_write.js';
 
 const USAGE = `Usage: internvl embed-text --model <dir|id> [options] ("text" ... | --file <lines.txt>)
 
@@ -66,7 +66,7 @@ export const embedTextCommand: Command = {
       await Promise.all([
         import('../../tasks/clip.js'),
         import('../../core/matrix.js'),
-        import('../../core/safetensors.js'),
+        import('../../core/node/files.js'),
         import('../../core/progress.js'),
       ]);
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {

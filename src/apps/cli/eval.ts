@@ -1,7 +1,7 @@
 /** `internvl eval zeroshot|retrieval|video-retrieval`: the InternVL-C/G evaluation protocols (CLIP_benchmark, MSR-VTT). */
 import { parseCommandArgs, usageError, type OptionSpec, type ParsedArgs } from './args.js';
 import type { Command } from './registry.js';
-import { checkWritableTarget, writeFileAtomicSync } from '../../core/atomic_write.js';
+import { checkWritableTarget, writeFileAtomicSync } from '../../core/node/atomic_write.js';
 
 const USAGE = `Usage: internvl eval <evaluation> [options]
 
@@ -161,7 +161,7 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
   const batchSize = parsed.integer('batch', 8, { min: 1 });
   const limit = parsed.integer('limit', undefined, { min: 1 });
-  const threads = parsed.integer('threads', undefined, { min: 1 });
+  const threads = parsed.threads();
   const quiet = parsed.flag('quiet');
   const markdown = parsed.string('markdown');
   if (markdown !== undefined) checkWritableTarget(markdown);

@@ -48,7 +48,7 @@ export function sessionArgs(parsed: ParsedArgs): {
 } {
   let progress: { update(done: number, total?: number): void; finish(): void } | null = null;
   return {
-    threads: parsed.integer('threads', undefined, { min: 1 }),
+    threads: parsed.threads(),
     onProgress: (done, total) => {
       progress ??= createProgressReporter('converting weights (once)', { quiet: parsed.flag('quiet'), unit: 'items' });
       progress.update(done, total);

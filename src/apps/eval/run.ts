@@ -11,14 +11,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { storageError } from '../../core/atomic_write.js';
-import { resolveInside } from '../../core/contained_path.js';
+import { storageError } from '../../core/node/atomic_write.js';
+import { resolveInside } from '../../core/node/contained_path.js';
 import { InternalError, StorageError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
-import type { SessionOptions } from '../../core/runtime.js';
-import { defaultCacheDir } from '../../core/weight_cache.js';
+import { defaultCacheDir } from '../../core/node/weight_cache.js';
+import type { SessionOptions } from '../../core/session.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
 import type { FfmpegOptions } from '../../processing/video.js';
@@ -32,7 +32,6 @@ import {
 } from '../../tasks/clip.js';
 import { DEFAULT_VIDEO_FRAMES, embedVideo } from '../../tasks/video.js';
 import { loadClassNames, loadTemplates, readStringList, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
-export { readStringList } from '../../tasks/zeroshot_prompts.js';
 import { DatasetError, openWebDataset, preCaption, readCaptionDataset, readImageFolder } from './datasets.js';
 import { meanRecall, msrvttRetrievalMetrics, retrievalRecall, zeroShotClassificationMetrics } from './metrics.js';
 import type { EvalResult } from './report.js';
@@ -599,7 +598,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
     kind === 'folder' && typeof options.classNames === 'string' && /\.json$/i.test(options.classNames);
   const userClassNames = folderJsonNames ? undefined : await userList(options.classNames, 'classnames');
   let templates = await userList(options.templates, 'templates');
-  const langNames = language ? loadClassNames(language) : undefined;
+  const langNames = language ? await loadClassNames(language) : undefined;
 
   let classNames: string[];
   let itemsSource: AsyncGenerator<{ key: string; name: string; label: number; load: () => Promise<RgbImage> }>;
@@ -609,7 +608,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
       ? (options.classNames as string)
       : (userClassNames ?? langNames);
     const dirs = classFolders(options.dataset);
-    if (!names && dirs.length === 1000 && dirs.every((d) => WNID.test(d))) names = loadClassNames('en');
+    if (!names && dirs.length === 1000 && dirs.every((d) => WNID.test(d))) names = await loadClassNames('en');
     if (Array.isArray(names)) {
       const classes = dirs.length;
       const source = userClassNames
@@ -662,7 +661,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
       }
     })();
   }
-  templates ??= loadTemplates(language ?? 'en');
+  templates ??= await loadTemplates(language ?? 'en');
   if (templates.length === 0) throw new UsageError('no prompt templates');
   // Fill every prompt before any encoding, so that a bad template fails at once.
   const prompts = classNames.flatMap((c) => templates.map((t) => fillTemplate(t, c)));

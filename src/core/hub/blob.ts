@@ -7,9 +7,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import { storageError } from '../atomic_write.js';
+import { storageError } from '../node/atomic_write.js';
 import { HubError, InternVLError } from '../errors.js';
-import { acquireLock } from '../file_lock.js';
+import { acquireLock } from '../node/file_lock.js';
 import { httpFailure, networkError, resolveUrl, send, TransientError, withRetries, type HubContext } from './http.js';
 
 const SHA256_RE = /^[0-9a-f]{64}$/;

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { isSafeRelativeName } from '../contained_path.js';
+import { isSafeRelativeName } from '../names.js';
 import { UsageError } from '../errors.js';
 
 const DEFAULT_ENDPOINT = 'https://huggingface.co';

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { isSafeRelativeName } from '../contained_path.js';
+import { isSafeRelativeName } from '../names.js';
 import { HubError } from '../errors.js';
 
 const COMMIT_RE = /^[0-9a-f]{40}$/;

@@ -228,7 +228,8 @@ export function chatRoutes(app: FastifyInstance, context: ServerContext): void {
         prepare: async () => {
           const prepared = prepareVisuals(pipeline, fetched.items);
           const text = renderChatPrompt(promptFormat(pipeline), messages, prepared.visuals);
-          const prompt = await embedPrompt(pipeline, text, await encodeVisuals(pipeline, prepared));
+          const ids = pipeline.tokenizer.encode(text);
+          const prompt = await embedPrompt(pipeline, ids, await encodeVisuals(pipeline, prepared));
           const contextLength = pipeline.model.config.llm.maxPositionEmbeddings;
           const room = contextLength - prompt.ids.length;
           if (room <= 0 || (maxTokens !== undefined && maxTokens > room))

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { StorageError } from './errors.js';
+import { StorageError } from '../errors.js';
 
 export interface AtomicWriteOptions {
   /** Create the target's folder (and its parents) when missing; default false (`--out` in a missing folder is an error). */

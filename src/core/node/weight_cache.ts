@@ -17,9 +17,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { AtomicWriter, storageError, writeFileAtomic } from './atomic_write.js';
-import { RuntimeError } from './errors.js';
+import { RuntimeError } from '../errors.js';
 import { acquireLock } from './file_lock.js';
-import { ELEM_BYTES, type WeightRequest } from './graph.js';
+import { ELEM_BYTES, type WeightRequest } from '../graph.js';
 
 export function defaultCacheDir(): string {
   if (process.env.INTERNVL_CACHE) return process.env.INTERNVL_CACHE;
@@ -124,7 +124,7 @@ async function plan(requests: WeightRequest[]): Promise<{
 }> {
   const sources = new Map<string, Identity>();
   for (const r of requests) {
-    for (const file of r.sources ?? (r.inPlace ? [r.inPlace.file] : [])) {
+    for (const file of r.sources ?? (r.inPlace ? [r.inPlace.source.name] : [])) {
       if (sources.has(file)) continue;
       try {
         sources.set(file, identityOf(await fs.promises.stat(file)));
@@ -135,7 +135,7 @@ async function plan(requests: WeightRequest[]): Promise<{
   }
   const hash = crypto.createHash('sha256');
   for (const r of requests) {
-    const stamps = (r.sources ?? (r.inPlace ? [r.inPlace.file] : [])).map((f) => {
+    const stamps = (r.sources ?? (r.inPlace ? [r.inPlace.source.name] : [])).map((f) => {
       const id = sources.get(f)!;
       return `${id.size}:${id.mtimeMs}`;
     });
