@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readCaptionDataset } from '../src/apps/eval/datasets.js';
 import { DatasetError } from '../src/core/errors.js';
-import { writeSafetensors } from '../src/core/safetensors.js';
+import { writeSafetensors } from '../src/core/node/files.js';
 import { DATA, errorLines, REPO, runCli, tempDir } from './helpers/cli.js';
 
 const work = tempDir('internvl-user-errors-');
