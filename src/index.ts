@@ -10,10 +10,29 @@
  * Models, processing and core pieces are exported for finer control.
  */
 export * from './core/errors.js';
-export { Checkpoint, SafetensorsFile, writeSafetensors, type DType, type TensorEntry } from './core/safetensors.js';
+export {
+  Checkpoint,
+  SafetensorsFile,
+  encodeSafetensors,
+  readEntry,
+  type DType,
+  type TensorEntry,
+} from './core/safetensors.js';
+export { MemoryByteSource, HttpByteSource, type ByteSource, type HttpByteSourceOptions } from './core/bytes.js';
+export { files, type FileSystem } from './core/io.js';
+export { FileByteSource, nodeFileSystem, writeSafetensors } from './core/node/files.js';
 export { resolveModelDir, type ResolveModelOptions, type DownloadProgress } from './core/hub.js';
-export { createSession, type SessionOptions } from './core/runtime.js';
-export { defaultCacheDir } from './core/weight_cache.js';
+export {
+  createSession,
+  runtimeBackend,
+  setThreadBudget,
+  Tensor,
+  type RuntimeBackend,
+  type WeightPlacement,
+  type SessionOptions,
+} from './core/session.js';
+export { nodeRuntime } from './core/node/runtime.js';
+export { defaultCacheDir } from './core/node/weight_cache.js';
 export { useQuantizedLinears } from './core/quantize.js';
 export * from './core/matrix.js';
 
@@ -39,12 +58,24 @@ export {
   type InternVLClipConfig,
   type ClipMode,
 } from './models/internvl_clip.js';
-export { detectArchitecture, readConfig, type Architecture } from './models/config.js';
+export { readConfig } from './models/config.js';
+export {
+  ARCHITECTURES,
+  LLM_FAMILIES,
+  architectureOf,
+  detectArchitecture,
+  requireCapability,
+  type Architecture,
+  type ArchitectureEntry,
+  type Capability,
+} from './models/registry.js';
 
 export { loadImage, toCHWFloat, IMAGENET_MEAN, IMAGENET_STD, type RgbImage } from './processing/image.js';
 export { resizeBicubicPillow } from './processing/resample.js';
 export { dynamicTiles, preprocessForChat, preprocessForClip } from './processing/tiling.js';
-export { loadVideoFrames, probeVideo, sampleChatFrameIndices, sampleMsrvttFrameIndices } from './processing/video.js';
+export { loadVideoFrames, sampleChatFrameIndices, sampleMsrvttFrameIndices } from './processing/video.js';
+export { imageDecoder, videoDecoder, type ImageDecoder, type VideoDecoder } from './processing/decoders.js';
+export { probeVideo, decodeVideoFrames } from './processing/node/video_decode.js';
 export { loadTokenizer, type Tokenizer } from './processing/tokenizers/index.js';
 export { encodeClipTexts, preCaption } from './processing/tokenizers/clip_text.js';
 export { getTemplate, buildPrompt, listTemplates } from './processing/templates.js';
@@ -72,8 +103,12 @@ export {
   generateBatch,
   streamTokens,
   beamSearch,
+  checkGenerationOptions,
+  newTokenBudget,
+  type DecoderSource,
   type GenerationOptions,
   type GenerationResult,
+  type Prompt,
 } from './tasks/generation.js';
 export { loadLanguageModel } from './tasks/language_model.js';
 export { loadImageEmbedder, embedImages, embedImagesAligned } from './tasks/embed.js';

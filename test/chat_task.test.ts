@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DATA, copyFolder } from './helpers/cli.js';
 import { loadImage } from '../src/processing/image.js';
+import { UsageError } from '../src/core/errors.js';
 import { Conversation, loadChatPipeline } from '../src/tasks/chat.js';
 
 const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');
@@ -88,4 +89,46 @@ test('*-hf checkpoints use the chat_template of their tokenizer config', async (
     `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<img><IMG_CONTEXT>×${tokens}</img>\nDescribe.<|im_end|>\n<|im_start|>assistant\n`,
   );
   await pipeline.model.release();
+});
+
+test('a prompt that does not fit the context fails before the vision encoder runs; answers stop at the context', async () => {
+  const frame = await image('horse.png');
+  const question = 'What happens?';
+  const reference = new Conversation(await pipelinePromise);
+  reference.setVisuals({ videoFrames: [frame, frame, frame] });
+  const promptTokens = (await pipelinePromise).tokenizer.encode(reference.promptFor(question)).length;
+  // The same model with a context 2 tokens longer than that prompt.
+  const dir = copyFolder(CHAT);
+  const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  config.llm_config.max_position_embeddings = promptTokens + 2;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  const pipeline = await loadChatPipeline(dir);
+  try {
+    let encoded = 0;
+    const extractFeature = pipeline.model.extractFeature.bind(pipeline.model);
+    pipeline.model.extractFeature = (pixels, tiles) => {
+      encoded++;
+      return extractFeature(pixels, tiles);
+    };
+    const asking = new Conversation(pipeline);
+    asking.setVisuals({ videoFrames: [frame, frame, frame] });
+    await assert.rejects(
+      asking.ask(question, { maxNewTokens: 3 }),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        (e as Error).message ===
+          `the prompt takes ${promptTokens} tokens (768 of them image tokens) and 3 new tokens were asked for, but ` +
+            `the model's context holds ${promptTokens + 2} (max_position_embeddings): ask for at most 2 new tokens ` +
+            '(--max-new-tokens), or use fewer tiles or frames (--max-tiles, --frames) or a shorter text',
+    );
+    const four = new Conversation(pipeline);
+    four.setVisuals({ videoFrames: [frame, frame, frame, frame] });
+    await assert.rejects(four.ask(question), /takes \d+ tokens \(1024 of them image tokens\) but the model's context/);
+    assert.equal(encoded, 0, 'the vision encoder never ran');
+    const result = await asking.ask(question, { stopTokenIds: [] });
+    assert.deepEqual([result.ids.length, result.finishReason], [2, 'length']);
+  } finally {
+    await pipeline.model.release();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

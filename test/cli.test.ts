@@ -4,14 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { main, registerCommand } from '../src/apps/cli/main.js';
 import { ImageError, InternalError } from '../src/core/errors.js';
-import { errorLines, REPO, runCli } from './helpers/cli.js';
+import { errorLines, inProcess, REPO, runCli } from './helpers/cli.js';
 
 const VERSION = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')).version as string;
 
-/** One-line usage error, exit 2, nothing on stdout. */
-function assertUsageError(r: { code: number | null; stdout: string; stderr: string }, pattern: RegExp): void {
+/** One-line usage error, exit 2, nothing on stdout (when captured). */
+function assertUsageError(r: { code: number | null; stdout?: string; stderr: string }, pattern: RegExp): void {
   assert.equal(r.code, 2, r.stderr);
-  assert.equal(r.stdout, '');
+  if (r.stdout !== undefined) assert.equal(r.stdout, '');
   assert.equal(errorLines(r.stderr).length, 1, r.stderr);
   assert.match(r.stderr, /^error: /);
   assert.match(r.stderr, pattern);
@@ -59,39 +59,39 @@ test('no arguments: help on stderr, exit 2', async () => {
 
 test('unknown commands and flags → one-line usage error, exit 2', async () => {
   assertUsageError(
-    await runCli(['frobnicate']),
+    await inProcess(['frobnicate']),
     /unknown command 'frobnicate'; commands: (.*, )?bench, (.*, )?embed-image, (.*, )?verify\b/,
   );
-  assertUsageError(await runCli(['verfiy']), /did you mean 'verify'\?/);
-  assertUsageError(await runCli(['--frobnicate']), /unknown option '--frobnicate'/);
+  assertUsageError(await inProcess(['verfiy']), /did you mean 'verify'\?/);
+  assertUsageError(await inProcess(['--frobnicate']), /unknown option '--frobnicate'/);
   assertUsageError(
-    await runCli(['verify', '--bogus', 'x']),
+    await inProcess(['verify', '--bogus', 'x']),
     /^error: internvl verify: unknown option '--bogus' \(see 'internvl verify --help'\)$/m,
   );
-  assertUsageError(await runCli(['verify']), /internvl verify: missing argument/);
-  assertUsageError(await runCli(['verify', '--threads', 'two', 'x']), /--threads must be an integer, got 'two'/);
+  assertUsageError(await inProcess(['verify']), /internvl verify: missing argument/);
+  assertUsageError(await inProcess(['verify', '--threads', 'two', 'x']), /--threads must be an integer, got 'two'/);
   assertUsageError(
-    await runCli(['verify', '--threads']),
+    await inProcess(['verify', '--threads']),
     /internvl verify: Option '--threads <value>' argument missing/,
   );
-  assertUsageError(await runCli(['verify', '--json=yes', 'x']), /Option '--json' does not take an argument/);
-  assertUsageError(await runCli(['bench']), /internvl bench: missing target \(vision\)/);
-  assertUsageError(await runCli(['bench', 'gpu']), /unknown target 'gpu'/);
-  assertUsageError(await runCli(['bench', 'vision', 'extra']), /unexpected argument 'extra'/);
+  assertUsageError(await inProcess(['verify', '--json=yes', 'x']), /Option '--json' does not take an argument/);
+  assertUsageError(await inProcess(['bench']), /internvl bench: missing target \(vision\)/);
+  assertUsageError(await inProcess(['bench', 'gpu']), /unknown target 'gpu'/);
+  assertUsageError(await inProcess(['bench', 'vision', 'extra']), /unexpected argument 'extra'/);
   assertUsageError(
-    await runCli(['bench', 'vision', '--shape', 'internvit-1t']),
+    await inProcess(['bench', 'vision', '--shape', 'internvit-1t']),
     /--shape must be one of internvit-300m-448, internvit-6b-224, internvit-6b-448; got 'internvit-1t'/,
   );
-  assertUsageError(await runCli(['bench', 'vision', '--batch', '0']), /--batch must be at least 1, got 0/);
+  assertUsageError(await inProcess(['bench', 'vision', '--batch', '0']), /--batch must be at least 1, got 0/);
   assertUsageError(
-    await runCli(['bench', 'vision', '--dtype', 'int4']),
+    await inProcess(['bench', 'vision', '--dtype', 'int4']),
     /--dtype must be one of float32, float16, bfloat16/,
   );
   assertUsageError(
-    await runCli(['bench', 'vision', '--layers', '30']),
+    await inProcess(['bench', 'vision', '--layers', '30']),
     /--layers 30: internvit-300m-448 has 24 layers/,
   );
-  assertUsageError(await runCli(['embed-image', '--model']), /--model <value>' argument missing/);
+  assertUsageError(await inProcess(['embed-image', '--model']), /--model <value>' argument missing/);
 });
 
 test('InternVLError → "error: <message>" on one line, exit 2; anything else → stack trace, exit 70', async () => {

@@ -42,15 +42,15 @@ test('beam search captions respect the minimum length', async () => {
   assert.equal(typeof result.text, 'string');
 });
 
-test("built-in prompt sets: the paper's ImageNet templates and class names per language", () => {
-  assert.equal(loadTemplates('en').length, 80);
-  assert.equal(loadTemplates('cn').length, 80);
-  assert.equal(loadClassNames('en').length, 1000);
-  assert.equal(loadClassNames('jp').length, 1000);
+test("built-in prompt sets: the paper's ImageNet templates and class names per language", async () => {
+  assert.equal((await loadTemplates('en')).length, 80);
+  assert.equal((await loadTemplates('cn')).length, 80);
+  assert.equal((await loadClassNames('en')).length, 1000);
+  assert.equal((await loadClassNames('jp')).length, 1000);
   assert.equal(fillTemplate('a photo of a {c}.', 'cat'), 'a photo of a cat.');
   assert.equal(fillTemplate('itap of a {}.', 'dog'), 'itap of a dog.');
   assert.throws(() => fillTemplate('no slot', 'x'), /has no \{c\}/);
-  assert.throws(() => loadTemplates('xx'), /neither a built-in language/);
+  await assert.rejects(() => loadTemplates('xx'), /neither a built-in language/);
 });
 
 test('text embeddings do not depend on the batch they are computed in', async () => {

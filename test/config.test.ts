@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runCli, tempDir } from './helpers/cli.js';
 import { ConfigError, ModelLoadError } from '../src/core/errors.js';
-import { ConfigSection, detectArchitecture } from '../src/models/config.js';
+import { ConfigSection } from '../src/models/config.js';
+import { detectArchitecture } from '../src/models/registry.js';
 import { parseLlmConfig } from '../src/models/llm.js';
 import { parseInternVisionConfig } from '../src/models/intern_vit.js';
 

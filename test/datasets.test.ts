@@ -5,12 +5,12 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadDatasetStrings } from '../src/tasks/zeroshot_prompts.js';
 
 import {
   DatasetError,
   comparePython,
   fillTemplate,
-  loadDatasetStrings,
   openWebDataset,
   preCaption,
   readCaptionDataset,
@@ -115,7 +115,7 @@ test('CLIP_benchmark class-name and template tables (the bundled assets)', async
     'templates',
   );
   assert.equal(cifar[0], 'a photo of a {c}.');
-  assert.throws(
+  await assert.rejects(
     () => loadDatasetStrings(join(zeroshotAssets, 'en_classnames.json'), 'nope', 'classnames'),
     (e: Error) => e instanceof DatasetError && /en_classnames\.json/.test(e.message),
   );

@@ -26,7 +26,7 @@ for (const [dir, compared] of [
 }
 
 test('internvl classify --json reproduces the official probabilities and logits (modes C and G)', async () => {
-  const fixture = Fixture.open(CLIP);
+  const fixture = await Fixture.open(CLIP);
   const meta = fixture.meta as { classify: { images: string[]; labels: string[]; templates: string[] } };
   const images = meta.classify.images.map((p) => path.join(CLIP, 'golden', 'images', path.basename(p)));
   for (const mode of ['C', 'G']) {
@@ -90,12 +90,16 @@ test('internvl chat --json: both turns of one session give the official ids and 
   const turns = result.stdout
     .trim()
     .split('\n')
-    .map((line) => JSON.parse(line) as { response: string; ids: number[]; prompt_tokens: number });
+    .map(
+      (line) => JSON.parse(line) as { response: string; ids: number[]; prompt_tokens: number; finish_reason: string },
+    );
   assert.equal(turns.length, 2);
   turns.forEach((turn, i) => {
     assert.deepEqual(turn.ids, meta.chat.turns[i].generated_ids);
     assert.equal(turn.response, meta.chat.turns[i].response);
     assert.equal(turn.prompt_tokens, meta.chat.turns[i].input_ids_len);
+    // 12 new tokens without an end token: stopped by the length limit.
+    assert.equal(turn.finish_reason, meta.chat.turns[i].stopped_by_eos ? 'stop' : 'length');
   });
 });
 

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { ModelLoadError } from '../src/core/errors.js';
-import { Checkpoint, SafetensorsFile, readRange, writeSafetensors, type DType } from '../src/core/safetensors.js';
+import { writeSafetensors } from '../src/core/node/files.js';
+import { Checkpoint, SafetensorsFile, readEntrySync, type DType } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { InternVisionModel, parseInternVisionConfig } from '../src/models/intern_vit.js';
 import { toCHWFloat, type RgbImage } from '../src/processing/image.js';
@@ -40,20 +41,20 @@ const fileA = await writePng('a.png', a);
 const fileB = await writePng('b.png', b);
 
 /** Copies the intern_vit_ln weights under a prefix and with renamed keys, plus an unrelated tensor. */
-function relayout(
+async function relayout(
   dir: string,
   config: object,
   rename: (key: string) => string[],
   split?: (key: string, data: Uint8Array) => Uint8Array[],
-): void {
+): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
-  const st = SafetensorsFile.open(path.join(LN, 'model.safetensors'));
+  const st = await SafetensorsFile.open(path.join(LN, 'model.safetensors'));
   const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {
     'language_model.model.embed_tokens.weight': { dtype: 'F32', shape: [4, 2], data: new Float32Array(8) },
   };
   for (const [key, entry] of st.tensors) {
-    const bytes = new Uint8Array(readRange(entry.file, entry.offset, entry.byteLength));
+    const bytes = new Uint8Array(readEntrySync(entry));
     const names = rename(key);
     const parts = names.length > 1 ? split!(key, bytes) : [bytes];
     names.forEach((name, i) => {
@@ -84,8 +85,8 @@ test('embedImages = pooled output of InternVisionModel on resized, normalised pi
     ]);
 
     // By hand: Pillow bicubic to 56×56, ImageNet normalisation, CLS token of the last hidden state.
-    const config = parseInternVisionConfig(readConfig(LN));
-    const reference = await InternVisionModel.load(Checkpoint.open(LN), config);
+    const config = parseInternVisionConfig(await readConfig(LN));
+    const reference = await InternVisionModel.load(await Checkpoint.open(LN), config);
     try {
       for (const [i, image] of [a, b, a].entries()) {
         const pixels = toCHWFloat(resizeBicubicPillow(image, 56, 56));
@@ -110,7 +111,7 @@ test('embedImages = pooled output of InternVisionModel on resized, normalised pi
 test('the vision tower of InternVL-Chat and *-hf checkpoints gives the same embeddings', async () => {
   const vision = JSON.parse(fs.readFileSync(path.join(LN, 'config.json'), 'utf8'));
   const chatDir = path.join(tempDir(), 'chat');
-  relayout(
+  await relayout(
     chatDir,
     { architectures: ['InternVLChatModel'], model_type: 'internvl_chat', force_image_size: 56, vision_config: vision },
     (key) => [`vision_model.${key}`],
@@ -128,7 +129,7 @@ test('the vision tower of InternVL-Chat and *-hf checkpoints gives the same embe
     [/\.attn\.proj\./, '.attention.projection_layer.'],
   ];
   const hfDir = path.join(tempDir(), 'hf');
-  relayout(
+  await relayout(
     hfDir,
     {
       architectures: ['InternVLForConditionalGeneration'],
@@ -182,7 +183,7 @@ test('the vision tower of InternVL-Chat and *-hf checkpoints gives the same embe
 });
 
 test('folders expand to their images; a language model is refused', async () => {
-  assert.deepEqual(expandImagePaths([images, 'x.jpg']), [
+  assert.deepEqual(await expandImagePaths([images, 'x.jpg']), [
     path.join(images, 'a.png'),
     path.join(images, 'b.png'),
     'x.jpg',
@@ -227,11 +228,11 @@ test('embed-image CLI: table, --json and --out agree with the library', async ()
   assert.equal(written.code, 0, written.stderr);
   assert.equal(written.stdout, '');
   assert.match(written.stderr, /wrote 2×48 embeddings to/);
-  const st = SafetensorsFile.open(out);
+  const st = await SafetensorsFile.open(out);
   const entry = st.tensors.get('embeddings')!;
   assert.deepEqual(entry.shape, [2, 48]);
   assert.deepEqual(JSON.parse(st.metadata.images), [fileA, fileB]);
-  const data = new Float32Array(new Uint8Array(readRange(entry.file, entry.offset, entry.byteLength)).buffer);
+  const data = new Float32Array(new Uint8Array(readEntrySync(entry)).buffer);
   data.forEach((v, k) => assert.ok(Math.abs(v - expected[k]) < 1e-5));
 });
 

@@ -17,7 +17,7 @@ import {
   runZeroShot,
   type EvalModel,
 } from '../src/apps/eval/run.js';
-import { bytesToFloat32, readRange, SafetensorsFile } from '../src/core/safetensors.js';
+import { bytesToFloat32, readEntrySync, SafetensorsFile } from '../src/core/safetensors.js';
 import { l2normalize, matrix } from '../src/core/matrix.js';
 import { loadImage } from '../src/processing/image.js';
 import { classifyImages, loadClipPipeline } from '../src/tasks/clip.js';
@@ -74,11 +74,11 @@ function assertOneLineError(r: { code: number | null; stdout: string; stderr: st
   assert.match(lines[0], pattern);
 }
 
-function golden(name: string): Float32Array {
-  const file = SafetensorsFile.open(path.join(FIXTURE, 'golden', 'io.safetensors'));
+async function golden(name: string): Promise<Float32Array> {
+  const file = await SafetensorsFile.open(path.join(FIXTURE, 'golden', 'io.safetensors'));
   const entry = file.tensors.get(name);
   assert.ok(entry, `io.safetensors has ${name}`);
-  return bytesToFloat32(readRange(entry.file, entry.offset, entry.byteLength), entry.dtype, name);
+  return bytesToFloat32(readEntrySync(entry), entry.dtype, name);
 }
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -293,7 +293,7 @@ test('runZeroShot logits match the official ones (golden io.safetensors)', async
     for (const mode of ['C', 'G'] as const) {
       const run = await runZeroShot({ model, dataset: INET, templates: TEMPLATES, mode, cacheDir: null });
       // Our classes are the sorted folder names, our rows the folders' photos in that order; map both to meta order.
-      const want = golden(`out.${mode}.logits`); // [8 photos, 5 labels]
+      const want = await golden(`out.${mode}.logits`); // [8 photos, 5 labels]
       const got: number[] = [];
       const expected: number[] = [];
       run.items.forEach((item, i) => {
@@ -423,6 +423,21 @@ test('embedding cache: other templates or class names do not re-encode the image
     const again = await runZeroShot({ model: m, dataset: INET, templates: TEMPLATES, cacheDir });
     assert.deepEqual([again.result.extra?.images_encoded, again.result.extra?.images_from_cache], [0, 5]);
     assert.deepEqual(again.logits.data, afterTouch.logits.data);
+
+    // A flipped bit in a stored embedding fails its record's check: that embedding is computed again.
+    for (const d of nsDirs)
+      for (const f of fs.readdirSync(d).filter((n) => n.endsWith('.emb'))) {
+        const bytes = fs.readFileSync(path.join(d, f));
+        bytes[16 + 32 + 1] ^= 0x10;
+        fs.writeFileSync(path.join(d, f), bytes);
+      }
+    const flipped = await runZeroShot({ model: m, dataset: INET, templates: TEMPLATES, cacheDir });
+    const encoded = flipped.result.extra?.images_encoded as number;
+    assert.ok(encoded > 0, 'the corrupt records are not used');
+    assert.equal(encoded + (flipped.result.extra?.images_from_cache as number), 5);
+    // Re-encoded in a smaller batch than the clean run, so equal up to onnxruntime's batch-dependent rounding.
+    const diff = Math.max(...flipped.logits.data.map((v, i) => Math.abs(v - afterTouch.logits.data[i])));
+    assert.ok(diff < 1e-4, `logits differ by ${diff}`);
   } finally {
     await base.release();
   }
@@ -534,7 +549,7 @@ test('runRetrieval scores match the official ones; pre_caption is applied; --xtd
     for (const mode of ['C', 'G'] as const) {
       const run = await runRetrieval({ model, dataset: KARPATHY, imageRoot: IMAGES, mode, cacheDir: null });
       assert.deepEqual(run.texts, META.retrieval.texts);
-      const err = maxAbsDiff(run.scores.data, golden(`out.${mode}.ret.scores`));
+      const err = maxAbsDiff(run.scores.data, await golden(`out.${mode}.ret.scores`));
       t.diagnostic(`mode ${mode}: max |score error| ${err}`);
       assert.ok(err < 1e-5, `mode ${mode}: scores differ by ${err}`);
     }

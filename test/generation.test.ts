@@ -25,7 +25,7 @@ const expected = JSON.parse(fs.readFileSync(path.join(TINY, 'expected_greedy.jso
   greedy_ids: number[];
 };
 
-const lmPromise = CausalLM.load(Checkpoint.open(TINY), parseLlmConfig(readConfig(TINY)));
+const lmPromise = CausalLM.load(await Checkpoint.open(TINY), parseLlmConfig(await readConfig(TINY)));
 const prompt = (_: CausalLM, ids: number[]): Prompt => ({ ids });
 
 /** Logits at every position of `ids`, from one prefill over all of them (no cache reuse). */
@@ -146,53 +146,60 @@ test('token choice rules: repetition penalty, suppression, minimum length, top-p
   for (let i = 0; i < 20; i++) assert.equal(topP.choose(logits, []), 0);
 });
 
-test('continuous batching: 4 sequences joining and leaving between batched steps each decode as they do alone', async () => {
-  const lm = await lmPromise;
-  const greedyAlone = async (promptIds: number[], steps: number) =>
-    (await generate(lm, { ids: promptIds }, { maxNewTokens: steps })).ids;
-  const argmax = (row: Float32Array) => row.reduce((best, v, i) => (v > row[best] ? i : best), 0);
-  // Prompts of 1, 4, 7 and 2 tokens joining at steps 0, 2, 5 and 10; each leaves after its own number of tokens.
-  // d takes the slot a freed while c still runs in slot 2, so its steps also carry an empty slot between them.
-  const plan = [
-    { ids: [1], join: 0, tokens: 9 },
-    { ids: [1, ...expected.greedy_ids.slice(0, 3)], join: 2, tokens: 6 },
-    { ids: [1, 400, 17, 90, 31, 250, 5], join: 5, tokens: 8 },
-    { ids: [1, 7], join: 10, tokens: 3 },
-  ];
-  const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16 });
-  const live: Array<{ plan: number; sequence: ReturnType<typeof decoder.addSequence>; ids: number[] }> = [];
-  const results: number[][] = plan.map(() => []);
-  let shared = 0;
-  for (let step = 0; live.length > 0 || step <= 10; step++) {
-    // Leave first, then join, then one batched step for all that run.
-    for (const entry of [...live])
-      if (results[entry.plan].length === plan[entry.plan].tokens) {
-        decoder.removeSequence(entry.sequence);
-        live.splice(live.indexOf(entry), 1);
+for (const attention of ['gqa', 'masked'] as const) {
+  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps each decode as they do alone`, async () => {
+    const lm =
+      attention === 'gqa'
+        ? await lmPromise
+        : await CausalLM.load(await Checkpoint.open(TINY), parseLlmConfig(await readConfig(TINY)), { attention });
+    assert.equal(lm.attention, attention);
+    const greedyAlone = async (promptIds: number[], steps: number) =>
+      (await generate(lm, { ids: promptIds }, { maxNewTokens: steps })).ids;
+    const argmax = (row: Float32Array) => row.reduce((best, v, i) => (v > row[best] ? i : best), 0);
+    // Prompts of 1, 4, 7 and 2 tokens joining at steps 0, 2, 5 and 10; each leaves after its own number of tokens.
+    // d takes the slot a freed while c still runs in slot 2, so its steps also carry an empty slot between them.
+    const plan = [
+      { ids: [1], join: 0, tokens: 9 },
+      { ids: [1, ...expected.greedy_ids.slice(0, 3)], join: 2, tokens: 6 },
+      { ids: [1, 400, 17, 90, 31, 250, 5], join: 5, tokens: 8 },
+      { ids: [1, 7], join: 10, tokens: 3 },
+    ];
+    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16 });
+    const live: Array<{ plan: number; sequence: ReturnType<typeof decoder.addSequence>; ids: number[] }> = [];
+    const results: number[][] = plan.map(() => []);
+    let shared = 0;
+    for (let step = 0; live.length > 0 || step <= 10; step++) {
+      // Leave first, then join, then one batched step for all that run.
+      for (const entry of [...live])
+        if (results[entry.plan].length === plan[entry.plan].tokens) {
+          decoder.removeSequence(entry.sequence);
+          live.splice(live.indexOf(entry), 1);
+        }
+      const fed: typeof live = [];
+      for (const [i, p] of plan.entries()) {
+        if (p.join !== step) continue;
+        const sequence = decoder.addSequence();
+        const token = argmax(await decoder.prefill(sequence, { ids: p.ids }));
+        results[i].push(token);
+        live.push({ plan: i, sequence, ids: [token] });
+        fed.push(live[live.length - 1]);
       }
-    const fed: typeof live = [];
-    for (const [i, p] of plan.entries()) {
-      if (p.join !== step) continue;
-      const sequence = decoder.addSequence();
-      const token = argmax(await decoder.prefill(sequence, { ids: p.ids }));
-      results[i].push(token);
-      live.push({ plan: i, sequence, ids: [token] });
-      fed.push(live[live.length - 1]);
+      const running = live.filter((e) => !fed.includes(e) && results[e.plan].length < plan[e.plan].tokens);
+      if (running.length === 0) continue;
+      const rows = await decoder.decode(
+        running.map((e) => e.sequence),
+        running.map((e) => results[e.plan][results[e.plan].length - 1]),
+      );
+      running.forEach((e, i) => results[e.plan].push(argmax(rows[i])));
+      if (running.length > 1) shared++;
     }
-    const running = live.filter((e) => !fed.includes(e) && results[e.plan].length < plan[e.plan].tokens);
-    if (running.length === 0) continue;
-    const rows = await decoder.decode(
-      running.map((e) => e.sequence),
-      running.map((e) => results[e.plan][results[e.plan].length - 1]),
-    );
-    running.forEach((e, i) => results[e.plan].push(argmax(rows[i])));
-    if (running.length > 1) shared++;
-  }
-  assert.ok(shared >= 5, `${shared} batched steps with several sequences`);
-  for (const [i, p] of plan.entries())
-    assert.deepEqual(results[i], await greedyAlone(p.ids, p.tokens), `sequence ${i}`);
-  assert.deepEqual(results[0], expected.greedy_ids.slice(0, 9));
-});
+    assert.ok(shared >= 5, `${shared} batched steps with several sequences`);
+    for (const [i, p] of plan.entries())
+      assert.deepEqual(results[i], await greedyAlone(p.ids, p.tokens), `sequence ${i}`);
+    assert.deepEqual(results[0], expected.greedy_ids.slice(0, 9));
+    if (attention === 'masked') await lm.release();
+  });
+}
 
 test('the context length is checked before any work; generation stops at it', async () => {
   const lm = await lmPromise;

@@ -1,5 +1,6 @@
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
@@ -8,14 +9,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { HubError, ModelLoadError } from '../src/core/errors.js';
-import {
-  DEFAULT_ALLOW_PATTERNS,
-  matchesGlob,
-  parseRepoId,
-  realModelFilePath,
-  resolveModelDir,
-  type DownloadProgress,
-} from '../src/core/hub.js';
+import { DEFAULT_ALLOW_PATTERNS, resolveModelDir, type DownloadProgress } from '../src/core/hub.js';
+import { parseRepoId } from '../src/core/hub/env.js';
+import { matchesGlob } from '../src/core/hub/snapshot.js';
 import { createProgressReporter } from '../src/core/progress.js';
 
 const REPO = 'test-org/tiny-model';
@@ -67,11 +63,14 @@ class FakeHub {
   cutAfter: number | undefined;
   corrupt = false;
   ignoreRange = false;
+  /** The CDN sends this many bytes, then nothing more (the connection stays open). */
+  stallAfter: number | undefined;
 
   reset(): void {
     this.seen = [];
     this.requireToken = undefined;
     this.cutAfter = undefined;
+    this.stallAfter = undefined;
     this.corrupt = false;
     this.ignoreRange = false;
   }
@@ -164,6 +163,10 @@ class FakeHub {
       res.end();
       return;
     }
+    if (this.stallAfter !== undefined) {
+      res.write(body.subarray(0, this.stallAfter));
+      return;
+    }
     if (this.cutAfter !== undefined) {
       const n = this.cutAfter;
       this.cutAfter = undefined;
@@ -191,6 +194,8 @@ const ENV_KEYS = [
   'HF_HUB_OFFLINE',
   'TRANSFORMERS_OFFLINE',
   'XDG_CACHE_HOME',
+  'HF_HUB_DOWNLOAD_TIMEOUT',
+  'INTERNVL_HUB_RETRIES',
 ];
 
 const fake = new FakeHub();
@@ -237,6 +242,8 @@ afterEach(() => {
   delete process.env.HF_TOKEN;
   delete process.env.HF_HUB_CACHE;
   delete process.env.HF_ENDPOINT;
+  delete process.env.HF_HUB_DOWNLOAD_TIMEOUT;
+  delete process.env.INTERNVL_HUB_RETRIES;
   process.env.HF_HOME = path.join(tmpRoot, 'hf-home');
 });
 
@@ -277,7 +284,7 @@ describe('resolveModelDir: downloads', () => {
     assert.equal(events.at(-1)!.overallBytesDone, total);
 
     assert.equal(
-      await realModelFilePath(path.join(dir, 'model.safetensors')),
+      await fs.realpath(path.join(dir, 'model.safetensors')),
       await fs.realpath(path.join(repoDir, 'blobs', LFS_ETAG)),
     );
   });
@@ -383,16 +390,62 @@ describe('resolveModelDir: downloads', () => {
     );
   });
 
-  it('takes over a stale lock left by a dead process', async () => {
-    const blobs = path.join(cache, REPO_DIR, 'blobs');
-    await fs.mkdir(blobs, { recursive: true });
-    const lock = path.join(blobs, `${LFS_ETAG}.lock`);
-    await fs.writeFile(lock, '999999 gone\n');
-    const old = new Date(Date.now() - 60 * 60_000);
-    await fs.utimes(lock, old, old);
-    const dir = await resolveModelDir(REPO, opts());
+  it("takes over at once the lock of a killed process, at huggingface_hub's lock path", async () => {
+    const locks = path.join(cache, '.locks', REPO_DIR);
+    await fs.mkdir(locks, { recursive: true });
+    const lock = path.join(locks, `${LFS_ETAG}.lock`);
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    // Fresh (heartbeat just now) but its owner is gone, as SIGKILL leaves it.
+    await fs.writeFile(lock, JSON.stringify({ tool: 'internvl-ts', pid: dead, host: os.hostname(), since: 'x' }));
+    const notices: string[] = [];
+    const started = Date.now();
+    const dir = await resolveModelDir(REPO, opts({ onNotice: (l) => notices.push(l) }));
+    assert.ok(Date.now() - started < 3000);
+    assert.deepEqual(notices, [], 'a dead owner is not waited for');
     assert.deepEqual(await fs.readFile(path.join(dir, 'model.safetensors')), FILES['model.safetensors']!.content);
     await assert.rejects(fs.stat(lock), { code: 'ENOENT' });
+    await assert.rejects(fs.stat(path.join(cache, REPO_DIR, 'blobs', `${LFS_ETAG}.lock`)), { code: 'ENOENT' });
+  });
+
+  it('takes a lock file huggingface_hub left behind (empty, no download going on)', async () => {
+    const lock = path.join(cache, '.locks', REPO_DIR, `${LFS_ETAG}.lock`);
+    await fs.mkdir(path.dirname(lock), { recursive: true });
+    await fs.writeFile(lock, '');
+    const dir = await resolveModelDir(REPO, opts());
+    assert.deepEqual(await fs.readFile(path.join(dir, 'model.safetensors')), FILES['model.safetensors']!.content);
+  });
+
+  it('waits for a live owner of the download, saying so, and then finds the blob it fetched', async () => {
+    const lock = path.join(cache, '.locks', REPO_DIR, `${LFS_ETAG}.lock`);
+    await fs.mkdir(path.dirname(lock), { recursive: true });
+    const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)'], { stdio: 'ignore' });
+    try {
+      await fs.writeFile(
+        lock,
+        JSON.stringify({ tool: 'internvl-ts', pid: holder.pid, host: os.hostname(), since: 'x' }),
+      );
+      const notices: string[] = [];
+      // The "other process" finishes the blob, then dies.
+      setTimeout(async () => {
+        const blobs = path.join(cache, REPO_DIR, 'blobs');
+        await fs.mkdir(blobs, { recursive: true });
+        await fs.writeFile(path.join(blobs, LFS_ETAG), FILES['model.safetensors']!.content);
+        holder.kill('SIGKILL');
+      }, 400);
+      fake.seen = [];
+      const dir = await resolveModelDir(REPO, opts({ onNotice: (l) => notices.push(l) }));
+      assert.equal(notices.length, 1, notices.join('\n'));
+      assert.match(
+        notices[0]!,
+        new RegExp(
+          `^waiting for the download of model\\.safetensors \\(${REPO}\\): .*\\.lock is held by process ${holder.pid} on `,
+        ),
+      );
+      assert.equal(downloads(fake.seen).filter((s) => s.url.includes('model.safetensors')).length, 0);
+      assert.deepEqual(await fs.readFile(path.join(dir, 'model.safetensors')), FILES['model.safetensors']!.content);
+    } finally {
+      holder.kill('SIGKILL');
+    }
   });
 });
 
@@ -455,6 +508,76 @@ describe('resolveModelDir: tokens and errors', () => {
       assert.match(e.message, /test-org\/tiny-model/);
       return true;
     });
+  });
+});
+
+describe('resolveModelDir: bounded, visible network waits', () => {
+  it('a stalled download says it is waiting within the timeout, retries visibly, and gives up in bounded time', async () => {
+    fake.stallAfter = 1000;
+    const notices: string[] = [];
+    const started = Date.now();
+    await assert.rejects(
+      resolveModelDir(REPO, opts({ timeoutMs: 1200, retries: 1, onNotice: (l) => notices.push(l) })),
+      (e: unknown) => {
+        assert.ok(e instanceof HubError);
+        assert.match(
+          e.message,
+          /cannot download model\.safetensors .*: no data from http:\/\/127\.0\.0\.1:\d+ for 1\.2 s, 2 attempts; run again to resume/,
+        );
+        return true;
+      },
+    );
+    assert.ok(Date.now() - started < 6000, `took ${Date.now() - started} ms`);
+    assert.match(notices[0]!, /^waiting for http:\/\/127\.0\.0\.1:\d+: no data for 0\.6 s \(giving up after 1\.2 s\)$/);
+    assert.ok(
+      notices.some((l) => /: no data from .* for 1\.2 s; retrying in 0\.5 s \(attempt 2 of 2\)$/.test(l)),
+      notices.join('\n'),
+    );
+  });
+
+  it('HF_HUB_DOWNLOAD_TIMEOUT and INTERNVL_HUB_RETRIES set the timeout and the attempts', async () => {
+    fake.stallAfter = 1000;
+    process.env.HF_HUB_DOWNLOAD_TIMEOUT = '0.8';
+    process.env.INTERNVL_HUB_RETRIES = '0';
+    await assert.rejects(resolveModelDir(REPO, opts({ onNotice: () => {} })), /for 0\.8 s, 1 attempts/);
+    process.env.INTERNVL_HUB_RETRIES = 'many';
+    await assert.rejects(resolveModelDir(REPO, opts()), /INTERNVL_HUB_RETRIES=many: expected a number >= 0/);
+  });
+
+  it('an unreachable Hub with a complete cached snapshot uses it, with a one-line notice', async () => {
+    const filled = await resolveModelDir(REPO, opts());
+    const dead = http.createServer();
+    const url = await listen(dead);
+    await new Promise<void>((r) => dead.close(() => r()));
+    const notices: string[] = [];
+    const dir = await resolveModelDir(REPO, opts({ endpoint: url, onNotice: (l) => notices.push(l) }));
+    assert.equal(dir, filled);
+    assert.deepEqual(notices, [`cannot reach ${url} (ECONNREFUSED); using the cached snapshot ${filled}`]);
+    // A half-filled cache is not used: the network error stands.
+    await fs.rm(path.join(filled, 'config.json'));
+    await assert.rejects(resolveModelDir(REPO, opts({ endpoint: url })), /cannot reach/);
+  });
+
+  it('a full disk (file-size limit) during a download is a disk error, not retried as a network failure', async () => {
+    const child = path.join(import.meta.dirname, 'helpers', 'write_child.ts');
+    // Asynchronously: the fake Hub runs in this process.
+    const script = 'ulimit -f 100 && exec node --import tsx "$1" hub "$2" "$3" "$4"';
+    const proc = spawn('bash', ['-c', script, 'sh', child, fake.hubUrl, cache, REPO], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    proc.stderr.on('data', (d) => (stderr += d));
+    const status = await new Promise<number | null>((resolve) => proc.on('close', resolve));
+    const r = { status, stderr };
+    assert.equal(r.status, 2, r.stderr);
+    const blob = path.join(cache, REPO_DIR, 'blobs', `${LFS_ETAG}.incomplete`);
+    assert.equal(r.stderr, `error: no space left writing ${blob} (the file-size limit was reached)\n`);
+    assert.equal(downloads(fake.seen).filter((x) => x.server === 'cdn').length, 1, 'one attempt only');
+    // With space again, the kept bytes are resumed and the blob is verified.
+    fake.seen = [];
+    const dir = await resolveModelDir(REPO, opts());
+    assert.deepEqual(await fs.readFile(path.join(dir, 'model.safetensors')), FILES['model.safetensors']!.content);
+    assert.match(String(fake.seen.find((x) => x.server === 'cdn')?.headers.range), /^bytes=\d+-$/);
   });
 });
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { tempDir } from './helpers/cli.js';
-import { Checkpoint, writeSafetensors, type DType } from '../src/core/safetensors.js';
+import { writeSafetensors } from '../src/core/node/files.js';
+import { Checkpoint, type DType } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { CausalLM, parseLlmConfig } from '../src/models/llm.js';
 import { parseRopeScaling, RotaryEmbedding } from '../src/models/rope.js';
@@ -95,7 +96,7 @@ function save(dir: string, config: Record<string, unknown>, weights: Tensors): s
 }
 
 async function logitsOf(dir: string): Promise<Float32Array> {
-  const lm = await CausalLM.load(Checkpoint.open(dir), parseLlmConfig(readConfig(dir)));
+  const lm = await CausalLM.load(await Checkpoint.open(dir), parseLlmConfig(await readConfig(dir)));
   const ids = [3, 17, 42, 8, 1, 29];
   const decoder = lm.batchDecoder({ maxSequences: 1, maxLength: ids.length });
   const logits = await decoder.prefill(decoder.addSequence(), { ids }, { allPositions: true });

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DATA, copyFolder } from './helpers/cli.js';
-import { Checkpoint, SafetensorsFile, writeSafetensors, type DType } from '../src/core/safetensors.js';
+import { writeSafetensors } from '../src/core/node/files.js';
+import { Checkpoint, SafetensorsFile, type DType } from '../src/core/safetensors.js';
 import { InternVLClipModel } from '../src/models/internvl_clip.js';
 import { InternVLChatModel } from '../src/models/internvl_chat.js';
 
@@ -21,11 +22,11 @@ function editConfig(dir: string, edit: (config: Record<string, any>) => void): v
 }
 
 /** Rewrites model.safetensors with tensors renamed/replaced by `entries`. */
-function rewriteWeights(
+async function rewriteWeights(
   dir: string,
   entries: (checkpoint: Checkpoint) => Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
-): void {
-  const checkpoint = Checkpoint.open(dir);
+): Promise<void> {
+  const checkpoint = await Checkpoint.open(dir);
   const tensors = entries(checkpoint);
   const file = path.join(dir, 'model.safetensors');
   fs.rmSync(file);
@@ -47,8 +48,8 @@ test('force_image_size (the *-FT-364px models): positions resized once with PyTo
   // internvl_clip's vision tower has intern_vit_rms's shapes: put those weights in, run at 84 px with
   // force_image_size 84, and expect intern_vit_rms's golden for its 84 px input.
   const dir = copyFolder(path.join(FIXTURES, 'internvl_clip'));
-  const vit = Checkpoint.open(path.join(FIXTURES, 'intern_vit_rms'));
-  rewriteWeights(dir, (clip) =>
+  const vit = await Checkpoint.open(path.join(FIXTURES, 'intern_vit_rms'));
+  await rewriteWeights(dir, (clip) =>
     Object.fromEntries(
       clip.keys().map((key) => {
         const source = key.startsWith('vision_model.') ? vit : clip;
@@ -62,7 +63,7 @@ test('force_image_size (the *-FT-364px models): positions resized once with PyTo
     c.force_image_size = 84;
   });
   const io = new Checkpoint(path.join(FIXTURES, 'intern_vit_rms'), [
-    SafetensorsFile.open(path.join(FIXTURES, 'intern_vit_rms', 'io.safetensors')),
+    await SafetensorsFile.open(path.join(FIXTURES, 'intern_vit_rms', 'io.safetensors')),
   ]);
   const model = await InternVLClipModel.load(dir);
   assert.equal(model.config.imageSize, 84);
@@ -81,7 +82,7 @@ test('pixel shuffle v1 orders the image tokens column-major where v2 is row-majo
   editConfig(v1Dir, (c) => {
     c.ps_version = 'v1';
   });
-  const io = new Checkpoint(v2Dir, [SafetensorsFile.open(path.join(v2Dir, 'io.safetensors'))]);
+  const io = new Checkpoint(v2Dir, [await SafetensorsFile.open(path.join(v2Dir, 'io.safetensors'))]);
   const pixels = io.readFloat32('in.pixel_values');
   const [v2, v1] = await Promise.all(
     [v2Dir, v1Dir].map(async (dir) => {
@@ -113,7 +114,7 @@ test('select_layer −2 feeds the projector the output of the second-to-last ViT
   editConfig(truncated, (c) => {
     c.vision_config.num_hidden_layers -= 1;
   });
-  const io = new Checkpoint(full, [SafetensorsFile.open(path.join(full, 'io.safetensors'))]);
+  const io = new Checkpoint(full, [await SafetensorsFile.open(path.join(full, 'io.safetensors'))]);
   const pixels = io.readFloat32('in.pixel_values');
   const [a, b, last] = await Promise.all(
     [full, truncated, path.join(FIXTURES, 'chat_llama')].map(async (dir) => {

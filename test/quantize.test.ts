@@ -18,10 +18,9 @@ const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-quantize-test-'
 process.env.INTERNVL_CACHE = cacheDir;
 
 const { GraphBuilder } = await import('../src/core/graph.js');
-const { createSession, ort } = await import('../src/core/runtime.js');
-const { Checkpoint, SafetensorsFile, readRange, bytesToFloat32, writeSafetensors } = await import(
-  '../src/core/safetensors.js'
-);
+const { createSession, Tensor } = await import('../src/core/session.js');
+const { Checkpoint, SafetensorsFile, readEntrySync, bytesToFloat32 } = await import('../src/core/safetensors.js');
+const { writeSafetensors } = await import('../src/core/node/files.js');
 const {
   useQuantizedLinears,
   quantizeInt4Blockwise,
@@ -156,7 +155,7 @@ async function linearCase(M: number, N: number, K: number, seed: number) {
     'proj.weight': { dtype: 'F32', shape: [N, K], data: weights },
     'proj.bias': { dtype: 'F32', shape: [N], data: bias },
   });
-  const checkpoint = Checkpoint.open(dir);
+  const checkpoint = await Checkpoint.open(dir);
   const x = randomMatrix(M * K, 1, seed + 2);
   const run = async (options: QuantizeOptions | null) => {
     const g = new GraphBuilder('linear', checkpoint);
@@ -166,7 +165,7 @@ async function linearCase(M: number, N: number, K: number, seed: number) {
     const ops = g.nodes.map((n) => n.opType);
     const session = await createSession(g, { threads: 1 });
     try {
-      const y = (await session.run({ x: new ort.Tensor('float32', x, [M, K]) })).y.data as Float32Array;
+      const y = (await session.run({ x: new Tensor('float32', x, [M, K]) })).y.data as Float32Array;
       return { y, ops };
     } finally {
       await session.release();
@@ -264,7 +263,7 @@ test('quantized bytes are produced once, then read from the weight cache', async
     writeSafetensors(path.join(dir, 'model.safetensors'), {
       'proj.weight': { dtype: 'F32', shape: [N, K], data: randomMatrix(N * K, 0.02, 70) },
     });
-    const checkpoint = Checkpoint.open(dir);
+    const checkpoint = await Checkpoint.open(dir);
     const cache = path.join(dir, 'cache');
     const load = async () => {
       const g = new GraphBuilder('cached', checkpoint);
@@ -321,7 +320,7 @@ test('linears reading the same input run as one fused matmul, with the same resu
     tensors['q.bias'] = { dtype: 'F32', shape: [sizes.q], data: randomMatrix(sizes.q, 0.1, 50) };
     tensors['v.bias'] = { dtype: 'F32', shape: [sizes.v], data: randomMatrix(sizes.v, 0.1, 51) };
     writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
-    const checkpoint = Checkpoint.open(dir);
+    const checkpoint = await Checkpoint.open(dir);
     const x = randomMatrix(M * K, 1, 52);
     const run = async (options: QuantizeOptions) => {
       const g = new GraphBuilder('fuse', checkpoint);
@@ -342,7 +341,7 @@ test('linears reading the same input run as one fused matmul, with the same resu
       const ops = g.nodes.map((n) => n.opType);
       const session = await createSession(g, { threads: 1 });
       try {
-        const out = await session.run({ x: new ort.Tensor('float32', x, [M, K]) });
+        const out = await session.run({ x: new Tensor('float32', x, [M, K]) });
         return {
           ops,
           weights: [...g.weights.keys()],
@@ -383,11 +382,11 @@ test('linears reading the same input run as one fused matmul, with the same resu
 
 // ---- the chat_llama fixture end to end ------------------------------------------------------------------------
 
-function readIo(name: string): { shape: number[]; data: Float32Array | BigInt64Array } {
-  const file = SafetensorsFile.open(path.join(FIXTURE, 'io.safetensors'));
+async function readIo(name: string): Promise<{ shape: number[]; data: Float32Array | BigInt64Array }> {
+  const file = await SafetensorsFile.open(path.join(FIXTURE, 'io.safetensors'));
   const entry = file.tensors.get(name);
   assert.ok(entry, `io.safetensors has ${name}`);
-  const bytes = readRange(entry.file, entry.offset, entry.byteLength);
+  const bytes = readEntrySync(entry);
   if (entry.dtype === 'I64') {
     const aligned = new Uint8Array(bytes.byteLength);
     aligned.set(bytes);
@@ -401,9 +400,9 @@ async function fixtureLogits(
 ): Promise<Float32Array> {
   const model = await InternVLChatModel.load(FIXTURE, { session: { threads: 1 }, configureLlmGraph });
   try {
-    const pixels = readIo('in.pixel_values');
-    const ids = Array.from(readIo('in.input_ids').data as BigInt64Array, Number);
-    const imageTokenId = Number((readIo('in.img_context_token_id').data as BigInt64Array)[0]);
+    const pixels = await readIo('in.pixel_values');
+    const ids = Array.from((await readIo('in.input_ids')).data as BigInt64Array, Number);
+    const imageTokenId = Number(((await readIo('in.img_context_token_id')).data as BigInt64Array)[0]);
     const features = await model.extractFeature(pixels.data as Float32Array, pixels.shape[0]);
     const embeds = await model.embedWithImages(ids, imageTokenId, features);
     const decoder = model.language.batchDecoder({ maxSequences: 1, maxLength: ids.length });
@@ -414,8 +413,8 @@ async function fixtureLogits(
 }
 
 let golden: Float32Array;
-before(() => {
-  golden = readIo('out.logits').data as Float32Array;
+before(async () => {
+  golden = (await readIo('out.logits')).data as Float32Array;
 });
 
 function argmaxRows(values: Float32Array, width: number): number[] {

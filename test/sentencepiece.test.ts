@@ -20,13 +20,9 @@ const MODELS = ['internvl-c-llama-zh', 'internlm2', 'llama2'] as const;
 const modelPath = (name: string): string => join(DATA, name, 'tokenizer.model');
 
 const modelCache = new Map<string, SentencePieceModel>();
+for (const name of MODELS) modelCache.set(name, await SentencePieceModel.fromFile(modelPath(name)));
 function model(name: string): SentencePieceModel {
-  let m = modelCache.get(name);
-  if (!m) {
-    m = SentencePieceModel.fromFile(modelPath(name));
-    modelCache.set(name, m);
-  }
-  return m;
+  return modelCache.get(name)!;
 }
 
 interface SentencePieceRef {
@@ -278,8 +274,8 @@ test('Phi-3 style folder (LLaMA vocabulary, legacy false): no prefix space after
   }
 });
 
-test('options: add_eos_token, lstrip/rstrip, tokens outside the vocabulary', () => {
-  const tok = SentencePieceTokenizer.fromModelFile(modelPath('llama2'), {
+test('options: add_eos_token, lstrip/rstrip, tokens outside the vocabulary', async () => {
+  const tok = await SentencePieceTokenizer.fromModelFile(modelPath('llama2'), {
     addEosToken: true,
     addedTokens: [{ content: '<IMG_CONTEXT>', special: true, lstrip: true, rstrip: true }, { content: '<note>' }],
   });
@@ -370,7 +366,7 @@ test('corrupt, truncated and missing model files raise TokenizerError naming the
     for (const [name, content] of cases) {
       const path = join(dir, name);
       await writeFile(path, content);
-      assert.throws(
+      await assert.rejects(
         () => SentencePieceModel.fromFile(path),
         (err: unknown) => err instanceof TokenizerError && err.message.includes(path),
         name,

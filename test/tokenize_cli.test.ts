@@ -85,3 +85,11 @@ test('tokenize errors are one line with exit code 2', async () => {
     assert.match(result.stderr, /^error: /);
   }
 });
+
+test('tokenize --help shows the escapes it understands literally, one option per line', async () => {
+  const r = await runCli(['tokenize', '--help']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /newlines \(\\n and \\t are understood\),\n {23}e\.g\. '\\n__ggml_vocab_test__\\n' for/);
+  for (const line of r.stdout.split('\n')) assert.ok(line === '' || /^(Usage| {2}|\S)/.test(line), line);
+  assert.doesNotMatch(r.stdout, /\t/);
+});

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { SafetensorsFile, readRange, writeSafetensors, type DType } from '../src/core/safetensors.js';
+import { writeSafetensors } from '../src/core/node/files.js';
+import { SafetensorsFile, readEntrySync, type DType } from '../src/core/safetensors.js';
 import {
   compareTensors,
   compareValues,
@@ -23,12 +24,12 @@ const CHAT_E2E = path.join(DATA, 'fixtures', 'chat_e2e');
 const CLIP_E2E = path.join(DATA, 'fixtures', 'clip_e2e');
 
 /** Rewrites a safetensors file with some tensors replaced or removed (`null`). */
-function rewrite(file: string, changes: Record<string, ((data: Float32Array) => void) | null>): void {
-  const st = SafetensorsFile.open(file);
+async function rewrite(file: string, changes: Record<string, ((data: Float32Array) => void) | null>): Promise<void> {
+  const st = await SafetensorsFile.open(file);
   const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {};
   for (const [name, entry] of st.tensors) {
     if (changes[name] === null) continue;
-    const bytes = new Uint8Array(readRange(entry.file, entry.offset, entry.byteLength));
+    const bytes = new Uint8Array(readEntrySync(entry));
     if (changes[name]) {
       const values = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
       changes[name]!(values);
@@ -153,7 +154,7 @@ test('verify preprocess: tiles and grids of real photos', async () => {
 
 test('a wrong golden → exit 1 with the failing row', async () => {
   const dir = copyFolder(LN);
-  rewrite(path.join(dir, 'io.safetensors'), {
+  await rewrite(path.join(dir, 'io.safetensors'), {
     'out.pooler_output': (d) => {
       d[5] += 0.01;
     },
@@ -169,7 +170,7 @@ test('a wrong golden → exit 1 with the failing row', async () => {
 test('goldens no runner computes are listed as skipped; nothing compared → exit 2', async () => {
   const dir = copyFolder(LN);
   const io = path.join(dir, 'io.safetensors');
-  rewrite(io, {
+  await rewrite(io, {
     'out.last_hidden_state': null,
     'out.pooler_output': null,
     'out.hidden_states.0': null,
@@ -179,13 +180,13 @@ test('goldens no runner computes are listed as skipped; nothing compared → exi
     'out.alt.pooler_output': null,
   });
   // Add a golden the runner does not know.
-  const st = SafetensorsFile.open(io);
+  const st = await SafetensorsFile.open(io);
   const input = st.tensors.get('in.pixel_values')!;
   writeSafetensors(io, {
     'in.pixel_values': {
       dtype: 'F32',
       shape: input.shape,
-      data: readRange(input.file, input.offset, input.byteLength),
+      data: readEntrySync(input),
     },
     'out.attentions.0': { dtype: 'F32', shape: [1], data: Float32Array.from([0]) },
   });
@@ -336,10 +337,10 @@ test('a near-tie at step k: the greedy ids and every per-step golden are compare
   });
   // What a tie-level difference looks like in the goldens: other tokens (and top-5 rows) from step k + 1 on.
   const io = path.join(dir, 'golden', 'io.safetensors');
-  const st = SafetensorsFile.open(io);
+  const st = await SafetensorsFile.open(io);
   const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {};
   for (const [name, entry] of st.tensors) {
-    const bytes = new Uint8Array(readRange(entry.file, entry.offset, entry.byteLength));
+    const bytes = new Uint8Array(readEntrySync(entry));
     if (name === 'out.turn1.generated_ids' || name === 'out.turn1.step_top5_ids') {
       const ids = new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8);
       const from = name.endsWith('generated_ids') ? k : k * 5;

@@ -6,18 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { ImageError, UsageError } from '../src/core/errors.js';
-import {
-  decodeVideoFrames,
-  loadVideoFrames,
-  probeVideo,
-  pythonRound,
-  sampleChatFrameIndices,
-  sampleMsrvttFrameIndices,
-} from '../src/processing/video.js';
+import { roundHalfEven } from '../src/core/python.js';
+import { decodeVideoFrames, probeVideo } from '../src/processing/node/video_decode.js';
+import { loadVideoFrames, sampleChatFrameIndices, sampleMsrvttFrameIndices } from '../src/processing/video.js';
 
-test('pythonRound rounds halves to even, like Python round() and np.round()', () => {
+test('roundHalfEven rounds halves to even, like Python round() and np.round()', () => {
   assert.deepEqual(
-    [0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, 2.4999, 2.5001].map(pythonRound),
+    [0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5, 2.4999, 2.5001].map(roundHalfEven),
     [0, 2, 2, 4, 0, -2, -2, 2, 3],
   );
 });

@@ -24,6 +24,11 @@ export class TokenizerError extends InternVLError {}
 export class DatasetError extends InternVLError {}
 /** Downloads from the Hugging Face Hub. */
 export class HubError extends InternVLError {}
+/**
+ * A file or folder that cannot be read or written: a full disk or file-size limit, permissions, a missing folder,
+ * a folder where a file belongs.
+ */
+export class StorageError extends InternVLError {}
 /** Invalid arguments to the library API or the CLI. */
 export class UsageError extends InternVLError {}
 /** onnxruntime failed to build or run a graph. */

@@ -17,6 +17,7 @@ import {
 import { AttributeProto_AttributeType } from 'onnx-buf';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ModelLoadError } from './errors.js';
+import type { ByteSource } from './bytes.js';
 import type { Checkpoint, TensorEntry } from './safetensors.js';
 
 export type ElemType = 'float32' | 'float16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
@@ -52,18 +53,18 @@ export interface WeightRequest {
   name: string;
   type: ElemType;
   dims: number[];
-  /** Set when the bytes can be used in place from the checkpoint file. */
-  inPlace?: { file: string; offset: number; length: number };
+  /** Set when the bytes can be used as stored in the checkpoint. */
+  inPlace?: { source: ByteSource; offset: number; length: number };
   /** Produces the bytes when they cannot be used in place (conversion, quantization). */
   produce: () => Uint8Array;
   /** Identity of the bytes for the on-disk cache key. */
   cacheKey: string;
-  /** Checkpoint files the bytes come from: a cache entry is rebuilt when one of them changes. */
+  /** Names of the checkpoint sources the bytes come from: a cache entry is rebuilt when one of them changes. */
   sources?: readonly string[];
 }
 
-/** How a model's float weights are stored for execution. */
-export type WeightFormat = 'float32' | 'float16';
+/** How a float initializer is stored for execution (the user-facing weight formats are quantize.ts's `WeightFormat`). */
+export type FloatStorage = 'float32' | 'float16';
 
 export class GraphBuilder {
   readonly nodes: MessageInitShape<typeof import('onnx-buf').NodeProtoSchema>[] = [];
@@ -156,7 +157,7 @@ export class GraphBuilder {
   }
 
   /** The graph's weight named by its checkpoint key, as float32 (converted from F16/BF16/F64 when needed). */
-  weight(key: string, format: WeightFormat = 'float32'): string {
+  weight(key: string, format: FloatStorage = 'float32'): string {
     if (!this.checkpoint) throw new ModelLoadError(`graph ${this.name}: no checkpoint to bind weight '${key}'`);
     const entry = this.checkpoint.entry(key);
     return this.request(floatWeightRequest(this.checkpoint, entry, format));
@@ -321,16 +322,16 @@ export class Scope {
  */
 export const linearHooks = new WeakMap<GraphBuilder, (scope: Scope, x: string, name: string) => string | undefined>();
 
-function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: WeightFormat): WeightRequest {
+function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: FloatStorage): WeightRequest {
   const inPlace = (entry.dtype === 'F32' && format === 'float32') || (entry.dtype === 'F16' && format === 'float16');
   const type: ElemType = format;
   return {
     name: format === 'float32' ? entry.name : `${entry.name}#f16`,
     type,
     dims: entry.shape,
-    inPlace: inPlace ? { file: entry.file, offset: entry.offset, length: entry.byteLength } : undefined,
-    cacheKey: `${entry.file}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}:${format}`,
-    sources: [entry.file],
+    inPlace: inPlace ? { source: entry.source, offset: entry.offset, length: entry.byteLength } : undefined,
+    cacheKey: `${entry.source.name}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}:${format}`,
+    sources: [entry.source.name],
     produce: () => {
       const data = checkpoint.readFloat32(entry.name).data;
       const out = format === 'float32' ? data : float32ToFloat16(data);

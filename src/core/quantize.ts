@@ -295,13 +295,13 @@ function sourceKey(g: GraphBuilder, members: Member[]): string {
   return members
     .map((m) => {
       const entry = g.checkpoint!.entry(m.key);
-      return `${entry.file}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}`;
+      return `${entry.source.name}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}`;
     })
     .join('|');
 }
 
 function sourceFiles(g: GraphBuilder, members: Member[]): string[] {
-  return [...new Set(members.map((m) => g.checkpoint!.entry(m.key).file))];
+  return [...new Set(members.map((m) => g.checkpoint!.entry(m.key).source.name))];
 }
 
 function requestName(members: Member[], suffix: string): string {

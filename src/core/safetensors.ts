@@ -2,14 +2,14 @@
  * Safetensors files and checkpoints (one file or sharded with `model.safetensors.index.json`).
  *
  * The header is validated before anything is trusted: its length, its JSON, every dtype and shape, every byte range
- * (inside the file, of exactly shape × dtype-size bytes, not overlapping another). Tensor data is read lazily with
- * positioned reads, so a 30 GB checkpoint costs nothing until a tensor is asked for, and graphs can point at the
- * bytes in place (external data) instead of copying them.
+ * (inside the file, of exactly shape × dtype-size bytes, not overlapping another). Tensor data is read lazily from a
+ * {@link ByteSource} (a file, memory, HTTP ranges), so a 30 GB checkpoint costs nothing until a tensor is asked for,
+ * and graphs can point at the bytes in place (external data) instead of copying them.
  */
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import path from 'node:path';
+import type { ByteSource } from './bytes.js';
 import { SafetensorsError, ModelLoadError } from './errors.js';
+import { files } from './io.js';
+import { quoteName } from './names.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -31,9 +31,9 @@ export interface TensorEntry {
   name: string;
   dtype: DType;
   shape: number[];
-  /** Absolute path of the file (symlinks resolved). */
-  file: string;
-  /** Byte offset of the data from the start of the file. */
+  /** Where the bytes are: the file (`source.name` is its real path in Node), memory, or a URL. */
+  source: ByteSource;
+  /** Byte offset of the data from the start of the source. */
   offset: number;
   byteLength: number;
 }
@@ -42,64 +42,70 @@ export interface TensorEntry {
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 export class SafetensorsFile {
-  readonly path: string;
-  readonly tensors: Map<string, TensorEntry>;
-  readonly metadata: Record<string, string>;
+  private constructor(
+    readonly source: ByteSource,
+    readonly tensors: Map<string, TensorEntry>,
+    readonly metadata: Record<string, string>,
+  ) {}
 
-  private constructor(filePath: string, tensors: Map<string, TensorEntry>, metadata: Record<string, string>) {
-    this.path = filePath;
-    this.tensors = tensors;
-    this.metadata = metadata;
+  /** The name of the source: the real path of a local file. */
+  get path(): string {
+    return this.source.name;
   }
 
-  static open(filePath: string): SafetensorsFile {
-    let realPath: string;
-    let fileSize: number;
-    try {
-      realPath = fs.realpathSync(filePath);
-      fileSize = fs.statSync(realPath).size;
-    } catch (error) {
-      throw new SafetensorsError(`${filePath}: cannot open (${(error as NodeJS.ErrnoException).code ?? error})`);
+  /** Opens a file through the platform's file system (`fs` in Node). */
+  static async open(filePath: string): Promise<SafetensorsFile> {
+    return SafetensorsFile.read(await (await files.get()).open(filePath), filePath);
+  }
+
+  /** Reads and validates the header of a safetensors source; `shownAs` names it in errors (default: its name). */
+  static async read(source: ByteSource, shownAs = source.name): Promise<SafetensorsFile> {
+    const fileSize = source.size;
+    if (fileSize < 8)
+      throw new SafetensorsError(`${shownAs}: truncated file (${fileSize} bytes; a header needs at least 8)`);
+    const lengthBytes = await source.read(0, 8);
+    const headerLength = new DataView(lengthBytes.buffer, lengthBytes.byteOffset, 8).getBigUint64(0, true);
+    if (headerLength > BigInt(MAX_HEADER_BYTES)) {
+      throw new SafetensorsError(
+        `${shownAs}: header length ${headerLength} is implausible (limit ${MAX_HEADER_BYTES} bytes)`,
+      );
     }
-    const fd = fs.openSync(realPath, 'r');
-    try {
-      if (fileSize < 8)
-        throw new SafetensorsError(`${filePath}: truncated file (${fileSize} bytes; a header needs at least 8)`);
-      const lengthBytes = Buffer.alloc(8);
-      fs.readSync(fd, lengthBytes, 0, 8, 0);
-      const headerLength = lengthBytes.readBigUInt64LE(0);
-      if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-        throw new SafetensorsError(
-          `${filePath}: header length ${headerLength} is implausible (limit ${MAX_HEADER_BYTES} bytes)`,
-        );
-      }
-      if (Number(headerLength) > fileSize - 8) {
-        throw new SafetensorsError(
-          `${filePath}: truncated file: header says ${headerLength} bytes but only ${fileSize - 8} follow`,
-        );
-      }
-      const headerBytes = Buffer.alloc(Number(headerLength));
-      fs.readSync(fd, headerBytes, 0, headerBytes.length, 8);
-      const dataStart = 8 + headerBytes.length;
-      const parsed = parseHeader(filePath, headerBytes);
-      const tensors = validateEntries(filePath, realPath, parsed.entries, dataStart, fileSize - dataStart);
-      return new SafetensorsFile(realPath, tensors, parsed.metadata);
-    } finally {
-      fs.closeSync(fd);
+    if (Number(headerLength) > fileSize - 8) {
+      throw new SafetensorsError(
+        `${shownAs}: truncated file: header says ${headerLength} bytes but only ${fileSize - 8} follow`,
+      );
     }
+    const headerBytes = await source.read(8, Number(headerLength));
+    const dataStart = 8 + headerBytes.length;
+    const parsed = parseHeader(shownAs, headerBytes);
+    const tensors = validateEntries(shownAs, source, parsed.entries, dataStart, fileSize - dataStart);
+    return new SafetensorsFile(source, tensors, parsed.metadata);
   }
 }
 
 function parseHeader(
   filePath: string,
-  headerBytes: Buffer,
+  headerBytes: Uint8Array,
 ): { entries: Record<string, unknown>; metadata: Record<string, string> } {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    throw new SafetensorsError(`${filePath}: header is not valid UTF-8 (not a safetensors file?)`);
+  }
   let header: unknown;
   try {
-    header = JSON.parse(headerBytes.toString('utf8'));
+    header = JSON.parse(text);
   } catch (error) {
-    throw new SafetensorsError(`${filePath}: header is not valid JSON (${(error as Error).message})`);
+    // V8's message quotes the text; a file that is not a checkpoint must not be echoed, so only the position is kept.
+    const at = /position (\d+)/.exec((error as Error).message);
+    throw new SafetensorsError(
+      `${filePath}: header is not valid JSON${at ? ` (at byte ${8 + Number(at[1])})` : ''}: not a safetensors file?`,
+    );
   }
+  const duplicate = firstDuplicateKey(text);
+  if (duplicate !== undefined)
+    throw new SafetensorsError(`${filePath}: header names ${quoteName(duplicate)} twice (the format forbids it)`);
   if (header === null || typeof header !== 'object' || Array.isArray(header)) {
     throw new SafetensorsError(`${filePath}: header is not a JSON object`);
   }
@@ -110,9 +116,49 @@ function parseHeader(
   return { entries, metadata: (metadata ?? {}) as Record<string, string> };
 }
 
+/** A JSON value cut for an error message. */
+function clip(text: string | undefined, max = 40): string {
+  const t = text ?? 'undefined';
+  return t.length <= max ? t : `${t.slice(0, max - 1)}…`;
+}
+
+/**
+ * The first key that appears twice in one object of a JSON text (JSON.parse silently keeps the last one, so a
+ * header could show one tensor to one reader and another to the next). The text is known to be valid JSON.
+ */
+function firstDuplicateKey(text: string): string | undefined {
+  const objects: Array<Set<string> | null> = []; // null: an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      const top = objects[objects.length - 1];
+      if (expectKey && top) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.has(key)) return key;
+        top.add(key);
+      }
+      expectKey = false;
+      i = j;
+    } else if (c === '{') {
+      objects.push(new Set());
+      expectKey = true;
+    } else if (c === '[') {
+      objects.push(null);
+    } else if (c === '}' || c === ']') {
+      objects.pop();
+    } else if (c === ',') {
+      expectKey = objects[objects.length - 1] !== null;
+    }
+  }
+  return undefined;
+}
+
 function validateEntries(
   filePath: string,
-  realPath: string,
+  source: ByteSource,
   entries: Record<string, unknown>,
   dataStart: number,
   dataSize: number,
@@ -120,20 +166,22 @@ function validateEntries(
   const tensors = new Map<string, TensorEntry>();
   const ranges: Array<[number, number, string]> = [];
   for (const [name, raw] of Object.entries(entries)) {
-    const where = `${filePath}: tensor '${name}'`;
+    const where = `${filePath}: tensor '${quoteName(name).slice(1, -1)}'`;
     if (raw === null || typeof raw !== 'object') throw new SafetensorsError(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
       throw new SafetensorsError(
-        `${where}: unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+        `${where}: unsupported dtype ${typeof dtype === 'string' ? quoteName(dtype, 24) : typeof dtype} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
       );
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new SafetensorsError(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      throw new SafetensorsError(
+        `${where}: shape ${clip(JSON.stringify(shape))} is not a list of non-negative integers`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
       throw new SafetensorsError(
-        `${where}: data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`,
+        `${where}: data_offsets ${clip(JSON.stringify(offsets))} is not a pair of non-negative integers`,
       );
     }
     const [begin, end] = offsets as [number, number];
@@ -153,7 +201,7 @@ function validateEntries(
       name,
       dtype: dtype as DType,
       shape: shape as number[],
-      file: realPath,
+      source,
       offset: dataStart + begin,
       byteLength: expected,
     });
@@ -195,7 +243,7 @@ export class Checkpoint {
       for (const [name, entry] of file.tensors) {
         if (this.entries.has(name)) {
           throw new ModelLoadError(
-            `${dir}: tensor '${name}' appears in two shards (${this.entries.get(name)!.file}, ${file.path})`,
+            `${dir}: tensor '${name}' appears in two shards (${this.entries.get(name)!.source.name}, ${file.path})`,
           );
         }
         this.entries.set(name, entry);
@@ -204,42 +252,50 @@ export class Checkpoint {
   }
 
   /** Opens `model.safetensors`, or the shards listed by `model.safetensors.index.json`, or every `*.safetensors`. */
-  static open(dir: string): Checkpoint {
-    if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
-      throw new ModelLoadError(`${dir}: not a directory`);
-    }
-    const indexPath = path.join(dir, 'model.safetensors.index.json');
-    if (fs.existsSync(indexPath)) {
+  static async open(dir: string): Promise<Checkpoint> {
+    const fs = await files.get();
+    if (!(await fs.isDirectory(dir))) throw new ModelLoadError(`${dir}: not a directory`);
+    const indexPath = fs.join(dir, 'model.safetensors.index.json');
+    if (await fs.isFile(indexPath)) {
       let weightMap: Record<string, string>;
       try {
-        weightMap = JSON.parse(fs.readFileSync(indexPath, 'utf8')).weight_map;
+        weightMap = JSON.parse(await fs.readText(indexPath)).weight_map;
       } catch (error) {
         throw new ModelLoadError(`${indexPath}: not valid JSON (${(error as Error).message})`);
       }
       if (!weightMap || typeof weightMap !== 'object') throw new ModelLoadError(`${indexPath}: no "weight_map" object`);
       const shardNames = [...new Set(Object.values(weightMap))].sort();
-      const checkpoint = new Checkpoint(
-        dir,
-        shardNames.map((shard) => SafetensorsFile.open(path.join(dir, shard))),
+      // Every name is checked before any file is opened.
+      const shardPaths = await Promise.all(
+        shardNames.map(async (shard) => {
+          if (typeof shard !== 'string')
+            throw new ModelLoadError(`${indexPath}: a weight_map value is not a file name`);
+          const place = await fs.resolveInside(dir, shard);
+          if ('refused' in place) throw new ModelLoadError(`${indexPath}: shard ${place.refused}`);
+          return place.path;
+        }),
       );
+      const checkpoint = new Checkpoint(dir, await Promise.all(shardPaths.map((file) => SafetensorsFile.open(file))));
       for (const [name, shard] of Object.entries(weightMap)) {
         if (!checkpoint.entries.has(name))
           throw new ModelLoadError(`${indexPath}: '${name}' is listed in ${shard} but that shard does not hold it`);
       }
       return checkpoint;
     }
-    const single = path.join(dir, 'model.safetensors');
-    const names = fs.existsSync(single)
+    const names = (await fs.isFile(fs.join(dir, 'model.safetensors')))
       ? ['model.safetensors']
-      : fs
-          .readdirSync(dir)
-          .filter((f) => f.endsWith('.safetensors'))
-          .sort();
+      : (await fs.list(dir)).filter((f) => f.endsWith('.safetensors')).sort();
     if (names.length === 0)
       throw new ModelLoadError(`${dir}: no .safetensors weights found (PyTorch .bin/.pth files are not supported)`);
     return new Checkpoint(
       dir,
-      names.map((n) => SafetensorsFile.open(path.join(dir, n))),
+      await Promise.all(
+        names.map(async (n) => {
+          const place = await fs.resolveInside(dir, n);
+          if ('refused' in place) throw new ModelLoadError(`${dir}: weights file ${place.refused}`);
+          return SafetensorsFile.open(place.path);
+        }),
+      ),
     );
   }
 
@@ -258,9 +314,8 @@ export class Checkpoint {
   }
 
   /** Raw bytes of a tensor. */
-  readBytes(name: string): Buffer {
-    const entry = this.entry(name);
-    return readRange(entry.file, entry.offset, entry.byteLength);
+  readBytes(name: string): Uint8Array {
+    return readEntrySync(this.entry(name));
   }
 
   /** A tensor as float32, converting from F16/BF16/F64. */
@@ -284,38 +339,34 @@ export class Checkpoint {
       if (!(Number.isInteger(row) && row >= 0 && row < rowCount))
         throw new ModelLoadError(`${this.dir}: row ${row} is outside tensor '${name}' (${rowCount} rows)`);
     const rowBytes = width * DTYPE_BYTES[entry.dtype];
-    const out = new Float32Array(rows.length * width);
-    const handle = await fsp.open(entry.file, 'r');
-    try {
-      const bytes = Buffer.allocUnsafe(rows.length * rowBytes);
-      const reads = await Promise.all(
-        rows.map((row, i) => handle.read(bytes, i * rowBytes, rowBytes, entry.offset + row * rowBytes)),
-      );
-      if (reads.some((r) => r.bytesRead !== rowBytes))
-        throw new SafetensorsError(`${entry.file}: unexpected end of file in tensor '${name}'`);
-      out.set(bytesToFloat32(bytes, entry.dtype, name));
-    } finally {
-      await handle.close();
-    }
-    return out;
+    const ranges = rows.map((row) => [entry.offset + row * rowBytes, rowBytes] as const);
+    const source = entry.source;
+    const parts = source.readRanges
+      ? await source.readRanges(ranges)
+      : await Promise.all(ranges.map(([offset, length]) => source.read(offset, length)));
+    const bytes = new Uint8Array(rows.length * rowBytes);
+    parts.forEach((part, i) => bytes.set(part, i * rowBytes));
+    return bytesToFloat32(bytes, entry.dtype, name);
   }
 }
 
-/** Reads a byte range in chunks (`readFileSync` stops at 2 GiB; single reads are capped too). */
-export function readRange(file: string, offset: number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  const fd = fs.openSync(file, 'r');
-  try {
-    let done = 0;
-    while (done < length) {
-      const n = fs.readSync(fd, out, done, Math.min(length - done, 1 << 30), offset + done);
-      if (n === 0) throw new SafetensorsError(`${file}: unexpected end of file at byte ${offset + done}`);
-      done += n;
-    }
-  } finally {
-    fs.closeSync(fd);
+/** A tensor's raw bytes. */
+export function readEntry(entry: TensorEntry): Promise<Uint8Array> {
+  return entry.source.read(entry.offset, entry.byteLength);
+}
+
+/** A tensor's raw bytes, read synchronously (local sources only). */
+export function readEntrySync(entry: TensorEntry): Uint8Array {
+  return syncSource(entry).readSync!(entry.offset, entry.byteLength);
+}
+
+function syncSource(entry: TensorEntry): ByteSource {
+  if (!entry.source.readSync) {
+    throw new ModelLoadError(
+      `${entry.source.name}: tensor '${entry.name}' is needed synchronously, but this source reads asynchronously only`,
+    );
   }
-  return out;
+  return entry.source;
 }
 
 export function bytesToFloat32(bytes: Uint8Array, dtype: DType, what: string): Float32Array {
@@ -355,12 +406,11 @@ export function float16ToFloat32(halves: Uint16Array): Float32Array {
   return out;
 }
 
-/** Writes tensors to a safetensors file (for `--out`, tests and caches). */
-export function writeSafetensors(
-  filePath: string,
+/** A safetensors file's bytes, in order: length, header (padded so the data starts 8-byte aligned), data. */
+export function encodeSafetensors(
   tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
   metadata?: Record<string, string>,
-): void {
+): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
@@ -371,17 +421,11 @@ export function writeSafetensors(
     chunks.push(bytes);
     offset += bytes.byteLength;
   }
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
-  // Pad with spaces (valid JSON) so that the data starts 8-byte aligned.
-  const headerBytes = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(headerBytes.length));
-  const fd = fs.openSync(filePath, 'w');
-  try {
-    fs.writeSync(fd, length);
-    fs.writeSync(fd, headerBytes);
-    for (const chunk of chunks) fs.writeSync(fd, chunk);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  // Pad with spaces (valid JSON).
+  const headerBytes = new Uint8Array(json.length + ((8 - (json.length % 8)) % 8)).fill(0x20);
+  headerBytes.set(json);
+  const length = new Uint8Array(8);
+  new DataView(length.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  return [length, headerBytes, ...chunks];
 }

@@ -3,8 +3,7 @@
  * Each model family turns its section into typed args in its own file; this module only detects which family a
  * checkpoint folder holds.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { files } from '../core/io.js';
 import { ConfigError, ModelLoadError } from '../core/errors.js';
 
 export type RawConfig = Record<string, unknown>;
@@ -50,6 +49,33 @@ export class ConfigSection {
     return value;
   }
 
+  /** Sizes, counts, ids of dimensions: an integer ≥ 1. */
+  positiveInteger(key: string, fallback?: number): number {
+    const value = this.integer(key, fallback);
+    if (value < 1) throw new ConfigError(`${this.where(key)} must be at least 1, got ${value}`);
+    return value;
+  }
+
+  /** Epsilons, rotary bases, scaling factors: a finite number > 0. */
+  positiveNumber(key: string, fallback?: number): number {
+    const value = this.number(key, fallback);
+    if (!(value > 0)) throw new ConfigError(`${this.where(key)} must be greater than 0, got ${value}`);
+    return value;
+  }
+
+  /** {@link size} for an image or patch size: an integer ≥ 1. */
+  positiveSize(key: string, fallback?: number): number {
+    const value = this.size(key, fallback);
+    if (!Number.isInteger(value) || value < 1)
+      throw new ConfigError(`${this.where(key)} must be an integer of at least 1, got ${value}`);
+    return value;
+  }
+
+  /** The file and key path of this section, for messages about its fields. */
+  get origin(): { file: string; at: string } {
+    return { file: this.file, at: this.at };
+  }
+
   string(key: string, fallback?: string): string {
     const value = this.raw[key];
     if (value === undefined || value === null) {
@@ -93,58 +119,17 @@ export class ConfigSection {
   }
 }
 
-export function readConfig(dir: string): ConfigSection {
-  const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(file)) throw new ModelLoadError(`${dir}: no config.json (is this a model folder?)`);
+export async function readConfig(dir: string): Promise<ConfigSection> {
+  const fs = await files.get();
+  const file = fs.join(dir, 'config.json');
+  if (!(await fs.isFile(file))) throw new ModelLoadError(`${dir}: no config.json (is this a model folder?)`);
   let raw: unknown;
   try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+    raw = JSON.parse(await fs.readText(file));
   } catch (error) {
     throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new ConfigError(`${file}: not a JSON object`);
   return new ConfigSection(raw as RawConfig, file);
-}
-
-/** The model families this project runs. */
-export type Architecture =
-  | 'InternVisionModel'
-  | 'InternVLChatModel'
-  | 'InternVLModel'
-  | 'InternVLForConditionalGeneration'
-  | 'CausalLM';
-
-const LLM_ARCHITECTURES = [
-  'LlamaForCausalLM',
-  'Qwen2ForCausalLM',
-  'InternLM2ForCausalLM',
-  'Phi3ForCausalLM',
-  'MistralForCausalLM',
-];
-
-export function detectArchitecture(config: ConfigSection): Architecture {
-  const architectures = Array.isArray(config.raw.architectures) ? (config.raw.architectures as string[]) : [];
-  const modelType = typeof config.raw.model_type === 'string' ? config.raw.model_type : '';
-  for (const name of architectures) {
-    if (
-      name === 'InternVisionModel' ||
-      name === 'InternVLChatModel' ||
-      name === 'InternVLModel' ||
-      name === 'InternVLForConditionalGeneration'
-    )
-      return name;
-    if (LLM_ARCHITECTURES.includes(name)) return 'CausalLM';
-  }
-  // InternVL-14B (InternVLModel) and the *-hf chat checkpoints share model_type 'internvl'; only the former has QLLaMA.
-  if (modelType === 'internvl')
-    return config.has('qllama_config') ? 'InternVLModel' : 'InternVLForConditionalGeneration';
-  if (modelType === 'internvl_chat') return 'InternVLChatModel';
-  if (modelType === 'intern_vit_6b' || modelType === 'intern_vit') return 'InternVisionModel';
-  if (['llama', 'qwen2', 'internlm2', 'phi3', 'mistral'].includes(modelType)) return 'CausalLM';
-  throw new ModelLoadError(
-    `${config.file}: unknown architecture ${JSON.stringify(architectures)} / model_type ${JSON.stringify(modelType)}; ` +
-      'supported: InternVisionModel, InternVLModel (InternVL-C/G), InternVLChatModel, InternVLForConditionalGeneration (*-hf), ' +
-      LLM_ARCHITECTURES.join(', '),
-  );
 }

@@ -7,13 +7,20 @@
  * The module tree mirrors the checkpoint (`embeddings.*`, `encoder.layers.{i}.{norm1,attn.qkv,…}`); the `*-hf`
  * layout (transformers' native port) differs only by names, listed in `HF_VISION_NAMES`.
  */
-import * as ort from 'onnxruntime-node';
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
+import { createSession, Tensor as OrtTensor, type ModelSession, type SessionOptions } from '../core/session.js';
 import { interpolateBicubic } from '../core/interpolate.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
+import {
+  checkLayerCount,
+  checkShapes,
+  configDim,
+  scaledDim,
+  type ConfigOrigin,
+  type ExpectedTensor,
+} from './shapes.js';
 
 export interface InternVisionConfig {
   hiddenSize: number;
@@ -27,6 +34,8 @@ export interface InternVisionConfig {
   layerNormEps: number;
   qkNormalization: boolean;
   qkvBias: boolean;
+  /** Where the fields came from (messages of the shape checks). */
+  origin: ConfigOrigin;
 }
 
 /** Module names of a checkpoint layout. */
@@ -89,25 +98,71 @@ export function parseInternVisionConfig(section: ConfigSection): InternVisionCon
   const hiddenAct = section.string('hidden_act', 'gelu');
   if (hiddenAct !== 'gelu') section.fail('hidden_act', `'${hiddenAct}' is not supported (InternViT uses exact 'gelu')`);
   const config: InternVisionConfig = {
-    hiddenSize: section.integer('hidden_size'),
-    numAttentionHeads: section.integer('num_attention_heads'),
-    numHiddenLayers: section.integer('num_hidden_layers'),
-    intermediateSize: section.integer('intermediate_size'),
-    patchSize: section.size('patch_size'),
-    imageSize: section.size('image_size'),
+    hiddenSize: section.positiveInteger('hidden_size'),
+    numAttentionHeads: section.positiveInteger('num_attention_heads'),
+    numHiddenLayers: section.positiveInteger('num_hidden_layers'),
+    intermediateSize: section.positiveInteger('intermediate_size'),
+    patchSize: section.positiveSize('patch_size'),
+    imageSize: section.positiveSize('image_size'),
     normType,
-    layerNormEps: section.number('layer_norm_eps', 1e-6),
+    layerNormEps: section.positiveNumber('layer_norm_eps', 1e-6),
     qkNormalization: section.has('use_qk_norm')
       ? section.boolean('use_qk_norm')
       : section.boolean('qk_normalization', false),
     qkvBias: section.has('attention_bias') ? section.boolean('attention_bias') : section.boolean('qkv_bias', true),
+    origin: section.origin,
   };
   if (config.hiddenSize % config.numAttentionHeads !== 0) {
     throw new ConfigError(
       `${section.file}: hidden_size ${config.hiddenSize} is not divisible by num_attention_heads ${config.numAttentionHeads}`,
     );
   }
+  if (config.imageSize % config.patchSize !== 0)
+    section.fail('image_size', `${config.imageSize} is not a multiple of patch_size ${config.patchSize}`);
   return config;
+}
+
+/** The checkpoint shapes the config implies; `key` maps a module-relative name to its checkpoint key. */
+function visionShapes(config: InternVisionConfig, key: (name: string) => string, names: VisionNames): ExpectedTensor[] {
+  const field = (key: string, value: number) => configDim(config.origin, key, value);
+  const C = field('hidden_size', config.hiddenSize);
+  const I = field('intermediate_size', config.intermediateSize);
+  const P = field('patch_size', config.patchSize);
+  const grid = config.imageSize / config.patchSize;
+  const at = config.origin.at ? `${config.origin.at}.` : '';
+  const tokens = {
+    value: 1 + grid * grid,
+    field: `1 + (${at}image_size / patch_size)²`,
+    terms: `1 + (${config.imageSize} / ${config.patchSize})²`,
+  };
+  const out: ExpectedTensor[] = [
+    { key: key(names.classEmbedding), dims: [1, 1, C] },
+    { key: key(`${names.patchEmbedding}.weight`), dims: [C, 3, P, P] },
+    { key: key(names.positionEmbedding), dims: [1, tokens, C] },
+  ];
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const layer = key(`${names.layers}.${i}.`);
+    const qkv =
+      typeof names.qkv === 'string'
+        ? [{ key: `${layer}${names.qkv}.weight`, dims: [scaledDim(3, C), C] }]
+        : names.qkv.map((n) => ({ key: `${layer}${n}.weight`, dims: [C, C] }));
+    out.push(
+      { key: `${layer}${names.norm1}.weight`, dims: [C] },
+      ...qkv,
+      { key: `${layer}${names.proj}.weight`, dims: [C, C] },
+      { key: `${layer}${names.ls1}`, dims: [C] },
+      { key: `${layer}${names.norm2}.weight`, dims: [C] },
+      { key: `${layer}${names.fc1}.weight`, dims: [I, C] },
+      { key: `${layer}${names.fc2}.weight`, dims: [C, I] },
+      { key: `${layer}${names.ls2}`, dims: [C] },
+    );
+    if (config.qkNormalization)
+      out.push(
+        { key: `${layer}${names.qNorm}.weight`, dims: [C] },
+        { key: `${layer}${names.kNorm}.weight`, dims: [C] },
+      );
+  }
+  return out;
 }
 
 export interface VisionGraphOptions {
@@ -129,6 +184,14 @@ export function buildInternVisionEncoder(
   options: VisionGraphOptions = {},
 ): { lastHiddenState: string; hiddenStates: string[] } {
   const C = config.hiddenSize;
+  const lookup = (key: string) => (g.hasWeight(key) ? g.weightShape(key) : undefined);
+  const key = (name: string) => scope.key(name);
+  checkShapes(config.origin, lookup, visionShapes(config, key, names));
+  // Only the blocks the graph runs must be there (a benchmark's checkpoint may hold fewer than the config's).
+  const numLayers = options.numLayers ?? config.numHiddenLayers;
+  checkLayerCount(config.origin, lookup, configDim(config.origin, 'num_hidden_layers', numLayers), (i) =>
+    key(`${names.layers}.${i}.${names.norm1}.weight`),
+  );
   const pixels = g.input('pixel_values', 'float32', ['batch', 3, 'height', 'width']);
   const positions = g.input('position_embedding', 'float32', [1, 'tokens', C]);
 
@@ -147,7 +210,6 @@ export function buildInternVisionEncoder(
   const to2d = (x: string) => g.reshape(x, [-1, C]);
   const to3d = (x: string) => g.node('Reshape', [x, shape3d]);
 
-  const numLayers = options.numLayers ?? config.numHiddenLayers;
   const hiddenStates = [embeddings];
   let x = to2d(embeddings);
   const norm = (s: Scope, input: string, name: string) =>
@@ -266,8 +328,8 @@ export class InternVisionModel {
     const C = this.config.hiddenSize;
     const tokens = 1 + gridH * gridW;
     const feeds = {
-      pixel_values: new ort.Tensor('float32', pixelValues, dims),
-      position_embedding: new ort.Tensor('float32', this.positionEmbedding(gridH, gridW), [1, tokens, C]),
+      pixel_values: new OrtTensor('float32', pixelValues, dims),
+      position_embedding: new OrtTensor('float32', this.positionEmbedding(gridH, gridW), [1, tokens, C]),
     };
     const wantAll = options.hiddenStates === true;
     if (wantAll && !this.options.allHiddenStates)
@@ -278,7 +340,7 @@ export class InternVisionModel {
       ...(wantAll ? Array.from({ length: layers + 1 }, (_, i) => `hidden_states.${i}`) : []),
     ];
     const result = await this.session.run(feeds, names);
-    const asTensor = (t: ort.Tensor): Tensor => ({ dims: t.dims as number[], data: t.data as Float32Array });
+    const asTensor = (t: OrtTensor): Tensor => ({ dims: t.dims as number[], data: t.data as Float32Array });
     const last = asTensor(result.last_hidden_state);
     const pooled = new Float32Array(B * C);
     for (let b = 0; b < B; b++) pooled.set(last.data.subarray(b * tokens * C, b * tokens * C + C), b * C);

@@ -5,22 +5,28 @@
  * (`InternVLForConditionalGeneration`: `model.vision_tower.`, `model.multi_modal_projector.`, `model.language_model.`,
  * `lm_head`) into the same code; only names differ.
  */
-import * as ort from 'onnxruntime-node';
-import { GraphBuilder } from '../core/graph.js';
-import { createSession, type ModelSession, type SessionOptions } from '../core/runtime.js';
-import { ConfigError, InternalError, ModelLoadError, UsageError } from '../core/errors.js';
+import { GraphBuilder, type Scope } from '../core/graph.js';
+import { createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import { ConfigError, InternalError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
-import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
+import { readConfig, type ConfigSection } from './config.js';
 import {
   buildInternVisionEncoder,
-  HF_VISION_NAMES,
   parseInternVisionConfig,
-  REMOTE_VISION_NAMES,
   resizePositionEmbedding,
   type InternVisionConfig,
-  type VisionNames,
 } from './intern_vit.js';
-import { CausalLM, LLM_VARIANTS, parseLlmConfig, type LlmConfig, type LlmVariant } from './llm.js';
+import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
+import {
+  architectureOf,
+  inputImageSize,
+  layoutSection,
+  requireCapability,
+  visionTowerPrefix,
+  type ArchitectureEntry,
+  type ProjectorLayout,
+} from './registry.js';
+import { checkBuffer, checkShapes, configDim, scaledDim } from './shapes.js';
 
 export interface InternVLChatConfig {
   layout: 'remote' | 'hf';
@@ -44,21 +50,39 @@ export interface InternVLChatConfig {
   imageTokenId: number | null;
 }
 
-export function parseInternVLChatConfig(config: ConfigSection): InternVLChatConfig {
-  const layout = detectArchitecture(config) === 'InternVLForConditionalGeneration' ? 'hf' : 'remote';
-  const vision = parseInternVisionConfig(config.section('vision_config'));
-  const llm = parseLlmConfig(config.section(layout === 'hf' ? 'text_config' : 'llm_config'));
+export function parseInternVLChatConfig(
+  config: ConfigSection,
+  entry: ArchitectureEntry = architectureOf(config),
+): InternVLChatConfig {
+  const layout = entry.name === 'InternVLForConditionalGeneration' ? 'hf' : 'remote';
+  const vision = parseInternVisionConfig(layoutSection(config, entry.vision!.section));
+  const llm = parseLlmConfig(layoutSection(config, entry.language!.section));
   const psVersion = config.string('ps_version', 'v2');
   if (psVersion !== 'v1' && psVersion !== 'v2') config.fail('ps_version', `must be 'v1' or 'v2', got '${psVersion}'`);
   const downsampleRatio = config.number('downsample_ratio', 0.5);
   if (downsampleRatio !== 0.5)
     config.fail('downsample_ratio', `${downsampleRatio} is not supported (InternVL uses 0.5)`);
-  const imageSize =
-    layout === 'hf'
-      ? vision.imageSize
-      : config.has('force_image_size')
-        ? config.size('force_image_size')
-        : vision.imageSize;
+  const imageSize = inputImageSize(config, vision);
+  const minDynamicPatch = config.positiveInteger('min_dynamic_patch', 1);
+  const maxDynamicPatch = config.positiveInteger('max_dynamic_patch', 12);
+  if (maxDynamicPatch < minDynamicPatch)
+    config.fail('max_dynamic_patch', `${maxDynamicPatch} is below min_dynamic_patch ${minDynamicPatch}`);
+  const side = imageSize / vision.patchSize;
+  checkBuffer(
+    config.origin,
+    'force_image_size',
+    imageSize,
+    (1 + side * side) * vision.hiddenSize,
+    'the position embeddings',
+  );
+  // The tiles of one image (and the thumbnail) are one pixel buffer.
+  checkBuffer(
+    config.origin,
+    'max_dynamic_patch',
+    maxDynamicPatch,
+    (maxDynamicPatch + 1) * 3 * imageSize * imageSize,
+    'the tiles of one image',
+  );
   return {
     layout,
     vision,
@@ -70,49 +94,10 @@ export function parseInternVLChatConfig(config: ConfigSection): InternVLChatConf
     template: config.optionalString('template') ?? null,
     systemMessage: config.optionalString('system_message') ?? null,
     useThumbnail: config.boolean('use_thumbnail', true),
-    minDynamicPatch: config.integer('min_dynamic_patch', 1),
-    maxDynamicPatch: config.integer('max_dynamic_patch', 12),
+    minDynamicPatch,
+    maxDynamicPatch,
     dynamicImageSize: config.boolean('dynamic_image_size', true),
     imageTokenId: config.has('image_token_id') ? config.integer('image_token_id') : null,
-  };
-}
-
-/** Where each part lives in a layout. */
-interface ChatLayout {
-  visionPrefix: string;
-  visionNames: VisionNames;
-  projector: { prefix: string; norm: string; linear1: string; linear2: string };
-  llmPrefix: string;
-  llmVariant: (family: LlmConfig['family']) => LlmVariant;
-  lmHeadPrefix?: string;
-}
-
-const LAYOUTS: Record<InternVLChatConfig['layout'], ChatLayout> = {
-  remote: {
-    visionPrefix: 'vision_model',
-    visionNames: REMOTE_VISION_NAMES,
-    projector: { prefix: 'mlp1', norm: '0', linear1: '1', linear2: '3' },
-    llmPrefix: 'language_model',
-    llmVariant: (family) => LLM_VARIANTS[family],
-  },
-  hf: {
-    visionPrefix: 'model.vision_tower',
-    visionNames: HF_VISION_NAMES,
-    projector: { prefix: 'model.multi_modal_projector', norm: 'layer_norm', linear1: 'linear_1', linear2: 'linear_2' },
-    // The native port has no `model.` level inside the language model and keeps lm_head at the root.
-    llmPrefix: 'model.language_model',
-    llmVariant: (family) => stripModelPrefix(LLM_VARIANTS[family]),
-    lmHeadPrefix: '',
-  },
-};
-
-function stripModelPrefix(variant: LlmVariant): LlmVariant {
-  const strip = (name: string) => name.replace(/^model\./, '');
-  return {
-    ...variant,
-    embedTokens: strip(variant.embedTokens),
-    layers: strip(variant.layers),
-    finalNorm: strip(variant.finalNorm),
   };
 }
 
@@ -138,16 +123,13 @@ export class InternVLChatModel {
   ) {}
 
   static async load(dir: string, options: LoadOptions = {}): Promise<InternVLChatModel> {
-    const raw = readConfig(dir);
-    const architecture = detectArchitecture(raw);
-    if (architecture !== 'InternVLChatModel' && architecture !== 'InternVLForConditionalGeneration') {
-      throw new ModelLoadError(
-        `${dir}: ${architecture} is not a chat model (expected InternVLChatModel or InternVLForConditionalGeneration)`,
-      );
-    }
-    const config = parseInternVLChatConfig(raw);
-    const checkpoint = Checkpoint.open(dir);
-    const layout = LAYOUTS[config.layout];
+    const raw = await readConfig(dir);
+    const entry = requireCapability(raw, 'chat');
+    const config = parseInternVLChatConfig(raw, entry);
+    const checkpoint = await Checkpoint.open(dir);
+    const visionLayout = entry.vision!;
+    const languageLayout = entry.language!;
+    const visionPrefix = visionTowerPrefix(visionLayout, checkpoint);
 
     const tokensPerSide = config.imageSize / config.vision.patchSize;
     if (!Number.isInteger(tokensPerSide) || tokensPerSide % 2 !== 0) {
@@ -162,26 +144,22 @@ export class InternVLChatModel {
 
     const g = new GraphBuilder('vision_projector', checkpoint);
     options.configureVisionGraph?.(g);
-    const { lastHiddenState } = buildInternVisionEncoder(
-      g,
-      g.scope(layout.visionPrefix),
-      config.vision,
-      layout.visionNames,
-      { numLayers },
-    );
-    g.output(buildProjector(g, lastHiddenState, config, layout), 'vit_embeds', 'float32');
+    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(visionPrefix), config.vision, visionLayout.names, {
+      numLayers,
+    });
+    g.output(buildProjector(g, lastHiddenState, config, entry.projector!), 'vit_embeds', 'float32');
     const vision = await createSession(g, options.session);
 
     const positions = resizePositionEmbedding(
-      checkpoint.readFloat32(`${layout.visionPrefix}.${layout.visionNames.positionEmbedding}`).data,
+      checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`).data,
       config.vision.hiddenSize,
       tokensPerSide,
       tokensPerSide,
     );
     const language = await CausalLM.load(checkpoint, config.llm, {
-      prefix: layout.llmPrefix,
-      variant: layout.llmVariant(config.llm.family),
-      lmHeadPrefix: layout.lmHeadPrefix,
+      prefix: languageLayout.prefix,
+      variant: languageLayout.variant(config.llm.family),
+      lmHeadPrefix: languageLayout.lmHeadPrefix,
       session: options.llmSession ?? options.session,
       configureGraph: options.configureLlmGraph,
     });
@@ -204,8 +182,8 @@ export class InternVLChatModel {
     }
     const tokens = this.positions.length / this.config.vision.hiddenSize;
     const result = await this.vision.run({
-      pixel_values: new ort.Tensor('float32', pixelValues, [numTiles, 3, S, S]),
-      position_embedding: new ort.Tensor('float32', this.positions, [1, tokens, this.config.vision.hiddenSize]),
+      pixel_values: new Tensor('float32', pixelValues, [numTiles, 3, S, S]),
+      position_embedding: new Tensor('float32', this.positions, [1, tokens, this.config.vision.hiddenSize]),
     });
     return result.vit_embeds.data as Float32Array;
   }
@@ -242,7 +220,12 @@ export class InternVLChatModel {
 }
 
 /** Pixel shuffle (downsample 0.5) and the MLP projector on [T, 1+A·B, C] → [T, A·B/4, llmHidden]. */
-function buildProjector(g: GraphBuilder, hidden: string, config: InternVLChatConfig, layout: ChatLayout): string {
+function buildProjector(
+  g: GraphBuilder,
+  hidden: string,
+  config: InternVLChatConfig,
+  projector: ProjectorLayout,
+): string {
   const C = config.vision.hiddenSize;
   const side = config.imageSize / config.vision.patchSize;
   const patches = g.slice(hidden, [1], [1 + side * side], [1]);
@@ -251,8 +234,21 @@ function buildProjector(g: GraphBuilder, hidden: string, config: InternVLChatCon
   const grid = g.reshape(patches, [-1, side / 2, 2, side / 2, 2, C]);
   const perm = config.psVersion === 'v2' ? [0, 1, 3, 2, 4, 5] : [0, 3, 1, 2, 4, 5];
   const shuffled = g.reshape(g.transpose(grid, perm), [-1, 4 * C]);
-  const p = g.scope(layout.projector.prefix);
-  const normed = p.layerNorm(shuffled, layout.projector.norm, PROJECTOR_NORM_EPS);
-  const projected = p.linear(g.gelu(p.linear(normed, layout.projector.linear1)), layout.projector.linear2);
+  const p = g.scope(projector.prefix);
+  checkProjectorShapes(g, p, config, projector);
+  const normed = p.layerNorm(shuffled, projector.norm, PROJECTOR_NORM_EPS);
+  const projected = p.linear(g.gelu(p.linear(normed, projector.linear1)), projector.linear2);
   return g.reshape(projected, [-1, (side / 2) * (side / 2), config.llm.hiddenSize]);
+}
+
+/** mlp1: LayerNorm(4C) → Linear(4C → LLM hidden) → GELU → Linear(LLM hidden → LLM hidden); 4 = 1 / downsample². */
+function checkProjectorShapes(g: GraphBuilder, p: Scope, config: InternVLChatConfig, projector: ProjectorLayout): void {
+  const C4 = scaledDim(4, configDim(config.vision.origin, 'hidden_size', config.vision.hiddenSize));
+  const H = configDim(config.llm.origin, 'hidden_size', config.llm.hiddenSize);
+  const { norm, linear1, linear2 } = projector;
+  checkShapes(config.vision.origin, (key) => (g.hasWeight(key) ? g.weightShape(key) : undefined), [
+    { key: p.key(`${norm}.weight`), dims: [C4] },
+    { key: p.key(`${linear1}.weight`), dims: [H, C4] },
+    { key: p.key(`${linear2}.weight`), dims: [H, H] },
+  ]);
 }

@@ -8,20 +8,21 @@
  * QLLaMA is the project's LLaMA decoder (`llm.ts`) with the cross-attention inserted after self-attention.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, ort, type Feeds, type ModelSession, type SessionOptions } from '../core/runtime.js';
-import { ModelLoadError, UsageError } from '../core/errors.js';
+import { createSession, Tensor, type Feeds, type ModelSession, type SessionOptions } from '../core/session.js';
+import { ConfigError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
-import { detectArchitecture, readConfig, type ConfigSection } from './config.js';
+import { readConfig, type ConfigSection } from './config.js';
 import {
   buildInternVisionEncoder,
   parseInternVisionConfig,
-  REMOTE_VISION_NAMES,
   resizePositionEmbedding,
   type InternVisionConfig,
 } from './intern_vit.js';
+import { ARCHITECTURES, inputImageSize, requireCapability, visionTowerPrefix } from './registry.js';
 import { CausalLM, parseLlmConfig, type LlmConfig } from './llm.js';
 import type { BatchDecoder, BatchDecoderOptions } from './decoder.js';
+import { checkBuffer, checkShapes, configDim, type ConfigOrigin } from './shapes.js';
 
 export interface InternVLClipConfig {
   vision: InternVisionConfig;
@@ -32,22 +33,72 @@ export interface InternVLClipConfig {
   crossAttentionFrequency: number;
   /** The input size: `force_image_size` for the fine-tuned 364 px models, else the ViT's. */
   imageSize: number;
+  /** Where the root fields came from (messages of the shape checks). */
+  origin: ConfigOrigin;
 }
 
 export function parseInternVLClipConfig(config: ConfigSection): InternVLClipConfig {
-  const vision = parseInternVisionConfig(config.section('vision_config'));
+  const vision = parseInternVisionConfig(config.section(ARCHITECTURES.InternVLModel.vision!.section!));
   const qllamaSection = config.section('qllama_config');
   // The official QLLaMA hardcodes rotary base 10000 whatever its config says.
   const qllama = { ...parseLlmConfig(qllamaSection), ropeTheta: 10000, rope: { type: 'default' as const } };
-  return {
+  const parsed: InternVLClipConfig = {
     vision,
     qllama,
-    clipEmbedDim: config.integer('clip_embed_dim', 768),
-    attnPoolNumHeads: config.integer('attn_pool_num_heads', 16),
-    numQueryToken: config.integer('num_query_token', qllamaSection.integer('num_query_token', 96)),
-    crossAttentionFrequency: qllamaSection.integer('cross_attention_frequency', 2),
-    imageSize: config.has('force_image_size') ? config.size('force_image_size') : vision.imageSize,
+    clipEmbedDim: config.positiveInteger('clip_embed_dim', 768),
+    attnPoolNumHeads: config.positiveInteger('attn_pool_num_heads', 16),
+    numQueryToken: config.positiveInteger('num_query_token', qllamaSection.positiveInteger('num_query_token', 96)),
+    crossAttentionFrequency: qllamaSection.positiveInteger('cross_attention_frequency', 2),
+    imageSize: inputImageSize(config, vision),
+    origin: config.origin,
   };
+  for (const [width, what] of [
+    [vision.hiddenSize, 'vision_config.hidden_size'],
+    [qllama.hiddenSize, 'qllama_config.hidden_size'],
+  ] as const) {
+    if (width % parsed.attnPoolNumHeads !== 0)
+      config.fail('attn_pool_num_heads', `${parsed.attnPoolNumHeads} does not divide ${what} ${width}`);
+  }
+  if (parsed.imageSize % vision.patchSize !== 0)
+    config.fail('force_image_size', `${parsed.imageSize} is not a multiple of the patch size ${vision.patchSize}`);
+  const side = parsed.imageSize / vision.patchSize;
+  checkBuffer(
+    config.origin,
+    'force_image_size',
+    parsed.imageSize,
+    (1 + side * side) * vision.hiddenSize,
+    'the position embeddings',
+  );
+  return parsed;
+}
+
+/** The heads' shapes: the pooling blocks, text projection, query tokens and where QLLaMA cross-attends. */
+function checkClipShapes(checkpoint: Checkpoint, config: InternVLClipConfig): void {
+  const lookup = (key: string) => (checkpoint.has(key) ? checkpoint.entry(key).shape : undefined);
+  const D = configDim(config.origin, 'clip_embed_dim', config.clipEmbedDim);
+  const Cv = configDim(config.vision.origin, 'hidden_size', config.vision.hiddenSize);
+  const H = configDim(config.qllama.origin, 'hidden_size', config.qllama.hiddenSize);
+  const Q = configDim(config.origin, 'num_query_token', config.numQueryToken);
+  checkShapes(config.origin, lookup, [
+    { key: 'clip_projector.cross_attn.q.weight', dims: [Cv, Cv] },
+    { key: 'clip_projector.cross_attn.proj.weight', dims: [D, Cv] },
+    { key: 'clip_projector2.cross_attn.q.weight', dims: [H, H] },
+    { key: 'clip_projector2.cross_attn.proj.weight', dims: [D, H] },
+    { key: 'text_projection', dims: [H, D] },
+    { key: 'query_tokens', dims: [1, Q, H] },
+    ...Array.from({ length: config.qllama.numHiddenLayers }, (_, i) => ({
+      key: `qllama.model.layers.${i}.cross_attn.k_proj.weight`,
+      dims: [H, Cv],
+    })),
+  ]);
+  const frequency = configDim(config.qllama.origin, 'cross_attention_frequency', config.crossAttentionFrequency);
+  for (let i = 0; i < config.qllama.numHiddenLayers; i++) {
+    const key = `qllama.model.layers.${i}.cross_attn.k_proj.weight`;
+    if ((i % frequency.value === 0) !== checkpoint.has(key))
+      throw new ConfigError(
+        `${config.origin.file}: ${frequency.field} ${frequency.value} but ${key} is ${checkpoint.has(key) ? 'present' : 'missing'}`,
+      );
+  }
 }
 
 /** The pooling blocks' LayerNorm eps (PyTorch's default, set explicitly in the official code). */
@@ -105,21 +156,17 @@ export class InternVLClipModel {
       configureQllamaGraph?: (g: GraphBuilder) => void;
     } = {},
   ): Promise<InternVLClipModel> {
-    const raw = readConfig(dir);
-    if (detectArchitecture(raw) !== 'InternVLModel')
-      throw new ModelLoadError(`${dir}: not an InternVLModel (InternVL-C/G) checkpoint`);
+    const raw = await readConfig(dir);
+    const visionLayout = requireCapability(raw, 'clip').vision!;
     const config = parseInternVLClipConfig(raw);
-    const checkpoint = Checkpoint.open(dir);
+    const checkpoint = await Checkpoint.open(dir);
+    const visionPrefix = visionTowerPrefix(visionLayout, checkpoint);
+    checkClipShapes(checkpoint, config);
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
     const g = new GraphBuilder('internvl_c', checkpoint);
     options.configureVisionGraph?.(g);
-    const { lastHiddenState } = buildInternVisionEncoder(
-      g,
-      g.scope('vision_model'),
-      config.vision,
-      REMOTE_VISION_NAMES,
-    );
+    const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(visionPrefix), config.vision, visionLayout.names);
     g.output(lastHiddenState, 'last_hidden_state');
     g.output(
       buildAttentionPooling(
@@ -149,7 +196,7 @@ export class InternVLClipModel {
 
     const side = config.imageSize / config.vision.patchSize;
     const positions = resizePositionEmbedding(
-      checkpoint.readFloat32('vision_model.embeddings.position_embedding').data,
+      checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`).data,
       config.vision.hiddenSize,
       side,
       side,
@@ -180,8 +227,8 @@ export class InternVLClipModel {
       throw new UsageError(`pixel values must be [${batch}, 3, ${S}, ${S}]`);
     const C = this.config.vision.hiddenSize;
     const result = await this.vision.run({
-      pixel_values: new ort.Tensor('float32', pixelValues, [batch, 3, S, S]),
-      position_embedding: new ort.Tensor('float32', this.positions, [1, this.positions.length / C, C]),
+      pixel_values: new Tensor('float32', pixelValues, [batch, 3, S, S]),
+      position_embedding: new Tensor('float32', this.positions, [1, this.positions.length / C, C]),
     });
     return {
       tokens: result.last_hidden_state.data as Float32Array,
@@ -222,11 +269,7 @@ export class InternVLClipModel {
     if (mode === 'C') return embedsC;
     const queries = await this.queryFeatures(tokens, batch);
     const result = await this.queryPooling.run({
-      query_features: new ort.Tensor('float32', queries, [
-        batch,
-        this.config.numQueryToken,
-        this.config.qllama.hiddenSize,
-      ]),
+      query_features: new Tensor('float32', queries, [batch, this.config.numQueryToken, this.config.qllama.hiddenSize]),
     });
     const D = this.config.clipEmbedDim;
     const embedsG = unitRows(result.image_embeds_g.data as Float32Array, D);
@@ -308,12 +351,12 @@ export class InternVLClipModel {
     queries: number,
   ): { bidirectional: number; extraFeeds: (batch: number, seq: number) => Feeds } {
     const Cv = this.config.vision.hiddenSize;
-    const vision = new ort.Tensor('float32', visionTokens, [1, visionTokens.length / Cv, Cv]);
+    const vision = new Tensor('float32', visionTokens, [1, visionTokens.length / Cv, Cv]);
     return {
       bidirectional: queries,
       extraFeeds: (_, seq) => ({
         vision_hidden_states: vision,
-        cross_attention_rows: new ort.Tensor('float32', new Float32Array(seq).fill(1, 0, queries), [seq, 1]),
+        cross_attention_rows: new Tensor('float32', new Float32Array(seq).fill(1, 0, queries), [seq, 1]),
       }),
     };
   }
@@ -346,8 +389,8 @@ export class InternVLClipModel {
 function noVisionFeeds(config: InternVLClipConfig, batch: number, seq: number): Feeds {
   const Cv = config.vision.hiddenSize;
   return {
-    vision_hidden_states: new ort.Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
-    cross_attention_rows: new ort.Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
+    vision_hidden_states: new Tensor('float32', new Float32Array(batch * Cv), [batch, 1, Cv]),
+    cross_attention_rows: new Tensor('float32', new Float32Array(batch * seq), [batch * seq, 1]),
   };
 }
 

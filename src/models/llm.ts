@@ -10,12 +10,21 @@
  * `decoder.ts` owns the caches and builds those inputs; callers use `lm.batchDecoder(...)`.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type Feeds, type ModelSession, type ort, type SessionOptions } from '../core/runtime.js';
-import { ConfigError, ModelLoadError } from '../core/errors.js';
+import { createSession, type Feeds, type ModelSession, type SessionOptions, type Tensor } from '../core/session.js';
+import { ModelLoadError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
 import { BatchDecoder, type AttentionKind, type BatchDecoderOptions } from './decoder.js';
+import { llmFamily } from './registry.js';
 import { parseRopeScaling, RotaryEmbedding, type RopeScaling } from './rope.js';
+import {
+  checkLayerCount,
+  checkShapes,
+  configDim,
+  scaledDim,
+  type ConfigOrigin,
+  type ExpectedTensor,
+} from './shapes.js';
 
 export type LlmFamily = 'llama' | 'qwen2' | 'internlm2' | 'phi3';
 
@@ -83,62 +92,103 @@ export interface LlmConfig {
   tieWordEmbeddings: boolean;
   bosTokenId: number | null;
   eosTokenId: number | number[] | null;
+  /** Where the fields came from (messages of the shape checks). */
+  origin: ConfigOrigin;
 }
 
-const FAMILY_BY_ARCHITECTURE: Record<string, LlmFamily> = {
-  LlamaForCausalLM: 'llama',
-  MistralForCausalLM: 'llama',
-  Qwen2ForCausalLM: 'qwen2',
-  InternLM2ForCausalLM: 'internlm2',
-  InternLM3ForCausalLM: 'llama',
-  Phi3ForCausalLM: 'phi3',
-};
-const FAMILY_BY_MODEL_TYPE: Record<string, LlmFamily> = {
-  llama: 'llama',
-  mistral: 'llama',
-  qwen2: 'qwen2',
-  internlm2: 'internlm2',
-  internlm3: 'llama',
-  phi3: 'phi3',
-};
-
 export function parseLlmConfig(section: ConfigSection): LlmConfig {
-  const architectures = Array.isArray(section.raw.architectures) ? (section.raw.architectures as string[]) : [];
-  const modelType = section.optionalString('model_type') ?? '';
-  const family = architectures.map((a) => FAMILY_BY_ARCHITECTURE[a]).find(Boolean) ?? FAMILY_BY_MODEL_TYPE[modelType];
-  if (!family) {
-    throw new ConfigError(
-      `${section.file}: ${section.at || 'config'} describes an unsupported language model ` +
-        `(architectures ${JSON.stringify(architectures)}, model_type '${modelType}'); supported: ${Object.keys(FAMILY_BY_ARCHITECTURE).join(', ')}`,
-    );
-  }
+  const family = llmFamily(section);
   const hiddenAct = section.string('hidden_act', 'silu');
   if (hiddenAct !== 'silu') section.fail('hidden_act', `'${hiddenAct}' is not supported (expected 'silu')`);
-  const hiddenSize = section.integer('hidden_size');
-  const numAttentionHeads = section.integer('num_attention_heads');
+  const hiddenSize = section.positiveInteger('hidden_size');
+  const numAttentionHeads = section.positiveInteger('num_attention_heads');
+  const numKeyValueHeads = section.positiveInteger('num_key_value_heads', numAttentionHeads);
+  if (numAttentionHeads % numKeyValueHeads !== 0)
+    section.fail('num_key_value_heads', `${numKeyValueHeads} does not divide num_attention_heads ${numAttentionHeads}`);
+  if (!section.has('head_dim') && hiddenSize % numAttentionHeads !== 0)
+    section.fail(
+      'num_attention_heads',
+      `${numAttentionHeads} does not divide hidden_size ${hiddenSize} (and no head_dim is given)`,
+    );
+  const headDim = section.positiveInteger('head_dim', hiddenSize / numAttentionHeads);
+  // Rotate-half RoPE pairs the two halves of each head.
+  if (headDim % 2 !== 0) section.fail('head_dim', `${headDim} must be even (rotary embeddings rotate half of it)`);
   const ropeParameters = section.optionalSection('rope_parameters');
   const ropeTheta = section.has('rope_theta')
-    ? section.number('rope_theta')
-    : (ropeParameters?.number('rope_theta', 10000) ?? 10000);
-  const maxPositionEmbeddings = section.integer('max_position_embeddings', 2048);
+    ? section.positiveNumber('rope_theta')
+    : (ropeParameters?.positiveNumber('rope_theta', 10000) ?? 10000);
+  const maxPositionEmbeddings = section.positiveInteger('max_position_embeddings', 2048);
   const eos = section.raw.eos_token_id;
   return {
     family,
-    vocabSize: section.integer('vocab_size'),
+    vocabSize: section.positiveInteger('vocab_size'),
     hiddenSize,
-    intermediateSize: section.integer('intermediate_size'),
-    numHiddenLayers: section.integer('num_hidden_layers'),
+    intermediateSize: section.positiveInteger('intermediate_size'),
+    numHiddenLayers: section.positiveInteger('num_hidden_layers'),
     numAttentionHeads,
-    numKeyValueHeads: section.integer('num_key_value_heads', numAttentionHeads),
-    headDim: section.integer('head_dim', hiddenSize / numAttentionHeads),
-    rmsNormEps: section.number('rms_norm_eps', 1e-6),
+    numKeyValueHeads,
+    headDim,
+    rmsNormEps: section.positiveNumber('rms_norm_eps', 1e-6),
     ropeTheta,
     rope: parseRopeScaling(section, maxPositionEmbeddings),
     maxPositionEmbeddings,
     tieWordEmbeddings: section.boolean('tie_word_embeddings', false),
     bosTokenId: section.has('bos_token_id') ? section.integer('bos_token_id') : null,
     eosTokenId: Array.isArray(eos) ? (eos as number[]) : typeof eos === 'number' ? eos : null,
+    origin: section.origin,
   };
+}
+
+/** The checkpoint shapes the config implies for the decoder under `root`, lm_head included when given. */
+function decoderShapes(
+  root: Scope,
+  config: LlmConfig,
+  variant: LlmVariant,
+  lmHead?: { scope: Scope; name: string },
+): ExpectedTensor[] {
+  const field = (key: string, value: number) => configDim(config.origin, key, value);
+  const V = field('vocab_size', config.vocabSize);
+  const H = field('hidden_size', config.hiddenSize);
+  const I = field('intermediate_size', config.intermediateSize);
+  const D = config.headDim;
+  const heads = (key: string, n: number) => ({
+    value: n * D,
+    field: `${field(key, n).field} × head_dim`,
+    terms: `${n} × ${D}`,
+  });
+  const q = heads('num_attention_heads', config.numAttentionHeads);
+  const kv = heads('num_key_value_heads', config.numKeyValueHeads);
+  const out: ExpectedTensor[] = [
+    { key: root.key(`${variant.embedTokens}.weight`), dims: [V, H] },
+    { key: root.key(`${variant.finalNorm}.weight`), dims: [H] },
+  ];
+  if (lmHead) out.push({ key: lmHead.scope.key(`${lmHead.name}.weight`), dims: [V, H] });
+  const attention = variant.attention;
+  const mlp = variant.mlp;
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const key = (name: string) => root.key(`${variant.layers}.${i}.${name}.weight`);
+    out.push({ key: key(variant.inputNorm), dims: [H] }, { key: key(variant.postAttentionNorm), dims: [H] });
+    if ('q' in attention) {
+      out.push(
+        { key: key(attention.q), dims: [q, H] },
+        { key: key(attention.k), dims: [kv, H] },
+        { key: key(attention.v), dims: [kv, H] },
+      );
+    } else {
+      const at = config.origin.at ? `${config.origin.at}.` : '';
+      const rows = {
+        value: q.value + 2 * kv.value,
+        field: `(${at}num_attention_heads + 2 × num_key_value_heads) × head_dim`,
+        terms: `(${config.numAttentionHeads} + 2 × ${config.numKeyValueHeads}) × ${D}`,
+      };
+      out.push({ key: key(attention.packed), dims: [rows, H] });
+    }
+    out.push({ key: key(attention.o), dims: [H, q] });
+    if ('packedGateUp' in mlp) out.push({ key: key(mlp.packedGateUp), dims: [scaledDim(2, I), H] });
+    else out.push({ key: key(mlp.gate), dims: [I, H] }, { key: key(mlp.up), dims: [I, H] });
+    out.push({ key: key(mlp.down), dims: [H, I] });
+  }
+  return out;
 }
 
 export interface DecoderGraphOptions {
@@ -166,6 +216,11 @@ export function buildDecoder(
   const heads = config.numAttentionHeads;
   const kvHeads = config.numKeyValueHeads;
   const D = config.headDim;
+  const lookup = (key: string) => (g.hasWeight(key) ? g.weightShape(key) : undefined);
+  checkShapes(config.origin, lookup, decoderShapes(root, config, variant, options.lmHead));
+  checkLayerCount(config.origin, lookup, configDim(config.origin, 'num_hidden_layers', config.numHiddenLayers), (i) =>
+    root.key(`${variant.layers}.${i}.${variant.inputNorm}.weight`),
+  );
   const gqa = (options.attention ?? 'gqa') === 'gqa';
   const embeds = g.input('inputs_embeds', 'float32', ['batch', 'seq', H]);
   // cos/sin rows computed once per decoder (any RoPE scaling) and each new token's row index into them.
@@ -355,7 +410,7 @@ export class CausalLM {
   }
 
   /** One graph run (for `BatchDecoder`). */
-  run(feeds: Feeds, outputs: string[]): Promise<Record<string, ort.Tensor>> {
+  run(feeds: Feeds, outputs: string[]): Promise<Record<string, Tensor>> {
     return this.session.run(feeds, outputs);
   }
 

@@ -1,8 +1,9 @@
 /**
- * Image decoding (sharp/libvips) into 8-bit RGB with the semantics of Pillow's `Image.open(f).convert('RGB')`,
- * which is what the official InternVL code does, plus pixel → tensor conversion and crop helpers.
+ * Images as 8-bit RGB with the semantics of Pillow's `Image.open(f).convert('RGB')`, which is what the official
+ * InternVL code does, plus pixel → tensor conversion and crop helpers. The decoding itself is the platform's image
+ * decoder (Node: sharp/libvips, `processing/node/image_decode.ts`); this module holds what is platform-neutral.
  *
- * Decoding rules (`loadImage`):
+ * Decoding rules (`loadImage`; the Node decoder implements them):
  * - any format sharp reads (JPEG, PNG, WebP, GIF (first frame), TIFF, AVIF/HEIF, …);
  * - greyscale → R = G = B; palette → its colours; alpha (RGBA, LA, palette transparency) is DROPPED, not composited
  *   over a background (exactly Pillow's `convert('RGB')`);
@@ -17,9 +18,10 @@
  *   of more than `maxPixels` pixels (default 178,956,970 = Pillow's `Image.MAX_IMAGE_PIXELS`) is refused;
  * - a corrupt or truncated file → `ImageError` naming the file.
  */
-import { readFile } from 'node:fs/promises';
-import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { ImageError, UsageError } from '../core/errors.js';
+import { errorCode, files } from '../core/io.js';
+import { roundHalfEven } from '../core/python.js';
+import { imageDecoder } from './decoders.js';
 
 /** An 8-bit RGB image, pixels interleaved row-major (r,g,b, r,g,b, …). */
 export interface RgbImage {
@@ -101,12 +103,7 @@ export function readImageHeaderSize(b: Uint8Array): { format: string; width: num
   return null;
 }
 
-function errText(e: unknown): string {
-  const s = e instanceof Error ? e.message : String(e);
-  return s.replace(/\s+/g, ' ').trim().replace(/:$/, '');
-}
-
-function checkPixels(name: string, width: number, height: number, maxPixels: number): void {
+export function checkPixels(name: string, width: number, height: number, maxPixels: number): void {
   if (width * height > maxPixels) {
     throw new ImageError(
       `${name}: image is ${width}×${height} = ${width * height} pixels, above the limit of ${maxPixels} ` +
@@ -115,8 +112,45 @@ function checkPixels(name: string, width: number, height: number, maxPixels: num
   }
 }
 
+/**
+ * Decode an image file (path) or encoded bytes to 8-bit RGB, with the semantics of Pillow's
+ * `Image.open(f).convert('RGB')` (see the module comment for the exact rules and the EXIF choice). The file is read
+ * through the platform's file system and decoded by its image decoder (`processing/decoders.ts`).
+ */
+export async function loadImage(source: string | Uint8Array, opts: LoadImageOptions = {}): Promise<RgbImage> {
+  const name = opts.name ?? (typeof source === 'string' ? source : '<image bytes>');
+  const applyExifOrientation = opts.applyExifOrientation ?? true;
+  const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
+  if (!(maxPixels > 0)) throw new UsageError(`loadImage: maxPixels must be > 0, got ${maxPixels}`);
+
+  let bytes: Uint8Array;
+  if (typeof source === 'string') {
+    try {
+      bytes = await (await files.get()).readBytes(source);
+    } catch (e) {
+      const code = errorCode(e);
+      const why = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : errText(e);
+      throw new ImageError(`${name}: cannot read image file (${why})`, { cause: e });
+    }
+  } else {
+    bytes = source;
+  }
+  if (bytes.length === 0) throw new ImageError(`${name}: empty file, not an image`);
+
+  // Header-only size check, before any decoder sees the data.
+  const sniffed = readImageHeaderSize(bytes);
+  if (sniffed) checkPixels(name, sniffed.width, sniffed.height, maxPixels);
+  return (await imageDecoder.get()).decode(bytes, { name, applyExifOrientation, maxPixels });
+}
+
+/** A one-line message of an error. */
+export function errText(e: unknown): string {
+  const s = e instanceof Error ? e.message : String(e);
+  return s.replace(/\s+/g, ' ').trim().replace(/:$/, '');
+}
+
 /** Pillow's CMYK → RGB (Convert.c cmyk2rgb): R = (255−K) − C·(255−K)/255 with its integer rounding. */
-function cmykToRgb(src: Uint8Array, channels: number, pixels: number): Uint8Array {
+export function cmykToRgb(src: Uint8Array, channels: number, pixels: number): Uint8Array {
   const out = new Uint8Array(pixels * 3);
   for (let p = 0; p < pixels; p++) {
     const s = p * channels;
@@ -128,87 +162,6 @@ function cmykToRgb(src: Uint8Array, channels: number, pixels: number): Uint8Arra
     }
   }
   return out;
-}
-
-/**
- * Decode an image file (path) or encoded bytes to 8-bit RGB, with the semantics of Pillow's
- * `Image.open(f).convert('RGB')` (see the module comment for the exact rules and the EXIF choice).
- */
-export async function loadImage(source: string | Uint8Array, opts: LoadImageOptions = {}): Promise<RgbImage> {
-  const name = opts.name ?? (typeof source === 'string' ? source : '<image bytes>');
-  const applyExif = opts.applyExifOrientation ?? true;
-  const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
-  if (!(maxPixels > 0)) throw new UsageError(`loadImage: maxPixels must be > 0, got ${maxPixels}`);
-
-  let bytes: Uint8Array;
-  if (typeof source === 'string') {
-    try {
-      bytes = await readFile(source);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      const why = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a directory' : errText(e);
-      throw new ImageError(`${name}: cannot read image file (${why})`, { cause: e });
-    }
-  } else {
-    bytes = source;
-  }
-  if (bytes.length === 0) throw new ImageError(`${name}: empty file, not an image`);
-
-  // 1. Header-only size check, before libvips sees the data.
-  const sniffed = readImageHeaderSize(bytes);
-  if (sniffed) checkPixels(name, sniffed.width, sniffed.height, maxPixels);
-
-  const input = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const limit = Number.isFinite(maxPixels) ? Math.min(Math.floor(maxPixels), Number.MAX_SAFE_INTEGER) : false;
-  const sharpOpts = { failOn: 'error' as const, limitInputPixels: limit, ignoreIcc: true, autoOrient: applyExif };
-
-  // 2. libvips header parse (no pixel decoding) for the formats not sniffed above.
-  let meta: Metadata;
-  try {
-    meta = await sharp(input, { ...sharpOpts, autoOrient: false }).metadata();
-  } catch (e) {
-    throw new ImageError(`${name}: not a readable image (${errText(e)})`, { cause: e });
-  }
-  if (!meta.width || !meta.height) throw new ImageError(`${name}: image has no dimensions`);
-  checkPixels(name, meta.width, meta.height, maxPixels);
-
-  // 3. Decode.
-  const isCmyk = meta.space === 'cmyk';
-  let raw: { data: Buffer; info: OutputInfo };
-  try {
-    let pipe = sharp(input, sharpOpts);
-    // CMYK: keep the decoded ink values (no ICC transform) and convert with Pillow's formula below.
-    if (isCmyk) pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
-    else pipe = pipe.toColourspace('srgb');
-    raw = await pipe.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-  } catch (e) {
-    throw new ImageError(`${name}: cannot decode image (${errText(e)})`, { cause: e });
-  }
-  const { width, height, channels } = raw.info;
-  const pixels = width * height;
-  const src = new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
-  if (src.length !== pixels * channels) throw new ImageError(`${name}: decoder returned a short pixel buffer`);
-
-  if (isCmyk) {
-    if (channels < 4) throw new ImageError(`${name}: CMYK image decoded with ${channels} channels`);
-    return { width, height, data: cmykToRgb(src, channels, pixels) };
-  }
-  if (channels === 3) return { width, height, data: new Uint8Array(src) };
-  const data = new Uint8Array(pixels * 3);
-  if (channels === 4) {
-    for (let p = 0, s = 0, d = 0; p < pixels; p++, s += 4, d += 3) {
-      data[d] = src[s];
-      data[d + 1] = src[s + 1];
-      data[d + 2] = src[s + 2];
-    }
-  } else if (channels === 1 || channels === 2) {
-    for (let p = 0, s = 0, d = 0; p < pixels; p++, s += channels, d += 3) {
-      data[d] = data[d + 1] = data[d + 2] = src[s];
-    }
-  } else {
-    throw new ImageError(`${name}: unsupported image with ${channels} channels`);
-  }
-  return { width, height, data };
 }
 
 /** Wrap raw interleaved RGB bytes (validated) as an {@link RgbImage}. */
@@ -244,12 +197,6 @@ export function cropImage(img: RgbImage, left: number, top: number, width: numbe
     }
   }
   return { width, height, data: out };
-}
-
-/** Python's round() (half to even) for the torchvision crop offsets. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /**

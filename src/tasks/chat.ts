@@ -5,9 +5,9 @@
  * answer is cut there. Several images are labelled `Image-k: <image>`, video frames `Frame-k: <image>` (one tile
  * each). `*-hf` checkpoints use their Jinja `chat_template` instead of the official templates.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { UsageError } from '../core/errors.js';
+import { ConfigError, UsageError } from '../core/errors.js';
+import type { ResolveModelOptions } from '../core/hub.js';
+import { files, modelResolver } from '../core/io.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -20,7 +20,7 @@ import {
   type PromptMessage,
   type PromptVisual,
 } from './chat_prompt.js';
-import { streamTokens, type FinishReason, type GenerationOptions, type Prompt } from './generation.js';
+import { newTokenBudget, streamTokens, type FinishReason, type GenerationOptions, type Prompt } from './generation.js';
 
 export interface ChatPipeline {
   model: InternVLChatModel;
@@ -32,10 +32,15 @@ export interface ChatPipeline {
   stopTokenIds: number[];
 }
 
-export async function loadChatPipeline(dir: string, options: LoadOptions = {}): Promise<ChatPipeline> {
+/** Loads a model folder or Hugging Face repo id (`OpenGVLab/InternVL2-1B`, `org/name@revision`), as `--model`. */
+export async function loadChatPipeline(
+  idOrPath: string,
+  options: LoadOptions & { hub?: ResolveModelOptions } = {},
+): Promise<ChatPipeline> {
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
   const model = await InternVLChatModel.load(dir, options);
   const tokenizer = await loadTokenizer(dir);
-  const hfChatTemplate = model.config.layout === 'hf' ? readChatTemplate(dir) : null;
+  const hfChatTemplate = model.config.layout === 'hf' ? await readChatTemplate(dir) : null;
   const template = hfChatTemplate ? null : getTemplate(model.config.template ?? 'Hermes-2');
   const imageContextId = model.config.imageTokenId ?? tokenizer.tokenToId(IMG_CONTEXT_TOKEN);
   if (imageContextId === undefined) throw new UsageError(`${dir}: the tokenizer has no ${IMG_CONTEXT_TOKEN} token`);
@@ -45,13 +50,20 @@ export async function loadChatPipeline(dir: string, options: LoadOptions = {}): 
   return { model, tokenizer, template, hfChatTemplate, imageContextId, stopTokenIds };
 }
 
-function readChatTemplate(dir: string): string | null {
-  const jinja = path.join(dir, 'chat_template.jinja');
-  if (fs.existsSync(jinja)) return fs.readFileSync(jinja, 'utf8');
+async function readChatTemplate(dir: string): Promise<string | null> {
+  const fs = await files.get();
+  const jinja = fs.join(dir, 'chat_template.jinja');
+  if (await fs.isFile(jinja)) return fs.readText(jinja);
   for (const file of ['chat_template.json', 'tokenizer_config.json']) {
-    const full = path.join(dir, file);
-    if (!fs.existsSync(full)) continue;
-    const value = JSON.parse(fs.readFileSync(full, 'utf8')).chat_template;
+    const full = fs.join(dir, file);
+    if (!(await fs.isFile(full))) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(await fs.readText(full))?.chat_template;
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+      throw new ConfigError(`${full}: not valid JSON`);
+    }
     if (typeof value === 'string') return value;
   }
   return null;
@@ -126,14 +138,24 @@ export async function encodeVisuals(pipeline: ChatPipeline, prepared: PreparedVi
   );
 }
 
+/**
+ * The token ids of a prompt, checked against the model's context together with the new tokens asked for, so that a
+ * prompt that cannot fit fails before the vision encoder runs.
+ */
+export function tokenizePrompt(pipeline: ChatPipeline, prompt: string, maxNewTokens: number | undefined): number[] {
+  const ids = pipeline.tokenizer.encode(prompt);
+  const imageTokens = ids.reduce((n, id) => n + (id === pipeline.imageContextId ? 1 : 0), 0);
+  newTokenBudget(pipeline.model.language.contextLength, ids.length, maxNewTokens, { imageTokens });
+  return ids;
+}
+
 /** The prompt's ids and embeddings, image features spliced in at the `<IMG_CONTEXT>` positions. */
 export async function embedPrompt(
   pipeline: ChatPipeline,
-  prompt: string,
+  ids: number[],
   imageEmbeds: Float32Array | null,
 ): Promise<Prompt> {
-  const { model, tokenizer, imageContextId } = pipeline;
-  const ids = tokenizer.encode(prompt);
+  const { model, imageContextId } = pipeline;
   const images = ids.includes(imageContextId) ? imageEmbeds : null;
   return { ids, embeds: await model.embedWithImages(ids, imageContextId, images) };
 }
@@ -276,16 +298,16 @@ export class Conversation {
     });
     try {
       await previous;
-      const prompt = this.promptFor(question);
+      const ids = tokenizePrompt(this.pipeline, this.promptFor(question), generation.maxNewTokens);
       this.imageEmbeds ??= await encodeVisuals(this.pipeline, this.prepared);
-      const input = await embedPrompt(this.pipeline, prompt, this.imageEmbeds);
+      const input = await embedPrompt(this.pipeline, ids, this.imageEmbeds);
       const answer = new AnswerText(this.pipeline);
       const stream = streamTokens(
         this.pipeline.model.language,
         input,
         chatGenerationOptions(this.pipeline, generation),
       );
-      const ids: number[] = [];
+      const generated: number[] = [];
       let finishReason: FinishReason;
       for (;;) {
         const next = await stream.next();
@@ -293,7 +315,7 @@ export class Conversation {
           finishReason = next.value;
           break;
         }
-        ids.push(next.value);
+        generated.push(next.value);
         const delta = answer.push(next.value);
         if (delta) yield delta;
       }
@@ -304,7 +326,7 @@ export class Conversation {
         this.history.length === 0 ? labelTurn(question, this.prepared.visuals, 0, this.imageCount()) : question,
         response,
       ]);
-      return { response, ids, promptTokens: input.ids.length, finishReason };
+      return { response, ids: generated, promptTokens: input.ids.length, finishReason };
     } finally {
       done();
     }

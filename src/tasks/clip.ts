@@ -5,6 +5,8 @@
  * - Images: classification = Resize(224, short side, bicubic) + CenterCrop; retrieval = Resize((224, 224)).
  * - Classifier: per class, every template's embedding normalized, averaged, renormalized; logits = 100 · x @ W.
  */
+import type { ResolveModelOptions } from '../core/hub.js';
+import { modelResolver } from '../core/io.js';
 import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '../core/matrix.js';
 export { retrievalScores } from '../core/matrix.js';
 import { UsageError } from '../core/errors.js';
@@ -19,10 +21,12 @@ export interface ClipPipeline {
   tokenizer: Tokenizer;
 }
 
+/** Loads a model folder or Hugging Face repo id, as `--model`. */
 export async function loadClipPipeline(
-  dir: string,
-  options: Parameters<typeof InternVLClipModel.load>[1] = {},
+  idOrPath: string,
+  options: Parameters<typeof InternVLClipModel.load>[1] & { hub?: ResolveModelOptions } = {},
 ): Promise<ClipPipeline> {
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
   const [model, tokenizer] = await Promise.all([InternVLClipModel.load(dir, options), loadTokenizer(dir)]);
   return { model, tokenizer };
 }
@@ -34,15 +38,24 @@ export interface BatchOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
+/** A batch size of 0, a fraction or NaN would never finish the loop over the inputs. */
+function checkBatchSize(batchSize: number): number {
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new UsageError(`batchSize must be an integer >= 1, got ${batchSize}`);
+  return batchSize;
+}
+
 /** Text embeddings [N, D] (not normalized), as `encode_text`. */
 export async function encodeTexts(
   pipeline: ClipPipeline,
   texts: readonly string[],
   options: BatchOptions = {},
 ): Promise<Matrix> {
+  if (!Array.isArray(texts))
+    throw new UsageError(`encodeTexts takes an array of texts, got ${typeof texts} (for one text: [text])`);
   const D = pipeline.model.config.clipEmbedDim;
   const out = new Float32Array(texts.length * D);
-  const batchSize = options.batchSize ?? 32;
+  const batchSize = checkBatchSize(options.batchSize ?? 32);
   for (let start = 0; start < texts.length; start += batchSize) {
     const { ids } = encodeClipTexts(pipeline.tokenizer, texts.slice(start, start + batchSize));
     const { embeds } = await pipeline.model.encodeText(ids);
@@ -61,18 +74,23 @@ export async function encodeImages(
     transform?: ImageTransform;
   } = {},
 ): Promise<Matrix> {
+  if (!Array.isArray(images))
+    throw new UsageError(`encodeImages takes an array of images, got ${typeof images} (for one image: [image])`);
+  const mode = options.mode ?? 'C';
+  if (mode !== 'C' && mode !== 'G') throw new UsageError(`mode must be 'C' or 'G', got ${JSON.stringify(mode)}`);
+  const transform = options.transform ?? 'classification';
+  if (transform !== 'classification' && transform !== 'retrieval')
+    throw new UsageError(`transform must be 'classification' or 'retrieval', got ${JSON.stringify(transform)}`);
   const { model } = pipeline;
   const S = model.config.imageSize;
   const D = model.config.clipEmbedDim;
   const out = new Float32Array(images.length * D);
-  const batchSize = options.batchSize ?? 8;
+  const batchSize = checkBatchSize(options.batchSize ?? 8);
   for (let start = 0; start < images.length; start += batchSize) {
     const batch = images.slice(start, start + batchSize);
     const pixels = new Float32Array(batch.length * 3 * S * S);
-    batch.forEach((image, i) =>
-      preprocessForClip(image, options.transform ?? 'classification', S, pixels, i * 3 * S * S),
-    );
-    out.set(await model.encodeImage(pixels, batch.length, options.mode ?? 'C'), start * D);
+    batch.forEach((image, i) => preprocessForClip(image, transform, S, pixels, i * 3 * S * S));
+    out.set(await model.encodeImage(pixels, batch.length, mode), start * D);
     options.onProgress?.(Math.min(start + batchSize, images.length), images.length);
   }
   return matrix(out, images.length, D);

@@ -7,19 +7,20 @@
  * the official single-tile transform: Pillow bicubic resize to the model's square input size, ToTensor, ImageNet
  * normalisation (no crop, no tiling).
  */
-import fs from 'node:fs';
 import { ModelLoadError, UsageError } from '../core/errors.js';
-import { resolveModelDir, type ResolveModelOptions } from '../core/hub.js';
-import type { SessionOptions } from '../core/runtime.js';
+import type { ResolveModelOptions } from '../core/hub.js';
+import { files, modelResolver } from '../core/io.js';
+import type { SessionOptions } from '../core/session.js';
 import { Checkpoint } from '../core/safetensors.js';
-import { detectArchitecture, readConfig, type Architecture, type ConfigSection } from '../models/config.js';
+import { readConfig } from '../models/config.js';
+import { InternVisionModel, parseInternVisionConfig } from '../models/intern_vit.js';
 import {
-  HF_VISION_NAMES,
-  InternVisionModel,
-  parseInternVisionConfig,
-  REMOTE_VISION_NAMES,
-  type VisionNames,
-} from '../models/intern_vit.js';
+  architectureOf,
+  inputImageSize,
+  layoutSection,
+  visionTowerPrefix,
+  type Architecture,
+} from '../models/registry.js';
 import { loadImage, type RgbImage } from '../processing/image.js';
 import { preprocessForClip } from '../processing/tiling.js';
 import type { GraphBuilder } from '../core/graph.js';
@@ -46,77 +47,37 @@ export interface LoadImageEmbedderOptions {
   configureGraph?: (g: GraphBuilder) => void;
 }
 
-interface VisionLayout {
-  section: ConfigSection;
-  prefix: string;
-  names: VisionNames;
-  imageSize: number;
-}
-
-function visionLayout(config: ConfigSection, architecture: Architecture, checkpoint: Checkpoint): VisionLayout {
-  switch (architecture) {
-    case 'InternVisionModel': {
-      const vision = parseInternVisionConfig(config);
-      return { section: config, prefix: '', names: REMOTE_VISION_NAMES, imageSize: vision.imageSize };
-    }
-    case 'InternVLChatModel': {
-      const section = config.section('vision_config');
-      // Chat models run the tower at force_image_size when set (it may differ from the pretraining size).
-      const imageSize = config.has('force_image_size')
-        ? config.integer('force_image_size')
-        : parseInternVisionConfig(section).imageSize;
-      return { section, prefix: 'vision_model', names: REMOTE_VISION_NAMES, imageSize };
-    }
-    case 'InternVLModel': {
-      const section = config.section('vision_config');
-      return {
-        section,
-        prefix: 'vision_model',
-        names: REMOTE_VISION_NAMES,
-        imageSize: parseInternVisionConfig(section).imageSize,
-      };
-    }
-    case 'InternVLForConditionalGeneration': {
-      const section = config.section('vision_config');
-      // transformers ≥ 4.52 nests the tower under `model.`; earlier conversions did not.
-      const prefix = checkpoint.has(`model.vision_tower.${HF_VISION_NAMES.classEmbedding}`)
-        ? 'model.vision_tower'
-        : 'vision_tower';
-      return { section, prefix, names: HF_VISION_NAMES, imageSize: parseInternVisionConfig(section).imageSize };
-    }
-    case 'CausalLM':
-      throw new ModelLoadError(
-        `${config.file}: this is a language model without a vision tower; image embeddings need an InternViT or InternVL checkpoint`,
-      );
-  }
-}
-
 /** Loads the vision tower of a model folder or Hugging Face repo id. */
 export async function loadImageEmbedder(
   idOrPath: string,
   options: LoadImageEmbedderOptions = {},
 ): Promise<ImageEmbedder> {
-  const dir = await resolveModelDir(idOrPath, options.hub);
-  const config = readConfig(dir);
-  const architecture = detectArchitecture(config);
-  const checkpoint = Checkpoint.open(dir);
-  const layout = visionLayout(config, architecture, checkpoint);
-  const visionConfig = parseInternVisionConfig(layout.section);
-  if (layout.imageSize % visionConfig.patchSize !== 0) {
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
+  const config = await readConfig(dir);
+  const entry = architectureOf(config);
+  if (!entry.vision) {
     throw new ModelLoadError(
-      `${config.file}: image size ${layout.imageSize} is not a multiple of the patch size ${visionConfig.patchSize}`,
+      `${config.file}: this is a language model without a vision tower; image embeddings need an InternViT or InternVL checkpoint`,
+    );
+  }
+  const checkpoint = await Checkpoint.open(dir);
+  const visionConfig = parseInternVisionConfig(layoutSection(config, entry.vision.section));
+  const imageSize = inputImageSize(config, visionConfig);
+  if (imageSize % visionConfig.patchSize !== 0) {
+    throw new ModelLoadError(
+      `${config.file}: image size ${imageSize} is not a multiple of the patch size ${visionConfig.patchSize}`,
     );
   }
   const vision = await InternVisionModel.load(checkpoint, visionConfig, {
-    prefix: layout.prefix,
-    names: layout.names,
+    prefix: visionTowerPrefix(entry.vision, checkpoint),
+    names: entry.vision.names,
     session: options.session,
     configureGraph: options.configureGraph,
   });
   return {
     dir,
-    architecture,
-    imageSize: layout.imageSize,
+    architecture: entry.name,
+    imageSize,
     dim: visionConfig.hiddenSize,
     vision,
     release: () => vision.release(),
@@ -215,25 +176,18 @@ async function decode(source: ImageSource, name: string, applyExifOrientation: b
 }
 
 /** Expands folders to the image files directly inside them (sorted), so that `embed-image photos/` works. */
-export function expandImagePaths(paths: readonly string[]): string[] {
+export async function expandImagePaths(paths: readonly string[]): Promise<string[]> {
+  const fs = await files.get();
   const out: string[] = [];
   for (const p of paths) {
-    let isDir = false;
-    try {
-      isDir = fs.statSync(p).isDirectory();
-    } catch {
-      /* not found: loadImage reports it with the file name */
-    }
-    if (!isDir) {
+    // Not found: loadImage reports it with the file name.
+    if (!(await fs.isDirectory(p))) {
       out.push(p);
       continue;
     }
-    const files = fs
-      .readdirSync(p)
-      .filter((f) => IMAGE_FILE.test(f))
-      .sort();
-    if (files.length === 0) throw new UsageError(`${p}: folder holds no image files (${IMAGE_FILE.source})`);
-    out.push(...files.map((f) => `${p.replace(/\/+$/, '')}/${f}`));
+    const images = (await fs.list(p)).filter((f) => IMAGE_FILE.test(f)).sort();
+    if (images.length === 0) throw new UsageError(`${p}: folder holds no image files (${IMAGE_FILE.source})`);
+    out.push(...images.map((f) => `${p.replace(/\/+$/, '')}/${f}`));
   }
   return out;
 }

@@ -1,18 +1,28 @@
 /** The language model of any supported folder: a bare causal LM, or the LLM inside an InternVL-Chat checkpoint. */
+import type { ResolveModelOptions } from '../core/hub.js';
+import { modelResolver } from '../core/io.js';
 import { Checkpoint } from '../core/safetensors.js';
-import type { SessionOptions } from '../core/runtime.js';
-import { detectArchitecture, readConfig } from '../models/config.js';
+import type { SessionOptions } from '../core/session.js';
+import { readConfig } from '../models/config.js';
 import { CausalLM, parseLlmConfig } from '../models/llm.js';
-import { InternVLChatModel } from '../models/internvl_chat.js';
-import { ModelLoadError } from '../core/errors.js';
+import { layoutSection, requireCapability } from '../models/registry.js';
 
-export async function loadLanguageModel(dir: string, options: { session?: SessionOptions } = {}): Promise<CausalLM> {
-  const config = readConfig(dir);
-  const architecture = detectArchitecture(config);
-  if (architecture === 'CausalLM')
-    return CausalLM.load(Checkpoint.open(dir), parseLlmConfig(config), { session: options.session });
-  if (architecture === 'InternVLChatModel' || architecture === 'InternVLForConditionalGeneration') {
-    return (await InternVLChatModel.load(dir, { session: options.session })).language;
-  }
-  throw new ModelLoadError(`${dir}: ${architecture} has no language model to generate with`);
+/**
+ * Loads the language model alone from a model folder or Hugging Face repo id, as `--model`: a chat checkpoint's
+ * vision tower is neither built nor kept.
+ */
+export async function loadLanguageModel(
+  idOrPath: string,
+  options: { session?: SessionOptions; hub?: ResolveModelOptions } = {},
+): Promise<CausalLM> {
+  const dir = await (await modelResolver.get())(idOrPath, options.hub);
+  const config = await readConfig(dir);
+  const layout = requireCapability(config, 'lm').language!;
+  const llm = parseLlmConfig(layoutSection(config, layout.section));
+  return CausalLM.load(await Checkpoint.open(dir), llm, {
+    prefix: layout.prefix,
+    variant: layout.variant(llm.family),
+    lmHeadPrefix: layout.lmHeadPrefix,
+    session: options.session,
+  });
 }

@@ -3,9 +3,8 @@
  * (CLIP_benchmark's, shipped in `assets/zeroshot/`): `{lang}_zeroshot_classification_templates.json` and
  * `{lang}_classnames.json`, keyed by dataset. User files: `.txt` (one per line), a JSON list, or such a table.
  */
-import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { DatasetError, UsageError } from '../core/errors.js';
+import { errorCode, files } from '../core/io.js';
 
 export const ZEROSHOT_LANGUAGES = ['en', 'cn', 'jp', 'ar', 'it'] as const;
 
@@ -13,18 +12,21 @@ export type ListKind = 'classnames' | 'templates';
 
 const WHAT: Record<ListKind, string> = { classnames: 'class-names file', templates: 'templates file' };
 
-function assetPath(file: string): string {
+async function assetPath(file: string): Promise<string> {
   // Same relative path from src/tasks (tsx) and dist/tasks (built).
-  return fileURLToPath(new URL(`../../assets/zeroshot/${file}`, import.meta.url));
+  return (await files.get()).fromUrl(new URL(`../../assets/zeroshot/${file}`, import.meta.url).href);
 }
 
-function readJson(path: string, what: string): unknown {
-  let text: string;
+async function readText(path: string, what: string): Promise<string> {
   try {
-    text = fs.readFileSync(path, 'utf8');
+    return await (await files.get()).readText(path);
   } catch (e) {
-    throw new DatasetError(`cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new DatasetError(`cannot read ${what} ${path}: ${errorCode(e) ?? (e as Error).message}`);
   }
+}
+
+async function readJson(path: string, what: string): Promise<unknown> {
+  const text = await readText(path, what);
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -37,9 +39,9 @@ function readJson(path: string, what: string): unknown {
  * back to the `imagenet1k` list as CLIP_benchmark does; class names have no fallback. A `wds/`, `tfds/` or `vtab/`
  * prefix is dropped from the name first.
  */
-export function loadDatasetStrings(path: string, dataset: string, kind: ListKind): string[] {
+export async function loadDatasetStrings(path: string, dataset: string, kind: ListKind): Promise<string[]> {
   const what = WHAT[kind];
-  const json = readJson(path, what);
+  const json = await readJson(path, what);
   if (!json || typeof json !== 'object' || Array.isArray(json)) {
     throw new DatasetError(`${what} ${path} must be a JSON object mapping dataset names to lists of strings`);
   }
@@ -63,28 +65,20 @@ export function loadDatasetStrings(path: string, dataset: string, kind: ListKind
  * A list of strings from a user file: `.txt` = one per line (blank lines dropped, ends stripped); JSON = a list,
  * or a CLIP_benchmark table read at `dataset`.
  */
-export function readStringList(file: string, kind: ListKind, dataset = 'imagenet1k'): string[] {
+export async function readStringList(file: string, kind: ListKind, dataset = 'imagenet1k'): Promise<string[]> {
   const what = WHAT[kind];
   let list: string[];
   if (/\.json$/i.test(file)) {
-    const json = readJson(file, what);
+    const json = await readJson(file, what);
     if (Array.isArray(json)) {
       if (!json.every((s) => typeof s === 'string'))
         throw new DatasetError(`${what} ${file} must be a list of strings`);
       list = json as string[];
     } else {
-      list = loadDatasetStrings(file, dataset, kind);
+      list = await loadDatasetStrings(file, dataset, kind);
     }
   } else {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (e) {
-      throw new DatasetError(
-        `cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-      );
-    }
-    list = text
+    list = (await readText(file, what))
       .split(/\r\n|\r|\n/)
       .map((l) => l.trim())
       .filter((l) => l.length > 0);
@@ -93,12 +87,13 @@ export function readStringList(file: string, kind: ListKind, dataset = 'imagenet
   return list;
 }
 
-function resolve(spec: string, kind: ListKind, dataset: string): string[] {
+async function resolve(spec: string, kind: ListKind, dataset: string): Promise<string[]> {
   if ((ZEROSHOT_LANGUAGES as readonly string[]).includes(spec)) {
     const file = kind === 'templates' ? `${spec}_zeroshot_classification_templates.json` : `${spec}_classnames.json`;
-    return loadDatasetStrings(assetPath(file), dataset, kind);
+    return loadDatasetStrings(await assetPath(file), dataset, kind);
   }
-  if (!fs.existsSync(spec)) {
+  const fs = await files.get();
+  if (!(await fs.isFile(spec)) && !(await fs.isDirectory(spec))) {
     throw new UsageError(
       `${kind === 'templates' ? 'templates' : 'class names'} '${spec}' is neither a built-in language (${ZEROSHOT_LANGUAGES.join(', ')}) nor a file`,
     );
@@ -107,11 +102,11 @@ function resolve(spec: string, kind: ListKind, dataset: string): string[] {
 }
 
 /** Prompt templates (`{c}` marks the class name): a built-in language or a file. */
-export function loadTemplates(spec: string, dataset = 'imagenet1k'): string[] {
+export function loadTemplates(spec: string, dataset = 'imagenet1k'): Promise<string[]> {
   return resolve(spec, 'templates', dataset);
 }
 
 /** Class names in class-index order: a built-in language or a file. */
-export function loadClassNames(spec: string, dataset = 'imagenet1k'): string[] {
+export function loadClassNames(spec: string, dataset = 'imagenet1k'): Promise<string[]> {
   return resolve(spec, 'classnames', dataset);
 }

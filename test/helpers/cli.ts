@@ -69,3 +69,23 @@ function walk(dir: string): string[] {
 export function errorLines(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l.trim() !== '');
 }
+
+/**
+ * The CLI's `main` in this process with stderr captured: argument errors need no child process each. (stdout stays
+ * the test runner's: its report goes there.)
+ */
+export async function inProcess(args: string[]): Promise<{ code: number; stderr: string }> {
+  const { main } = await import('../../src/apps/cli/main.js');
+  const captured: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string) => {
+    captured.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    const code = await main(args);
+    return { code, stderr: captured.join('') };
+  } finally {
+    process.stderr.write = write;
+  }
+}

@@ -16,7 +16,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
 import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
-import { writeSafetensors, type DType } from '../../core/safetensors.js';
+import { writeSafetensors } from '../../core/node/files.js';
+import type { DType } from '../../core/safetensors.js';
 
 export interface ChatShape {
   name: string;
@@ -651,7 +652,7 @@ export async function runChatMatrix(
           `decode ${result.decodeTokensPerSecond.toFixed(1)} tokens/s (clean: ${result.cleanDecode?.tokensPerSecond.toFixed(1) ?? 'none'}), peak RSS ${result.peakRssMB} MB`,
       );
     }
-    const ort = await import('onnxruntime-node');
+    const { ort } = await import('../../core/node/runtime.js');
     return {
       machine: {
         cpu: cpuModel(),

@@ -13,8 +13,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../core/errors.js';
 import { useQuantizedLinears } from '../../core/quantize.js';
-import { writeSafetensors, type DType } from '../../core/safetensors.js';
-import { ort } from '../../core/runtime.js';
+import { writeSafetensors } from '../../core/node/files.js';
+import type { DType } from '../../core/safetensors.js';
+import { ort } from '../../core/node/runtime.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
 import {
   cpuModel,

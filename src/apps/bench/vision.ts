@@ -15,8 +15,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../core/errors.js';
 import { float32ToFloat16, GraphBuilder } from '../../core/graph.js';
-import { ort } from '../../core/runtime.js';
-import { Checkpoint, writeSafetensors, type DType } from '../../core/safetensors.js';
+import { ort } from '../../core/node/runtime.js';
+import { writeSafetensors } from '../../core/node/files.js';
+import { Checkpoint, type DType } from '../../core/safetensors.js';
 import { weightFormatHook } from '../../core/quantize.js';
 import { ConfigSection } from '../../models/config.js';
 import {
@@ -356,7 +357,7 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     writeRandomVisionCheckpoint(modelDir, shape, { layers: layersTimed, dtype });
     const checkpointWriteSeconds = (performance.now() - start) / 1000;
 
-    const checkpoint = Checkpoint.open(modelDir);
+    const checkpoint = await Checkpoint.open(modelDir);
     const config = parseInternVisionConfig(
       new ConfigSection(configJson(shape, dtype), path.join(modelDir, 'config.json')),
     );
@@ -480,7 +481,7 @@ async function profileOps(
   });
   g.output(lastHiddenState, 'last_hidden_state', 'float32');
   const bytes = g.toModelBytes((r) => ({
-    location: path.basename(r.inPlace!.file),
+    location: path.basename(r.inPlace!.source.path!),
     offset: r.inPlace!.offset,
     length: r.inPlace!.length,
   }));

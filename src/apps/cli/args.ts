@@ -2,6 +2,7 @@
  * Argument parsing for the subcommands on top of `node:util` `parseArgs`, with errors turned into one-line
  * UsageErrors that name the command, and typed accessors that validate numbers and choices.
  */
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../../core/errors.js';
 
@@ -66,6 +67,18 @@ export class ParsedArgs {
       this.fail(`--${name} must be at least ${range.min}, got ${value}`);
     if (range.max !== undefined && value > range.max) this.fail(`--${name} must be at most ${range.max}, got ${value}`);
     return value;
+  }
+
+  /**
+   * `--threads`: at least 1; more than the machine's cores only oversubscribes them, so it is clamped with a
+   * notice on stderr.
+   */
+  threads(): number | undefined {
+    const threads = this.integer('threads', undefined, { min: 1 });
+    const cores = os.availableParallelism();
+    if (threads === undefined || threads <= cores) return threads;
+    process.stderr.write(`notice: --threads ${threads} is more than the ${cores} cores; using ${cores}\n`);
+    return cores;
   }
 
   choice<T extends string>(name: string, choices: readonly T[], fallback: T): T {

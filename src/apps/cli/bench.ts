@@ -77,7 +77,7 @@ export const benchCommand: Command = {
       dtype: parsed.choice('dtype', ['float32', 'float16', 'bfloat16'] as const, 'float32'),
       weights: parsed.choice('weights', ['fp32', 'int8'] as const, 'fp32'),
       batch: parsed.integer('batch', 1, { min: 1, max: 256 }),
-      threads: parsed.integer('threads', undefined, { min: 1 }),
+      threads: parsed.threads(),
       runs: parsed.integer('runs', 3, { min: 1 }),
       layers: parsed.integer('layers', undefined, { min: 1 }),
       prepack: prepack === 'auto' ? undefined : prepack === 'on',

@@ -65,7 +65,7 @@ export async function runBenchChat(args: string[]): Promise<number> {
     shape,
     configs,
     dtype: parsed.choice('dtype', ['bfloat16', 'float32'] as const, 'bfloat16'),
-    threads: parsed.integer('threads', undefined, { min: 1 }),
+    threads: parsed.threads(),
     runs: parsed.integer('runs', 5, { min: 1 }),
     questionTokens: parsed.integer('question-tokens', 20, { min: 0 }),
     decodeTokens: parsed.integer('decode-tokens', 32, { min: 1 }),

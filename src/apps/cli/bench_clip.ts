@@ -55,7 +55,7 @@ export async function runBenchClip(args: string[]): Promise<number> {
     visionLayers: parsed.integer('vision-layers', 4, { min: 2, max: 48 }),
     qllamaLayers: parsed.integer('qllama-layers', 4, { min: 4, max: 32 }),
     batch: parsed.integer('batch', 1, { min: 1, max: 64 }),
-    threads: parsed.integer('threads', undefined, { min: 1 }),
+    threads: parsed.threads(),
     runs: parsed.integer('runs', 2, { min: 1 }),
     log: parsed.flag('quiet') ? undefined : (m) => process.stderr.write(`${m}\n`),
   });

@@ -23,7 +23,7 @@ ${MODEL_USAGE}
                        less exact; quantized once and cached
   --vision-weights <f> fp32 (default) or int8
 ${GENERATION_USAGE}
-  --json               one line per turn: {"response": "...", "ids": [...], "prompt_tokens": N}
+  --json               one line per turn: {"response", "ids", "prompt_tokens", "finish_reason": "stop"|"length"}
   -h, --help           show this help
 `;
 
@@ -87,7 +87,12 @@ export const chatCommand: Command = {
           if (next.done) {
             if (json)
               process.stdout.write(
-                `${JSON.stringify({ response: next.value.response, ids: next.value.ids, prompt_tokens: next.value.promptTokens })}\n`,
+                `${JSON.stringify({
+                  response: next.value.response,
+                  ids: next.value.ids,
+                  prompt_tokens: next.value.promptTokens,
+                  finish_reason: next.value.finishReason,
+                })}\n`,
               );
             else process.stdout.write('\n');
             return;

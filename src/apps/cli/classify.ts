@@ -72,7 +72,7 @@ export const classifyCommand: Command = {
         import('../../tasks/video.js'),
       ]);
     const custom = (parsed.values.template as string[] | undefined) ?? [];
-    const templates = custom.length > 0 ? custom : loadTemplates(parsed.string('templates') ?? 'en');
+    const templates = custom.length > 0 ? custom : await loadTemplates(parsed.string('templates') ?? 'en');
     const images = videos.length > 0 ? [] : await Promise.all(parsed.positionals.map((p) => loadImage(p)));
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
       session: sessionArgs(parsed),

@@ -2,6 +2,7 @@
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
+import { checkWritableTarget } from '../../core/node/atomic_write.js';
 
 const USAGE = `Usage: internvl embed-image --model <dir|org/name> [options] <image|folder>...
 
@@ -54,22 +55,25 @@ export const embedImageCommand: Command = {
     const out = parsed.string('out');
     if (out !== undefined && !out.endsWith('.safetensors'))
       parsed.fail(`--out must name a .safetensors file, got '${out}'`);
+    // Before the work, not after it: a missing folder or a folder named as --out fails in a second.
+    if (out !== undefined) checkWritableTarget(out);
     const batchSize = parsed.integer('batch', 1, { min: 1 });
     const quiet = parsed.flag('quiet');
 
     const modeFlag = parsed.string('mode');
     const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
-    const [tasks, { createProgressReporter }, { writeSafetensors }, { detectArchitecture, readConfig }] =
+    const [tasks, { createProgressReporter }, { writeSafetensors }, { readConfig }, { architectureOf }] =
       await Promise.all([
         import('../../tasks/embed.js'),
         import('../../core/progress.js'),
-        import('../../core/safetensors.js'),
+        import('../../core/node/files.js'),
         import('../../models/config.js'),
+        import('../../models/registry.js'),
       ]);
-    const images = tasks.expandImagePaths(parsed.positionals);
+    const images = await tasks.expandImagePaths(parsed.positionals);
     const dir = await resolveModelArg(parsed);
-    const architecture = detectArchitecture(readConfig(dir));
-    const aligned = architecture === 'InternVLModel' && !parsed.flag('vision-features');
+    const { name: architecture, capabilities } = architectureOf(await readConfig(dir));
+    const aligned = capabilities.includes('clip') && !parsed.flag('vision-features');
     if (modeFlag !== undefined && !aligned)
       parsed.fail('--mode is for the aligned embedding of an InternVL-C/G checkpoint (not with --vision-features)');
     const weights = weightsArg(parsed, 'weights', ['fp32', 'int8']);
@@ -136,7 +140,7 @@ export const embedImageCommand: Command = {
         architecture,
         ...kind,
         normalized: parsed.flag('normalize'),
-        imageSize,
+        image_size: imageSize,
         dim,
         // 9 significant digits round-trip float32 exactly at a third of the length of a double's digits.
         images: result.names.map((image, i) => ({

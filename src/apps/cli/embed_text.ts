@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
+import { checkWritableTarget } from '../../core/node/atomic_write.js';
 
 const USAGE = `Usage: internvl embed-text --model <dir|id> [options] ("text" ... | --file <lines.txt>)
 
@@ -59,11 +60,13 @@ export const embedTextCommand: Command = {
     const out = parsed.string('out');
     if (out !== undefined && !out.endsWith('.safetensors'))
       parsed.fail(`--out must name a .safetensors file, got '${out}'`);
+    // Before the work, not after it: a missing folder or a folder named as --out fails in a second.
+    if (out !== undefined) checkWritableTarget(out);
     const [{ loadClipPipeline, encodeTexts }, { l2normalize }, { writeSafetensors }, { createProgressReporter }] =
       await Promise.all([
         import('../../tasks/clip.js'),
         import('../../core/matrix.js'),
-        import('../../core/safetensors.js'),
+        import('../../core/node/files.js'),
         import('../../core/progress.js'),
       ]);
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {

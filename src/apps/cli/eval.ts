@@ -1,6 +1,7 @@
 /** `internvl eval zeroshot|retrieval|video-retrieval`: the InternVL-C/G evaluation protocols (CLIP_benchmark, MSR-VTT). */
 import { parseCommandArgs, usageError, type OptionSpec, type ParsedArgs } from './args.js';
 import type { Command } from './registry.js';
+import { checkWritableTarget, writeFileAtomicSync } from '../../core/node/atomic_write.js';
 
 const USAGE = `Usage: internvl eval <evaluation> [options]
 
@@ -160,9 +161,10 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
   const batchSize = parsed.integer('batch', 8, { min: 1 });
   const limit = parsed.integer('limit', undefined, { min: 1 });
-  const threads = parsed.integer('threads', undefined, { min: 1 });
+  const threads = parsed.threads();
   const quiet = parsed.flag('quiet');
   const markdown = parsed.string('markdown');
+  if (markdown !== undefined) checkWritableTarget(markdown);
   if (parsed.flag('no-cache') && parsed.string('cache-dir') !== undefined)
     parsed.fail('--cache-dir and --no-cache exclude each other');
   const run = await import('../eval/run.js');
@@ -261,12 +263,7 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   }
 
   if (markdown !== undefined) {
-    const fs = await import('node:fs');
-    try {
-      fs.writeFileSync(markdown, report.resultsToMarkdown([result]));
-    } catch (e) {
-      parsed.fail(`cannot write --markdown ${markdown}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
+    writeFileAtomicSync(markdown, report.resultsToMarkdown([result]));
     if (!quiet) process.stderr.write(`wrote ${markdown}\n`);
   }
   if (parsed.flag('json')) {

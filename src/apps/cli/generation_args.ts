@@ -12,7 +12,7 @@ export const GENERATION_OPTIONS = {
   seed: { type: 'string' },
 } as const;
 
-export const GENERATION_USAGE = `  --max-new-tokens <n> tokens to generate at most (default 1024)
+export const GENERATION_USAGE = `  --max-new-tokens <n> tokens to generate at most (default 1024, or up to the end of the model's context)
   --greedy             argmax decoding (the default unless --temperature/--top-k/--top-p is given)
   --temperature <t>    sample with this temperature
   --top-k <k>          sample among the k most likely tokens
@@ -37,13 +37,18 @@ export function generationArgs(parsed: ParsedArgs): GenerationOptions {
     parsed.fail('--greedy cannot be combined with --temperature, --top-k or --top-p');
   if (temperature !== undefined && temperature <= 0) parsed.fail('--temperature must be > 0');
   if (topP !== undefined && !(topP > 0 && topP <= 1)) parsed.fail('--top-p must be in (0, 1]');
+  const repetitionPenalty = number(parsed, 'repetition-penalty');
+  // The penalty divides positive logits and multiplies negative ones: 0 or less would invert or zero them.
+  if (repetitionPenalty !== undefined && !(repetitionPenalty > 0))
+    parsed.fail(`--repetition-penalty must be > 0 (1 = off), got ${repetitionPenalty}`);
   return {
-    maxNewTokens: parsed.integer('max-new-tokens', 1024, { min: 0 }),
+    // Unset: the library's default, which also stops at the end of the context instead of refusing the prompt.
+    maxNewTokens: parsed.integer('max-new-tokens', undefined, { min: 0 }),
     doSample: sampling,
     temperature,
     topK,
     topP,
-    repetitionPenalty: number(parsed, 'repetition-penalty'),
+    repetitionPenalty,
     seed: parsed.integer('seed', 0),
   };
 }

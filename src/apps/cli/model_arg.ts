@@ -7,21 +7,28 @@ import type { GraphBuilder } from '../../core/graph.js';
 export const MODEL_OPTIONS = {
   model: { type: 'string' },
   offline: { type: 'boolean' },
+  'hub-timeout': { type: 'string' },
+  'hub-retries': { type: 'string' },
   threads: { type: 'string' },
   quiet: { type: 'boolean' },
 } as const;
 
 export const MODEL_USAGE = `  --model <dir|id>     model folder or Hugging Face repo id (org/name[@revision])   (required)
   --offline            never download (also HF_HUB_OFFLINE=1)
+  --hub-timeout <s>    give up on a Hub request silent this long (default HF_HUB_DOWNLOAD_TIMEOUT, else 60)
+  --hub-retries <n>    attempts after the first on network failures (default INTERNVL_HUB_RETRIES, else 5)
   --threads <n>        onnxruntime threads (default: all cores)
   --quiet              no progress on stderr`;
 
 export async function resolveModelArg(parsed: ParsedArgs): Promise<string> {
   const { resolveModelDir } = await import('../../core/hub.js');
   const progress = createProgressReporter('download', { quiet: parsed.flag('quiet') });
+  const timeout = parsed.integer('hub-timeout', undefined, { min: 1 });
   let downloading = false;
   const dir = await resolveModelDir(parsed.required('model'), {
     offline: parsed.flag('offline') || undefined,
+    timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+    retries: parsed.integer('hub-retries', undefined, { min: 0 }),
     onProgress: (e) => {
       downloading = true;
       progress.update(e.overallBytesDone, e.overallTotalBytes, e.file);
@@ -41,7 +48,7 @@ export function sessionArgs(parsed: ParsedArgs): {
 } {
   let progress: { update(done: number, total?: number): void; finish(): void } | null = null;
   return {
-    threads: parsed.integer('threads', undefined, { min: 1 }),
+    threads: parsed.threads(),
     onProgress: (done, total) => {
       progress ??= createProgressReporter('converting weights (once)', { quiet: parsed.flag('quiet'), unit: 'items' });
       progress.update(done, total);

@@ -54,7 +54,7 @@ export const searchCommand: Command = {
     const index = await openIndex(db, {
       table: parsed.string('table'),
       mode,
-      session: { threads: parsed.integer('threads', undefined, { min: 1 }) },
+      session: { threads: parsed.threads() },
     });
     try {
       const query = image !== undefined ? { image } : { text: text! };

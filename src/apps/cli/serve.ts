@@ -122,7 +122,7 @@ export const serveCommand: Command = {
       ]);
       searchIndex = await openIndex(indexDb, {
         table: parsed.string('index-table'),
-        session: { threads: parsed.integer('threads', undefined, { min: 1 }) },
+        session: { threads: parsed.threads() },
       });
       plugins = [searchPlugin(searchIndex)];
     }
@@ -130,7 +130,7 @@ export const serveCommand: Command = {
       models: models.map(parseModelSpec),
       load: {
         weights,
-        session: { threads: parsed.integer('threads', undefined, { min: 1 }) },
+        session: { threads: parsed.threads() },
         maxBatch: parsed.integer('max-batch', 4, { min: 1, max: 64 }),
         maxQueue: parsed.integer('max-queue', 16, { min: 0 }),
         offline: parsed.flag('offline') || undefined,

@@ -13,8 +13,8 @@ files.
 Options:
   --text <text>        the text (its lines are encoded separately)
   --file <file>        a UTF-8 file, one text per line
-  --separator <s>      split the input at this string instead of at newlines (\n and \t are understood),
-                       e.g. '\n__ggml_vocab_test__\n' for llama.cpp's test vectors
+  --separator <s>      split the input at this string instead of at newlines (\\n and \\t are understood),
+                       e.g. '\\n__ggml_vocab_test__\\n' for llama.cpp's test vectors
   --add-special        add BOS/EOS as the tokenizer config says (default: no special tokens)
   --json               {"ids": [[...], ...]} on stdout
   -h, --help           show this help

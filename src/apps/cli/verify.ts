@@ -32,7 +32,7 @@ export const verifyCommand: Command = {
       args,
     );
     if (!parsed) return 0;
-    const threads = parsed.integer('threads', undefined, { min: 1 });
+    const threads = parsed.threads();
     const { runVerify } = await import('../verify/index.js');
     return runVerify(parsed.positionals, { json: parsed.flag('json'), threads });
   },

@@ -11,12 +11,14 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 import { InternVLError, UsageError } from '../../core/errors.js';
+import { PY_WHITESPACE } from '../../core/python.js';
 import { preCaption } from '../../processing/tokenizers/clip_text.js';
 export { preCaption } from '../../processing/tokenizers/clip_text.js';
 export { fillTemplate } from '../../tasks/clip.js';
 
 export { DatasetError } from '../../core/errors.js';
 import { DatasetError } from '../../core/errors.js';
+import { resolveInside } from '../../core/node/contained_path.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers that mirror Python semantics where the reference code relies on them.
@@ -35,8 +37,7 @@ export function splitLines(text: string): string[] {
 }
 
 // Python's str.isspace() set; JS \s differs (it has U+FEFF, lacks U+001C–U+001F and U+0085).
-const PY_SPACE = '\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
-const PY_STRIP = new RegExp(`^[${PY_SPACE}]+|[${PY_SPACE}]+$`, 'g');
+const PY_STRIP = new RegExp(`^[${PY_WHITESPACE}]+|[${PY_WHITESPACE}]+$`, 'g');
 
 /** Python's `str.strip()` with no argument. */
 function pyStrip(s: string): string {
@@ -98,11 +99,6 @@ function readBytes(path: string): () => Promise<Buffer> {
     }
   };
 }
-
-// ---------------------------------------------------------------------------------------------------------
-// Class names and templates (CLIP_benchmark JSON files).
-
-export { loadDatasetStrings } from '../../tasks/zeroshot_prompts.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // ImageNet-style folders.
@@ -423,7 +419,10 @@ export async function readCaptionDataset(
   const index: number[] = [];
   pairs.forEach(({ file, captions }, i) => {
     const caps = maxWords ? captions.map((c) => preCaption(c, maxWords)) : captions;
-    const path = join(root, file);
+    // A name from the annotation file must not reach outside the image root (`../`, `/etc/…`, a symlink out).
+    const place = resolveInside(root, file);
+    if ('refused' in place) throw bad(`image ${place.refused}`);
+    const path = place.path;
     images.push({ key: file, path, captions: caps, readImage: readBytes(path) });
     for (const c of caps) {
       texts.push(c);

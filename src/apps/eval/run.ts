@@ -11,12 +11,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { InternVLError, InternalError, UsageError } from '../../core/errors.js';
+import { storageError } from '../../core/node/atomic_write.js';
+import { resolveInside } from '../../core/node/contained_path.js';
+import { InternalError, StorageError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
-import type { SessionOptions } from '../../core/runtime.js';
-import { defaultCacheDir } from '../../core/weight_cache.js';
+import { defaultCacheDir } from '../../core/node/weight_cache.js';
+import type { SessionOptions } from '../../core/session.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
 import type { FfmpegOptions } from '../../processing/video.js';
@@ -30,7 +32,6 @@ import {
 } from '../../tasks/clip.js';
 import { DEFAULT_VIDEO_FRAMES, embedVideo } from '../../tasks/video.js';
 import { loadClassNames, loadTemplates, readStringList, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
-export { readStringList } from '../../tasks/zeroshot_prompts.js';
 import { DatasetError, openWebDataset, preCaption, readCaptionDataset, readImageFolder } from './datasets.js';
 import { meanRecall, msrvttRetrievalMetrics, retrievalRecall, zeroShotClassificationMetrics } from './metrics.js';
 import type { EvalResult } from './report.js';
@@ -139,17 +140,20 @@ export async function loadEvalModel(idOrPath: string, options: LoadEvalModelOpti
 // ---------------------------------------------------------------------------------------------------------
 // Embedding cache.
 
-const CACHE_MAGIC = Buffer.from('IVLEMB01', 'latin1');
+const CACHE_MAGIC = Buffer.from('IVLEMB02', 'latin1');
 const CACHE_HEADER = 16;
 const KEY_BYTES = 32;
+/** Each record ends with the first bytes of sha256(key hash ‖ values), so flipped or torn records are skipped. */
+const CHECK_BYTES = 8;
 
 /**
  * Embeddings on disk, one folder per namespace (model identity, embedding kind, mode, transform, image size,
  * frames…), keyed by a string per item (a file's real path + size + mtime, a prompt…).
  *
  * Each process appends to its own segment file (`*.emb`: a 16-byte header with the dimension, then fixed-size
- * records of sha256(key) and D float32), and readers load every segment of the namespace. So two runs at once
- * never write the same file, and a run killed mid-write leaves a partial last record that readers skip.
+ * records of sha256(key), D float32 and a check), and readers load every segment of the namespace. So two runs at
+ * once never write the same file; a run killed mid-write leaves a partial last record, and a record whose bytes
+ * changed fails its check: readers skip both, and the embedding is computed again.
  * Values are stored exactly, so a cached run gives bit-identical results.
  */
 export class EmbeddingCache {
@@ -179,7 +183,7 @@ export class EmbeddingCache {
   }
 
   private get recordBytes(): number {
-    return KEY_BYTES + 4 * this.dim;
+    return KEY_BYTES + 4 * this.dim + CHECK_BYTES;
   }
 
   private load(): void {
@@ -204,6 +208,8 @@ export class EmbeddingCache {
       const count = Math.floor((buf.length - CACHE_HEADER) / this.recordBytes);
       for (let i = 0; i < count; i++) {
         const offset = CACHE_HEADER + i * this.recordBytes;
+        const body = buf.subarray(offset, offset + KEY_BYTES + 4 * this.dim);
+        if (!recordCheck(body).equals(buf.subarray(offset + body.length, offset + this.recordBytes))) continue;
         this.index.set(buf.toString('hex', offset, offset + KEY_BYTES), { buf, offset: offset + KEY_BYTES });
       }
     }
@@ -232,6 +238,8 @@ export class EmbeddingCache {
       const offset = i * this.recordBytes;
       Buffer.from(hashKey(key), 'hex').copy(buf, offset);
       Buffer.from(value.buffer, value.byteOffset, value.byteLength).copy(buf, offset + KEY_BYTES);
+      const body = buf.subarray(offset, offset + KEY_BYTES + 4 * this.dim);
+      recordCheck(body).copy(buf, offset + body.length);
     });
     try {
       if (this.segment === null) {
@@ -244,21 +252,27 @@ export class EmbeddingCache {
       }
       fs.appendFileSync(this.segment, buf);
     } catch (e) {
-      throw cacheError(this.dir, e);
+      throw cacheError(this.segment ?? this.dir, e);
     }
     entries.forEach(([key], i) => this.index.set(hashKey(key), { buf, offset: i * this.recordBytes + KEY_BYTES }));
   }
+}
+
+function recordCheck(body: Uint8Array): Buffer {
+  return createHash('sha256').update(body).digest().subarray(0, CHECK_BYTES);
 }
 
 function hashKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-function cacheError(where: string, e: unknown): InternVLError {
-  const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-  return new InternVLError(
-    `cannot use the embedding cache in ${where}: ${why} (choose another with --cache-dir, or --no-cache)`,
-  );
+function cacheError(where: string, e: unknown): StorageError {
+  const known = storageError(e, where);
+  const why =
+    known instanceof StorageError
+      ? known.message
+      : `cannot use the embedding cache in ${where}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  return new StorageError(`${why} (choose another with --cache-dir, or --no-cache)`, { cause: e });
 }
 
 /** `$INTERNVL_CACHE/embeddings`, else `~/.cache/internvl-ts/embeddings`. */
@@ -584,7 +598,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
     kind === 'folder' && typeof options.classNames === 'string' && /\.json$/i.test(options.classNames);
   const userClassNames = folderJsonNames ? undefined : await userList(options.classNames, 'classnames');
   let templates = await userList(options.templates, 'templates');
-  const langNames = language ? loadClassNames(language) : undefined;
+  const langNames = language ? await loadClassNames(language) : undefined;
 
   let classNames: string[];
   let itemsSource: AsyncGenerator<{ key: string; name: string; label: number; load: () => Promise<RgbImage> }>;
@@ -594,7 +608,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
       ? (options.classNames as string)
       : (userClassNames ?? langNames);
     const dirs = classFolders(options.dataset);
-    if (!names && dirs.length === 1000 && dirs.every((d) => WNID.test(d))) names = loadClassNames('en');
+    if (!names && dirs.length === 1000 && dirs.every((d) => WNID.test(d))) names = await loadClassNames('en');
     if (Array.isArray(names)) {
       const classes = dirs.length;
       const source = userClassNames
@@ -647,7 +661,7 @@ export async function runZeroShot(options: ZeroShotOptions): Promise<ZeroShotRun
       }
     })();
   }
-  templates ??= loadTemplates(language ?? 'en');
+  templates ??= await loadTemplates(language ?? 'en');
   if (templates.length === 0) throw new UsageError('no prompt templates');
   // Fill every prompt before any encoding, so that a bad template fails at once.
   const prompts = classNames.flatMap((c) => templates.map((t) => fillTemplate(t, c)));
@@ -906,7 +920,11 @@ export async function runVideoRetrieval(options: VideoRetrievalOptions): Promise
   let entries = await readVideoCaptions(options.captions);
   if (options.limit) entries = entries.slice(0, options.limit);
   if (entries.length === 0) throw new DatasetError(`no videos in ${options.captions}`);
-  const paths = entries.map((e) => path.join(options.videos, e.video));
+  const paths = entries.map((e) => {
+    const place = resolveInside(options.videos, e.video);
+    if ('refused' in place) throw new DatasetError(`captions file ${options.captions}: video ${place.refused}`);
+    return place.path;
+  });
   const keys = paths.map((p) => fileKey(p));
   const ctx = await withModel(s, options.model);
 

@@ -9,8 +9,9 @@ import { ImageError, ModelLoadError } from '../../core/errors.js';
 import { resolveModelDir } from '../../core/hub.js';
 import { l2normalize, matrix } from '../../core/matrix.js';
 import { weightFormatHook } from '../../core/quantize.js';
-import type { SessionOptions } from '../../core/runtime.js';
-import { detectArchitecture, readConfig } from '../../models/config.js';
+import type { SessionOptions } from '../../core/session.js';
+import { readConfig } from '../../models/config.js';
+import { detectArchitecture } from '../../models/registry.js';
 import { parseInternVLClipConfig, type ClipMode } from '../../models/internvl_clip.js';
 import { loadImage, type RgbImage } from '../../processing/image.js';
 import { encodeTexts, loadClipPipeline, type ClipPipeline } from '../../tasks/clip.js';
@@ -28,7 +29,7 @@ export interface EmbedderOptions {
 /** The stamp of a model folder (or repo id) without loading its weights. */
 export async function modelStamp(model: string, options: EmbedderOptions = {}): Promise<Stamp> {
   const dir = await resolveModelDir(model);
-  const config = readConfig(dir);
+  const config = await readConfig(dir);
   if (detectArchitecture(config) !== 'InternVLModel')
     throw new ModelLoadError(`${dir}: search needs an InternVL-C/G checkpoint (InternVLModel), not this model`);
   const hash = createHash('sha256').update(fs.readFileSync(path.join(dir, 'config.json')));

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { Queue, QueueEvents, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { UsageError } from '../../core/errors.js';
-import type { SessionOptions } from '../../core/runtime.js';
+import type { SessionOptions } from '../../core/session.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
 import { ClipEmbedder, modelStamp, type IndexWeights } from './embedder.js';
 import { SearchIndex, type EmbedSink, type PendingItem } from './search_index.js';

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import { UsageError } from '../../core/errors.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
-import type { SessionOptions } from '../../core/runtime.js';
+import type { SessionOptions } from '../../core/session.js';
 import type { RgbImage } from '../../processing/image.js';
 import { ClipEmbedder, decodeOrReason, modelStamp, vectorRows, type IndexWeights } from './embedder.js';
 import { readSource, scanSources, sha256, sourceFile, sourceId, type SourceItem } from './sources.js';

@@ -29,6 +29,8 @@ export interface MediaPolicy {
   maxBytes: number;
   timeoutMs: number;
   maxRedirects: number;
+  /** Which resolved addresses are refused (default: the special-purpose ranges, none with `allowPrivate`). */
+  refuseAddress?: (address: string) => boolean;
 }
 
 export const DEFAULT_MEDIA_POLICY: MediaPolicy = {
@@ -156,13 +158,17 @@ function domainAllowed(host: string, allowed: readonly string[]): boolean {
   return allowed.some((d) => name === d || name.endsWith(`.${d}`));
 }
 
+function refusesAddress(policy: MediaPolicy): (address: string) => boolean {
+  return policy.refuseAddress ?? (policy.allowPrivate ? () => false : isPrivateAddress);
+}
+
 /** The socket's own DNS lookup, refusing private addresses: what is checked is what is connected to. */
-function guardedLookup(allowPrivate: boolean): net.LookupFunction {
+function guardedLookup(refuse: (address: string) => boolean): net.LookupFunction {
   return (hostname, options, callback) => {
     dns.lookup(hostname, { ...options, all: true }, (error, addresses) => {
       if (error) return callback(error, '', 0);
       const list = addresses as dns.LookupAddress[];
-      const bad = allowPrivate ? undefined : list.find((a) => isPrivateAddress(a.address));
+      const bad = list.find((a) => refuse(a.address));
       if (bad) {
         const refusal = Object.assign(new Error(`${hostname} resolves to the private address ${bad.address}`), {
           code: 'EPRIVATE',
@@ -185,7 +191,7 @@ async function fetchRemote(start: URL, policy: MediaPolicy, signal: AbortSignal)
     const host = url.hostname.replace(/^\[|\]$/g, '');
     if (policy.allowedDomains && !domainAllowed(host, policy.allowedDomains))
       throw refused(`media host ${host} is not in the allowed domains`, 'media_refused');
-    if (net.isIP(host) && !policy.allowPrivate && isPrivateAddress(host))
+    if (net.isIP(host) && refusesAddress(policy)(host))
       throw refused(`media host ${host} is a private address`, 'media_refused');
     const response = await request(url, policy, signal);
     const status = response.statusCode ?? 0;
@@ -216,7 +222,7 @@ function request(url: URL, policy: MediaPolicy, signal: AbortSignal): Promise<ht
   return new Promise((resolve, reject) => {
     const req = client.get(
       url,
-      { lookup: guardedLookup(policy.allowPrivate), signal, headers: { accept: '*/*' } },
+      { lookup: guardedLookup(refusesAddress(policy)), signal, headers: { accept: '*/*' } },
       resolve,
     );
     req.on('error', (error: NodeJS.ErrnoException) => {

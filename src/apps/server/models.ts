@@ -6,8 +6,9 @@ import path from 'node:path';
 import { resolveModelDir } from '../../core/hub.js';
 import { ModelLoadError } from '../../core/errors.js';
 import { weightFormatHook, type WeightFormat } from '../../core/quantize.js';
-import type { SessionOptions } from '../../core/runtime.js';
-import { detectArchitecture, readConfig } from '../../models/config.js';
+import type { SessionOptions } from '../../core/session.js';
+import { readConfig } from '../../models/config.js';
+import { detectArchitecture } from '../../models/registry.js';
 import type { ChatPipeline } from '../../tasks/chat.js';
 import type { ClipPipeline } from '../../tasks/clip.js';
 import type { ImageEmbedder } from '../../tasks/embed.js';
@@ -124,7 +125,7 @@ export class ModelHost {
 /** Loads one model by what its config.json says it is. */
 export async function loadServedModel(spec: ModelSpec, name: string, settings: LoadSettings): Promise<ServedModel> {
   const dir = await resolveModelDir(spec.source, { offline: settings.offline });
-  const architecture = detectArchitecture(readConfig(dir));
+  const architecture = detectArchitecture(await readConfig(dir));
   const towerWeights = weightFormatHook(settings.weights === 'fp32' ? 'fp32' : 'int8');
   switch (architecture) {
     case 'InternVLChatModel':

@@ -96,7 +96,7 @@ export function createServer(options: ServerOptions): InternVLServer {
         completion_tokens: s.completionTokens,
         ttft_ms: s.ttftMs === undefined ? undefined : Math.round(s.ttftMs),
         duration_ms: Math.round(performance.now() - started),
-        aborted: s.aborted,
+        aborted: s.aborted ?? (reply.raw.writableFinished ? undefined : 'client'),
       };
       write(format === 'json' ? JSON.stringify(entry) : textLine(entry));
     });

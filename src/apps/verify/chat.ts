@@ -7,7 +7,7 @@
 import { EXACT_BOUND } from './compare.js';
 import type { ComparedTensor } from './compare.js';
 import type { FixtureRunner } from './registry.js';
-import { detectArchitecture } from '../../models/config.js';
+import { architectureOf } from '../../models/registry.js';
 import { InternVLChatModel } from '../../models/internvl_chat.js';
 import { generate } from '../../tasks/generation.js';
 import { UsageError } from '../../core/errors.js';
@@ -16,8 +16,7 @@ export const chatModelRunner: FixtureRunner = {
   name: 'internvl_chat',
   matches(fixture) {
     if (!fixture.config || fixture.goldenDir !== fixture.dir || !fixture.has('in.input_ids')) return false;
-    const architecture = detectArchitecture(fixture.config);
-    return architecture === 'InternVLChatModel' || architecture === 'InternVLForConditionalGeneration';
+    return architectureOf(fixture.config).capabilities.includes('chat');
   },
   async run(fixture, options) {
     const model = await InternVLChatModel.load(fixture.dir, { session: { threads: options.threads } });

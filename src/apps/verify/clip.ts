@@ -4,7 +4,7 @@
  */
 import type { ComparedTensor } from './compare.js';
 import type { FixtureRunner } from './registry.js';
-import { detectArchitecture } from '../../models/config.js';
+import { architectureOf } from '../../models/registry.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
 
 export const clipModelRunner: FixtureRunner = {
@@ -14,7 +14,7 @@ export const clipModelRunner: FixtureRunner = {
       fixture.config !== null &&
       fixture.goldenDir === fixture.dir &&
       fixture.has('in.pixel_values') &&
-      detectArchitecture(fixture.config) === 'InternVLModel'
+      architectureOf(fixture.config).capabilities.includes('clip')
     );
   },
   async run(fixture, options) {

@@ -9,7 +9,7 @@ import { compareValues, EXACT_BOUND } from './compare.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
 import type { FixtureRunner } from './registry.js';
 import { ModelLoadError } from '../../core/errors.js';
-import { detectArchitecture } from '../../models/config.js';
+import { architectureOf } from '../../models/registry.js';
 import { loadImage } from '../../processing/image.js';
 import { preprocessForChat } from '../../processing/tiling.js';
 import { Conversation, loadChatPipeline } from '../../tasks/chat.js';
@@ -29,8 +29,7 @@ export const chatE2eRunner: FixtureRunner = {
   name: 'internvl_chat_e2e',
   matches(fixture) {
     if (!fixture.config || fixture.goldenDir === fixture.dir) return false;
-    const architecture = detectArchitecture(fixture.config);
-    return architecture === 'InternVLChatModel' || architecture === 'InternVLForConditionalGeneration';
+    return architectureOf(fixture.config).capabilities.includes('chat');
   },
   async run(fixture, options) {
     const meta = (fixture.meta as unknown as ChatMeta).chat;

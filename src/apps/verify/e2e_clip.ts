@@ -10,7 +10,7 @@ import type { FixtureRunner } from './registry.js';
 import { ModelLoadError } from '../../core/errors.js';
 import { argmaxRows, retrievalRecall } from '../eval/metrics.js';
 import { matrix, transpose } from '../../core/matrix.js';
-import { detectArchitecture } from '../../models/config.js';
+import { architectureOf } from '../../models/registry.js';
 import { loadImage } from '../../processing/image.js';
 import { preprocessForClip } from '../../processing/tiling.js';
 import { encodeClipTexts, preCaption } from '../../processing/tokenizers/clip_text.js';
@@ -35,7 +35,7 @@ export const clipE2eRunner: FixtureRunner = {
     return (
       fixture.config !== null &&
       fixture.goldenDir !== fixture.dir &&
-      detectArchitecture(fixture.config) === 'InternVLModel'
+      architectureOf(fixture.config).capabilities.includes('clip')
     );
   },
   async run(fixture, options) {

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ModelLoadError, SafetensorsError } from '../../core/errors.js';
-import { SafetensorsFile, readRange, bytesToFloat32, type TensorEntry } from '../../core/safetensors.js';
+import { SafetensorsFile, readEntrySync, bytesToFloat32, type TensorEntry } from '../../core/safetensors.js';
 import { readConfig, type ConfigSection } from '../../models/config.js';
 import { compareTensors, defaultBound, type Bound, type ComparedTensor, type NumericTensor } from './compare.js';
 
@@ -30,7 +30,7 @@ export class Fixture {
     readonly meta: Record<string, unknown>,
   ) {}
 
-  static open(dir: string): Fixture {
+  static async open(dir: string): Promise<Fixture> {
     let stat: fs.Stats;
     try {
       stat = fs.statSync(dir);
@@ -39,10 +39,10 @@ export class Fixture {
     }
     if (!stat.isDirectory())
       throw new ModelLoadError(`${dir}: not a folder (give the fixture folder, not a file in it)`);
-    const config = fs.existsSync(path.join(dir, 'config.json')) ? readConfig(dir) : null;
+    const config = fs.existsSync(path.join(dir, 'config.json')) ? await readConfig(dir) : null;
     const goldenDir = fs.existsSync(path.join(dir, 'golden', 'io.safetensors')) ? path.join(dir, 'golden') : dir;
     const ioPath = path.join(goldenDir, 'io.safetensors');
-    const io = fs.existsSync(ioPath) ? SafetensorsFile.open(ioPath) : null;
+    const io = fs.existsSync(ioPath) ? await SafetensorsFile.open(ioPath) : null;
     const metaPath = path.join(goldenDir, 'meta.json');
     let meta: Record<string, unknown> = {};
     if (fs.existsSync(metaPath)) {
@@ -81,7 +81,7 @@ export class Fixture {
 
   tensor(name: string): IoTensor {
     const entry = this.entry(name);
-    const bytes = readRange(entry.file, entry.offset, entry.byteLength);
+    const bytes = readEntrySync(entry);
     return { name, dtype: entry.dtype, shape: entry.shape, data: decode(bytes, entry) };
   }
 
@@ -105,7 +105,7 @@ export class Fixture {
   }
 }
 
-function decode(bytes: Buffer, entry: TensorEntry): Float32Array | Float64Array {
+function decode(bytes: Uint8Array, entry: TensorEntry): Float32Array | Float64Array {
   if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16' || entry.dtype === 'F64') {
     return bytesToFloat32(bytes, entry.dtype, entry.name);
   }
@@ -127,7 +127,7 @@ function decode(bytes: Buffer, entry: TensorEntry): Float32Array | Float64Array 
       return Float64Array.from(aligned);
     default:
       throw new SafetensorsError(
-        `${entry.file}: tensor '${entry.name}' has dtype ${entry.dtype}, which verify cannot read`,
+        `${entry.source.name}: tensor '${entry.name}' has dtype ${entry.dtype}, which verify cannot read`,
       );
   }
 }

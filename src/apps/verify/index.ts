@@ -39,7 +39,7 @@ registerFixtureRunner(clipE2eRunner);
 /** Verifies one folder. Throws InternVLError when it cannot be run at all. */
 export async function verifyFixture(dir: string, options: RunOptions = {}): Promise<FixtureReport> {
   const start = performance.now();
-  const fixture = Fixture.open(dir);
+  const fixture = await Fixture.open(dir);
   const runner = findFixtureRunner(fixture);
   if (!runner) {
     const kind = fixture.config

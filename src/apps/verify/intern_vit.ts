@@ -4,7 +4,7 @@
  * `…pooler_output` and `…hidden_states.N` (the latter only for the unsuffixed input, as the fixtures hold them).
  */
 import { Checkpoint } from '../../core/safetensors.js';
-import { detectArchitecture } from '../../models/config.js';
+import { detectArchitecture } from '../../models/registry.js';
 import { InternVisionModel, parseInternVisionConfig, type Tensor } from '../../models/intern_vit.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
 import type { Fixture } from './fixture.js';
@@ -21,7 +21,7 @@ export const internVitRunner: FixtureRunner = {
   },
   async run(fixture, options) {
     const config = parseInternVisionConfig(fixture.config!);
-    const checkpoint = Checkpoint.open(fixture.dir);
+    const checkpoint = await Checkpoint.open(fixture.dir);
     const wantsHidden = fixture.goldenNames().some((n) => /^out\.hidden_states\.\d+$/.test(n));
     const model = await InternVisionModel.load(checkpoint, config, {
       graph: { allHiddenStates: wantsHidden },

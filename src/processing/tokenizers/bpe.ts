@@ -18,8 +18,7 @@
  * `\p{White_Space}` (JS `\s` differs on U+0085 and U+FEFF) and `(?i:…)` groups, which Node 20 cannot parse, get
  * their letters spelled out in both cases plus the non-ASCII chars that case-fold onto them (ſ→s, K→k).
  */
-import { access, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { errorCode, files } from '../../core/io.js';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
 import { PriorityQueue } from './priority_queue.js';
@@ -730,19 +729,14 @@ function isRecord(v: Json): v is Record<string, Json> {
 }
 
 async function exists(file: string): Promise<boolean> {
-  try {
-    await access(file);
-    return true;
-  } catch {
-    return false;
-  }
+  return (await files.get()).isFile(file);
 }
 
 async function readText(file: string): Promise<string> {
   try {
-    return await readFile(file, 'utf8');
+    return await (await files.get()).readText(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errorCode(err);
     throw new TokenizerError(`${file}: cannot read the file${code ? ` (${code})` : ''}`, { cause: err });
   }
 }
@@ -1065,6 +1059,7 @@ const GPT2_CLASSES = new Set(['GPT2Tokenizer', 'GPT2TokenizerFast']);
 
 /** Build from the slow-tokenizer files of a folder (`vocab.json`, `merges.txt`, optional configs). */
 async function loadFromSlowFiles(dir: string): Promise<ByteLevelBpeTokenizer> {
+  const { join } = await files.get();
   const vocabFile = join(dir, 'vocab.json');
   const mergesFile = join(dir, 'merges.txt');
   const configFile = join(dir, 'tokenizer_config.json');
@@ -1155,6 +1150,7 @@ async function loadFromSlowFiles(dir: string): Promise<ByteLevelBpeTokenizer> {
  * `tokenizer_config.json` / `special_tokens_map.json` beside it for BOS/EOS/pad), else `vocab.json` + `merges.txt`.
  */
 export async function loadBpeTokenizer(dir: string): Promise<ByteLevelBpeTokenizer> {
+  const { join } = await files.get();
   const jsonFile = join(dir, 'tokenizer.json');
   if (await exists(jsonFile)) {
     const [json, config, specialMap] = await Promise.all([

@@ -4,6 +4,7 @@
  * `pre_caption`.
  */
 import { UsageError } from '../../core/errors.js';
+import { PY_WHITESPACE } from '../../core/python.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface ClipTextOptions {
@@ -69,7 +70,6 @@ export function encodeClipTexts(
 }
 
 /** Python's `\s` for str patterns (str.isspace characters); JS `\s` differs on U+001C–U+001F, U+0085 and U+FEFF. */
-const PY_WHITESPACE = '\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 const PUNCTUATION_RE = /[.!"()*#:;~]/g;
 const WHITESPACE_RUN_RE = new RegExp(`[${PY_WHITESPACE}]{2,}`, 'g');
 

@@ -1,6 +1,5 @@
 /** Loads whatever tokenizer a checkpoint folder holds: SentencePiece (`tokenizer.model`) or byte-level BPE. */
-import fs from 'node:fs';
-import path from 'node:path';
+import { files } from '../../core/io.js';
 import { TokenizerError } from '../../core/errors.js';
 import { loadBpeTokenizer } from './bpe.js';
 import { loadSentencePieceTokenizer } from './sentencepiece.js';
@@ -13,8 +12,10 @@ export type { Tokenizer } from './tokenizer.js';
  * official code loads with the slow SentencePiece tokenizer; Qwen2 ships `tokenizer.json` or vocab.json + merges.txt.
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
-  if (fs.existsSync(path.join(dir, 'tokenizer.model'))) return loadSentencePieceTokenizer(dir);
-  if (['tokenizer.json', 'vocab.json'].some((f) => fs.existsSync(path.join(dir, f)))) return loadBpeTokenizer(dir);
+  const fs = await files.get();
+  if (await fs.isFile(fs.join(dir, 'tokenizer.model'))) return loadSentencePieceTokenizer(dir);
+  for (const name of ['tokenizer.json', 'vocab.json'])
+    if (await fs.isFile(fs.join(dir, name))) return loadBpeTokenizer(dir);
   throw new TokenizerError(
     `${dir}: no tokenizer found (expected tokenizer.model, tokenizer.json, or vocab.json + merges.txt)`,
   );

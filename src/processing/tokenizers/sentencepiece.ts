@@ -3,9 +3,7 @@
  * way the sentencepiece library does it (BPE exactly; unigram as a Viterbi search), and a Hugging Face style layer on
  * top honours `tokenizer_config.json` (BOS/EOS flags, special and added tokens, the slow LlamaTokenizer `legacy` mode).
  */
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { errorCode, files } from '../../core/io.js';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
 import { PriorityQueue } from './priority_queue.js';
@@ -762,8 +760,8 @@ export class SentencePieceModel {
     return new SentencePieceModel(parseModelProto(bytes, source), source);
   }
 
-  static fromFile(path: string): SentencePieceModel {
-    return SentencePieceModel.fromBytes(readModelFileSync(path), path);
+  static async fromFile(path: string): Promise<SentencePieceModel> {
+    return SentencePieceModel.fromBytes(await readModelFile(path), path);
   }
 
   get size(): number {
@@ -1066,9 +1064,9 @@ export class SentencePieceModel {
   }
 }
 
-function readModelFileSync(path: string): Uint8Array {
+async function readModelFile(path: string): Promise<Uint8Array> {
   try {
-    return readFileSync(path);
+    return await (await files.get()).readBytes(path);
   } catch (err) {
     throw new TokenizerError(`${path}: cannot read SentencePiece model (${(err as Error).message})`, { cause: err });
   }
@@ -1167,8 +1165,11 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 
   /** Loads a `.model` file; the options play the role of tokenizer_config.json. */
-  static fromModelFile(path: string, options: SentencePieceTokenizerOptions = {}): SentencePieceTokenizer {
-    return new SentencePieceTokenizer(SentencePieceModel.fromFile(path), options);
+  static async fromModelFile(
+    path: string,
+    options: SentencePieceTokenizerOptions = {},
+  ): Promise<SentencePieceTokenizer> {
+    return new SentencePieceTokenizer(await SentencePieceModel.fromFile(path), options);
   }
 
   /** Adds a token (or marks an existing one special); ids follow HF: an existing piece keeps its id. */
@@ -1362,9 +1363,9 @@ type JsonObject = Record<string, unknown>;
 async function readJsonIfPresent(path: string): Promise<JsonObject | null> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await (await files.get()).readText(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (errorCode(err) === 'ENOENT') return null;
     throw new TokenizerError(`${path}: cannot read (${(err as Error).message})`, { cause: err });
   }
   let value: unknown;
@@ -1420,19 +1421,12 @@ const SPECIAL_TOKEN_KEYS = [
  * added_tokens.json, resolving special tokens the way HF's slow tokenizers do.
  */
 export async function loadSentencePieceTokenizer(dir: string): Promise<SentencePieceTokenizer> {
-  const modelPath = join(dir, 'tokenizer.model');
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(modelPath);
-  } catch (err) {
-    throw new TokenizerError(`${modelPath}: cannot read SentencePiece model (${(err as Error).message})`, {
-      cause: err,
-    });
-  }
-  const model = SentencePieceModel.fromBytes(bytes, modelPath);
-  const configPath = join(dir, 'tokenizer_config.json');
-  const mapPath = join(dir, 'special_tokens_map.json');
-  const addedPath = join(dir, 'added_tokens.json');
+  const fs = await files.get();
+  const modelPath = fs.join(dir, 'tokenizer.model');
+  const model = await SentencePieceModel.fromFile(modelPath);
+  const configPath = fs.join(dir, 'tokenizer_config.json');
+  const mapPath = fs.join(dir, 'special_tokens_map.json');
+  const addedPath = fs.join(dir, 'added_tokens.json');
   const [config, specialMap, addedJson] = await Promise.all([
     readJsonIfPresent(configPath),
     readJsonIfPresent(mapPath),

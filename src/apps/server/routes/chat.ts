@@ -16,6 +16,7 @@ import {
   type VisualItem,
 } from '../../../tasks/chat.js';
 import type { GenerationOptions } from '../../../tasks/generation.js';
+import { UsageError } from '../../../core/errors.js';
 import { abortError, type ServerContext } from '../context.js';
 import { ApiError, badRequest, describeError } from '../errors.js';
 import { loadMediaImage, loadMediaVideo } from '../media_decode.js';
@@ -161,7 +162,8 @@ export function tileCaps(requested: readonly number[], total: number, thumbnail:
   if (requested.length > total)
     throw badRequest(`${requested.length} images exceed the server's budget of ${total} tiles per request`);
   const share = Math.floor(total / requested.length);
-  const fair = thumbnail && share > 2 ? share - 1 : Math.max(1, share === 2 && thumbnail ? 1 : share);
+  // A cap above 1 may add a thumbnail tile: leave room for it.
+  const fair = thumbnail ? (share > 2 ? share - 1 : 1) : share;
   return requested.map((cap) => Math.min(cap, fair));
 }
 
@@ -199,11 +201,16 @@ export function chatRoutes(app: FastifyInstance, context: ServerContext): void {
     const { options, maxTokens } = generationOptions(body);
     const { messages, media } = parseMessages(body);
     // The conversation's shape is checked before anything is fetched.
-    renderChatPrompt(
-      promptFormat(pipeline),
-      messages,
-      media.flat().map((): PromptVisual => ({ kind: 'image', tiles: 1 })),
-    );
+    try {
+      renderChatPrompt(
+        promptFormat(pipeline),
+        messages,
+        media.flat().map((): PromptVisual => ({ kind: 'image', tiles: 1 })),
+      );
+    } catch (error) {
+      if (error instanceof UsageError) throw badRequest(error.message, 'messages');
+      throw error;
+    }
     const stops = body.stop === undefined || body.stop === null ? [] : [body.stop].flat().filter(Boolean);
     const ticket = model.scheduler.reserve();
     const scope = context.scope(request, reply);
@@ -221,7 +228,8 @@ export function chatRoutes(app: FastifyInstance, context: ServerContext): void {
         prepare: async () => {
           const prepared = prepareVisuals(pipeline, fetched.items);
           const text = renderChatPrompt(promptFormat(pipeline), messages, prepared.visuals);
-          const prompt = await embedPrompt(pipeline, text, await encodeVisuals(pipeline, prepared));
+          const ids = pipeline.tokenizer.encode(text);
+          const prompt = await embedPrompt(pipeline, ids, await encodeVisuals(pipeline, prepared));
           const contextLength = pipeline.model.config.llm.maxPositionEmbeddings;
           const room = contextLength - prompt.ids.length;
           if (room <= 0 || (maxTokens !== undefined && maxTokens > room))

@@ -239,7 +239,7 @@ export function embeddingRoutes(app: FastifyInstance, context: ServerContext): v
     request.stats.model = model.name;
     const { labels } = request.body;
     const given = request.body.templates ?? 'en';
-    const templates = typeof given === 'string' ? loadTemplates(given) : given;
+    const templates = typeof given === 'string' ? await loadTemplates(given) : given;
     const scope = context.scope(request, reply);
     try {
       const images = await Promise.all(
