@@ -117,34 +117,17 @@ test('InternVLError â†’ "error: <message>" on one line, exit 2; anything else â†
     },
   });
   registerCommand({ name: 'test-code', summary: 'test', run: async (args) => Number(args[0]) });
-  const captured: string[] = [];
-  const write = process.stderr.write;
-  process.stderr.write = ((chunk: string) => {
-    captured.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
-  let userCode: number;
-  let bugCode: number;
-  let invariantCode: number;
-  let invariantTrace: string;
-  try {
-    userCode = await main(['test-user-error']);
-    bugCode = await main(['test-bug']);
-    const before = captured.length;
-    invariantCode = await main(['test-invariant']);
-    invariantTrace = captured.splice(before).join('');
-  } finally {
-    process.stderr.write = write;
-  }
-  assert.equal(invariantCode, 70, 'an InternalError is a bug, not bad input');
-  assert.match(invariantTrace, /internal error \(this is a bug/);
-  assert.match(invariantTrace, /InternalError: frame encoder returned 3 embeddings for 4 frames\n\s+at /);
-  assert.equal(userCode, 2);
-  assert.equal(captured[0], 'error: pic.png: bad second line\n');
-  assert.equal(bugCode, 70);
-  const trace = captured.slice(1).join('');
-  assert.match(trace, /internal error \(this is a bug/);
-  assert.match(trace, /TypeError: undefined is not a function\n\s+at /);
+  const user = await inProcess(['test-user-error']);
+  const bug = await inProcess(['test-bug']);
+  const invariant = await inProcess(['test-invariant']);
+  assert.equal(invariant.code, 70, 'an InternalError is a bug, not bad input');
+  assert.match(invariant.stderr, /internal error \(this is a bug/);
+  assert.match(invariant.stderr, /InternalError: frame encoder returned 3 embeddings for 4 frames\n\s+at /);
+  assert.equal(user.code, 2);
+  assert.equal(user.stderr, 'error: pic.png: bad second line\n');
+  assert.equal(bug.code, 70);
+  assert.match(bug.stderr, /internal error \(this is a bug/);
+  assert.match(bug.stderr, /TypeError: undefined is not a function\n\s+at /);
   assert.equal(await main(['test-code', '1']), 1, 'commands choose their exit code');
 });
 
