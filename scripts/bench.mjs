@@ -16,13 +16,15 @@ const { values } = parseArgs({
 
 // The 6B encoder (24 GB of float32 weights) does not fit a small machine: 4 layers are timed and extrapolated.
 // `bench chat` runs each llm/vision configuration in its own process already; `bench clip` extrapolates from
-// truncated InternVL-14B-shaped checkpoints.
+// truncated InternVL-14B-shaped checkpoints; `bench search` times search over 100k and 1M vectors, the index's
+// overhead and 1 vs 2 queue workers (it starts a redis-server).
 const BENCHMARKS = [
   ['vision', ['--shape', 'internvit-300m-448', '--dtype', 'float32', '--batch', '1']],
   ['vision', ['--shape', 'internvit-300m-448', '--dtype', 'float32', '--batch', '1', '--weights', 'int8']],
   ['vision', ['--shape', 'internvit-6b-224', '--dtype', 'float32', '--batch', '1', '--layers', '4']],
   ['chat', ['--shape', 'internvl2-1b', '--configs', 'fp32/fp32,int4/fp32,int4/int8,int4+int8/int8,int8/int8']],
   ['clip', ['--weights', 'float32,int8,int8-block']],
+  ['search', []],
 ];
 
 function run(args, target = 'vision') {

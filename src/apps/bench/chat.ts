@@ -18,6 +18,7 @@ import { UsageError } from '../../core/errors.js';
 import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import type { DType } from '../../core/safetensors.js';
+import { median, quantile } from './vision.js';
 
 export interface ChatShape {
   name: string;
@@ -407,17 +408,6 @@ export function ensureRandomChatCheckpoint(
 // ---- one measured configuration ------------------------------------------------------------------------------
 
 const configureWith = weightFormatHook;
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
 
 function argmax(values: Float32Array, offset: number, width: number): number {
   let best = 0;
