@@ -18,7 +18,7 @@ ${storageUsage(23)}
   --mode <C|G>         pick the table of this mode
   --exact              exact search even when the table has an ANN index
   --threads <n>        onnxruntime threads (default: all cores)
-  --json               {"query", "table", "results": [{rank, score, image, id, width, height, caption}]}
+  --json               {"query", "table", "results": [{rank, id, image, score, width, height, caption, metadata}]}
   -h, --help           show this help
 `;
 
