@@ -132,12 +132,19 @@ test('beam search with one beam is greedy; with more beams it scores at least as
   assert.ok((await score(five.ids)) >= (await score(one.ids)) - 1e-4);
 });
 
-test('token choice rules: repetition penalty, suppression, minimum length, top-p', () => {
+test('token choice rules: repetition, frequency and presence penalties, suppression, minimum length, top-p', () => {
   const logits = Float32Array.from([2, -1, 1.5, 0.5]);
   const greedy = new TokenChooser({});
   assert.equal(greedy.choose(logits, []), 0);
   // Penalty 2 halves the positive logit of the repeated token 0 (2 → 1) so token 2 (1.5) wins.
   assert.equal(new TokenChooser({ repetitionPenalty: 2 }).choose(logits, [0]), 2);
+  // OpenAI's rule: token 0, generated twice, loses 2 × frequency + presence: 2 − 0.6 = 1.4 < 1.5 (token 2) …
+  assert.equal(new TokenChooser({ frequencyPenalty: 0.3 }).choose(logits, [0, 0]), 2);
+  // … while 2 − 0.4 = 1.6 keeps it; a presence penalty counts it once (2 − 0.6 = 1.4); negative values reward.
+  assert.equal(new TokenChooser({ frequencyPenalty: 0.2 }).choose(logits, [0, 0]), 0);
+  assert.equal(new TokenChooser({ presencePenalty: 0.6 }).choose(logits, [0, 0]), 2);
+  assert.equal(new TokenChooser({ presencePenalty: 0.4 }).choose(logits, [0, 0]), 0);
+  assert.equal(new TokenChooser({ frequencyPenalty: -1 }).choose(logits, [3, 3]), 3);
   assert.equal(new TokenChooser({ suppressTokenIds: [0] }).choose(logits, []), 2);
   assert.equal(new TokenChooser({ stopTokenIds: [0], minNewTokens: 2 }).choose(logits, [3]), 2);
   assert.equal(new TokenChooser({ stopTokenIds: [0], minNewTokens: 2 }).choose(logits, [3, 3]), 0);
@@ -233,6 +240,8 @@ test('generation options are validated with typed errors naming the option', asy
     [{ topP: 0 }, /topP must be in \(0, 1\]/],
     [{ topP: 1.5 }, /topP/],
     [{ topK: -1 }, /topK must be an integer ≥ 0/],
+    [{ frequencyPenalty: 2.5 }, /frequencyPenalty must be in \[-2, 2\]/],
+    [{ presencePenalty: Number.NaN }, /presencePenalty must be in \[-2, 2\]/],
     [{ minNewTokens: Number.POSITIVE_INFINITY }, /minNewTokens/],
   ];
   for (const [options, message] of bad) {

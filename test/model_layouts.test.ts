@@ -24,10 +24,12 @@ function editConfig(dir: string, edit: (config: Record<string, any>) => void): v
 /** Rewrites model.safetensors with tensors renamed/replaced by `entries`. */
 async function rewriteWeights(
   dir: string,
-  entries: (checkpoint: Checkpoint) => Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
+  entries: (
+    checkpoint: Checkpoint,
+  ) => Promise<Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>>,
 ): Promise<void> {
   const checkpoint = await Checkpoint.open(dir);
-  const tensors = entries(checkpoint);
+  const tensors = await entries(checkpoint);
   const file = path.join(dir, 'model.safetensors');
   fs.rmSync(file);
   writeSafetensors(file, tensors);
@@ -49,14 +51,16 @@ test('force_image_size (the *-FT-364px models): positions resized once with PyTo
   // force_image_size 84, and expect intern_vit_rms's golden for its 84 px input.
   const dir = copyFolder(path.join(FIXTURES, 'internvl_clip'));
   const vit = await Checkpoint.open(path.join(FIXTURES, 'intern_vit_rms'));
-  await rewriteWeights(dir, (clip) =>
+  await rewriteWeights(dir, async (clip) =>
     Object.fromEntries(
-      clip.keys().map((key) => {
-        const source = key.startsWith('vision_model.') ? vit : clip;
-        const name = key.startsWith('vision_model.') ? key.slice('vision_model.'.length) : key;
-        const entry = source.entry(name);
-        return [key, { dtype: entry.dtype, shape: entry.shape, data: source.readBytes(name) }];
-      }),
+      await Promise.all(
+        clip.keys().map(async (key) => {
+          const source = key.startsWith('vision_model.') ? vit : clip;
+          const name = key.startsWith('vision_model.') ? key.slice('vision_model.'.length) : key;
+          const entry = source.entry(name);
+          return [key, { dtype: entry.dtype, shape: entry.shape, data: await source.readBytes(name) }];
+        }),
+      ),
     ),
   );
   editConfig(dir, (c) => {
@@ -67,10 +71,10 @@ test('force_image_size (the *-FT-364px models): positions resized once with PyTo
   ]);
   const model = await InternVLClipModel.load(dir);
   assert.equal(model.config.imageSize, 84);
-  const { tokens } = await model.encodeVision(io.readFloat32('in.pixel_values_alt').data, 1);
-  assert.ok(maxRelativeError(tokens, io.readFloat32('out.alt.last_hidden_state').data) < 1e-5);
+  const { tokens } = await model.encodeVision((await io.readFloat32('in.pixel_values_alt')).data, 1);
+  assert.ok(maxRelativeError(tokens, (await io.readFloat32('out.alt.last_hidden_state')).data) < 1e-5);
   await assert.rejects(
-    model.encodeVision(io.readFloat32('in.pixel_values').data, 2),
+    model.encodeVision((await io.readFloat32('in.pixel_values')).data, 2),
     /pixel values must be \[2, 3, 84, 84\]/,
   );
   await model.release();
@@ -83,7 +87,7 @@ test('pixel shuffle v1 orders the image tokens column-major where v2 is row-majo
     c.ps_version = 'v1';
   });
   const io = new Checkpoint(v2Dir, [await SafetensorsFile.open(path.join(v2Dir, 'io.safetensors'))]);
-  const pixels = io.readFloat32('in.pixel_values');
+  const pixels = await io.readFloat32('in.pixel_values');
   const [v2, v1] = await Promise.all(
     [v2Dir, v1Dir].map(async (dir) => {
       const model = await InternVLChatModel.load(dir);
@@ -115,7 +119,7 @@ test('select_layer −2 feeds the projector the output of the second-to-last ViT
     c.vision_config.num_hidden_layers -= 1;
   });
   const io = new Checkpoint(full, [await SafetensorsFile.open(path.join(full, 'io.safetensors'))]);
-  const pixels = io.readFloat32('in.pixel_values');
+  const pixels = await io.readFloat32('in.pixel_values');
   const [a, b, last] = await Promise.all(
     [full, truncated, path.join(FIXTURES, 'chat_llama')].map(async (dir) => {
       const model = await InternVLChatModel.load(dir);

@@ -56,7 +56,7 @@ export interface WeightRequest {
   /** Set when the bytes can be used as stored in the checkpoint. */
   inPlace?: { source: ByteSource; offset: number; length: number };
   /** Produces the bytes when they cannot be used in place (conversion, quantization). */
-  produce: () => Uint8Array;
+  produce: () => Promise<Uint8Array>;
   /** Identity of the bytes for the on-disk cache key. */
   cacheKey: string;
   /** Names of the checkpoint sources the bytes come from: a cache entry is rebuilt when one of them changes. */
@@ -332,8 +332,8 @@ function floatWeightRequest(checkpoint: Checkpoint, entry: TensorEntry, format: 
     inPlace: inPlace ? { source: entry.source, offset: entry.offset, length: entry.byteLength } : undefined,
     cacheKey: `${entry.source.name}:${entry.offset}:${entry.dtype}:${entry.shape.join('x')}:${format}`,
     sources: [entry.source.name],
-    produce: () => {
-      const data = checkpoint.readFloat32(entry.name).data;
+    produce: async () => {
+      const { data } = await checkpoint.readFloat32(entry.name);
       const out = format === 'float32' ? data : float32ToFloat16(data);
       return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     },

@@ -107,8 +107,8 @@ export function useQuantizedLinears(g: GraphBuilder, options: QuantizeOptions): 
   const prefillInt8 = options.format === 'int4' && options.prefill === 'int8';
   const prefillRows = options.prefillRows ?? 16;
   // The int8 and 4-bit copies of a `prefill` group are produced one after the other: one checkpoint read serves both.
-  let lastRead: { key: string; data: Float32Array } | null = null;
-  const readStacked = (members: Member[], K: number): Float32Array => {
+  let lastRead: { key: string; data: Promise<Float32Array> } | null = null;
+  const readStacked = (members: Member[], K: number): Promise<Float32Array> => {
     if (!prefillInt8) return stackedWeights(g, members, K);
     const key = members.map((m) => m.key).join('+');
     if (lastRead?.key === key) {
@@ -309,12 +309,12 @@ function requestName(members: Member[], suffix: string): string {
 }
 
 /** The members' [N, K] matrices stacked along N (quantization is per row, so stacking commutes with it). */
-function stackedWeights(g: GraphBuilder, members: Member[], K: number): Float32Array {
-  if (members.length === 1) return g.checkpoint!.readFloat32(members[0].key).data;
+async function stackedWeights(g: GraphBuilder, members: Member[], K: number): Promise<Float32Array> {
+  if (members.length === 1) return (await g.checkpoint!.readFloat32(members[0].key)).data;
   const out = new Float32Array(members.reduce((sum, m) => sum + m.N, 0) * K);
   let offset = 0;
   for (const m of members) {
-    out.set(g.checkpoint!.readFloat32(m.key).data, offset);
+    out.set((await g.checkpoint!.readFloat32(m.key)).data, offset);
     offset += m.N * K;
   }
   return out;
@@ -328,11 +328,11 @@ function fusedBiasRequest(g: GraphBuilder, members: Member[]): WeightRequest {
     dims: [N],
     cacheKey: `${sourceKey(g, members)}:bias:${members.map((m) => (m.biasKey ? 1 : 0)).join('')}`,
     sources: sourceFiles(g, members),
-    produce: () => {
+    produce: async () => {
       const out = new Float32Array(N);
       let offset = 0;
       for (const m of members) {
-        if (m.biasKey) out.set(g.checkpoint!.readFloat32(m.biasKey).data, offset);
+        if (m.biasKey) out.set((await g.checkpoint!.readFloat32(m.biasKey)).data, offset);
         offset += m.N;
       }
       return bytesOf(out);
@@ -347,32 +347,37 @@ function nbitsRequests(
   bits: 4 | 8,
   blockSize: number,
   symmetric: boolean,
-  read: () => Float32Array,
+  read: () => Promise<Float32Array>,
 ): { weight: string; scales: string; zeroPoints: string | null } {
   const N = members.reduce((sum, m) => sum + m.N, 0);
   const tag = `q${bits}b${blockSize}${symmetric ? 's' : 'a'}`;
   const cacheKey = `${sourceKey(g, members)}:${tag}:v${QUANTIZER_VERSION}`;
   const blocks = K / blockSize;
-  const quantize = shared(symmetric ? 2 : 3, () => {
-    const weights = read();
+  const quantize = shared(symmetric ? 2 : 3, async () => {
+    const weights = await read();
     return bits === 4
       ? quantizeInt4Blockwise(weights, N, K, blockSize, { symmetric })
       : quantizeInt8Blockwise(weights, N, K, blockSize);
   });
-  const request = (suffix: string, type: WeightRequest['type'], dims: number[], pick: () => ArrayBufferView): string =>
+  const request = (
+    suffix: string,
+    type: WeightRequest['type'],
+    dims: number[],
+    pick: () => Promise<ArrayBufferView>,
+  ): string =>
     g.request({
       name: requestName(members, `${tag}.${suffix}`),
       type,
       dims,
       cacheKey: `${cacheKey}:${suffix}`,
       sources: sourceFiles(g, members),
-      produce: () => bytesOf(pick()),
+      produce: async () => bytesOf(await pick()),
     });
-  const weight = request('B', 'uint8', [N, blocks, (blockSize * bits) / 8], () => quantize().packed);
-  const scales = request('scales', 'float32', [N * blocks], () => quantize().scales);
+  const weight = request('B', 'uint8', [N, blocks, (blockSize * bits) / 8], async () => (await quantize()).packed);
+  const scales = request('scales', 'float32', [N * blocks], async () => (await quantize()).scales);
   const zeroPoints = symmetric
     ? null
-    : request('zp', 'uint8', [N * Math.ceil(blocks / 2)], () => quantize().zeroPoints!);
+    : request('zp', 'uint8', [N * Math.ceil(blocks / 2)], async () => (await quantize()).zeroPoints!);
   return { weight, scales, zeroPoints };
 }
 
@@ -380,18 +385,18 @@ function int8PerChannelRequests(
   g: GraphBuilder,
   members: Member[],
   K: number,
-  read: () => Float32Array,
+  read: () => Promise<Float32Array>,
 ): [string, string] {
   const N = members.reduce((sum, m) => sum + m.N, 0);
   const cacheKey = `${sourceKey(g, members)}:q8c:v${QUANTIZER_VERSION}`;
-  const quantize = shared(2, () => quantizeInt8PerChannel(read(), N, K));
+  const quantize = shared(2, async () => quantizeInt8PerChannel(await read(), N, K));
   const weight = g.request({
     name: requestName(members, 'q8c.B'),
     type: 'int8',
     dims: [K, N],
     cacheKey: `${cacheKey}:B`,
     sources: sourceFiles(g, members),
-    produce: () => bytesOf(quantize().transposed),
+    produce: async () => bytesOf((await quantize()).transposed),
   });
   const scales = g.request({
     name: requestName(members, 'q8c.scales'),
@@ -399,13 +404,13 @@ function int8PerChannelRequests(
     dims: [N],
     cacheKey: `${cacheKey}:scales`,
     sources: sourceFiles(g, members),
-    produce: () => bytesOf(quantize().scales),
+    produce: async () => bytesOf((await quantize()).scales),
   });
   return [weight, scales];
 }
 
 function zerosRequest(name: string, count: number): WeightRequest {
-  return { name, type: 'int8', dims: [count], cacheKey: `zeros:${count}`, produce: () => new Uint8Array(count) };
+  return { name, type: 'int8', dims: [count], cacheKey: `zeros:${count}`, produce: async () => new Uint8Array(count) };
 }
 
 // ---- quantizers -----------------------------------------------------------------------------------------------

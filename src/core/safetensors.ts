@@ -313,17 +313,17 @@ export class Checkpoint {
     return entry;
   }
 
-  /** Raw bytes of a tensor. */
-  readBytes(name: string): Uint8Array {
-    return readEntrySync(this.entry(name));
+  /** Raw bytes of a tensor (asynchronous: a checkpoint behind HTTP ranges reads no other way). */
+  readBytes(name: string): Promise<Uint8Array> {
+    return readEntry(this.entry(name));
   }
 
   /** A tensor as float32, converting from F16/BF16/F64. */
-  readFloat32(name: string): FloatTensor {
+  async readFloat32(name: string): Promise<FloatTensor> {
     const entry = this.entry(name);
     return {
       shape: entry.shape,
-      data: bytesToFloat32(this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`),
+      data: bytesToFloat32(await this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`),
     };
   }
 

@@ -299,12 +299,13 @@ export class InternVisionModel {
   }
 
   /** Position embeddings for an h×w patch grid, cached per size. */
-  positionEmbedding(gridH: number, gridW: number): Float32Array {
+  async positionEmbedding(gridH: number, gridW: number): Promise<Float32Array> {
     const key = `${gridH}x${gridW}`;
     let positions = this.positionCache.get(key);
     if (!positions) {
       const name = this.prefix ? `${this.prefix}.${this.names.positionEmbedding}` : this.names.positionEmbedding;
-      positions = resizePositionEmbedding(this.checkpoint.readFloat32(name).data, this.config.hiddenSize, gridH, gridW);
+      const table = (await this.checkpoint.readFloat32(name)).data;
+      positions = resizePositionEmbedding(table, this.config.hiddenSize, gridH, gridW);
       this.positionCache.set(key, positions);
     }
     return positions;
@@ -329,7 +330,7 @@ export class InternVisionModel {
     const tokens = 1 + gridH * gridW;
     const feeds = {
       pixel_values: new OrtTensor('float32', pixelValues, dims),
-      position_embedding: new OrtTensor('float32', this.positionEmbedding(gridH, gridW), [1, tokens, C]),
+      position_embedding: new OrtTensor('float32', await this.positionEmbedding(gridH, gridW), [1, tokens, C]),
     };
     const wantAll = options.hiddenStates === true;
     if (wantAll && !this.options.allHiddenStates)

@@ -151,7 +151,7 @@ export class InternVLChatModel {
     const vision = await createSession(g, options.session);
 
     const positions = resizePositionEmbedding(
-      checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`).data,
+      (await checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`)).data,
       config.vision.hiddenSize,
       tokensPerSide,
       tokensPerSide,

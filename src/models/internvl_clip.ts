@@ -196,12 +196,12 @@ export class InternVLClipModel {
 
     const side = config.imageSize / config.vision.patchSize;
     const positions = resizePositionEmbedding(
-      checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`).data,
+      (await checkpoint.readFloat32(`${visionPrefix}.${visionLayout.names.positionEmbedding}`)).data,
       config.vision.hiddenSize,
       side,
       side,
     );
-    const logitScale = checkpoint.readFloat32('logit_scale').data[0];
+    const logitScale = (await checkpoint.readFloat32('logit_scale')).data[0];
     return new InternVLClipModel(
       dir,
       config,
@@ -210,7 +210,7 @@ export class InternVLClipModel {
       qllama,
       queryPooling,
       positions,
-      checkpoint.readFloat32('text_projection').data,
+      (await checkpoint.readFloat32('text_projection')).data,
       logitScale,
       options.qllamaSession ?? options.session,
       options.configureQllamaGraph,
@@ -247,7 +247,7 @@ export class InternVLClipModel {
       const sequence = decoder.addSequence();
       const hidden = await decoder.prefill(
         sequence,
-        { embeds: this.queryTokens() },
+        { embeds: await this.queryTokens() },
         {
           allPositions: true,
           output: 'hidden',
@@ -312,8 +312,8 @@ export class InternVLClipModel {
   }
 
   /** The 96 learned query embeddings, [96, H]. */
-  queryTokens(): Float32Array {
-    return this.checkpoint.readFloat32('query_tokens').data;
+  async queryTokens(): Promise<Float32Array> {
+    return (await this.checkpoint.readFloat32('query_tokens')).data;
   }
 
   /**
@@ -334,7 +334,7 @@ export class InternVLClipModel {
     });
     const lm = await this.captionModel;
     const Q = this.config.numQueryToken;
-    const prefix = { embeds: this.queryTokens(), options: this.visionPrefill(visionTokens, Q) };
+    const prefix = { embeds: await this.queryTokens(), options: this.visionPrefill(visionTokens, Q) };
     return {
       config: lm.config,
       contextLength: lm.contextLength - Q,

@@ -509,7 +509,7 @@ async function profileOps(
       },
     },
   });
-  const positions = checkpoint.readFloat32('embeddings.position_embedding');
+  const positions = await checkpoint.readFloat32('embeddings.position_embedding');
   const feeds = {
     pixel_values: new ort.Tensor('float32', pixels, dims),
     position_embedding: new ort.Tensor('float32', positions.data, positions.shape),

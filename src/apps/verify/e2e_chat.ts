@@ -4,9 +4,9 @@
  * the KV cache → decoded response), every turn of `meta.chat.turns`. Token ids must match exactly, except from a
  * step whose golden top-2 margin is below 1e-3: there a tie-level difference is allowed and the check stops.
  */
-import path from 'node:path';
 import { compareValues, EXACT_BOUND } from './compare.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
+import { baseName } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
 import { ModelLoadError } from '../../core/errors.js';
 import { architectureOf } from '../../models/registry.js';
@@ -38,7 +38,7 @@ export const chatE2eRunner: FixtureRunner = {
     const compared: ComparedTensor[] = [];
     const skipped: SkippedTensor[] = [];
     try {
-      const image = await loadImage(path.join(fixture.goldenDir, 'images', path.basename(meta.image.file)));
+      const image = await loadImage(fixture.goldenPath('images', baseName(meta.image.file)));
       const { model } = pipeline;
       const tiling = {
         minTiles: model.config.minDynamicPatch,

@@ -3,9 +3,9 @@
  * task code the CLI uses (tokenizer → prompts → text tower; photo → Pillow-exact transform → image tower;
  * template ensembling; logits, probabilities, top-1; retrieval scores and recall), both modes.
  */
-import path from 'node:path';
 import { compareValues, EXACT_BOUND } from './compare.js';
 import type { ComparedTensor } from './compare.js';
+import { baseName } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
 import { ModelLoadError } from '../../core/errors.js';
 import { argmaxRows, retrievalRecall } from '../eval/metrics.js';
@@ -54,7 +54,7 @@ export const clipE2eRunner: FixtureRunner = {
     };
     try {
       const images = await Promise.all(
-        meta.classify.images.map((p) => loadImage(path.join(fixture.goldenDir, 'images', path.basename(p)))),
+        meta.classify.images.map((p) => loadImage(fixture.goldenPath('images', baseName(p)))),
       );
       const S = pipeline.model.config.imageSize;
       const pixels = (transform: 'classification' | 'retrieval') => {

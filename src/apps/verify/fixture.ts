@@ -1,11 +1,12 @@
 /**
  * A golden fixture folder (format: /work/shared/fixtures/README.md): `config.json`, weights, `io.safetensors` with
  * `in.*` inputs and `out.*` goldens, `meta.json`. End-to-end folders look like released checkpoints and keep
- * `io.safetensors` and `meta.json` in `golden/` instead.
+ * `io.safetensors` and `meta.json` in `golden/` instead. Read through the platform's file system, so the same
+ * runners verify a folder in Node and one served over HTTP to a browser.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { MemoryByteSource } from '../../core/bytes.js';
 import { ModelLoadError, SafetensorsError } from '../../core/errors.js';
+import { files, type FileSystem } from '../../core/io.js';
 import { SafetensorsFile, readEntrySync, bytesToFloat32, type TensorEntry } from '../../core/safetensors.js';
 import { readConfig, type ConfigSection } from '../../models/config.js';
 import { compareTensors, defaultBound, type Bound, type ComparedTensor, type NumericTensor } from './compare.js';
@@ -20,6 +21,7 @@ export interface IoTensor {
 
 export class Fixture {
   private constructor(
+    readonly fs: FileSystem,
     /** The folder given by the user. */
     readonly dir: string,
     /** `config.json`, or null when the folder has none. */
@@ -31,32 +33,36 @@ export class Fixture {
   ) {}
 
   static async open(dir: string): Promise<Fixture> {
-    let stat: fs.Stats;
-    try {
-      stat = fs.statSync(dir);
-    } catch {
-      throw new ModelLoadError(`${dir}: no such fixture folder`);
+    const fs = await files.get();
+    if (!(await fs.isDirectory(dir))) {
+      throw new ModelLoadError(
+        (await fs.isFile(dir))
+          ? `${dir}: not a folder (give the fixture folder, not a file in it)`
+          : `${dir}: no such fixture folder`,
+      );
     }
-    if (!stat.isDirectory())
-      throw new ModelLoadError(`${dir}: not a folder (give the fixture folder, not a file in it)`);
-    const config = fs.existsSync(path.join(dir, 'config.json')) ? await readConfig(dir) : null;
-    const goldenDir = fs.existsSync(path.join(dir, 'golden', 'io.safetensors')) ? path.join(dir, 'golden') : dir;
-    const ioPath = path.join(goldenDir, 'io.safetensors');
-    const io = fs.existsSync(ioPath) ? await SafetensorsFile.open(ioPath) : null;
-    const metaPath = path.join(goldenDir, 'meta.json');
+    const config = (await fs.isFile(fs.join(dir, 'config.json'))) ? await readConfig(dir) : null;
+    const goldenDir = (await fs.isFile(fs.join(dir, 'golden', 'io.safetensors'))) ? fs.join(dir, 'golden') : dir;
+    const ioPath = fs.join(goldenDir, 'io.safetensors');
+    // Goldens are small (≤ 10 MB) and the runners read them synchronously: the whole file is held in memory.
+    const io = (await fs.isFile(ioPath))
+      ? await SafetensorsFile.read(new MemoryByteSource(ioPath, await fs.readBytes(ioPath)))
+      : null;
+    const metaPath = fs.join(goldenDir, 'meta.json');
     let meta: Record<string, unknown> = {};
-    if (fs.existsSync(metaPath)) {
+    if (await fs.isFile(metaPath)) {
       try {
-        meta = JSON.parse(fs.readFileSync(metaPath, 'utf8')) as Record<string, unknown>;
+        meta = JSON.parse(await fs.readText(metaPath)) as Record<string, unknown>;
       } catch (error) {
         throw new ModelLoadError(`${metaPath}: not valid JSON (${(error as Error).message})`);
       }
     }
-    return new Fixture(dir, config, goldenDir, io, meta);
+    return new Fixture(fs, dir, config, goldenDir, io, meta);
   }
 
+  /** The folder's own name: the last segment of the path or URL given. */
   get name(): string {
-    return path.basename(path.resolve(this.dir));
+    return baseName(this.dir);
   }
 
   has(name: string): boolean {
@@ -75,7 +81,7 @@ export class Fixture {
 
   entry(name: string): TensorEntry {
     const entry = this.io?.tensors.get(name);
-    if (!entry) throw new ModelLoadError(`${path.join(this.goldenDir, 'io.safetensors')}: no tensor '${name}'`);
+    if (!entry) throw new ModelLoadError(`${this.goldenPath('io.safetensors')}: no tensor '${name}'`);
     return entry;
   }
 
@@ -86,6 +92,16 @@ export class Fixture {
   }
 
   /** Compares a computed tensor with the golden `name` (bound: {@link defaultBound} unless given). */
+  /** A path inside the folder, spelled by the file system it was opened with. */
+  path(...parts: string[]): string {
+    return this.fs.join(this.dir, ...parts);
+  }
+
+  /** A path inside the golden folder (`dir` or `dir/golden`). */
+  goldenPath(...parts: string[]): string {
+    return this.fs.join(this.goldenDir, ...parts);
+  }
+
   compare(name: string, actual: NumericTensor, bound?: Bound): ComparedTensor {
     const golden = this.tensor(name);
     return compareTensors(name, actual, golden, bound ?? defaultBound(name, golden));
@@ -103,6 +119,16 @@ export class Fixture {
     const prefix = { data: golden.data.subarray(0, rows * rowSize), shape: [rows, ...golden.shape.slice(1)] };
     return compareTensors(`${name}[:${rows}]`, actual, prefix, bound ?? defaultBound(name, golden));
   }
+}
+
+/** The last segment of a path or URL (`a/b/` → `b`); a file name read from meta.json is reduced to it. */
+export function baseName(pathOrUrl: string): string {
+  return (
+    pathOrUrl
+      .replace(/[\\/]+$/, '')
+      .split(/[\\/]/)
+      .pop() ?? pathOrUrl
+  );
 }
 
 function decode(bytes: Uint8Array, entry: TensorEntry): Float32Array | Float64Array {

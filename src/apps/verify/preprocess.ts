@@ -4,8 +4,6 @@
  * those fields. Goldens per image `<stem>`: `out.<stem>.pixel_values` (tiles, abs ≤ 0.04) and
  * `out.<stem>.target_aspect_ratio` (the (cols, rows) grid, exact).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import { ConfigError } from '../../core/errors.js';
 import { loadImage } from '../../processing/image.js';
 import { preprocessForChat } from '../../processing/tiling.js';
@@ -57,8 +55,8 @@ export const preprocessRunner: FixtureRunner = {
     const stems = [...new Set(fixture.goldenNames().map((n) => n.split('.')[1]))];
     for (const stem of stems) {
       const goldens = fixture.goldenNames().filter((n) => n.startsWith(`out.${stem}.`));
-      const imagePath = findImage(fixture, stem);
-      const reason = unsupported ?? (imagePath ? null : `no image '${stem}.*' in ${path.join(fixture.dir, 'images')}`);
+      const imagePath = await findImage(fixture, stem);
+      const reason = unsupported ?? (imagePath ? null : `no image '${stem}.*' in ${fixture.path('images')}`);
       if (reason) {
         skipped.push(...goldens.map((name) => ({ name, reason })));
         continue;
@@ -80,18 +78,21 @@ export const preprocessRunner: FixtureRunner = {
   },
 };
 
-function findImage(fixture: Fixture, stem: string): string | null {
-  const folder = path.join(fixture.dir, 'images');
+async function findImage(fixture: Fixture, stem: string): Promise<string | null> {
   // meta.images names the files (`image3.jpg`); fall back to any image file with that stem.
-  const named = Object.keys((fixture.meta.images ?? {}) as Record<string, unknown>).find(
-    (f) => path.parse(f).name === stem,
+  const named = Object.keys((fixture.meta.images ?? {}) as Record<string, unknown>).find((f) => stemOf(f) === stem);
+  if (named && (await fixture.fs.isFile(fixture.path('images', named)))) return fixture.path('images', named);
+  if (!(await fixture.fs.isDirectory(fixture.path('images')))) return null;
+  const file = (await fixture.fs.list(fixture.path('images'))).find(
+    (f) => stemOf(f) === stem && IMAGE_EXTENSIONS.includes(f.slice(stemOf(f).length).toLowerCase()),
   );
-  if (named && fs.existsSync(path.join(folder, named))) return path.join(folder, named);
-  if (!fs.existsSync(folder)) return null;
-  const file = fs
-    .readdirSync(folder)
-    .find((f) => path.parse(f).name === stem && IMAGE_EXTENSIONS.includes(path.extname(f).toLowerCase()));
-  return file ? path.join(folder, file) : null;
+  return file ? fixture.path('images', file) : null;
+}
+
+/** A file name without its last extension (`a.b.jpg` → `a.b`), as Python's `Path.stem`. */
+function stemOf(file: string): string {
+  const dot = file.lastIndexOf('.');
+  return dot > 0 ? file.slice(0, dot) : file;
 }
 
 function numberTriple(value: unknown, file: string, key: string): number[] | undefined {

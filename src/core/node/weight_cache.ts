@@ -170,7 +170,7 @@ async function writeData(
     for (const r of requests) {
       const slot = offsets.get(r.name)!;
       if (writer.size < slot.offset) await put(new Uint8Array(slot.offset - writer.size));
-      const bytes = r.produce();
+      const bytes = await r.produce();
       if (bytes.byteLength !== slot.length) {
         throw new RuntimeError(`weight ${r.name}: produced ${bytes.byteLength} bytes, expected ${slot.length}`);
       }

@@ -170,8 +170,6 @@ export function tileCaps(requested: readonly number[], total: number, thumbnail:
 function generationOptions(body: ChatBody): { options: GenerationOptions; maxTokens: number | undefined } {
   if ((body.n ?? 1) !== 1) throw badRequest('only n = 1 is supported', 'n');
   if (body.logprobs) throw badRequest('logprobs are not supported', 'logprobs');
-  for (const field of ['frequency_penalty', 'presence_penalty'] as const)
-    if ((body[field] ?? 0) !== 0) throw badRequest(`${field} is not supported; use repetition_penalty`, field);
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   const temperature = body.temperature ?? undefined;
   const topP = body.top_p ?? undefined;
@@ -187,6 +185,8 @@ function generationOptions(body: ChatBody): { options: GenerationOptions; maxTok
       topK,
       seed: body.seed ?? 0,
       repetitionPenalty: body.repetition_penalty ?? undefined,
+      frequencyPenalty: body.frequency_penalty ?? undefined,
+      presencePenalty: body.presence_penalty ?? undefined,
     },
   };
 }
@@ -230,13 +230,13 @@ export function chatRoutes(app: FastifyInstance, context: ServerContext): void {
           const text = renderChatPrompt(promptFormat(pipeline), messages, prepared.visuals);
           const ids = pipeline.tokenizer.encode(text);
           const prompt = await embedPrompt(pipeline, ids, await encodeVisuals(pipeline, prepared));
-          const contextLength = pipeline.model.config.llm.maxPositionEmbeddings;
+          const { contextLength } = model.scheduler;
           const room = contextLength - prompt.ids.length;
           if (room <= 0 || (maxTokens !== undefined && maxTokens > room))
             throw new ApiError(
               400,
               'invalid_request_error',
-              `the prompt has ${prompt.ids.length} tokens and ${maxTokens ?? 1} more were asked; the model's context is ${contextLength} tokens (use fewer images or tiles, or a shorter conversation)`,
+              `the prompt has ${prompt.ids.length} tokens and ${maxTokens ?? 1} more were asked; a request may take ${contextLength} tokens (the model's context or the server's --max-model-len; use fewer images or tiles, or a shorter conversation)`,
               'messages',
               'context_length_exceeded',
             );
