@@ -4,7 +4,7 @@
  * Tasks (what most users want):
  * - chat: `loadChatPipeline(dir)` + `new Conversation(pipeline)` → `ask` / `stream`
  * - InternVL-C/G: `loadClipPipeline(dir)` → `classifyImages`, `encodeImages`, `encodeTexts`, `retrievalScores`,
- *   `captionImage`
+ *   `captionImage`; videos: `classifyVideos`, `encodeVideos`, `videoTextRetrieval`
  * - InternViT features: `loadImageEmbedder(dir)` → `embedImages`; InternVL-C/G aligned: `embedImagesAligned`
  * - search: `openIndex(db, {model})` → `index.add(paths)`, `index.search('text' | {image})`
  * Models, processing and core pieces are exported for finer control.
@@ -95,8 +95,11 @@ export {
   buildZeroShotClassifier,
   classifyEmbeddings,
   fillTemplate,
+  type ClassifyProgress,
   type ClipPipeline,
 } from './tasks/clip.js';
+export type { ImageSource } from './tasks/image_source.js';
+export { classifyVideos, encodeVideos, embedVideo, videoTextRetrieval } from './tasks/video.js';
 export { captionImage, type CaptionOptions } from './tasks/caption.js';
 export {
   generate,

@@ -89,6 +89,7 @@ export const benchCommand: Command = {
       log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
     });
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    if (result.contention) process.stderr.write(`warning: no extrapolated time: ${result.contention}\n`);
     return 0;
   },
 };
