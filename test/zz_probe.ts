@@ -1,0 +1,14 @@
+import { loadChatPipeline } from '/work/wt/serve/src/tasks/chat.js';
+import { weightFormatHook } from '/work/wt/serve/src/core/quantize.js';
+const fmt = (process.argv[2] ?? 'int4') as any;
+const p = await loadChatPipeline('/work/bench-serve/model-bfloat16', { configureLlmGraph: weightFormatHook(fmt), configureVisionGraph: weightFormatHook('int8') });
+const lm = p.model.language;
+const B = 4;
+const dec = lm.batchDecoder({ maxSequences: B, maxLength: 2048 });
+const seqs = Array.from({ length: B }, () => dec.addSequence());
+for (const s of seqs) await dec.prefill(s, { ids: Array.from({ length: 200 }, (_, i) => 100 + i) });
+const time = async (n: number) => { const t = performance.now(); await dec.decode(seqs.slice(0, n), seqs.slice(0, n).map(() => 5)); return performance.now() - t; };
+const r: Record<number, number[]> = { 1: [], 2: [], 4: [] };
+for (let i = 0; i < 15; i++) for (const n of [1, 2, 4]) r[n].push(await time(n));
+const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1];
+for (const n of [1, 2, 4]) console.log(fmt, 'B', n, 'ms/step', med(r[n]).toFixed(1), 'tok/s', (n * 1000 / med(r[n])).toFixed(1));
