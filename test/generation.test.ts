@@ -188,7 +188,7 @@ test('token choice rules: repetition, frequency and presence penalties, suppress
 });
 
 for (const attention of ['gqa', 'masked'] as const) {
-  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps each decode as they do alone`, async () => {
+  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps (the caches growing meanwhile) each decode as they do alone`, async () => {
     const lm =
       attention === 'gqa'
         ? await lmPromise
@@ -205,7 +205,8 @@ for (const attention of ['gqa', 'masked'] as const) {
       { ids: [1, 400, 17, 90, 31, 250, 5], join: 5, tokens: 8 },
       { ids: [1, 7], join: 10, tokens: 3 },
     ];
-    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16 });
+    // Room for 3 positions at first: the buffers grow (twice) while sequences hold their caches.
+    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16, initialLength: 3 });
     const live: Array<{ plan: number; sequence: ReturnType<typeof decoder.addSequence>; ids: number[] }> = [];
     const results: number[][] = plan.map(() => []);
     let shared = 0;

@@ -5,7 +5,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { DATA, runCli } from './helpers/cli.js';
@@ -232,6 +234,45 @@ test('two images in one turn: the same answer and prompt as internvl chat --json
   assert.deepEqual(choice.token_ids, expected.ids);
   assert.equal(choice.message.content, expected.response);
   assert.equal(completion.usage?.prompt_tokens, expected.prompt_tokens);
+});
+
+test('video_url: frames sampled as internvl chat --video samples them, the same answer and prompt', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-server-video-'));
+  try {
+    const clip = path.join(dir, 'clip.mp4');
+    const made = spawnSync('ffmpeg', [
+      ...['-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=duration=3:size=96x64:rate=10'],
+      ...['-pix_fmt', 'yuv420p', clip],
+    ]);
+    assert.equal(made.status, 0, String(made.stderr));
+    const question = 'What happens in the video?';
+    const cli = await runCli(
+      ['chat', '--model', CHAT, '--video', clip, '--frames', '4', '--max-new-tokens', '6'].concat([question, '--json']),
+    );
+    assert.equal(cli.code, 0, cli.stderr);
+    const expected = JSON.parse(cli.stdout) as { response: string; ids: number[]; prompt_tokens: number };
+    const url = `data:video/mp4;base64,${fs.readFileSync(clip).toString('base64')}`;
+    const completion = await client.chat.completions.create({
+      model: 'chat',
+      max_tokens: 6,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'video_url', video_url: { url, num_frames: 4 } } as never,
+            { type: 'text', text: question },
+          ],
+        },
+      ],
+      ...({ return_token_ids: true } as object),
+    });
+    const choice = completion.choices[0] as (typeof completion.choices)[0] & { token_ids: number[] };
+    assert.deepEqual(choice.token_ids, expected.ids);
+    assert.equal(choice.message.content, expected.response);
+    assert.equal(completion.usage?.prompt_tokens, expected.prompt_tokens);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('detail low/high map to 6/24 tiles (LMDeploy), capped by the per-request tile budget', async () => {

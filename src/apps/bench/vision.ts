@@ -20,6 +20,7 @@ import { writeSafetensors } from '../../core/node/files.js';
 import { Checkpoint, type DType } from '../../core/safetensors.js';
 import { weightFormatHook } from '../../core/quantize.js';
 import { extrapolateToDepth, type Extrapolation } from './extrapolate.js';
+import { cpuModel, median } from './stats.js';
 import { ConfigSection } from '../../models/config.js';
 import {
   buildInternVisionEncoder,
@@ -301,12 +302,6 @@ export function writeRandomVisionCheckpoint(
   return { bytes, weightMap };
 }
 
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 async function timeModel(
   model: InternVisionModel,
   pixels: Float32Array,
@@ -547,9 +542,4 @@ async function profileOps(
 
 export function round(x: number): number {
   return Number(x.toPrecision(4));
-}
-
-export function cpuModel(): string {
-  const cpus = os.cpus();
-  return `${cpus[0]?.model?.trim() ?? 'unknown'} × ${cpus.length}`;
 }
