@@ -9,7 +9,7 @@ import { useQuantizedLinears, type QuantizeOptions } from '../quantize.js';
 export type WeightFormat = 'fp32' | 'int8' | 'int4' | 'int4+int8';
 export const WEIGHT_FORMATS: readonly WeightFormat[] = ['fp32', 'int8', 'int4', 'int4+int8'];
 
-function quantizationFor(format: WeightFormat): QuantizeOptions | null {
+export function quantizationFor(format: WeightFormat): QuantizeOptions | null {
   switch (format) {
     case 'fp32':
       return null;
