@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { resolveModelDir } from '../../core/hub.js';
 import { ModelLoadError } from '../../core/errors.js';
-import { weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import { weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import type { SessionOptions } from '../../core/session.js';
 import { readConfig } from '../../models/config.js';
 import { detectArchitecture } from '../../models/registry.js';
