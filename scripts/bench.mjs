@@ -23,6 +23,7 @@ const BENCHMARKS = [
   ['vision', ['--shape', 'internvit-6b-224', '--dtype', 'float32', '--batch', '1', '--layers', '4']],
   ['chat', ['--shape', 'internvl2-1b', '--configs', 'fp32/fp32,int4/fp32,int4/int8,int4+int8/int8,int8/int8']],
   ['clip', ['--weights', 'float32,int8,int8-block']],
+  ['serve', ['--weights', 'int4', '--concurrency', '4', '--soak', '200']],
 ];
 
 function run(args, target = 'vision') {
@@ -51,7 +52,9 @@ function run(args, target = 'vision') {
 const results = [];
 for (const [target, args] of BENCHMARKS) {
   if (values.only && !args.includes(values.only) && values.only !== target) continue;
-  const extra = ['--runs', values.runs, ...(values.threads ? ['--threads', values.threads] : [])];
+  // `bench serve` sizes its run by requests, not runs.
+  const runs = target === 'serve' ? [] : ['--runs', values.runs];
+  const extra = [...runs, ...(values.threads ? ['--threads', values.threads] : [])];
   process.stderr.write(`\n== internvl bench ${target} ${[...args, ...extra].join(' ')}\n`);
   results.push(await run([...args, ...extra], target));
 }

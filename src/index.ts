@@ -4,7 +4,7 @@
  * Tasks (what most users want):
  * - chat: `loadChatPipeline(dir)` + `new Conversation(pipeline)` → `ask` / `stream`
  * - InternVL-C/G: `loadClipPipeline(dir)` → `classifyImages`, `encodeImages`, `encodeTexts`, `retrievalScores`,
- *   `captionImage`
+ *   `captionImage`; videos: `classifyVideos`, `encodeVideos`, `videoTextRetrieval`
  * - InternViT features: `loadImageEmbedder(dir)` → `embedImages`; InternVL-C/G aligned: `embedImagesAligned`
  * - search: `openIndex(db, {model})` → `index.add(paths)`, `index.search('text' | {image})`
  * Models, processing and core pieces are exported for finer control.

@@ -82,9 +82,12 @@ export {
   classifyImages,
   buildZeroShotClassifier,
   classifyEmbeddings,
+  type ClassifyProgress,
   fillTemplate,
   type ClipPipeline,
 } from './tasks/clip.js';
+export type { ImageSource } from './tasks/image_source.js';
+export { classifyVideos, encodeVideos, embedVideo, videoTextRetrieval } from './tasks/video.js';
 export { captionImage, type CaptionOptions } from './tasks/caption.js';
 export {
   generate,

@@ -10,6 +10,7 @@ import { Checkpoint } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { CausalLM, parseLlmConfig } from '../src/models/llm.js';
 import { UsageError } from '../src/core/errors.js';
+import { loadTokenizer } from '../src/processing/tokenizers/index.js';
 import {
   beamSearch,
   generate,
@@ -50,8 +51,41 @@ test("internvl generate reproduces the real model's greedy ids exactly (KV cache
   assert.deepEqual(output.ids, expected.greedy_ids);
   assert.equal(output.prompt_tokens, 1);
   assert.equal(output.finish_reason, 'length');
+  // A folder without a tokenizer prints the ids, and says so.
   const plain = await runCli(['generate', '--model', TINY, '--input-ids', '1', '--max-new-tokens', '5']);
   assert.equal(plain.stdout.trim(), expected.greedy_ids.slice(0, 5).join(','));
+  assert.match(plain.stderr, /notice: .*tiny-llama-stories260k has no tokenizer; printing token ids\n$/);
+});
+
+test('internvl generate --prompt prints the generated text; --json adds it to the ids', async () => {
+  const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');
+  const tokenizer = await loadTokenizer(CHAT);
+  const args = ['generate', '--model', CHAT, '--prompt', 'Hello, my name is', '--max-new-tokens', '6'];
+  const json = await runCli([...args, '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const output = JSON.parse(json.stdout) as { ids: number[]; text: string; prompt_tokens: number };
+  assert.equal(output.ids.length, 6);
+  assert.equal(output.text, tokenizer.decode(output.ids, { skipSpecialTokens: true }));
+  const promptIds = tokenizer.encode('Hello, my name is');
+  assert.equal(output.prompt_tokens, promptIds.length);
+  // The same prompt as ids continues the same way.
+  const byIds = await runCli([
+    'generate',
+    '--model',
+    CHAT,
+    '--input-ids',
+    promptIds.join(','),
+    '--max-new-tokens',
+    '6',
+  ]);
+  assert.equal(byIds.code, 0, byIds.stderr);
+  assert.equal(byIds.stdout, `${output.text}\n`);
+  const text = await runCli(args);
+  assert.equal(text.stdout, `${output.text}\n`);
+
+  const noTokenizer = await runCli(['generate', '--model', TINY, '--prompt', 'Once']);
+  assert.equal(noTokenizer.code, 2);
+  assert.match(noTokenizer.stderr, /^error: internvl generate: --prompt needs a tokenizer, and .* has none/);
 });
 
 test('cached decoding equals re-running the whole sequence at every step', async () => {
@@ -132,12 +166,19 @@ test('beam search with one beam is greedy; with more beams it scores at least as
   assert.ok((await score(five.ids)) >= (await score(one.ids)) - 1e-4);
 });
 
-test('token choice rules: repetition penalty, suppression, minimum length, top-p', () => {
+test('token choice rules: repetition, frequency and presence penalties, suppression, minimum length, top-p', () => {
   const logits = Float32Array.from([2, -1, 1.5, 0.5]);
   const greedy = new TokenChooser({});
   assert.equal(greedy.choose(logits, []), 0);
   // Penalty 2 halves the positive logit of the repeated token 0 (2 → 1) so token 2 (1.5) wins.
   assert.equal(new TokenChooser({ repetitionPenalty: 2 }).choose(logits, [0]), 2);
+  // OpenAI's rule: token 0, generated twice, loses 2 × frequency + presence: 2 − 0.6 = 1.4 < 1.5 (token 2) …
+  assert.equal(new TokenChooser({ frequencyPenalty: 0.3 }).choose(logits, [0, 0]), 2);
+  // … while 2 − 0.4 = 1.6 keeps it; a presence penalty counts it once (2 − 0.6 = 1.4); negative values reward.
+  assert.equal(new TokenChooser({ frequencyPenalty: 0.2 }).choose(logits, [0, 0]), 0);
+  assert.equal(new TokenChooser({ presencePenalty: 0.6 }).choose(logits, [0, 0]), 2);
+  assert.equal(new TokenChooser({ presencePenalty: 0.4 }).choose(logits, [0, 0]), 0);
+  assert.equal(new TokenChooser({ frequencyPenalty: -1 }).choose(logits, [3, 3]), 3);
   assert.equal(new TokenChooser({ suppressTokenIds: [0] }).choose(logits, []), 2);
   assert.equal(new TokenChooser({ stopTokenIds: [0], minNewTokens: 2 }).choose(logits, [3]), 2);
   assert.equal(new TokenChooser({ stopTokenIds: [0], minNewTokens: 2 }).choose(logits, [3, 3]), 0);
@@ -147,7 +188,7 @@ test('token choice rules: repetition penalty, suppression, minimum length, top-p
 });
 
 for (const attention of ['gqa', 'masked'] as const) {
-  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps each decode as they do alone`, async () => {
+  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps (the caches growing meanwhile) each decode as they do alone`, async () => {
     const lm =
       attention === 'gqa'
         ? await lmPromise
@@ -164,7 +205,8 @@ for (const attention of ['gqa', 'masked'] as const) {
       { ids: [1, 400, 17, 90, 31, 250, 5], join: 5, tokens: 8 },
       { ids: [1, 7], join: 10, tokens: 3 },
     ];
-    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16 });
+    // Room for 3 positions at first: the buffers grow (twice) while sequences hold their caches.
+    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16, initialLength: 3 });
     const live: Array<{ plan: number; sequence: ReturnType<typeof decoder.addSequence>; ids: number[] }> = [];
     const results: number[][] = plan.map(() => []);
     let shared = 0;
@@ -233,6 +275,8 @@ test('generation options are validated with typed errors naming the option', asy
     [{ topP: 0 }, /topP must be in \(0, 1\]/],
     [{ topP: 1.5 }, /topP/],
     [{ topK: -1 }, /topK must be an integer ≥ 0/],
+    [{ frequencyPenalty: 2.5 }, /frequencyPenalty must be in \[-2, 2\]/],
+    [{ presencePenalty: Number.NaN }, /presencePenalty must be in \[-2, 2\]/],
     [{ minNewTokens: Number.POSITIVE_INFINITY }, /minNewTokens/],
   ];
   for (const [options, message] of bad) {

@@ -4,9 +4,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { openIndex } from '../src/apps/search/search_index.js';
+import { openIndex, type AddOptions, type IndexSummary } from '../src/apps/search/search_index.js';
 import { Store, type IndexRow } from '../src/apps/search/store.js';
-import { DATA, REPO, copyFolder, runCli, tempDir } from './helpers/cli.js';
+import { DATA, REPO, copyFolder, inProcess, runCli, tempDir } from './helpers/cli.js';
 
 const MODEL = path.join(DATA, 'fixtures', 'clip_e2e');
 const PHOTOS = path.join(DATA, 'images');
@@ -29,14 +29,18 @@ interface Summary {
   rows: number;
 }
 
-async function index(db: string, inputs: string[], extra: string[] = []) {
-  const r = await runCli(['index', '--model', MODEL, '--db', db, '--json', '--quiet', ...extra, ...inputs]);
-  assert.equal(r.code, 0, r.stderr);
-  return { summary: JSON.parse(r.stdout) as Summary, stderr: r.stderr };
-}
-
 async function rows(db: string): Promise<IndexRow[]> {
   return (await Store.open(db, 'clip_e2e_C', null)).all();
+}
+
+/** The library's `index.add` (in this process: the CLI itself is tested on the first run only). */
+async function add(db: string, inputs: string[], options: AddOptions = {}): Promise<IndexSummary> {
+  const index = await openIndex(db, { model: MODEL });
+  try {
+    return await index.add(inputs, options);
+  } finally {
+    await index.close();
+  }
 }
 
 function assertUniqueUris(list: IndexRow[]) {
@@ -44,28 +48,36 @@ function assertUniqueUris(list: IndexRow[]) {
   assert.equal(new Set(list.map((r) => r.id)).size, list.length, 'one row per id');
 }
 
-test('index the bundled photos; search equals a brute-force ranking of embed-text / embed-image vectors', async () => {
-  const photos = copyFolder(PHOTOS);
-  const db = path.join(tempDir(), 'db');
-  const first = await index(db, [photos]);
+// One index of (a copy of) the bundled photos, built by the CLI, shared by the cases below in order.
+const photos = copyFolder(PHOTOS);
+const db = path.join(tempDir(), 'db');
+const files = fs
+  .readdirSync(photos)
+  .sort()
+  .map((f) => path.join(photos, f));
+/** embed-image's vectors (aligned, mode C, unit norm) by path, before any file changes. */
+let imageVectors: Map<string, number[]>;
+
+test('internvl index + search: results equal a brute-force ranking of embed-text / embed-image vectors', async () => {
+  const first = await runCli(['index', '--model', MODEL, '--db', db, '--json', '--quiet', photos]);
+  assert.equal(first.code, 0, first.stderr);
+  const summary = JSON.parse(first.stdout) as Summary & { table: string };
   assert.deepEqual(
-    { added: first.summary.added, embedded: first.summary.embedded, rows: first.summary.rows },
-    { added: 8, embedded: 8, rows: 8 },
+    { table: summary.table, added: summary.added, embedded: summary.embedded, rows: summary.rows },
+    { table: 'clip_e2e_C', added: 8, embedded: 8, rows: 8 },
   );
 
-  const files = fs.readdirSync(photos).map((f) => path.join(photos, f));
   const embedded = JSON.parse(
     (await runCli(['embed-image', '--model', MODEL, '--json', '--quiet', '--normalize', ...files])).stdout,
   );
   assert.equal(embedded.embedding, 'aligned');
   assert.equal(embedded.mode, 'C');
-  const imageVectors = new Map<string, number[]>(
-    embedded.images.map((e: { image: string; embedding: number[] }) => [e.image, e.embedding]),
-  );
-  const text = 'a photo of a cat';
-  const textVector = unit(
-    JSON.parse((await runCli(['embed-text', '--model', MODEL, '--json', text])).stdout).texts[0].embedding,
-  );
+  imageVectors = new Map(embedded.images.map((e: { image: string; embedding: number[] }) => [e.image, e.embedding]));
+  // Queries in two languages (the tokenizer is InternVL-14B's multilingual one).
+  const texts = ['a photo of a cat', '一张猫的照片'];
+  const textVectors = JSON.parse(
+    (await runCli(['embed-text', '--model', MODEL, '--json', '--quiet', '--normalize', ...texts])).stdout,
+  ).texts.map((t: { embedding: number[] }) => t.embedding);
 
   const check = (results: { image: string; score: number }[], query: number[]) => {
     const expected = [...imageVectors]
@@ -77,38 +89,44 @@ test('index the bundled photos; search equals a brute-force ranking of embed-tex
       assert.ok(Math.abs(r.score - expected[i].score) < 1e-5, `${r.image}: ${r.score} vs ${expected[i].score}`);
     });
   };
-  const byText = await runCli(['search', '--db', db, text, '--k', '8', '--json']);
+  const byText = await runCli(['search', '--db', db, texts[0], '--k', '8', '--json']);
   assert.equal(byText.code, 0, byText.stderr);
-  check(JSON.parse(byText.stdout).results, textVector);
-  const query = files.find((f) => f.endsWith('horse.png'))!;
-  const byImage = JSON.parse((await runCli(['search', '--db', db, '--image', query, '--k', '8', '--json'])).stdout);
-  check(byImage.results, imageVectors.get(query)!);
-  assert.equal(byImage.results[0].image, query);
-  assert.ok(Math.abs(byImage.results[0].score - 1) < 1e-5);
+  assert.equal(JSON.parse(byText.stdout).table, 'clip_e2e_C');
+  check(JSON.parse(byText.stdout).results, textVectors[0]);
 
-  // The library gives the same.
-  const lib = await openIndex(db);
-  const hits = await lib.search(text, { k: 3, where: "uri NOT LIKE '%rocket%'" });
-  await lib.close();
-  assert.equal(hits.length, 3);
-  assert.ok(hits.every((h) => !h.image.includes('rocket')));
+  // The plain output: rank, score, path; an image query finds itself first.
+  const horse = files.find((f) => f.endsWith('horse.png'))!;
+  const table = await runCli(['search', '--db', db, '--image', horse, '--k', '2']);
+  assert.equal(table.code, 0, table.stderr);
+  const lines = table.stdout.trim().split('\n');
+  assert.match(lines[0], /^rank +score +image$/);
+  assert.equal(lines.length, 4);
+  assert.deepEqual(lines[2].trim().split(/ +/), ['1', '1.0000', horse]);
 
-  // The plain table output and a bad filter.
-  const table = await runCli(['search', '--db', db, text, '--k', '2']);
-  assert.match(table.stdout, /^rank +score +image\n/);
-  assert.equal(table.stdout.trim().split('\n').length, 4);
-  const badWhere = await runCli(['search', '--db', db, text, '--where', 'no_such_column > 1']);
+  // The library: the same rankings (any language, by image), and --where filters.
+  const index = await openIndex(db);
+  try {
+    check(await index.search(texts[1], { k: 8 }), textVectors[1]);
+    check(await index.search({ image: horse }, { k: 8 }), imageVectors.get(horse)!);
+    const hits = await index.search(texts[0], { k: 3, where: "uri NOT LIKE '%rocket%'" });
+    assert.equal(hits.length, 3);
+    assert.ok(hits.every((h) => !h.image.includes('rocket')));
+  } finally {
+    await index.close();
+  }
+  const badWhere = await inProcess(['search', '--db', db, texts[0], '--where', 'no_such_column > 1']);
   assert.equal(badWhere.code, 2, badWhere.stderr);
   assert.match(badWhere.stderr, /^error: .*--where/);
+});
 
-  // A rerun embeds nothing.
-  const again = await index(db, [photos]);
+test('index: a rerun embeds nothing; added, modified, moved, deleted and corrupt files; --prune', async () => {
+  assert.ok(imageVectors, 'runs after the first case (its index)');
+  const again = await add(db, [photos]);
   assert.deepEqual(
-    { added: again.summary.added, embedded: again.summary.embedded, skipped: again.summary.skipped, rows: 8 },
-    { added: 0, embedded: 0, skipped: 8, rows: again.summary.rows },
+    { added: again.added, embedded: again.embedded, skipped: again.skipped, rows: again.rows },
+    { added: 0, embedded: 0, skipped: 8, rows: 8 },
   );
 
-  // Add, modify, move, delete, a corrupt file; --prune.
   fs.mkdirSync(path.join(photos, 'sub'));
   await sharp(path.join(PHOTOS, 'horse.png'))
     .flop()
@@ -117,20 +135,22 @@ test('index the bundled photos; search equals a brute-force ranking of embed-tex
   fs.renameSync(path.join(photos, 'coffee.png'), path.join(photos, 'sub', 'coffee_moved.png'));
   fs.rmSync(path.join(photos, 'page.png'));
   fs.writeFileSync(path.join(photos, 'broken.jpg'), Buffer.from('not a jpeg at all'));
-  const changed = await index(db, [photos], ['--prune']);
+  const warnings: string[] = [];
+  const changed = await add(db, [photos], { prune: true, onWarning: (w) => warnings.push(w) });
   assert.deepEqual(
     {
-      added: changed.summary.added,
-      updated: changed.summary.updated,
-      moved: changed.summary.moved,
-      removed: changed.summary.removed,
-      unreadable: changed.summary.unreadable,
-      embedded: changed.summary.embedded,
-      rows: changed.summary.rows,
+      added: changed.added,
+      updated: changed.updated,
+      moved: changed.moved,
+      removed: changed.removed,
+      unreadable: changed.unreadable,
+      embedded: changed.embedded,
+      rows: changed.rows,
     },
     { added: 1, updated: 1, moved: 1, removed: 1, unreadable: 1, embedded: 2, rows: 8 },
   );
-  assert.match(changed.stderr, /warning: .*broken\.jpg/);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /broken\.jpg/);
   const after = await rows(db);
   assertUniqueUris(after);
   assert.deepEqual(after.map((r) => path.relative(photos, r.uri)).sort(), [
@@ -148,24 +168,31 @@ test('index the bundled photos; search equals a brute-force ranking of embed-tex
   const vectorOf = (name: string) => Array.from(after.find((r) => r.uri.endsWith(name))!.vector);
   assert.ok(dot(vectorOf('coffee_moved.png'), old.get('coffee.png')!) > 1 - 1e-5);
   assert.ok(dot(vectorOf('/camera.png'), old.get('camera.png')!) < 1 - 1e-3);
+});
 
-  // Another weight format or mode in the same table is refused.
-  for (const extra of [
-    ['--weights', 'int8'],
-    ['--mode', 'G', '--table', 'clip_e2e_C'],
-  ]) {
-    const r = await runCli(['index', '--model', MODEL, '--db', db, '--quiet', ...extra, photos]);
+test('index: a table of another weight format, mode or model is refused with one line', async () => {
+  // The same checkpoint under another config is another model (its fingerprint differs).
+  const other = copyFolder(MODEL);
+  const config = JSON.parse(fs.readFileSync(path.join(other, 'config.json'), 'utf8'));
+  fs.writeFileSync(path.join(other, 'config.json'), JSON.stringify({ ...config, note: 'another model' }));
+  for (const [extra, differs] of [
+    [['--model', MODEL, '--weights', 'int8'], 'weights'],
+    [['--model', MODEL, '--mode', 'G', '--table', 'clip_e2e_C'], 'mode'],
+    [['--model', other, '--table', 'clip_e2e_C'], 'fingerprint'],
+  ] as const) {
+    const r = await inProcess(['index', '--db', db, '--quiet', ...extra, photos]);
     assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /^error: .*table clip_e2e_C holds embeddings of .*\((weights|mode) differ/);
+    assert.match(r.stderr, new RegExp(`^error: .*table clip_e2e_C holds embeddings of .*\\(${differs} differ`));
     assert.equal(r.stderr.trim().split('\n').length, 1);
   }
+  assert.equal((await rows(db)).length, 8);
 });
 
 test('index: kill -9 mid-run, rerun: no duplicates, nothing committed lost, same vectors as a clean run', async () => {
   const folder = tempDir();
-  const photos = fs.readdirSync(PHOTOS);
+  const names = fs.readdirSync(PHOTOS);
   for (let i = 0; i < 32; i++) {
-    const src = path.join(PHOTOS, photos[i % photos.length]);
+    const src = path.join(PHOTOS, names[i % names.length]);
     await sharp(src)
       .resize(64 + i, 64)
       .png()
@@ -201,14 +228,14 @@ test('index: kill -9 mid-run, rerun: no duplicates, nothing committed lost, same
   assert.ok(partial.length >= 4 && partial.length < 32, `${partial.length} rows committed before the kill`);
   assertUniqueUris(partial);
 
-  const rerun = await index(db, [folder]);
-  assert.equal(rerun.summary.rows, 32);
-  assert.equal(rerun.summary.embedded, 32 - partial.length);
+  const rerun = await add(db, [folder]);
+  assert.equal(rerun.rows, 32);
+  assert.equal(rerun.embedded, 32 - partial.length);
   const final = await rows(db);
   assertUniqueUris(final);
 
   const cleanDb = path.join(tempDir(), 'db');
-  await index(cleanDb, [folder]);
+  await add(cleanDb, [folder]);
   const clean = await rows(cleanDb);
   assert.deepEqual(
     final.map((r) => [r.id, r.sha256]),
@@ -233,10 +260,9 @@ test('index: webdataset shard and .jsonl caption file; captions and --where filt
   fs.writeFileSync(captions, `${JSON.stringify({ image: 'cat.png', caption: 'a cat' })}\n`);
 
   const db = path.join(tempDir(), 'db');
-  const { summary } = await index(db, [shard, captions]);
-  assert.equal(summary.added, 3);
-  const r = await runCli(['search', '--db', db, 'animal', '--json', '--where', "caption LIKE '%horse%'"]);
-  const results = JSON.parse(r.stdout).results;
+  assert.equal((await add(db, [shard, captions])).added, 3);
+  const index = await openIndex(db);
+  const results = await index.search('animal', { where: "caption LIKE '%horse%'" }).finally(() => index.close());
   assert.equal(results.length, 1);
   assert.equal(results[0].image, `${shard}#a.png`);
   assert.equal(results[0].caption, 'a horse in a field');
@@ -244,7 +270,7 @@ test('index: webdataset shard and .jsonl caption file; captions and --where filt
   const all = await rows(db);
   assert.deepEqual(all.map((x) => x.caption).sort(), ['a cat', 'a horse in a field', 'a rocket launch']);
   // Rerun: the shard is read again but nothing is embedded.
-  assert.equal((await index(db, [shard, captions])).summary.embedded, 0);
+  assert.equal((await add(db, [shard, captions])).embedded, 0);
 });
 
 test('store: the ANN index is built past the threshold and finds what exact search finds', async () => {

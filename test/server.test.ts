@@ -5,14 +5,16 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { DATA, runCli } from './helpers/cli.js';
 import { postJson, startServer, type RunningServer } from './helpers/server.js';
 import { loadImage } from '../src/processing/image.js';
 import { encodeImages } from '../src/tasks/clip.js';
-import type { ClipModel } from '../src/apps/server/models.js';
+import type { ChatModel, ClipModel } from '../src/apps/server/models.js';
 
 const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');
 const CLIP = path.join(DATA, 'fixtures', 'clip_e2e');
@@ -87,6 +89,71 @@ test('history: the second turn of the conversation gives the official second ans
   assert.deepEqual(choice.token_ids, turn2.generated_ids);
   assert.equal(choice.message.content, turn2.response);
   assert.equal(completion.usage?.prompt_tokens, turn2.input_ids_len);
+});
+
+test('continuous batching: 3 concurrent greedy requests give the ids of 3 sequential ones, decoded together', async () => {
+  const scheduler = (running.server.context.host.get('chat') as ChatModel).scheduler;
+  // Different images, tile counts and questions: prompts of different lengths share the batched steps.
+  const requests = [
+    { tiles: 6, question: turn1.question },
+    { tiles: 1, question: 'Describe the colours you see.' },
+    { tiles: 2, question: 'Is there an animal? Answer in one word, then explain.' },
+  ];
+  const ask = async ({ tiles, question }: (typeof requests)[0]) => {
+    const completion = await client.chat.completions.create({
+      model: 'chat',
+      max_tokens: 16,
+      messages: [
+        { role: 'user', content: [imagePart(CHELSEA, { max_dynamic_patch: tiles }), { type: 'text', text: question }] },
+      ],
+      ...({ return_token_ids: true } as object),
+    });
+    const choice = completion.choices[0] as (typeof completion.choices)[0] & { token_ids: number[] };
+    return { ids: choice.token_ids, text: choice.message.content, usage: completion.usage };
+  };
+  const sequential = [];
+  for (const request of requests) sequential.push(await ask(request));
+  const before = { ...scheduler.stats };
+  const concurrent = await Promise.all(requests.map(ask));
+  assert.deepEqual(concurrent, sequential);
+  assert.deepEqual(sequential[0].ids.slice(0, turn1.generated_ids.length), turn1.generated_ids);
+  const steps = scheduler.stats.decodeSteps - before.decodeSteps;
+  const tokens = scheduler.stats.decodedTokens - before.decodedTokens;
+  assert.ok(tokens / steps > 1.5, `sequences decoded together (${tokens} tokens in ${steps} steps)`);
+  assert.equal(scheduler.running, 0);
+  assert.equal(scheduler.cachedSequences, 0);
+});
+
+test('a stream cancelled in a running batch leaves it at once; the others finish as they would alone', async () => {
+  const scheduler = (running.server.context.host.get('chat') as ChatModel).scheduler;
+  const body = (question: string) => ({
+    model: 'chat',
+    max_tokens: 24,
+    messages: [{ role: 'user', content: question }],
+    return_token_ids: true,
+  });
+  const alone = await postJson(`${running.url}/v1/chat/completions`, body('Count to ten.'), {
+    authorization: `Bearer ${KEY}`,
+  });
+  const controller = new AbortController();
+  const cancelled = fetch(`${running.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+    body: JSON.stringify({ ...body('Tell a long story.'), max_tokens: 4000, stream: true }),
+    signal: controller.signal,
+  });
+  const response = await cancelled;
+  await response.body!.getReader().read();
+  const kept = postJson(`${running.url}/v1/chat/completions`, body('Count to ten.'), {
+    authorization: `Bearer ${KEY}`,
+  });
+  for (let i = 0; i < 200 && scheduler.cachedSequences < 2; i++) await new Promise((r) => setTimeout(r, 10));
+  controller.abort();
+  const answer = await kept;
+  assert.deepEqual(answer.body.choices[0].token_ids, alone.body.choices[0].token_ids);
+  for (let i = 0; i < 200 && scheduler.running > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(scheduler.running, 0);
+  assert.equal(scheduler.cachedSequences, 0);
 });
 
 test('streaming: role chunk, content deltas, finish_reason, a usage chunk with no choices, then [DONE]', async () => {
@@ -167,6 +234,45 @@ test('two images in one turn: the same answer and prompt as internvl chat --json
   assert.deepEqual(choice.token_ids, expected.ids);
   assert.equal(choice.message.content, expected.response);
   assert.equal(completion.usage?.prompt_tokens, expected.prompt_tokens);
+});
+
+test('video_url: frames sampled as internvl chat --video samples them, the same answer and prompt', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-server-video-'));
+  try {
+    const clip = path.join(dir, 'clip.mp4');
+    const made = spawnSync('ffmpeg', [
+      ...['-loglevel', 'error', '-f', 'lavfi', '-i', 'testsrc=duration=3:size=96x64:rate=10'],
+      ...['-pix_fmt', 'yuv420p', clip],
+    ]);
+    assert.equal(made.status, 0, String(made.stderr));
+    const question = 'What happens in the video?';
+    const cli = await runCli(
+      ['chat', '--model', CHAT, '--video', clip, '--frames', '4', '--max-new-tokens', '6'].concat([question, '--json']),
+    );
+    assert.equal(cli.code, 0, cli.stderr);
+    const expected = JSON.parse(cli.stdout) as { response: string; ids: number[]; prompt_tokens: number };
+    const url = `data:video/mp4;base64,${fs.readFileSync(clip).toString('base64')}`;
+    const completion = await client.chat.completions.create({
+      model: 'chat',
+      max_tokens: 6,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'video_url', video_url: { url, num_frames: 4 } } as never,
+            { type: 'text', text: question },
+          ],
+        },
+      ],
+      ...({ return_token_ids: true } as object),
+    });
+    const choice = completion.choices[0] as (typeof completion.choices)[0] & { token_ids: number[] };
+    assert.deepEqual(choice.token_ids, expected.ids);
+    assert.equal(choice.message.content, expected.response);
+    assert.equal(completion.usage?.prompt_tokens, expected.prompt_tokens);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('detail low/high map to 6/24 tiles (LMDeploy), capped by the per-request tile budget', async () => {

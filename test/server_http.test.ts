@@ -23,7 +23,8 @@ before(async () => {
   running = await startServer({
     models: [{ source: CHAT, name: 'chat' }],
     apiKey: KEY,
-    load: { weights: 'fp32', session: {}, maxBatch: 4, maxQueue: 1 },
+    // One running request at a time, one waiting: the queue-full and disconnect cases need a full queue.
+    load: { weights: 'fp32', session: {}, maxBatch: 1, maxQueue: 1 },
     settings: { timeoutSeconds: 600 },
     logFormat: 'json',
     log: (line) => logs.push(line),
@@ -128,7 +129,9 @@ test('malformed JSON and invalid fields are 400 with the field named; unknown mo
     [chat('Hi', { temperature: 'hot' }), 400, 'temperature'],
     [chat('Hi', { n: 2 }), 400, 'n'],
     [chat('Hi', { max_tokens: -1 }), 400, 'max_tokens'],
-    [chat('Hi', { frequency_penalty: 0.5 }), 400, 'frequency_penalty'],
+    [chat('Hi', { frequency_penalty: 2.5 }), 400, 'frequency_penalty'],
+    [chat('Hi', { presence_penalty: -3 }), 400, 'presence_penalty'],
+    [chat('Hi', { min_tokens: -1 }), 400, 'min_tokens'],
     [{ model: 'chat', messages: [{ role: 'tool', content: 'x' }] }, 400, 'messages.0.role'],
     [{ model: 'chat', messages: [{ role: 'assistant', content: 'x' }] }, 400, 'messages'],
     [
@@ -301,7 +304,7 @@ test('413 above the body limit; CORS off by default, on for the given origin', a
 test('the per-request timeout answers 504 and ends the generation', async () => {
   const strict = await startServer({ models: [{ source: CHAT, name: 'chat' }], settings: { timeoutSeconds: 1 } });
   try {
-    const r = await postJson(`${strict.url}/v1/chat/completions`, chat('Tell a long story', { max_tokens: 20000 }));
+    const r = await postJson(`${strict.url}/v1/chat/completions`, chat('Tell a long story', { max_tokens: 8000 }));
     assert.equal(r.status, 504);
     assert.equal(r.body.error.code, 'timeout');
     const model = strict.server.context.host.get('chat') as ChatModel;
@@ -338,7 +341,7 @@ test('SIGTERM with a stream in flight: the stream ends with [DONE], new connecti
     const url = /listening on (http:\/\/\S+)/.exec(stderr)![1];
     const stream = await openStream(
       url,
-      chat('Tell a long story', { model: 'chat_e2e', max_tokens: 20000, stream: true }),
+      chat('Tell a long story', { model: 'chat_e2e', max_tokens: 8000, stream: true }),
     );
     child.kill('SIGTERM');
     const text = await stream.rest;

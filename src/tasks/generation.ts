@@ -27,6 +27,10 @@ export interface GenerationOptions {
   topP?: number;
   /** > 1 discourages tokens already generated (transformers' rule: divide positive logits, multiply negative). */
   repetitionPenalty?: number;
+  /** OpenAI's rule, in [-2, 2]: each generated token's logit is lowered by this times its count so far. */
+  frequencyPenalty?: number;
+  /** OpenAI's rule, in [-2, 2]: each token generated at least once has its logit lowered by this. */
+  presencePenalty?: number;
   seed?: number;
   /** Generation ends after any of these (the template's separator, EOS). */
   stopTokenIds?: number[];
@@ -86,6 +90,13 @@ export class TokenChooser {
     if (penalty !== 1) {
       for (const id of new Set(generated)) scores[id] = scores[id] < 0 ? scores[id] * penalty : scores[id] / penalty;
     }
+    const frequency = this.options.frequencyPenalty ?? 0;
+    const presence = this.options.presencePenalty ?? 0;
+    if (frequency !== 0 || presence !== 0) {
+      const counts = new Map<number, number>();
+      for (const id of generated) counts.set(id, (counts.get(id) ?? 0) + 1);
+      for (const [id, count] of counts) scores[id] -= count * frequency + presence;
+    }
     if (!this.options.doSample) return argmax(scores);
     const temperature = this.options.temperature ?? 1;
     let candidates = Array.from(scores.keys())
@@ -135,6 +146,8 @@ export function checkGenerationOptions(options: GenerationOptions & BeamSearchOp
   real('temperature', (v) => (options.doSample ? v > 0 : v >= 0), options.doSample ? '> 0 when sampling' : '≥ 0');
   real('topP', (v) => v > 0 && v <= 1, 'in (0, 1]');
   real('repetitionPenalty', (v) => v > 0, '> 0');
+  real('frequencyPenalty', (v) => v >= -2 && v <= 2, 'in [-2, 2]');
+  real('presencePenalty', (v) => v >= -2 && v <= 2, 'in [-2, 2]');
   real('seed', () => true, 'a finite number');
   if (options.lengthPenalty !== undefined && !Number.isFinite(options.lengthPenalty))
     throw new UsageError(`lengthPenalty must be a finite number, not ${String(options.lengthPenalty)}`);
@@ -213,8 +226,43 @@ export async function generateBatch(
   return prompts.map((p, b) => ({ ids: ids[b], finishReason: reasons[b] ?? 'length', promptTokens: p.ids.length }));
 }
 
-function tokenInput(prompt: Prompt): TokenInput {
+export function tokenInput(prompt: Prompt): TokenInput {
   return prompt.embeds ? { embeds: prompt.embeds } : { ids: prompt.ids };
+}
+
+/**
+ * One sequence's side of generation: chooses its next token from its logits and says when it is done (a stop
+ * token, or its budget of new tokens). The batch loop here and the server's scheduler both step sequences with it.
+ */
+export class SequenceGeneration {
+  readonly generated: number[] = [];
+  finishReason: FinishReason | null = null;
+  private readonly stop: Set<number>;
+
+  constructor(
+    private readonly chooser: TokenChooser,
+    private readonly options: GenerationOptions,
+    /** New tokens allowed (see `newTokenBudget`). */
+    readonly maxNewTokens: number,
+    /** The prompt's index, as `onLogits` reports it. */
+    private readonly index = 0,
+  ) {
+    this.stop = new Set(options.stopTokenIds ?? []);
+  }
+
+  get finished(): boolean {
+    return this.finishReason !== null;
+  }
+
+  /** The next token, chosen from the logits that followed the previous one. */
+  next(logits: Float32Array): number {
+    this.options.onLogits?.(this.index, this.generated.length, logits);
+    const token = this.chooser.choose(logits, this.generated);
+    this.generated.push(token);
+    if (this.stop.has(token)) this.finishReason = 'stop';
+    else if (this.generated.length >= this.maxNewTokens) this.finishReason = 'length';
+    return token;
+  }
 }
 
 /**
@@ -238,43 +286,29 @@ async function* streamBatch(
     });
     return;
   }
-  const stop = new Set(options.stopTokenIds ?? []);
-  const B = prompts.length;
-  const decoder = lm.batchDecoder({ maxSequences: B, maxLength: longest + maxNewTokens });
+  const decoder = lm.batchDecoder({ maxSequences: prompts.length, maxLength: longest + maxNewTokens });
   const sequences = prompts.map(() => decoder.addSequence());
+  const states = prompts.map((_, b) => new SequenceGeneration(chooser, options, maxNewTokens, b));
   const logits: Float32Array[] = [];
   for (const [b, prompt] of prompts.entries()) logits[b] = await decoder.prefill(sequences[b], tokenInput(prompt));
-  const generated: number[][] = prompts.map(() => []);
-  const finished = new Array<boolean>(B).fill(false);
-  for (let step = 0; ; step++) {
+  for (;;) {
     if (options.signal?.aborted) {
-      finished.forEach((done, b) => {
-        if (!done) reasons[b] = 'cancelled';
+      states.forEach((state, b) => {
+        if (!state.finished) reasons[b] = 'cancelled';
       });
       return;
     }
-    const tokens = prompts.map((_, b) => {
-      if (finished[b]) return -1;
-      options.onLogits?.(b, step, logits[b]);
-      const token = chooser.choose(logits[b], generated[b]);
-      generated[b].push(token);
-      if (stop.has(token)) {
-        finished[b] = true;
-        reasons[b] = 'stop';
-      } else if (generated[b].length >= maxNewTokens) {
-        finished[b] = true;
-        reasons[b] = 'length';
-      }
-      return token;
-    });
+    const running = states.flatMap((state, b) => (state.finished ? [] : [b]));
+    const tokens = states.map((state, b) => (state.finished ? -1 : state.next(logits[b])));
+    for (const b of running) if (states[b].finished) reasons[b] = states[b].finishReason!;
     yield tokens;
-    if (finished.every(Boolean)) return;
-    const running = prompts.map((_, b) => b).filter((b) => !finished[b]);
+    const decoding = running.filter((b) => !states[b].finished);
+    if (decoding.length === 0) return;
     const rows = await decoder.decode(
-      running.map((b) => sequences[b]),
-      running.map((b) => tokens[b]),
+      decoding.map((b) => sequences[b]),
+      decoding.map((b) => tokens[b]),
     );
-    running.forEach((b, i) => {
+    decoding.forEach((b, i) => {
       logits[b] = rows[i];
     });
   }

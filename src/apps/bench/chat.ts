@@ -18,6 +18,7 @@ import { UsageError } from '../../core/errors.js';
 import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import type { DType } from '../../core/safetensors.js';
+import { cpuModel, machineInfo, median, quantile } from './stats.js';
 
 export interface ChatShape {
   name: string;
@@ -408,25 +409,10 @@ export function ensureRandomChatCheckpoint(
 
 const configureWith = weightFormatHook;
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
 function argmax(values: Float32Array, offset: number, width: number): number {
   let best = 0;
   for (let j = 1; j < width; j++) if (values[offset + j] > values[offset + best]) best = j;
   return best;
-}
-
-export function cpuModel(): string {
-  return os.cpus()[0]?.model?.trim() ?? 'unknown';
 }
 
 const round = (x: number, digits = 4) => Number(x.toFixed(digits));
@@ -652,18 +638,7 @@ export async function runChatMatrix(
           `decode ${result.decodeTokensPerSecond.toFixed(1)} tokens/s (clean: ${result.cleanDecode?.tokensPerSecond.toFixed(1) ?? 'none'}), peak RSS ${result.peakRssMB} MB`,
       );
     }
-    const { ort } = await import('../../core/node/runtime.js');
-    return {
-      machine: {
-        cpu: cpuModel(),
-        cores: os.availableParallelism(),
-        memoryGB: Math.round(os.totalmem() / 2 ** 30),
-        node: process.version,
-        onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
-        date: new Date().toISOString(),
-      },
-      results,
-    };
+    return { machine: await machineInfo(), results };
   } finally {
     if (!options.keep && !options.workDir) fs.rmSync(workDir, { recursive: true, force: true });
     else log(`work folder kept: ${workDir}`);

@@ -8,8 +8,9 @@ Targets:
   vision   time the InternViT encoder on random weights of a released shape
   chat     time to first token and decoding speed of an InternVL-Chat shape (float32, int8, int4 weights)
   clip     InternVL-C/G image and text embeddings per second (InternVL-14B-224px shape)
+  serve    the server under load: one stream vs concurrent streams (continuous batching), soak RSS
 
-See 'internvl bench vision --help', 'internvl bench chat --help', 'internvl bench clip --help'.
+See 'internvl bench <target> --help'.
 `;
 
 const VISION_USAGE = `Usage: internvl bench vision [options]
@@ -46,7 +47,9 @@ export const benchCommand: Command = {
     }
     if (target === 'chat') return (await import('./bench_chat.js')).runBenchChat(rest);
     if (target === 'clip') return (await import('./bench_clip.js')).runBenchClip(rest);
-    if (target !== 'vision') throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip)`);
+    if (target === 'serve') return (await import('./bench_serve.js')).runBenchServe(rest);
+    if (target !== 'vision')
+      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, serve)`);
     const parsed = parseCommandArgs(
       {
         command: 'bench vision',
@@ -86,6 +89,7 @@ export const benchCommand: Command = {
       log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
     });
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    if (result.contention) process.stderr.write(`warning: no extrapolated time: ${result.contention}\n`);
     return 0;
   },
 };

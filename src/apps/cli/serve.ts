@@ -1,5 +1,6 @@
 /** `internvl serve --model <dir|id>[=name] …`: the OpenAI-compatible server (see src/apps/server/). */
 import fs from 'node:fs';
+import { DEFAULT_MAX_LENGTH, DEFAULT_PREFILL_CHUNK } from '../server/scheduler.js';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
 
@@ -24,6 +25,9 @@ Options:
   --threads <n>             onnxruntime threads (default: all cores)
   --max-batch <n>           chat sequences generating at once per model (default 4)
   --max-queue <n>           requests waiting per model before 429 (default 16)
+  --max-model-len <n>       positions per chat request, prompt + answer (default 8192, capped by the model's
+                            context); the KV caches grow with the requests up to --max-batch × this
+  --prefill-chunk <n>       prompt positions prefilled between two decode steps of running requests (default 512)
   --timeout <s>             per-request time limit (default 600)
   --shutdown-timeout <s>    on SIGTERM/SIGINT, how long running requests may finish (default 10)
   --max-body-mb <n>         largest request body (default 64; 413 above)
@@ -62,6 +66,8 @@ export const serveCommand: Command = {
           threads: { type: 'string' },
           'max-batch': { type: 'string' },
           'max-queue': { type: 'string' },
+          'max-model-len': { type: 'string' },
+          'prefill-chunk': { type: 'string' },
           timeout: { type: 'string' },
           'shutdown-timeout': { type: 'string' },
           'max-body-mb': { type: 'string' },
@@ -133,6 +139,8 @@ export const serveCommand: Command = {
         session: { threads: parsed.threads() },
         maxBatch: parsed.integer('max-batch', 4, { min: 1, max: 64 }),
         maxQueue: parsed.integer('max-queue', 16, { min: 0 }),
+        maxLength: parsed.integer('max-model-len', DEFAULT_MAX_LENGTH, { min: 1 }),
+        prefillChunk: parsed.integer('prefill-chunk', DEFAULT_PREFILL_CHUNK, { min: 1 }),
         offline: parsed.flag('offline') || undefined,
       },
       settings: {

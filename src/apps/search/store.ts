@@ -7,8 +7,27 @@
  * and writes that may race with other writers (workers) are merge-inserts on `id`, retried on commit conflicts.
  */
 import * as lancedb from '@lancedb/lancedb';
-import { Field, FixedSizeList, Float32, Float64, Int32, Int64, Schema, Utf8 } from 'apache-arrow';
+import { createRequire } from 'node:module';
+import type { FixedSizeList, Float32, Schema, Table } from 'apache-arrow';
 import { IndexError, UsageError } from '../../core/errors.js';
+
+// LanceDB is CommonJS and recognises Arrow data by `instanceof` against its (CommonJS) copy of apache-arrow: what
+// is handed to it must be built from that copy, not from the ES module one an `import` gives.
+const {
+  Field,
+  FixedSizeList: FixedSizeListType,
+  Float32: Float32Type,
+  Float64,
+  Int32,
+  Int64,
+  makeData,
+  RecordBatch,
+  Schema: SchemaType,
+  Struct,
+  Table: TableType,
+  Utf8,
+  vectorFromArray,
+} = createRequire(import.meta.url)('apache-arrow') as typeof import('apache-arrow');
 
 /** What produced a table's vectors; two tables (or a table and a query) match only when all of it does. */
 export interface Stamp {
@@ -74,7 +93,7 @@ export function tableName(model: string, mode: string): string {
 
 function schemaFor(stamp: Stamp): Schema {
   const text = (name: string, nullable = false) => new Field(name, new Utf8(), nullable);
-  return new Schema(
+  return new SchemaType(
     [
       text('id'),
       text('uri'),
@@ -85,7 +104,7 @@ function schemaFor(stamp: Stamp): Schema {
       new Field('height', new Int32(), false),
       text('caption', true),
       text('metadata', true),
-      new Field('vector', new FixedSizeList(stamp.dim, new Field('item', new Float32(), true)), false),
+      new Field('vector', new FixedSizeListType(stamp.dim, new Field('item', new Float32Type(), true)), false),
     ],
     new Map([[STAMP_KEY, JSON.stringify(stamp)]]),
   );
@@ -106,6 +125,7 @@ export class Store {
     readonly name: string,
     readonly stamp: Stamp,
     private readonly table: lancedb.Table,
+    private readonly schema = schemaFor(stamp),
   ) {}
 
   /** Lists the tables of a database with their stamps. */
@@ -191,14 +211,14 @@ export class Store {
 
   /** Appends rows whose ids are known to be absent (a cheap append, no join against the table). */
   async append(rows: readonly IndexRow[]): Promise<void> {
-    if (rows.length > 0) await retry(() => this.table.add(rows.map(toRecord)));
+    if (rows.length > 0) await retry(() => this.table.add(toArrow(rows, this.schema)));
   }
 
   /** Inserts or replaces rows by id: safe when other writers may hold or add the same ids. */
   async upsert(rows: readonly IndexRow[]): Promise<void> {
     if (rows.length === 0) return;
     await retry(() =>
-      this.table.mergeInsert('id').whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(rows.map(toRecord)),
+      this.table.mergeInsert('id').whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(toArrow(rows, this.schema)),
     );
   }
 
@@ -301,8 +321,36 @@ function readStamp(schema: Schema): Stamp | null {
   return text ? (JSON.parse(text) as Stamp) : null;
 }
 
-function toRecord(row: IndexRow): Record<string, unknown> {
-  return { ...row, size: BigInt(row.size), vector: Array.from(row.vector) };
+/** Rows as one Arrow record batch of the table's schema (the vectors copied once into one Float32Array). */
+function toArrow(rows: readonly IndexRow[], schema: Schema): Table {
+  const n = rows.length;
+  const vectorType = schema.fields.find((f) => f.name === 'vector')!.type as FixedSizeList<Float32>;
+  const dim = vectorType.listSize;
+  const flat = new Float32Array(n * dim);
+  rows.forEach((r, i) => {
+    if (r.vector.length !== dim) throw new Error(`row ${r.id}: vector of ${r.vector.length} values, not ${dim}`);
+    flat.set(r.vector, i * dim);
+  });
+  const text = (pick: (r: IndexRow) => string | null) => vectorFromArray(rows.map(pick), new Utf8()).data[0];
+  const columns = {
+    id: text((r) => r.id),
+    uri: text((r) => r.uri),
+    sha256: text((r) => r.sha256),
+    size: makeData({ type: new Int64(), data: BigInt64Array.from(rows, (r) => BigInt(r.size)) }),
+    mtime: makeData({ type: new Float64(), data: Float64Array.from(rows, (r) => r.mtime) }),
+    width: makeData({ type: new Int32(), data: Int32Array.from(rows, (r) => r.width) }),
+    height: makeData({ type: new Int32(), data: Int32Array.from(rows, (r) => r.height) }),
+    caption: text((r) => r.caption),
+    metadata: text((r) => r.metadata),
+    vector: makeData({
+      type: vectorType,
+      length: n,
+      nullCount: 0,
+      child: makeData({ type: vectorType.children[0].type, data: flat }),
+    }),
+  };
+  const children = schema.fields.map((f) => columns[f.name as keyof typeof columns]);
+  return new TableType(new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, children })));
 }
 
 function toRow(r: Record<string, unknown>): IndexRow {

@@ -12,15 +12,14 @@ import { detectArchitecture } from '../../models/registry.js';
 import type { ChatPipeline } from '../../tasks/chat.js';
 import type { ClipPipeline } from '../../tasks/clip.js';
 import type { ImageEmbedder } from '../../tasks/embed.js';
-import { createScheduler } from './batching.js';
-import type { Scheduler } from './scheduler.js';
+import { BatchScheduler } from './scheduler.js';
 
 export interface ChatModel {
   kind: 'chat';
   name: string;
   dir: string;
   pipeline: ChatPipeline;
-  scheduler: Scheduler;
+  scheduler: BatchScheduler;
 }
 
 /** InternVL-C/G (InternVL-14B-224px): text and image embeddings, zero-shot classification. */
@@ -54,6 +53,10 @@ export interface LoadSettings {
   session: SessionOptions;
   maxBatch: number;
   maxQueue: number;
+  /** Positions per chat sequence (prompt + answer), capped by each model's context (default 8192). */
+  maxLength?: number;
+  /** Prompt positions prefilled between two decode steps of the running requests (default 512). */
+  prefillChunk?: number;
   offline?: boolean;
 }
 
@@ -136,7 +139,7 @@ export async function loadServedModel(spec: ModelSpec, name: string, settings: L
         configureLlmGraph: weightFormatHook(settings.weights),
         configureVisionGraph: towerWeights,
       });
-      const scheduler = createScheduler(pipeline.model.language, settings);
+      const scheduler = new BatchScheduler(pipeline.model.language, settings);
       return { kind: 'chat', name, dir, pipeline, scheduler };
     }
     case 'InternVLModel': {

@@ -80,6 +80,8 @@ export const chatSchema = {
       logprobs: nullable({ type: 'boolean' }),
       /** vLLM's extension: the prompt's and the answer's token ids in the response. */
       return_token_ids: nullable({ type: 'boolean' }),
+      /** vLLM's extension: no stop token before this many tokens. */
+      min_tokens: nullable({ type: 'integer', minimum: 0 }),
     },
   },
 } as const;
@@ -111,6 +113,7 @@ export interface ChatBody {
   n?: number | null;
   logprobs?: boolean | null;
   return_token_ids?: boolean | null;
+  min_tokens?: number | null;
 }
 
 /** A media part of a user turn, before fetching. */
@@ -170,8 +173,6 @@ export function tileCaps(requested: readonly number[], total: number, thumbnail:
 function generationOptions(body: ChatBody): { options: GenerationOptions; maxTokens: number | undefined } {
   if ((body.n ?? 1) !== 1) throw badRequest('only n = 1 is supported', 'n');
   if (body.logprobs) throw badRequest('logprobs are not supported', 'logprobs');
-  for (const field of ['frequency_penalty', 'presence_penalty'] as const)
-    if ((body[field] ?? 0) !== 0) throw badRequest(`${field} is not supported; use repetition_penalty`, field);
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
   const temperature = body.temperature ?? undefined;
   const topP = body.top_p ?? undefined;
@@ -187,6 +188,9 @@ function generationOptions(body: ChatBody): { options: GenerationOptions; maxTok
       topK,
       seed: body.seed ?? 0,
       repetitionPenalty: body.repetition_penalty ?? undefined,
+      frequencyPenalty: body.frequency_penalty ?? undefined,
+      presencePenalty: body.presence_penalty ?? undefined,
+      minNewTokens: body.min_tokens ?? undefined,
     },
   };
 }
@@ -230,13 +234,13 @@ export function chatRoutes(app: FastifyInstance, context: ServerContext): void {
           const text = renderChatPrompt(promptFormat(pipeline), messages, prepared.visuals);
           const ids = pipeline.tokenizer.encode(text);
           const prompt = await embedPrompt(pipeline, ids, await encodeVisuals(pipeline, prepared));
-          const contextLength = pipeline.model.config.llm.maxPositionEmbeddings;
+          const { contextLength } = model.scheduler;
           const room = contextLength - prompt.ids.length;
           if (room <= 0 || (maxTokens !== undefined && maxTokens > room))
             throw new ApiError(
               400,
               'invalid_request_error',
-              `the prompt has ${prompt.ids.length} tokens and ${maxTokens ?? 1} more were asked; the model's context is ${contextLength} tokens (use fewer images or tiles, or a shorter conversation)`,
+              `the prompt has ${prompt.ids.length} tokens and ${maxTokens ?? 1} more were asked; a request may take ${contextLength} tokens (the model's context or the server's --max-model-len; use fewer images or tiles, or a shorter conversation)`,
               'messages',
               'context_length_exceeded',
             );
