@@ -9,6 +9,7 @@ Targets:
   chat     time to first token and decoding speed of an InternVL-Chat shape (float32, int8, int4 weights)
   clip     InternVL-C/G image and text embeddings per second (InternVL-14B-224px shape)
   serve    the server under load: one stream vs concurrent streams (continuous batching), soak RSS
+  accuracy each weight format's error against float32 on golden fixture folders
 
 See 'internvl bench <target> --help'.
 `;
@@ -48,8 +49,9 @@ export const benchCommand: Command = {
     if (target === 'chat') return (await import('./bench_chat.js')).runBenchChat(rest);
     if (target === 'clip') return (await import('./bench_clip.js')).runBenchClip(rest);
     if (target === 'serve') return (await import('./bench_serve.js')).runBenchServe(rest);
+    if (target === 'accuracy') return (await import('./bench_accuracy.js')).runBenchAccuracy(rest);
     if (target !== 'vision')
-      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, serve)`);
+      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, serve, accuracy)`);
     const parsed = parseCommandArgs(
       {
         command: 'bench vision',
