@@ -43,13 +43,10 @@ function byteChar(b: number): string {
 }
 
 let tok: ByteLevelBpeTokenizer;
-let loadMs = 0;
 let tmp: string;
 
 before(async () => {
-  const t0 = performance.now();
   tok = await loadBpeTokenizer(TOKENIZER);
-  loadMs = performance.now() - t0;
   tmp = await mkdtemp(join(tmpdir(), 'bpe-test-'));
 });
 
@@ -64,7 +61,6 @@ describe('Qwen2 tokenizer (InternVL2-1B files)', () => {
     assert.equal(tok.eosTokenId, 151645);
     assert.equal(tok.padTokenId, 151643);
     assert.equal(tok.unkTokenId, null);
-    assert.ok(loadMs < 3000, `load took ${loadMs.toFixed(0)} ms`);
   });
 
   it('matches all 48 HF reference encodings and decodings (qwen2_ref.json)', async () => {
@@ -234,17 +230,14 @@ describe('Qwen2 tokenizer (InternVL2-1B files)', () => {
     );
   });
 
-  it('encodes a few KB in milliseconds', () => {
+  it('encodes a few KB of mixed text and decodes it back', () => {
     const text = (
       'The quick brown fox jumps over the lazy dog. 书生多模态大模型 ' +
       "I'll say it's 3.14159 — naïve café, Привет мир! <|im_end|>\n\n  indented code { a[i] += 1; }\n"
     ).repeat(60);
-    tok.encode(text);
-    const t0 = performance.now();
     const ids = tok.encode(`${text}x`);
-    const ms = performance.now() - t0;
     assert.ok(ids.length > 1000);
-    assert.ok(ms < 100, `encode of ${text.length} chars took ${ms.toFixed(1)} ms`);
+    assert.equal(tok.decode(ids), `${text}x`);
   });
 });
 

@@ -166,8 +166,15 @@ test('bench vision runs a timed layer of a real shape and prints the JSON record
   assert.equal(result.layersTotal, 24);
   assert.equal(result.extrapolated, true);
   assert.equal(result.tokensPerTile, 1025);
-  assert.ok(result.secondsPerTile > 0 && result.tilesPerSecond > 0 && result.peakRssMB > 0);
-  assert.ok(Math.abs(result.secondsPerTile * result.tilesPerSecond - 1) < 0.01);
+  assert.ok(result.peakRssMB > 0);
+  // The 0- and 1-layer graphs are timed apart; a busy machine can make the difference meaningless (no time then).
+  if (result.contention === undefined) {
+    assert.ok(result.secondsPerTile > 0 && result.tilesPerSecond > 0);
+    assert.ok(Math.abs(result.secondsPerTile * result.tilesPerSecond - 1) < 0.01);
+  } else {
+    assert.equal(result.secondsPerTile, null);
+    assert.match(r.stderr, /warning: no extrapolated time: the 1-layer graph timed/);
+  }
   assert.match(result.note, /extrapolated/);
   assert.match(r.stderr, /writing random float32 checkpoint \(1 of 24 layers\)/);
 });

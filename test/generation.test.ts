@@ -10,6 +10,7 @@ import { Checkpoint } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { CausalLM, parseLlmConfig } from '../src/models/llm.js';
 import { UsageError } from '../src/core/errors.js';
+import { loadTokenizer } from '../src/processing/tokenizers/index.js';
 import {
   beamSearch,
   generate,
@@ -50,8 +51,41 @@ test("internvl generate reproduces the real model's greedy ids exactly (KV cache
   assert.deepEqual(output.ids, expected.greedy_ids);
   assert.equal(output.prompt_tokens, 1);
   assert.equal(output.finish_reason, 'length');
+  // A folder without a tokenizer prints the ids, and says so.
   const plain = await runCli(['generate', '--model', TINY, '--input-ids', '1', '--max-new-tokens', '5']);
   assert.equal(plain.stdout.trim(), expected.greedy_ids.slice(0, 5).join(','));
+  assert.match(plain.stderr, /notice: .*tiny-llama-stories260k has no tokenizer; printing token ids\n$/);
+});
+
+test('internvl generate --prompt prints the generated text; --json adds it to the ids', async () => {
+  const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');
+  const tokenizer = await loadTokenizer(CHAT);
+  const args = ['generate', '--model', CHAT, '--prompt', 'Hello, my name is', '--max-new-tokens', '6'];
+  const json = await runCli([...args, '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  const output = JSON.parse(json.stdout) as { ids: number[]; text: string; prompt_tokens: number };
+  assert.equal(output.ids.length, 6);
+  assert.equal(output.text, tokenizer.decode(output.ids, { skipSpecialTokens: true }));
+  const promptIds = tokenizer.encode('Hello, my name is');
+  assert.equal(output.prompt_tokens, promptIds.length);
+  // The same prompt as ids continues the same way.
+  const byIds = await runCli([
+    'generate',
+    '--model',
+    CHAT,
+    '--input-ids',
+    promptIds.join(','),
+    '--max-new-tokens',
+    '6',
+  ]);
+  assert.equal(byIds.code, 0, byIds.stderr);
+  assert.equal(byIds.stdout, `${output.text}\n`);
+  const text = await runCli(args);
+  assert.equal(text.stdout, `${output.text}\n`);
+
+  const noTokenizer = await runCli(['generate', '--model', TINY, '--prompt', 'Once']);
+  assert.equal(noTokenizer.code, 2);
+  assert.match(noTokenizer.stderr, /^error: internvl generate: --prompt needs a tokenizer, and .* has none/);
 });
 
 test('cached decoding equals re-running the whole sequence at every step', async () => {
@@ -154,7 +188,7 @@ test('token choice rules: repetition, frequency and presence penalties, suppress
 });
 
 for (const attention of ['gqa', 'masked'] as const) {
-  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps each decode as they do alone`, async () => {
+  test(`continuous batching (${attention} attention): 4 sequences joining and leaving between batched steps (the caches growing meanwhile) each decode as they do alone`, async () => {
     const lm =
       attention === 'gqa'
         ? await lmPromise
@@ -171,7 +205,8 @@ for (const attention of ['gqa', 'masked'] as const) {
       { ids: [1, 400, 17, 90, 31, 250, 5], join: 5, tokens: 8 },
       { ids: [1, 7], join: 10, tokens: 3 },
     ];
-    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16 });
+    // Room for 3 positions at first: the buffers grow (twice) while sequences hold their caches.
+    const decoder = lm.batchDecoder({ maxSequences: 3, maxLength: 16, initialLength: 3 });
     const live: Array<{ plan: number; sequence: ReturnType<typeof decoder.addSequence>; ids: number[] }> = [];
     const results: number[][] = plan.map(() => []);
     let shared = 0;

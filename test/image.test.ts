@@ -198,17 +198,15 @@ test('truncated JPEG → ImageError naming the file', async () => {
   });
 });
 
-test('decompression bomb: a 50,000 × 50,000 PNG header fails fast, before decoding', async () => {
+test('decompression bomb: a 50,000 × 50,000 PNG is refused from its header, before decoding', async () => {
   for (const withData of [false, true]) {
     const png = pngHeaderOnly(50_000, 50_000, withData);
     assert.deepEqual(readImageHeaderSize(png), { format: 'png', width: 50_000, height: 50_000 });
-    const t0 = performance.now();
     await assert.rejects(loadImage(png, { name: 'bomb.png' }), (e: unknown) => {
       assert.ok(e instanceof ImageError);
       assert.match(e.message, /^bomb\.png: image is 50000×50000 = 2500000000 pixels, above the limit of 178956970/);
       return true;
     });
-    assert.ok(performance.now() - t0 < 500, 'fails fast');
   }
   assert.equal(DEFAULT_MAX_PIXELS, 178_956_970);
   // configurable

@@ -86,6 +86,23 @@ test('a cancelled job leaves within a step and frees its cache; a failed prepare
   assert.equal(scheduler.cachedSequences, 0);
 });
 
+test('stop tokens end a job; min_tokens-style minNewTokens holds them back', async () => {
+  const scheduler = new BatchScheduler(gqa, { maxBatch: 2, maxQueue: 2, maxLength: 64 });
+  const [first] = (await generate(gqa, { ids: [1] }, { maxNewTokens: 1 })).ids;
+  const run = async (options: GenerationOptions) => {
+    const generation = scheduler.reserve().start({ prepare: async () => ({ ids: [1] }), options });
+    return { ids: await collect(generation), finishReason: (await generation.outcome).finishReason };
+  };
+  const [stopped, held] = await Promise.all([
+    run({ maxNewTokens: 5, stopTokenIds: [first] }),
+    run({ maxNewTokens: 5, stopTokenIds: [first], minNewTokens: 5 }),
+  ]);
+  assert.deepEqual(stopped, { ids: [first], finishReason: 'stop' });
+  assert.equal(held.ids.length, 5);
+  assert.notEqual(held.ids[0], first);
+  assert.equal(held.finishReason, 'length');
+});
+
 test('a full queue is refused with 429 and Retry-After; close() cancels what runs and what waits', async () => {
   const scheduler = new BatchScheduler(gqa, { maxBatch: 1, maxQueue: 1, maxLength: 256 });
   const running = scheduler.reserve().start({ prepare: async () => ({ ids: [1] }), options: { maxNewTokens: 200 } });

@@ -131,6 +131,7 @@ test('malformed JSON and invalid fields are 400 with the field named; unknown mo
     [chat('Hi', { max_tokens: -1 }), 400, 'max_tokens'],
     [chat('Hi', { frequency_penalty: 2.5 }), 400, 'frequency_penalty'],
     [chat('Hi', { presence_penalty: -3 }), 400, 'presence_penalty'],
+    [chat('Hi', { min_tokens: -1 }), 400, 'min_tokens'],
     [{ model: 'chat', messages: [{ role: 'tool', content: 'x' }] }, 400, 'messages.0.role'],
     [{ model: 'chat', messages: [{ role: 'assistant', content: 'x' }] }, 400, 'messages'],
     [

@@ -93,3 +93,36 @@ test('tokenize --help shows the escapes it understands literally, one option per
   for (const line of r.stdout.split('\n')) assert.ok(line === '' || /^(Usage| {2}|\S)/.test(line), line);
   assert.doesNotMatch(r.stdout, /\t/);
 });
+
+test('tokenize --decode prints the text of id lines: Hugging Face decode for Qwen2, round trips for SentencePiece', async () => {
+  const qwen2 = JSON.parse(fs.readFileSync(path.join(TOKENIZERS, 'qwen2', 'qwen2_ref.json'), 'utf8')) as {
+    ids: number[][];
+    decoded: string[];
+  };
+  const sentencepiece = JSON.parse(
+    fs.readFileSync(path.join(TOKENIZERS, 'vectors', 'sentencepiece_ref.json'), 'utf8'),
+  ) as { texts: string[]; ids: Record<string, number[][]> };
+  const decode = async (tokenizer: string, rows: number[][], extra: string[] = []) => {
+    const file = path.join(tempDir(), 'ids.txt');
+    fs.writeFileSync(file, `${rows.map((row) => row.join(',')).join('\n')}\n`);
+    const result = await runCli(['tokenize', tokenizer, '--decode', '--file', file, '--json', ...extra]);
+    assert.equal(result.code, 0, result.stderr);
+    return (JSON.parse(result.stdout) as { texts: string[] }).texts;
+  };
+  assert.deepEqual(await decode(QWEN2, qwen2.ids), qwen2.decoded);
+  for (const [name, rows] of Object.entries(sentencepiece.ids))
+    assert.deepEqual(await decode(path.join(TOKENIZERS, name), rows), sentencepiece.texts, name);
+
+  // Without --json: the text itself; --skip-special drops BOS/EOS and added special tokens.
+  const ids = await tokenize(QWEN2, ['--text', '<|im_start|>user hello<|im_end|>']);
+  const plain = await runCli(['tokenize', QWEN2, '--decode', '--text', ids[0].join(' ')]);
+  assert.equal(plain.stdout, '<|im_start|>user hello<|im_end|>\n');
+  assert.deepEqual(await decode(QWEN2, ids, ['--skip-special']), ['user hello']);
+
+  const bad = await runCli(['tokenize', QWEN2, '--decode', '--text', '1,2\n3,999999']);
+  assert.equal(bad.code, 2);
+  assert.match(
+    bad.stderr,
+    /^error: internvl tokenize: --decode: input line 2: '999999' is not a token id of this tokenizer \(0 to \d+\)/,
+  );
+});

@@ -124,6 +124,8 @@ export function createProgressReporter(label: string, options: ProgressOptions =
         lineShown = true;
         return;
       }
+      // The last amount is printed once, by finish(), with the total time.
+      if (total !== undefined && done >= total) return;
       const quarter = total ? Math.floor((4 * done) / total) : -1;
       const newQuarter = quarter > lastQuarter && quarter < 4;
       if (!newQuarter && time - lastDraw < lineInterval) return;

@@ -9,6 +9,7 @@
 import type { ByteSource } from './bytes.js';
 import { SafetensorsError, ModelLoadError } from './errors.js';
 import { files } from './io.js';
+import { locateJsonError, readJsonObject } from './json.js';
 import { quoteName } from './names.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -96,12 +97,10 @@ function parseHeader(
   let header: unknown;
   try {
     header = JSON.parse(text);
-  } catch (error) {
-    // V8's message quotes the text; a file that is not a checkpoint must not be echoed, so only the position is kept.
-    const at = /position (\d+)/.exec((error as Error).message);
-    throw new SafetensorsError(
-      `${filePath}: header is not valid JSON${at ? ` (at byte ${8 + Number(at[1])})` : ''}: not a safetensors file?`,
-    );
+  } catch {
+    // A file that is not a checkpoint must not be echoed (V8's message quotes the text): only the position is kept.
+    const at = new TextEncoder().encode(text.slice(0, locateJsonError(text).offset)).length;
+    throw new SafetensorsError(`${filePath}: header is not valid JSON (at byte ${8 + at}): not a safetensors file?`);
   }
   const duplicate = firstDuplicateKey(text);
   if (duplicate !== undefined)
@@ -257,13 +256,9 @@ export class Checkpoint {
     if (!(await fs.isDirectory(dir))) throw new ModelLoadError(`${dir}: not a directory`);
     const indexPath = fs.join(dir, 'model.safetensors.index.json');
     if (await fs.isFile(indexPath)) {
-      let weightMap: Record<string, string>;
-      try {
-        weightMap = JSON.parse(await fs.readText(indexPath)).weight_map;
-      } catch (error) {
-        throw new ModelLoadError(`${indexPath}: not valid JSON (${(error as Error).message})`);
-      }
-      if (!weightMap || typeof weightMap !== 'object') throw new ModelLoadError(`${indexPath}: no "weight_map" object`);
+      const weightMap = (await readJsonObject(indexPath, { error: ModelLoadError })).weight_map;
+      if (!weightMap || typeof weightMap !== 'object' || Array.isArray(weightMap))
+        throw new ModelLoadError(`${indexPath}: no "weight_map" object`);
       const shardNames = [...new Set(Object.values(weightMap))].sort();
       // Every name is checked before any file is opened.
       const shardPaths = await Promise.all(

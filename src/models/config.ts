@@ -4,6 +4,7 @@
  * checkpoint folder holds.
  */
 import { files } from '../core/io.js';
+import { readJsonObject } from '../core/json.js';
 import { ConfigError, ModelLoadError } from '../core/errors.js';
 
 export type RawConfig = Record<string, unknown>;
@@ -123,13 +124,5 @@ export async function readConfig(dir: string): Promise<ConfigSection> {
   const fs = await files.get();
   const file = fs.join(dir, 'config.json');
   if (!(await fs.isFile(file))) throw new ModelLoadError(`${dir}: no config.json (is this a model folder?)`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await fs.readText(file));
-  } catch (error) {
-    throw new ConfigError(`${file}: not valid JSON (${(error as Error).message})`);
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
-    throw new ConfigError(`${file}: not a JSON object`);
-  return new ConfigSection(raw as RawConfig, file);
+  return new ConfigSection(await readJsonObject(file, { error: ConfigError }), file);
 }

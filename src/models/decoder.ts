@@ -3,7 +3,7 @@
  * lengths in one batched step. Callers say which sequence gets which tokens; positions, masks, RoPE rows and logit
  * rows are built here.
  *
- * Storage: per layer one key and one value buffer [maxSequences, kvHeads, maxLength, headDim]; a sequence owns one
+ * Storage: per layer one key and one value buffer [maxSequences, kvHeads, capacity, headDim]; a sequence owns one
  * slot. A run covers the slots from the lowest to the highest one it names and feeds that range of the buffers to
  * the graph as `past_key/value.{i}` views (no copy: onnxruntime reads JavaScript memory in place). The graph returns
  * only the new positions' keys and values, which are written into the slots here, so a step moves O(new tokens)
@@ -59,6 +59,11 @@ export interface BatchDecoderOptions {
   maxSequences: number;
   /** Positions per sequence (prompt + new tokens), at most the model's context. */
   maxLength: number;
+  /**
+   * Positions per sequence allocated at first (default `maxLength`); the buffers double (up to `maxLength`) when a
+   * sequence needs more, so that a server sized for long requests holds only what its requests use.
+   */
+  initialLength?: number;
   prefix?: SequencePrefix;
 }
 
@@ -84,8 +89,10 @@ interface Row extends Extent {
 export class BatchDecoder {
   readonly maxSequences: number;
   readonly maxLength: number;
-  private readonly keys: Float32Array[];
-  private readonly values: Float32Array[];
+  private keys: Float32Array[];
+  private values: Float32Array[];
+  /** Positions per sequence the buffers hold now. */
+  private capacity: number;
   private readonly slots: Array<Slot | null>;
   private readonly rope: { cos: Tensor; sin: Tensor; row: (position: number, end: number) => number };
   private readonly prefix: SequencePrefix | undefined;
@@ -108,7 +115,8 @@ export class BatchDecoder {
     this.maxLength = maxLength + prefixLength;
     this.prefix = options.prefix;
     const { numHiddenLayers: L, numKeyValueHeads: kv, headDim: D } = lm.config;
-    const size = maxSequences * kv * this.maxLength * D;
+    this.capacity = Math.min(this.maxLength, Math.max(1, (options.initialLength ?? maxLength) + prefixLength));
+    const size = maxSequences * kv * this.capacity * D;
     this.keys = Array.from({ length: L }, () => new Float32Array(size));
     this.values = Array.from({ length: L }, () => new Float32Array(size));
     this.slots = new Array(maxSequences).fill(null);
@@ -150,8 +158,8 @@ export class BatchDecoder {
     for (const buffers of [this.keys, this.values])
       for (const buffer of buffers)
         for (let h = 0; h < kv; h++) {
-          const src = (from.index * kv + h) * this.maxLength * D;
-          buffer.copyWithin((to.index * kv + h) * this.maxLength * D, src, src + span);
+          const src = (from.index * kv + h) * this.capacity * D;
+          buffer.copyWithin((to.index * kv + h) * this.capacity * D, src, src + span);
         }
     to.length = from.length;
   }
@@ -212,10 +220,31 @@ export class BatchDecoder {
   }
 
   private checkRoom(slot: Slot, count: number): void {
-    if (slot.length + count > this.maxLength)
+    const needed = slot.length + count;
+    if (needed > this.maxLength)
       throw new InternalError(
         `a sequence of ${slot.length} positions cannot take ${count} more (max ${this.maxLength})`,
       );
+    if (needed > this.capacity) this.grow(Math.min(this.maxLength, Math.max(needed, 2 * this.capacity)));
+  }
+
+  /** Reallocates every buffer for `capacity` positions per sequence, keeping what the sequences hold. */
+  private grow(capacity: number): void {
+    const { numKeyValueHeads: kv, headDim: D } = this.lm.config;
+    const held = this.slots.filter((slot): slot is Slot => slot !== null);
+    const move = (old: Float32Array) => {
+      const next = new Float32Array(this.maxSequences * kv * capacity * D);
+      for (const slot of held)
+        for (let h = 0; h < kv; h++) {
+          const row = slot.index * kv + h;
+          next.set(old.subarray(row * this.capacity * D, (row * this.capacity + slot.length) * D), row * capacity * D);
+        }
+      return next;
+    };
+    this.keys = this.keys.map(move);
+    this.values = this.values.map(move);
+    this.capacity = capacity;
+    this.views.clear();
   }
 
   /**
@@ -270,7 +299,7 @@ export class BatchDecoder {
         for (let s = 0; s < r.count; s++) {
           const src = ((l * B + b) * S + s) * kv * D;
           for (let h = 0; h < kv; h++) {
-            const dst = ((r.slot.index * kv + h) * this.maxLength + r.past + s) * D;
+            const dst = ((r.slot.index * kv + h) * this.capacity + r.past + s) * D;
             this.keys[l].set(newKeys.subarray(src + h * D, src + (h + 1) * D), dst);
             this.values[l].set(newValues.subarray(src + h * D, src + (h + 1) * D), dst);
           }
@@ -297,7 +326,7 @@ export class BatchDecoder {
       };
     }
     // Keys: the whole buffer (valid below each row's past), then the S new positions.
-    const T = this.maxLength + S;
+    const T = this.capacity + S;
     const bias = new Float32Array(B * S * T).fill(MASKED);
     rows.forEach((r, b) => {
       for (let s = 0; s < S; s++) {
@@ -306,7 +335,7 @@ export class BatchDecoder {
         const position = r.past + s;
         const visible = position < bidirectional ? Math.max(bidirectional - r.past, s + 1) : s + 1;
         const real = Math.max(r.count - padding, 0);
-        bias.fill(0, row + this.maxLength, row + this.maxLength + Math.min(visible, real));
+        bias.fill(0, row + this.capacity, row + this.capacity + Math.min(visible, real));
       }
     });
     return { attention_bias: new Tensor('float32', bias, [B, 1, S, T]) };
@@ -317,9 +346,9 @@ export class BatchDecoder {
     let views = this.views.get(key);
     if (!views) {
       const { numKeyValueHeads: kv, headDim: D } = this.lm.config;
-      const stride = kv * this.maxLength * D;
+      const stride = kv * this.capacity * D;
       const view = (buffer: Float32Array) =>
-        new Tensor('float32', buffer.subarray(first * stride, (first + B) * stride), [B, kv, this.maxLength, D]);
+        new Tensor('float32', buffer.subarray(first * stride, (first + B) * stride), [B, kv, this.capacity, D]);
       views = {};
       for (let i = 0; i < this.keys.length; i++) {
         views[`past_key.${i}`] = view(this.keys[i]);

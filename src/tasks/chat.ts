@@ -8,6 +8,7 @@
 import { ConfigError, UsageError } from '../core/errors.js';
 import type { ResolveModelOptions } from '../core/hub.js';
 import { files, modelResolver } from '../core/io.js';
+import { readOptionalJsonObject } from '../core/json.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -55,15 +56,8 @@ async function readChatTemplate(dir: string): Promise<string | null> {
   const jinja = fs.join(dir, 'chat_template.jinja');
   if (await fs.isFile(jinja)) return fs.readText(jinja);
   for (const file of ['chat_template.json', 'tokenizer_config.json']) {
-    const full = fs.join(dir, file);
-    if (!(await fs.isFile(full))) continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(await fs.readText(full))?.chat_template;
-    } catch (error) {
-      if (!(error instanceof SyntaxError)) throw error;
-      throw new ConfigError(`${full}: not valid JSON`);
-    }
+    // A list of named templates (another form tokenizer_config.json allows) is not used: the next file is tried.
+    const value = (await readOptionalJsonObject(fs.join(dir, file), { error: ConfigError }))?.chat_template;
     if (typeof value === 'string') return value;
   }
   return null;

@@ -11,10 +11,10 @@ import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '..
 export { retrievalScores } from '../core/matrix.js';
 import { UsageError } from '../core/errors.js';
 import { InternVLClipModel, type ClipMode } from '../models/internvl_clip.js';
-import type { RgbImage } from '../processing/image.js';
 import { preprocessForClip } from '../processing/tiling.js';
 import { encodeClipTexts } from '../processing/tokenizers/clip_text.js';
 import { loadTokenizer, type Tokenizer } from '../processing/tokenizers/index.js';
+import { decodeImageSource, imageSourceName, type ImageSource } from './image_source.js';
 
 export interface ClipPipeline {
   model: InternVLClipModel;
@@ -65,13 +65,18 @@ export async function encodeTexts(
   return matrix(out, texts.length, D);
 }
 
-/** Image embeddings [N, D] (not normalized; mode G is the sum of two unit vectors), as `encode_image`. */
+/**
+ * Image embeddings [N, D] (not normalized; mode G is the sum of two unit vectors), as `encode_image`. Paths and
+ * encoded bytes are decoded one batch at a time.
+ */
 export async function encodeImages(
   pipeline: ClipPipeline,
-  images: readonly RgbImage[],
+  images: readonly ImageSource[],
   options: BatchOptions & {
     mode?: ClipMode;
     transform?: ImageTransform;
+    /** For paths and bytes: apply the EXIF orientation of photos (default true; the official code does not). */
+    applyExifOrientation?: boolean;
   } = {},
 ): Promise<Matrix> {
   if (!Array.isArray(images))
@@ -89,7 +94,11 @@ export async function encodeImages(
   for (let start = 0; start < images.length; start += batchSize) {
     const batch = images.slice(start, start + batchSize);
     const pixels = new Float32Array(batch.length * 3 * S * S);
-    batch.forEach((image, i) => preprocessForClip(image, transform, S, pixels, i * 3 * S * S));
+    for (const [i, source] of batch.entries()) {
+      const name = imageSourceName(source, start + i);
+      const image = await decodeImageSource(source, name, options.applyExifOrientation ?? true);
+      preprocessForClip(image, transform, S, pixels, i * 3 * S * S);
+    }
     out.set(await model.encodeImage(pixels, batch.length, mode), start * D);
     options.onProgress?.(Math.min(start + batchSize, images.length), images.length);
   }
@@ -158,16 +167,32 @@ export function classifyEmbeddings(imageEmbeddings: Matrix, classifier: Matrix):
   return { logits, probs: matrix(probs, logits.rows, logits.cols) };
 }
 
+/**
+ * Progress of a zero-shot classification: first the prompts (labels × templates) are encoded, then the images
+ * (or videos); each stage counts from 0 to its own total.
+ */
+export type ClassifyProgress = (done: number, total: number, stage: 'prompts' | 'images' | 'videos') => void;
+
 export async function classifyImages(
   pipeline: ClipPipeline,
-  images: readonly RgbImage[],
+  images: readonly ImageSource[],
   labels: readonly string[],
-  options: BatchOptions & {
+  options: Omit<BatchOptions, 'onProgress'> & {
     templates?: readonly string[];
     mode?: ClipMode;
+    applyExifOrientation?: boolean;
+    onProgress?: ClassifyProgress;
   } = {},
 ): Promise<Classification> {
-  const classifier = await buildZeroShotClassifier(pipeline, labels, options.templates ?? ['{c}'], options);
-  const embeddings = await encodeImages(pipeline, images, { ...options, transform: 'classification' });
+  const { onProgress, templates, ...imageOptions } = options;
+  const classifier = await buildZeroShotClassifier(pipeline, labels, templates ?? ['{c}'], {
+    batchSize: options.batchSize,
+    onProgress: onProgress && ((done, total) => onProgress(done, total, 'prompts')),
+  });
+  const embeddings = await encodeImages(pipeline, images, {
+    ...imageOptions,
+    transform: 'classification',
+    onProgress: onProgress && ((done, total) => onProgress(done, total, 'images')),
+  });
   return classifyEmbeddings(embeddings, classifier);
 }

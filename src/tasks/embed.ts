@@ -21,11 +21,11 @@ import {
   visionTowerPrefix,
   type Architecture,
 } from '../models/registry.js';
-import { loadImage, type RgbImage } from '../processing/image.js';
 import { preprocessForClip } from '../processing/tiling.js';
 import type { GraphBuilder } from '../core/graph.js';
 import type { ClipMode } from '../models/internvl_clip.js';
 import { encodeImages, type ClipPipeline } from './clip.js';
+import { decodeImageSource, imageSourceName, type ImageSource } from './image_source.js';
 
 export interface ImageEmbedder {
   /** The local folder the model was loaded from. */
@@ -84,9 +84,6 @@ export async function loadImageEmbedder(
   };
 }
 
-/** An image file path, encoded bytes, or decoded pixels (named in progress and results by `name`). */
-export type ImageSource = string | RgbImage | { name: string; image: RgbImage | Uint8Array };
-
 export interface EmbedImagesOptions {
   /** Called after each image with the number done so far. */
   onProgress?: (done: number, total: number, name: string) => void;
@@ -116,13 +113,13 @@ export async function embedImages(
     throw new UsageError(`embedImages: batchSize must be a positive integer, got ${batchSize}`);
   const size = model.imageSize;
   const perImage = 3 * size * size;
-  const names = images.map(sourceName);
+  const names = images.map(imageSourceName);
   const data = new Float32Array(images.length * model.dim);
   for (let start = 0; start < images.length; start += batchSize) {
     const count = Math.min(batchSize, images.length - start);
     const pixels = new Float32Array(count * perImage);
     for (let i = 0; i < count; i++) {
-      const image = await decode(images[start + i], names[start + i], options.applyExifOrientation ?? true);
+      const image = await decodeImageSource(images[start + i], names[start + i], options.applyExifOrientation ?? true);
       // Resize to size×size (Pillow bicubic) and normalise: the InternVL-C/G retrieval transform.
       preprocessForClip(image, 'retrieval', size, pixels, i * perImage);
     }
@@ -146,33 +143,18 @@ export async function embedImagesAligned(
   const batchSize = options.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new UsageError(`embedImagesAligned: batchSize must be a positive integer, got ${batchSize}`);
-  const names = images.map(sourceName);
-  const dim = pipeline.model.config.clipEmbedDim;
-  const data = new Float32Array(images.length * dim);
-  for (let start = 0; start < images.length; start += batchSize) {
-    const count = Math.min(batchSize, images.length - start);
-    const decoded: RgbImage[] = [];
-    for (let i = 0; i < count; i++)
-      decoded.push(await decode(images[start + i], names[start + i], options.applyExifOrientation ?? true));
-    const embeds = await encodeImages(pipeline, decoded, { mode: options.mode, transform: 'retrieval', batchSize });
-    data.set(embeds.data, start * dim);
-    for (let i = 0; i < count; i++) options.onProgress?.(start + i + 1, images.length, names[start + i]);
-  }
-  return { names, dims: [images.length, dim], data };
-}
-
-function sourceName(source: ImageSource, index: number): string {
-  if (typeof source === 'string') return source;
-  if ('name' in source && typeof source.name === 'string') return source.name;
-  return `<image ${index}>`;
-}
-
-async function decode(source: ImageSource, name: string, applyExifOrientation: boolean): Promise<RgbImage> {
-  if (typeof source === 'string') return loadImage(source, { applyExifOrientation });
-  if ('image' in source) {
-    return source.image instanceof Uint8Array ? loadImage(source.image, { name, applyExifOrientation }) : source.image;
-  }
-  return source;
+  const names = images.map(imageSourceName);
+  let reported = 0;
+  const embeddings = await encodeImages(pipeline, images, {
+    mode: options.mode,
+    transform: 'retrieval',
+    batchSize,
+    applyExifOrientation: options.applyExifOrientation,
+    onProgress: (done, total) => {
+      while (reported < done) options.onProgress?.(++reported, total, names[reported - 1]);
+    },
+  });
+  return { names, dims: [images.length, embeddings.cols], data: embeddings.data };
 }
 
 /** Expands folders to the image files directly inside them (sorted), so that `embed-image photos/` works. */

@@ -23,6 +23,7 @@ import {
   classifyEmbeddings,
   encodeImages,
   type Classification,
+  type ClassifyProgress,
   type ClipPipeline,
   type ImageTransform,
 } from './clip.js';
@@ -156,15 +157,21 @@ export async function classifyVideos(
   pipeline: ClipPipeline,
   paths: readonly string[],
   labels: readonly string[],
-  options: EncodeVideosOptions & {
+  options: Omit<EncodeVideosOptions, 'onProgress'> & {
     templates?: readonly string[];
+    onProgress?: ClassifyProgress;
   } = {},
 ): Promise<Classification> {
-  const classifier = await buildZeroShotClassifier(pipeline, labels, options.templates ?? ['{c}']);
-  return classifyEmbeddings(
-    await encodeVideos(pipeline, paths, { ...options, sampling: options.sampling ?? 'chat' }),
-    classifier,
-  );
+  const { onProgress, templates, ...videoOptions } = options;
+  const classifier = await buildZeroShotClassifier(pipeline, labels, templates ?? ['{c}'], {
+    onProgress: onProgress && ((done, total) => onProgress(done, total, 'prompts')),
+  });
+  const embeddings = await encodeVideos(pipeline, paths, {
+    ...videoOptions,
+    sampling: options.sampling ?? 'chat',
+    onProgress: onProgress && ((done, total) => onProgress(done, total, 'videos')),
+  });
+  return classifyEmbeddings(embeddings, classifier);
 }
 
 export interface VideoTextRetrieval {

@@ -5,6 +5,7 @@
  */
 import { DatasetError, UsageError } from '../core/errors.js';
 import { errorCode, files } from '../core/io.js';
+import { readJsonFile } from '../core/json.js';
 
 export const ZEROSHOT_LANGUAGES = ['en', 'cn', 'jp', 'ar', 'it'] as const;
 
@@ -25,13 +26,8 @@ async function readText(path: string, what: string): Promise<string> {
   }
 }
 
-async function readJson(path: string, what: string): Promise<unknown> {
-  const text = await readText(path, what);
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new DatasetError(`${what} ${path} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
-  }
+function readJson(path: string, what: string): Promise<unknown> {
+  return readJsonFile(path, { error: DatasetError, what });
 }
 
 /**

@@ -15,10 +15,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
-import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import type { DType } from '../../core/safetensors.js';
-import { median, quantile } from './vision.js';
+import { cpuModel, machineInfo, median, quantile } from './stats.js';
 
 export interface ChatShape {
   name: string;
@@ -415,10 +415,6 @@ function argmax(values: Float32Array, offset: number, width: number): number {
   return best;
 }
 
-export function cpuModel(): string {
-  return os.cpus()[0]?.model?.trim() ?? 'unknown';
-}
-
 const round = (x: number, digits = 4) => Number(x.toFixed(digits));
 
 /** CPU share above which a sample counts as measured on an unshared machine. */
@@ -642,18 +638,7 @@ export async function runChatMatrix(
           `decode ${result.decodeTokensPerSecond.toFixed(1)} tokens/s (clean: ${result.cleanDecode?.tokensPerSecond.toFixed(1) ?? 'none'}), peak RSS ${result.peakRssMB} MB`,
       );
     }
-    const { ort } = await import('../../core/node/runtime.js');
-    return {
-      machine: {
-        cpu: cpuModel(),
-        cores: os.availableParallelism(),
-        memoryGB: Math.round(os.totalmem() / 2 ** 30),
-        node: process.version,
-        onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
-        date: new Date().toISOString(),
-      },
-      results,
-    };
+    return { machine: await machineInfo(), results };
   } finally {
     if (!options.keep && !options.workDir) fs.rmSync(workDir, { recursive: true, force: true });
     else log(`work folder kept: ${workDir}`);

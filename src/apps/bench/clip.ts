@@ -16,16 +16,10 @@ import { useQuantizedLinears } from '../../core/quantize.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import type { DType } from '../../core/safetensors.js';
 import { ort } from '../../core/node/runtime.js';
+import { extrapolateToDepth } from './extrapolate.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
-import {
-  cpuModel,
-  encodeStorage,
-  randomFiller,
-  round,
-  STORAGE,
-  VISION_SHAPES,
-  writeRandomVisionCheckpoint,
-} from './vision.js';
+import { cpuModel } from './stats.js';
+import { encodeStorage, randomFiller, round, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
 
 const VISION = VISION_SHAPES['internvit-6b-224'];
 const QLLAMA = { hidden: 4096, heads: 32, intermediate: 11008, layers: 32, vocab: 49954, queries: 96, textLength: 80 };
@@ -58,9 +52,9 @@ export interface BenchClipOptions {
 }
 
 export interface ClipStageTiming {
-  /** Seconds per item extrapolated to the full model. */
-  seconds: number;
-  perSecond: number;
+  /** Seconds per item extrapolated to the full model; null under contention (see `contention`). */
+  seconds: number | null;
+  perSecond: number | null;
 }
 
 export interface BenchClipResult {
@@ -79,6 +73,8 @@ export interface BenchClipResult {
   extrapolated: true;
   cpu: string;
   onnxruntime: string;
+  /** Why some stage times are null: see extrapolate.ts. */
+  contention?: string;
 }
 
 /** A random bf16 InternVL-14B-224px-shaped checkpoint (no tokenizer) with its first ViT and QLLaMA blocks only. */
@@ -209,7 +205,8 @@ function relativeError(actual: Float32Array, reference: Float32Array): number {
 
 interface StageSeconds {
   vision: number;
-  visionAndQueries: number;
+  /** QLLaMA over the 96 queries, after the vision tower. */
+  queries: number;
   text: number;
 }
 
@@ -252,7 +249,7 @@ async function timeStages(
       g: await model.encodeImage(pixels, B, 'G'),
       text: (await model.encodeText(ids)).embeds,
     };
-    return { seconds: { vision, visionAndQueries: vision + queries, text }, outputs };
+    return { seconds: { vision, queries, text }, outputs };
   } finally {
     await model.release();
   }
@@ -293,38 +290,29 @@ export async function benchClip(options: BenchClipOptions = {}): Promise<BenchCl
       const a = await timeStages(dirs.deep, weights, common, pixels, ids, log);
       log(`${weights}: ${shallow.vision} ViT / ${shallow.qllama} QLLaMA blocks`);
       const b = await timeStages(dirs.shallow, weights, common, pixels, ids, log);
-      const extrapolate = (
-        deepSeconds: number,
-        shallowSeconds: number,
-        deepLayers: number,
-        shallowLayers: number,
-        fullLayers: number,
-      ) => {
-        const perLayer = (deepSeconds - shallowSeconds) / (deepLayers - shallowLayers);
-        return shallowSeconds + perLayer * (fullLayers - shallowLayers);
-      };
-      const vision = extrapolate(a.seconds.vision, b.seconds.vision, deep.vision, shallow.vision, VISION.layers);
-      const queries = extrapolate(
-        a.seconds.visionAndQueries - a.seconds.vision,
-        b.seconds.visionAndQueries - b.seconds.vision,
-        deep.qllama,
-        shallow.qllama,
-        QLLAMA.layers,
-      );
-      const text = extrapolate(a.seconds.text, b.seconds.text, deep.qllama, shallow.qllama, QLLAMA.layers);
+      const extrapolate = (deepSeconds: number, shallowSeconds: number, part: 'vision' | 'qllama', full: number) =>
+        extrapolateToDepth(
+          { layers: shallow[part], seconds: shallowSeconds },
+          { layers: deep[part], seconds: deepSeconds },
+          full,
+        );
+      const vision = extrapolate(a.seconds.vision, b.seconds.vision, 'vision', VISION.layers);
+      const queries = extrapolate(a.seconds.queries, b.seconds.queries, 'qllama', QLLAMA.layers);
+      const text = extrapolate(a.seconds.text, b.seconds.text, 'qllama', QLLAMA.layers);
+      const contention = [vision, queries, text].find((e) => e.contention)?.contention;
       reference ??= weights === 'float32' ? a.outputs : null;
-      const stage = (seconds: number): ClipStageTiming => ({
-        seconds: round(seconds / batch),
-        perSecond: round(batch / seconds),
-      });
+      const stage = (seconds: number | null): ClipStageTiming =>
+        seconds === null
+          ? { seconds: null, perSecond: null }
+          : { seconds: round(seconds / batch), perSecond: round(batch / seconds) };
       results.push({
         model: 'InternVL-14B-224px (InternViT-6B-224 + QLLaMA-7B), random bf16 checkpoint',
         weights,
         batch,
         threads,
-        imageC: stage(vision),
-        imageG: stage(vision + queries),
-        text: stage(text),
+        imageC: stage(vision.seconds),
+        imageG: stage(vision.seconds === null || queries.seconds === null ? null : vision.seconds + queries.seconds),
+        text: stage(text.seconds),
         relativeErrorVsFloat32: reference
           ? {
               imageC: round(relativeError(a.outputs.c, reference.c)),
@@ -337,6 +325,7 @@ export async function benchClip(options: BenchClipOptions = {}): Promise<BenchCl
         extrapolated: true,
         cpu: cpuModel(),
         onnxruntime: ort.env.versions.node ?? ort.env.versions.common,
+        ...(contention ? { contention } : {}),
       });
     }
     return results;

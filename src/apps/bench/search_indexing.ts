@@ -24,7 +24,8 @@ import { QueueSink } from '../search/queue.js';
 import { SearchIndex } from '../search/search_index.js';
 import { Store, tableName } from '../search/store.js';
 import { writeClipCheckpoint } from './clip.js';
-import { cpuModel, median, round } from './vision.js';
+import { median } from './stats.js';
+import { round } from './vision.js';
 
 export interface IndexingOptions {
   /** An InternVL-C/G folder; by default a random InternVL-14B-224px-shaped one with `visionLayers` ViT blocks. */
@@ -75,7 +76,6 @@ export interface IndexingResult {
     rows: number;
   }>;
   peakRssMB: number;
-  cpu: string;
 }
 
 // The tokenizer of the bundled InternVL-14B-224px-layout fixture (text is not timed, but the pipeline loads one).
@@ -254,7 +254,6 @@ export async function benchSearchIndexing(options: IndexingOptions): Promise<Ind
     batch: options.batch,
     threads: options.threads,
     peakRssMB: 0,
-    cpu: cpuModel(),
   };
   if (options.overhead) {
     const stamp = await modelStamp(modelDir, { mode: 'C', weights: options.weights });

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { matmulTransposed, matrix } from '../../core/matrix.js';
 import { Store, type IndexRow, type Stamp } from '../search/store.js';
-import { cpuModel, median, quantile, round } from './vision.js';
+import { median, quantile } from './stats.js';
+import { round } from './vision.js';
 
 export interface LatencyOptions {
   /** Table sizes (rows), each its own table. */
@@ -65,7 +66,6 @@ export interface LatencyResult {
     settings: AnnSetting[];
   };
   peakRssMB: number;
-  cpu: string;
 }
 
 /** Deterministic standard normals (xorshift32 + Box–Muller). */
@@ -290,7 +290,6 @@ export async function benchSearchLatency(options: LatencyOptions): Promise<Laten
       exactRecall: round(exactRecall),
       ann: { ...ann, buildSeconds: round(buildSeconds), settings },
       peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
-      cpu: cpuModel(),
     });
     // Each size's table is deleted once measured (1M × 768 floats are 3 GB).
     fs.rmSync(path.join(options.workDir, `db-${rows}`), { recursive: true, force: true });

@@ -18,7 +18,9 @@ import { float32ToFloat16, GraphBuilder } from '../../core/graph.js';
 import { ort } from '../../core/node/runtime.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import { Checkpoint, type DType } from '../../core/safetensors.js';
-import { weightFormatHook } from '../../core/quantize.js';
+import { weightFormatHook } from '../../core/quantize/formats.js';
+import { extrapolateToDepth, type Extrapolation } from './extrapolate.js';
+import { cpuModel, median } from './stats.js';
 import { ConfigSection } from '../../models/config.js';
 import {
   buildInternVisionEncoder,
@@ -137,16 +139,17 @@ export interface BenchVisionResult {
   extrapolated: boolean;
   /**
    * Whole-encoder seconds per tile from the fastest warm run (extrapolated to all layers when `extrapolated`).
-   * The fastest, not the mean, because other processes on a shared machine only ever add time.
+   * The fastest, not the mean, because other processes on a shared machine only ever add time. Null (and
+   * `contention` says why) when contention made the extrapolation meaningless.
    */
-  secondsPerTile: number;
-  tilesPerSecond: number;
+  secondsPerTile: number | null;
+  tilesPerSecond: number | null;
   /** The same from the median run. */
-  medianSecondsPerTile: number;
+  medianSecondsPerTile: number | null;
   /** Seconds of each warm forward pass of the timed graph (layersTimed layers, whole batch). */
   runSeconds: number[];
   /** Per tile, fastest run: one layer, and the embeddings (patch conv + positions, from the 0-layer graph). */
-  secondsPerLayerPerTile: number;
+  secondsPerLayerPerTile: number | null;
   embeddingSecondsPerTile: number | null;
   /** Peak resident memory of this process (the timed graph only when extrapolated). */
   peakRssMB: number;
@@ -162,6 +165,8 @@ export interface BenchVisionResult {
   cpuUtilization: number;
   profile?: OpTime[];
   note?: string;
+  /** Why the extrapolated times are null: see extrapolate.ts. */
+  contention?: string;
 }
 
 /** Parameter count of the encoder with `layers` layers. */
@@ -297,18 +302,6 @@ export function writeRandomVisionCheckpoint(
   return { bytes, weightMap };
 }
 
-export function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** The value below which a fraction `q` of the values lie (nearest rank). */
-export function quantile(values: number[], q: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
 async function timeModel(
   model: InternVisionModel,
   pixels: Float32Array,
@@ -395,7 +388,7 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
 
     let embeddingSeconds: number | null = null;
     // Whole encoder for one batch, from a timing of the layersTimed-layer graph.
-    let wholeEncoder = (seconds: number) => seconds;
+    let wholeEncoder = (seconds: number): Extrapolation => ({ seconds, perLayerSeconds: seconds / layersTimed });
     if (extrapolated) {
       const embeddingsOnly = await InternVisionModel.load(checkpoint, config, {
         graph: { numLayers: 0 },
@@ -409,10 +402,12 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
       } finally {
         await embeddingsOnly.release();
       }
-      const embeddings = embeddingSeconds;
-      wholeEncoder = (seconds) => embeddings + ((seconds - embeddings) / layersTimed) * shape.layers;
+      const embeddings = { layers: 0, seconds: embeddingSeconds };
+      wholeEncoder = (seconds) => extrapolateToDepth(embeddings, { layers: layersTimed, seconds }, shape.layers);
     }
-    const secondsPerTile = wholeEncoder(fastest) / batch;
+    const best = wholeEncoder(fastest);
+    const typicalEncoder = wholeEncoder(typical);
+    const perTile = (seconds: number | null) => (seconds === null ? null : round(seconds / batch));
     // Before profiling, whose second session would count too.
     const peakRssMB = Math.round(process.resourceUsage().maxRSS / 1024);
     let profile: OpTime[] | undefined;
@@ -441,11 +436,11 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
       layersTimed,
       layersTotal: shape.layers,
       extrapolated,
-      secondsPerTile: round(secondsPerTile),
-      tilesPerSecond: round(1 / secondsPerTile),
-      medianSecondsPerTile: round(wholeEncoder(typical) / batch),
+      secondsPerTile: perTile(best.seconds),
+      tilesPerSecond: best.seconds === null ? null : round(batch / best.seconds),
+      medianSecondsPerTile: perTile(typicalEncoder.seconds),
       runSeconds: runSeconds.map(round),
-      secondsPerLayerPerTile: round((fastest - (embeddingSeconds ?? 0)) / layersTimed / batch),
+      secondsPerLayerPerTile: perTile(best.perLayerSeconds),
       embeddingSecondsPerTile: embeddingSeconds === null ? null : round(embeddingSeconds / batch),
       peakRssMB,
       weightsMBTimed: Math.round((visionParameterCount(shape, layersTimed) * 4) / 2 ** 20),
@@ -457,6 +452,9 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
       cpu: cpuModel(),
       cpuUtilization: round(cpuUtilization),
       ...(profile ? { profile } : {}),
+      ...((best.contention ?? typicalEncoder.contention)
+        ? { contention: best.contention ?? typicalEncoder.contention }
+        : {}),
       ...(extrapolated
         ? {
             note: `timed ${layersTimed} of ${shape.layers} layers; secondsPerTile = embeddings + ${shape.layers} × per-layer time (extrapolated); peakRssMB is for the ${layersTimed}-layer graph`,
@@ -544,9 +542,4 @@ async function profileOps(
 
 export function round(x: number): number {
   return Number(x.toPrecision(4));
-}
-
-export function cpuModel(): string {
-  const cpus = os.cpus();
-  return `${cpus[0]?.model?.trim() ?? 'unknown'} × ${cpus.length}`;
 }

@@ -8,6 +8,8 @@ Targets:
   vision   time the InternViT encoder on random weights of a released shape
   chat     time to first token and decoding speed of an InternVL-Chat shape (float32, int8, int4 weights)
   clip     InternVL-C/G image and text embeddings per second (InternVL-14B-224px shape)
+  serve    the server under load: one stream vs concurrent streams (continuous batching), soak RSS
+  accuracy each weight format's error against float32 on golden fixture folders
   search   search latency and ANN recall (100k/1M vectors), index overhead, 1 vs 2 queue workers
 
 See 'internvl bench <target> --help'.
@@ -47,9 +49,11 @@ export const benchCommand: Command = {
     }
     if (target === 'chat') return (await import('./bench_chat.js')).runBenchChat(rest);
     if (target === 'clip') return (await import('./bench_clip.js')).runBenchClip(rest);
+    if (target === 'serve') return (await import('./bench_serve.js')).runBenchServe(rest);
+    if (target === 'accuracy') return (await import('./bench_accuracy.js')).runBenchAccuracy(rest);
     if (target === 'search') return (await import('./bench_search.js')).runBenchSearch(rest);
     if (target !== 'vision')
-      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, search)`);
+      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, serve, accuracy, search)`);
     const parsed = parseCommandArgs(
       {
         command: 'bench vision',
@@ -89,6 +93,7 @@ export const benchCommand: Command = {
       log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
     });
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    if (result.contention) process.stderr.write(`warning: no extrapolated time: ${result.contention}\n`);
     return 0;
   },
 };

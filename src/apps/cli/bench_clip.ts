@@ -60,5 +60,7 @@ export async function runBenchClip(args: string[]): Promise<number> {
     log: parsed.flag('quiet') ? undefined : (m) => process.stderr.write(`${m}\n`),
   });
   process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  for (const { weights, contention } of results)
+    if (contention) process.stderr.write(`warning: ${weights}: no extrapolated time: ${contention}\n`);
   return 0;
 }

@@ -14,7 +14,7 @@ Three parts (--parts), in one temp folder that is deleted afterwards:
            decode, embed) with the same loaded model: the index's overhead
   queue    images/s of 'index --queue' with 1 vs N 'internvl worker' processes (threads split between them)
 The model of index/queue is InternVL-14B-224px-shaped, random weights, its first --vision-layers ViT blocks only
-(or --model). Prints JSON: {latency: [...], indexing: {...}}.
+(or --model). Prints JSON: {machine, latency: [...], indexing: {...}}.
 
 Options:
   --parts <list>         latency,index,queue (default: all three)
@@ -123,7 +123,8 @@ export async function runBenchSearch(args: string[]): Promise<number> {
   };
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-bench-search-'));
   try {
-    const result: Record<string, unknown> = {};
+    const { machineInfo } = await import('../bench/stats.js');
+    const result: Record<string, unknown> = { machine: await machineInfo() };
     if (parts.includes('latency')) {
       const { benchSearchLatency } = await import('../bench/search_latency.js');
       result.latency = await benchSearchLatency({ ...latencyOptions, workDir, log });

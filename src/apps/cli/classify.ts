@@ -1,15 +1,18 @@
 /** `internvl classify --model <dir> <images…> --labels "a,b,c"`: zero-shot classification with InternVL-C/G. */
+import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
 import type { Command } from './registry.js';
+import { createProgressReporter, type ProgressReporter } from '../../core/progress.js';
 
-const USAGE = `Usage: internvl classify --model <dir|id> (<image>... | <video>...) --labels "cat,dog" [options]
+const USAGE = `Usage: internvl classify --model <dir|id> (<image|folder>... | <video>...) --labels "cat,dog" [options]
 
 Zero-shot classification with InternVL-C or InternVL-G (InternVL-14B-224px checkpoints), exactly as CLIP_benchmark:
 each label is put into every template, the prompt embeddings are normalized, averaged and renormalized; the logits
-are 100 · normalize(image) @ classes. Images: Resize(224, short side, bicubic) + CenterCrop. Videos (.mp4, .mkv,
-.webm, .avi, .mov; needs ffmpeg): --frames frames, one from the middle of each of --frames equal segments (the
-official chat code's get_index; a shorter clip repeats frames), embeddings averaged.
+are 100 · normalize(image) @ classes. Images (a folder means the image files in it): Resize(224, short side,
+bicubic) + CenterCrop. Videos (.mp4, .mkv, .webm, .avi, .mov; needs ffmpeg): --frames frames, one from the middle
+of each of --frames equal segments (the official chat code's get_index; a shorter clip repeats frames), embeddings
+averaged.
 
 Options:
 ${MODEL_USAGE}
@@ -24,6 +27,38 @@ ${MODEL_USAGE}
   --json               {"labels": [...], "images": [{"image", "probs", "logits"}]} on stdout
   -h, --help           show this help
 `;
+
+function isReadableFile(file: string): boolean {
+  try {
+    fs.accessSync(file, fs.constants.R_OK);
+    return fs.statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** One progress line per stage (prompts, then images or videos), each finished before the next starts. */
+function stagedProgress(quiet: boolean) {
+  let stage: { name: string; progress: ProgressReporter } | null = null;
+  return {
+    update(done: number, total: number, name: 'prompts' | 'images' | 'videos'): void {
+      if (stage?.name !== name) {
+        stage?.progress.finish();
+        // A few prompts or one image are quick; many are not (80 templates per label by default).
+        const label = name === 'prompts' ? 'encoding prompts' : `classifying ${name}`;
+        const few = total < (name === 'prompts' ? 64 : 2);
+        stage = {
+          name,
+          progress: createProgressReporter(label, { quiet: quiet || few, unit: 'items', itemName: name }),
+        };
+      }
+      stage.progress.update(done, total);
+    },
+    finish(): void {
+      stage?.progress.finish();
+    },
+  };
+}
 
 const VIDEO_EXTENSIONS = ['.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v'];
 
@@ -64,26 +99,37 @@ export const classifyCommand: Command = {
     const videos = parsed.positionals.filter(isVideo);
     if (videos.length > 0 && videos.length !== parsed.positionals.length)
       parsed.fail('give images or videos, not both');
-    const [{ loadClipPipeline, classifyImages }, { loadImage }, { loadTemplates }, { classifyVideos }] =
-      await Promise.all([
-        import('../../tasks/clip.js'),
-        import('../../processing/image.js'),
-        import('../../tasks/zeroshot_prompts.js'),
-        import('../../tasks/video.js'),
-      ]);
+    const [
+      { loadClipPipeline, classifyImages },
+      { loadImage },
+      { loadTemplates },
+      { classifyVideos },
+      { expandImagePaths },
+    ] = await Promise.all([
+      import('../../tasks/clip.js'),
+      import('../../processing/image.js'),
+      import('../../tasks/zeroshot_prompts.js'),
+      import('../../tasks/video.js'),
+      import('../../tasks/embed.js'),
+    ]);
     const custom = (parsed.values.template as string[] | undefined) ?? [];
     const templates = custom.length > 0 ? custom : await loadTemplates(parsed.string('templates') ?? 'en');
-    const images = videos.length > 0 ? [] : await Promise.all(parsed.positionals.map((p) => loadImage(p)));
+    const inputs = videos.length > 0 ? videos : await expandImagePaths(parsed.positionals);
+    // Images are decoded a batch at a time during the work; a path that is not a readable file fails now, with
+    // the decoder's own message, instead of after the model has loaded.
+    if (videos.length === 0) for (const p of inputs) if (!isReadableFile(p)) await loadImage(p);
     const pipeline = await loadClipPipeline(await resolveModelArg(parsed), {
       session: sessionArgs(parsed),
       configureVisionGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
       configureQllamaGraph: weightsArg(parsed, 'weights', ['fp32', 'int8']),
     });
+    const progress = stagedProgress(parsed.flag('quiet'));
     try {
       const { logits, probs } =
         videos.length > 0
-          ? await classifyVideos(pipeline, videos, labels, { templates, mode, numFrames })
-          : await classifyImages(pipeline, images, labels, { templates, mode });
+          ? await classifyVideos(pipeline, videos, labels, { templates, mode, numFrames, onProgress: progress.update })
+          : await classifyImages(pipeline, inputs, labels, { templates, mode, onProgress: progress.update });
+      progress.finish();
       const row = (m: typeof probs, i: number) =>
         Array.from(m.data.subarray(i * labels.length, (i + 1) * labels.length));
       if (parsed.flag('json')) {
@@ -92,12 +138,12 @@ export const classifyCommand: Command = {
             labels,
             mode,
             templates: templates.length,
-            images: parsed.positionals.map((image, i) => ({ image, probs: row(probs, i), logits: row(logits, i) })),
+            images: inputs.map((image, i) => ({ image, probs: row(probs, i), logits: row(logits, i) })),
           })}\n`,
         );
         return 0;
       }
-      parsed.positionals.forEach((path, i) => {
+      inputs.forEach((path, i) => {
         const p = row(probs, i);
         const order = p
           .map((_, c) => c)

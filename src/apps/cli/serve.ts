@@ -28,7 +28,7 @@ ${storageUsage(28)}
   --max-batch <n>           chat sequences generating at once per model (default 4)
   --max-queue <n>           requests waiting per model before 429 (default 16)
   --max-model-len <n>       positions per chat request, prompt + answer (default 8192, capped by the model's
-                            context); sizes the KV caches preallocated for --max-batch requests
+                            context); the KV caches grow with the requests up to --max-batch × this
   --prefill-chunk <n>       prompt positions prefilled between two decode steps of running requests (default 512)
   --timeout <s>             per-request time limit (default 600)
   --shutdown-timeout <s>    on SIGTERM/SIGINT, how long running requests may finish (default 10)

@@ -1,14 +1,14 @@
-/** `internvl tokenize <tokenizer> (--text T | --file F)`: token ids, one line per input line. */
+/** `internvl tokenize <tokenizer> (--text T | --file F) [--decode]`: token ids of text, or text of token ids. */
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
 
-const USAGE = `Usage: internvl tokenize <tokenizer> (--text <text> | --file <file>) [--add-special] [--json]
+const USAGE = `Usage: internvl tokenize <tokenizer> (--text <text> | --file <file>) [--add-special] [--decode] [--json]
 
-Prints the token ids of each input line, comma-separated, one line per input. <tokenizer> is a model or
-tokenizer folder (tokenizer.model, tokenizer.json, or vocab.json + merges.txt with their configs) or one of those
-files.
+Prints the token ids of each input line, comma-separated, one line per input; with --decode, the text of each
+input line of token ids. <tokenizer> is a model or tokenizer folder (tokenizer.model, tokenizer.json, or
+vocab.json + merges.txt with their configs) or one of those files.
 
 Options:
   --text <text>        the text (its lines are encoded separately)
@@ -16,7 +16,9 @@ Options:
   --separator <s>      split the input at this string instead of at newlines (\\n and \\t are understood),
                        e.g. '\\n__ggml_vocab_test__\\n' for llama.cpp's test vectors
   --add-special        add BOS/EOS as the tokenizer config says (default: no special tokens)
-  --json               {"ids": [[...], ...]} on stdout
+  --decode             the input lines are token ids (comma- or space-separated): print their text
+  --skip-special       with --decode: leave special tokens (BOS, EOS, pad, added special tokens) out of the text
+  --json               {"ids": [[...], ...]} on stdout; with --decode {"texts": ["...", ...]}
   -h, --help           show this help
 `;
 
@@ -33,6 +35,8 @@ export const tokenizeCommand: Command = {
           file: { type: 'string' },
           separator: { type: 'string' },
           'add-special': { type: 'boolean' },
+          decode: { type: 'boolean' },
+          'skip-special': { type: 'boolean' },
           json: { type: 'boolean' },
         },
         positionals: { min: 1, max: 1 },
@@ -62,6 +66,22 @@ export const tokenizeCommand: Command = {
     const dir = fs.statSync(target).isDirectory() ? target : path.dirname(target);
     const { loadTokenizer } = await import('../../processing/tokenizers/index.js');
     const tokenizer = await loadTokenizer(dir);
+    if (parsed.flag('decode')) {
+      if (parsed.flag('add-special')) parsed.fail('--add-special is for encoding; with --decode see --skip-special');
+      const texts = lines.map((line, i) => {
+        const ids = line.split(/[\s,]+/).filter(Boolean);
+        const bad = ids.find((id) => !/^\d+$/.test(id) || Number(id) >= tokenizer.vocabSize);
+        if (bad !== undefined)
+          parsed.fail(
+            `--decode: input line ${i + 1}: '${bad}' is not a token id of this tokenizer (0 to ${tokenizer.vocabSize - 1})`,
+          );
+        return tokenizer.decode(ids.map(Number), { skipSpecialTokens: parsed.flag('skip-special') });
+      });
+      if (parsed.flag('json')) process.stdout.write(`${JSON.stringify({ texts })}\n`);
+      else process.stdout.write(`${texts.join('\n')}\n`);
+      return 0;
+    }
+    if (parsed.flag('skip-special')) parsed.fail('--skip-special is for --decode');
     const addSpecialTokens = parsed.flag('add-special');
     const ids = lines.map((line) => tokenizer.encode(line, { addSpecialTokens }));
     if (parsed.flag('json')) process.stdout.write(`${JSON.stringify({ ids })}\n`);

@@ -19,6 +19,7 @@ export { fillTemplate } from '../../tasks/clip.js';
 export { DatasetError } from '../../core/errors.js';
 import { DatasetError } from '../../core/errors.js';
 import { resolveInside } from '../../core/node/contained_path.js';
+import { parseJson, readJsonFile } from '../../core/json.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Small helpers that mirror Python semantics where the reference code relies on them.
@@ -52,25 +53,15 @@ async function readText(path: string, what: string): Promise<string> {
   }
 }
 
-async function readJson(path: string, what: string): Promise<unknown> {
-  const text = await readText(path, what);
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new DatasetError(`${what} ${path} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
-  }
+function readJson(path: string, what: string): Promise<unknown> {
+  return readJsonFile(path, { error: DatasetError, what });
 }
 
 /** JSON Lines: one value per non-blank line, as a list. */
 async function readJsonLines(path: string, what: string): Promise<unknown[]> {
-  return splitLines(await readText(path, what)).flatMap((line, i) => {
-    if (!line.trim()) return [];
-    try {
-      return [JSON.parse(line)];
-    } catch (e) {
-      throw new DatasetError(`${what} ${path} line ${i + 1} is not valid JSON: ${(e as Error).message.split('\n')[0]}`);
-    }
-  });
+  return splitLines(await readText(path, what)).flatMap((line, i) =>
+    line.trim() ? [parseJson(line, path, { error: DatasetError, what, firstLine: i + 1 })] : [],
+  );
 }
 
 async function isDir(path: string): Promise<boolean> {

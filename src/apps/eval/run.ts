@@ -15,6 +15,7 @@ import { storageError } from '../../core/node/atomic_write.js';
 import { resolveInside } from '../../core/node/contained_path.js';
 import { InternalError, StorageError, UsageError } from '../../core/errors.js';
 import { resolveModelDir, type DownloadProgress } from '../../core/hub.js';
+import { readJsonFile } from '../../core/json.js';
 import { ensembleClassEmbeddings, matrix, retrievalScores, zeroShotLogits, type Matrix } from '../../core/matrix.js';
 import type { ProgressReporter } from '../../core/progress.js';
 import { defaultCacheDir } from '../../core/node/weight_cache.js';
@@ -878,17 +879,7 @@ export interface VideoRetrievalRun {
 }
 
 async function readVideoCaptions(file: string): Promise<{ video: string; caption: string }[]> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await fs.promises.readFile(file, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DatasetError(
-      code
-        ? `cannot read captions file ${file}: ${code}`
-        : `captions file ${file} is not valid JSON: ${(e as Error).message.split('\n')[0]}`,
-    );
-  }
+  const json = await readJsonFile(file, { error: DatasetError, what: 'captions file' });
   if (!Array.isArray(json)) throw new DatasetError(`captions file ${file} must be a JSON list of {video, caption}`);
   return json.map((e, i) => {
     const o = e as Record<string, unknown>;

@@ -30,11 +30,12 @@ class Counter implements Family {
   }
 }
 
-class Gauge implements Family {
-  readonly type = 'gauge';
+/** A value read when rendered: a gauge, or a counter kept elsewhere (the schedulers' step counts). */
+class Reading implements Family {
   constructor(
     readonly help: string,
     private readonly read: () => Array<[Labels, number]>,
+    readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
   render(name: string): string[] {
     return this.read().map(([labels, v]) => `${name}{${key(labels)}} ${v}`);
@@ -79,6 +80,15 @@ class Histogram implements Family {
 const LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 640];
 const TOKEN_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5];
 
+/** A chat model's scheduler as the metrics read it. */
+export interface QueueState {
+  model: string;
+  running: number;
+  waiting: number;
+  decodeSteps: number;
+  decodedTokens: number;
+}
+
 export class Metrics {
   readonly promptTokens = new Counter('Prompt tokens processed.');
   readonly generationTokens = new Counter('Generated tokens.');
@@ -90,15 +100,16 @@ export class Metrics {
   readonly e2eLatency = new Histogram('End-to-end request latency, seconds.', LATENCY_BUCKETS);
   private readonly families: Array<[string, Family]>;
 
-  constructor(queues: () => Array<{ model: string; running: number; waiting: number }>) {
+  constructor(queues: () => QueueState[]) {
+    const read = (field: keyof Omit<QueueState, 'model'>) => () =>
+      queues().map((q): [Labels, number] => [{ model_name: q.model }, q[field]]);
     this.families = [
+      ['internvl:num_requests_running', new Reading('Generation requests running.', read('running'))],
+      ['internvl:num_requests_waiting', new Reading('Requests waiting in the queue.', read('waiting'))],
+      ['internvl:decode_steps_total', new Reading('Batched decode steps run.', read('decodeSteps'), 'counter')],
       [
-        'internvl:num_requests_running',
-        new Gauge('Generation requests running.', () => queues().map((q) => [{ model_name: q.model }, q.running])),
-      ],
-      [
-        'internvl:num_requests_waiting',
-        new Gauge('Requests waiting in the queue.', () => queues().map((q) => [{ model_name: q.model }, q.waiting])),
+        'internvl:decode_step_sequences_total',
+        new Reading('Sequences decoded by those steps (÷ steps = mean batch size).', read('decodedTokens'), 'counter'),
       ],
       ['internvl:prompt_tokens_total', this.promptTokens],
       ['internvl:generation_tokens_total', this.generationTokens],

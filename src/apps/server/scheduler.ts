@@ -119,6 +119,8 @@ export interface BatchLimits {
 
 export const DEFAULT_MAX_LENGTH = 8192;
 export const DEFAULT_PREFILL_CHUNK = 512;
+/** Positions per sequence the caches hold before they first grow. */
+const INITIAL_CACHE_LENGTH = 1024;
 
 /** A queued job with its channel and bookkeeping. */
 interface Entry {
@@ -320,7 +322,12 @@ export class BatchScheduler implements Scheduler {
   }
 
   private async prefillChunk(job: Job): Promise<void> {
-    this.decoder ??= this.lm.batchDecoder({ maxSequences: this.batch.maxBatch, maxLength: this.contextLength });
+    // The caches start small and grow with the longest request, up to contextLength.
+    this.decoder ??= this.lm.batchDecoder({
+      maxSequences: this.batch.maxBatch,
+      maxLength: this.contextLength,
+      initialLength: Math.min(this.contextLength, INITIAL_CACHE_LENGTH),
+    });
     job.sequence ??= this.decoder.addSequence();
     const prompt = job.prompt!;
     const input = tokenInput(prompt);

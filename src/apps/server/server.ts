@@ -66,7 +66,9 @@ export function createServer(options: ServerOptions): InternVLServer {
   let host: ModelHost | null = null;
   const queues = () =>
     (host?.all() ?? []).flatMap((m) =>
-      m.kind === 'chat' ? [{ model: m.name, running: m.scheduler.running, waiting: m.scheduler.waiting }] : [],
+      m.kind === 'chat'
+        ? [{ model: m.name, running: m.scheduler.running, waiting: m.scheduler.waiting, ...m.scheduler.stats }]
+        : [],
     );
   const metrics = new Metrics(queues);
   host = new ModelHost(options.models, options.load, options.loader);

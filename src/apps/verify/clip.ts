@@ -18,7 +18,11 @@ export const clipModelRunner: FixtureRunner = {
     );
   },
   async run(fixture, options) {
-    const model = await InternVLClipModel.load(fixture.dir, { session: { threads: options.threads } });
+    const model = await InternVLClipModel.load(fixture.dir, {
+      session: { threads: options.threads },
+      configureVisionGraph: options.graphs?.vision,
+      configureQllamaGraph: options.graphs?.qllama,
+    });
     const compared: ComparedTensor[] = [];
     const check = (name: string, data: Float32Array, shape: number[]) => {
       if (fixture.has(name)) compared.push(fixture.compare(name, { data, shape }));

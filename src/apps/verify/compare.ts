@@ -28,6 +28,8 @@ export interface ComparedTensor {
   maxRelError: number;
   bound: Bound;
   ok: boolean;
+  /** Exact bounds: the flat index of the first differing value (a greedy sequence: the first differing step). */
+  firstMismatch?: number;
   /** Why it failed beyond the numbers (shape mismatch, NaN). */
   note?: string;
 }
@@ -63,12 +65,15 @@ export function compareTensors(
 ): ComparedTensor {
   const shape = [...golden.shape];
   const base = { name, shape, bound };
+  // A sequence of another length (a generation that stopped early) still has a first differing step.
+  const prefix = () => (bound.value === 0 ? { firstMismatch: agreeingPrefix(actual.data, golden.data) } : {});
   if (actual.shape.length !== golden.shape.length || actual.shape.some((d, i) => d !== golden.shape[i])) {
     return {
       ...base,
       maxAbsError: Infinity,
       maxRelError: Infinity,
       ok: false,
+      ...prefix(),
       note: `computed shape [${actual.shape.join(',')}]`,
     };
   }
@@ -78,6 +83,7 @@ export function compareTensors(
       maxAbsError: Infinity,
       maxRelError: Infinity,
       ok: false,
+      ...prefix(),
       note: `computed ${actual.data.length} values, golden has ${golden.data.length}`,
     };
   }
@@ -86,11 +92,12 @@ export function compareTensors(
   let maxGolden = 0;
   let nonFinite = 0;
   let different = 0;
+  let firstDifferent = -1;
   for (let i = 0; i < golden.data.length; i++) {
     const a = actual.data[i];
     const b = golden.data[i];
     const diff = Math.abs(a - b);
-    if (exact && !sameValue(a, b)) different++;
+    if (exact && !sameValue(a, b) && different++ === 0) firstDifferent = i;
     // NaN compares false with everything: count it explicitly so that it cannot pass as "error 0".
     if (!Number.isFinite(diff)) {
       if (!(a === b)) nonFinite++;
@@ -110,7 +117,23 @@ export function compareTensors(
   }
   const maxRel = maxGolden > 0 ? maxAbs / maxGolden : maxAbs === 0 ? 0 : Infinity;
   const measured = bound.metric === 'relative' ? maxRel : maxAbs;
-  return { ...base, maxAbsError: maxAbs, maxRelError: maxRel, ok: exact ? different === 0 : measured <= bound.value };
+  const result = { ...base, maxAbsError: maxAbs, maxRelError: maxRel };
+  if (!exact) return { ...result, ok: measured <= bound.value };
+  return different === 0
+    ? { ...result, ok: true }
+    : {
+        ...result,
+        ok: false,
+        firstMismatch: firstDifferent,
+        note: `${different} differ, the first at index ${firstDifferent}`,
+      };
+}
+
+/** The number of leading positions where two sequences agree (the first differing step, or the shorter length). */
+export function agreeingPrefix(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  const n = Math.min(actual.length, expected.length);
+  for (let i = 0; i < n; i++) if (actual[i] !== expected[i]) return i;
+  return n;
 }
 
 /** An exact comparison of two short lists (values that are not tensors in io.safetensors, e.g. meta.json's). */
@@ -124,6 +147,7 @@ export function compareValues(name: string, actual: readonly number[], expected:
       maxAbsError: Infinity,
       maxRelError: Infinity,
       ok: false,
+      firstMismatch: agreeingPrefix(actual, expected),
       note: `computed ${actual.length} values`,
     };
   }

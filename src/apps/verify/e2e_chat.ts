@@ -4,7 +4,7 @@
  * the KV cache → decoded response), every turn of `meta.chat.turns`. Token ids must match exactly, except from a
  * step whose golden top-2 margin is below 1e-3: there a tie-level difference is allowed and the check stops.
  */
-import { compareValues, EXACT_BOUND } from './compare.js';
+import { agreeingPrefix, compareValues, EXACT_BOUND } from './compare.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
 import { baseName } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
@@ -34,7 +34,11 @@ export const chatE2eRunner: FixtureRunner = {
   async run(fixture, options) {
     const meta = (fixture.meta as unknown as ChatMeta).chat;
     if (!meta?.turns) throw new ModelLoadError(`${fixture.goldenDir}/meta.json: no chat section`);
-    const pipeline = await loadChatPipeline(fixture.dir, { session: { threads: options.threads } });
+    const pipeline = await loadChatPipeline(fixture.dir, {
+      session: { threads: options.threads },
+      configureLlmGraph: options.graphs?.llm,
+      configureVisionGraph: options.graphs?.vision,
+    });
     const compared: ComparedTensor[] = [];
     const skipped: SkippedTensor[] = [];
     try {
@@ -91,8 +95,9 @@ export const chatE2eRunner: FixtureRunner = {
             golden.slice(0, checked),
           ),
         );
-        // Past a near-tie the two runs may decode different tokens: every per-step golden on its first rows only.
-        const done = Math.min(checked, result.ids.length);
+        // Past a near-tie the two runs may decode different tokens, and past a differing token the contexts differ:
+        // every per-step golden on its first rows only, up to and including the first differing token.
+        const done = Math.min(checked, result.ids.length, agreeingPrefix(result.ids, golden) + 1);
         compared.push(
           fixture.compareRows(
             `out.${name}.step_top5_ids`,

@@ -42,7 +42,11 @@ export const clipE2eRunner: FixtureRunner = {
     const meta = fixture.meta as unknown as ClipMeta;
     if (!meta.classify?.images || !meta.retrieval?.captions)
       throw new ModelLoadError(`${fixture.goldenDir}/meta.json: no classify/retrieval section`);
-    const pipeline = await loadClipPipeline(fixture.dir, { session: { threads: options.threads } });
+    const pipeline = await loadClipPipeline(fixture.dir, {
+      session: { threads: options.threads },
+      configureVisionGraph: options.graphs?.vision,
+      configureQllamaGraph: options.graphs?.qllama,
+    });
     const compared: ComparedTensor[] = [];
     const check = (
       name: string,

@@ -7,6 +7,7 @@
 import { MemoryByteSource } from '../../core/bytes.js';
 import { ModelLoadError, SafetensorsError } from '../../core/errors.js';
 import { files, type FileSystem } from '../../core/io.js';
+import { readOptionalJsonObject } from '../../core/json.js';
 import { SafetensorsFile, readEntrySync, bytesToFloat32, type TensorEntry } from '../../core/safetensors.js';
 import { readConfig, type ConfigSection } from '../../models/config.js';
 import { compareTensors, defaultBound, type Bound, type ComparedTensor, type NumericTensor } from './compare.js';
@@ -49,14 +50,7 @@ export class Fixture {
       ? await SafetensorsFile.read(new MemoryByteSource(ioPath, await fs.readBytes(ioPath)))
       : null;
     const metaPath = fs.join(goldenDir, 'meta.json');
-    let meta: Record<string, unknown> = {};
-    if (await fs.isFile(metaPath)) {
-      try {
-        meta = JSON.parse(await fs.readText(metaPath)) as Record<string, unknown>;
-      } catch (error) {
-        throw new ModelLoadError(`${metaPath}: not valid JSON (${(error as Error).message})`);
-      }
-    }
+    const meta = (await readOptionalJsonObject(metaPath, { error: ModelLoadError })) ?? {};
     return new Fixture(fs, dir, config, goldenDir, io, meta);
   }
 

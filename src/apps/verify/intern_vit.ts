@@ -26,6 +26,7 @@ export const internVitRunner: FixtureRunner = {
     const model = await InternVisionModel.load(checkpoint, config, {
       graph: { allHiddenStates: wantsHidden },
       session: { threads: options.threads },
+      configureGraph: options.graphs?.vision,
     });
     const compared: ComparedTensor[] = [];
     const skipped: SkippedTensor[] = [];

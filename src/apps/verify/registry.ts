@@ -5,10 +5,22 @@
  */
 import type { ComparedTensor, SkippedTensor } from './compare.js';
 import type { Fixture } from './fixture.js';
+import type { GraphBuilder } from '../../core/graph.js';
 
 export interface RunOptions {
   /** onnxruntime intra-op threads (default: all cores). */
   threads?: number;
+  /**
+   * Graph hooks per model part (e.g. quantized linears), for measuring a weight format against the goldens
+   * (`internvl bench accuracy`). None: float32, what `verify` checks.
+   */
+  graphs?: GraphHooks;
+}
+
+export interface GraphHooks {
+  llm?: (g: GraphBuilder) => void;
+  vision?: (g: GraphBuilder) => void;
+  qllama?: (g: GraphBuilder) => void;
 }
 
 /**

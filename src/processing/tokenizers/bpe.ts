@@ -19,6 +19,7 @@
  * their letters spelled out in both cases plus the non-ASCII chars that case-fold onto them (ſ→s, K→k).
  */
 import { errorCode, files } from '../../core/io.js';
+import { readJsonFile, readOptionalJsonObject } from '../../core/json.js';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
 import { PriorityQueue } from './priority_queue.js';
@@ -741,20 +742,12 @@ async function readText(file: string): Promise<string> {
   }
 }
 
-async function readJson(file: string): Promise<Json> {
-  const text = await readText(file);
-  try {
-    return JSON.parse(text) as Json;
-  } catch (err) {
-    throw new TokenizerError(`${file}: not valid JSON (${(err as Error).message})`, { cause: err });
-  }
+function readJson(file: string): Promise<Json> {
+  return readJsonFile(file, { error: TokenizerError });
 }
 
-async function readOptionalJson(file: string): Promise<Record<string, Json> | null> {
-  if (!(await exists(file))) return null;
-  const v = await readJson(file);
-  if (!isRecord(v)) throw new TokenizerError(`${file}: expected a JSON object`);
-  return v;
+function readOptionalJson(file: string): Promise<Record<string, Json> | null> {
+  return readOptionalJsonObject(file, { error: TokenizerError });
 }
 
 function parseVocab(v: Json, source: string): Map<string, number> {

@@ -3,7 +3,8 @@
  * way the sentencepiece library does it (BPE exactly; unigram as a Viterbi search), and a Hugging Face style layer on
  * top honours `tokenizer_config.json` (BOS/EOS flags, special and added tokens, the slow LlamaTokenizer `legacy` mode).
  */
-import { errorCode, files } from '../../core/io.js';
+import { files } from '../../core/io.js';
+import { readOptionalJsonObject } from '../../core/json.js';
 import { TokenizerError } from '../../core/errors.js';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './tokenizer.js';
 import { PriorityQueue } from './priority_queue.js';
@@ -1360,26 +1361,6 @@ export class SentencePieceTokenizer implements Tokenizer {
 
 type JsonObject = Record<string, unknown>;
 
-async function readJsonIfPresent(path: string): Promise<JsonObject | null> {
-  let text: string;
-  try {
-    text = await (await files.get()).readText(path);
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return null;
-    throw new TokenizerError(`${path}: cannot read (${(err as Error).message})`, { cause: err });
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (err) {
-    throw new TokenizerError(`${path}: invalid JSON (${(err as Error).message})`, { cause: err });
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new TokenizerError(`${path}: expected a JSON object`);
-  }
-  return value as JsonObject;
-}
-
 /** A special-token value as HF writes it: a string, an AddedToken object, or null. */
 function tokenContent(value: unknown, file: string, field: string): string | null | undefined {
   if (value === undefined) return undefined;
@@ -1428,9 +1409,9 @@ export async function loadSentencePieceTokenizer(dir: string): Promise<SentenceP
   const mapPath = fs.join(dir, 'special_tokens_map.json');
   const addedPath = fs.join(dir, 'added_tokens.json');
   const [config, specialMap, addedJson] = await Promise.all([
-    readJsonIfPresent(configPath),
-    readJsonIfPresent(mapPath),
-    readJsonIfPresent(addedPath),
+    readOptionalJsonObject(configPath, { error: TokenizerError }),
+    readOptionalJsonObject(mapPath, { error: TokenizerError }),
+    readOptionalJsonObject(addedPath, { error: TokenizerError }),
   ]);
 
   // Special-token values: tokenizer_config.json, overridden by special_tokens_map.json when the config predates

@@ -80,6 +80,8 @@ export const chatSchema = {
       logprobs: nullable({ type: 'boolean' }),
       /** vLLM's extension: the prompt's and the answer's token ids in the response. */
       return_token_ids: nullable({ type: 'boolean' }),
+      /** vLLM's extension: no stop token before this many tokens. */
+      min_tokens: nullable({ type: 'integer', minimum: 0 }),
     },
   },
 } as const;
@@ -111,6 +113,7 @@ export interface ChatBody {
   n?: number | null;
   logprobs?: boolean | null;
   return_token_ids?: boolean | null;
+  min_tokens?: number | null;
 }
 
 /** A media part of a user turn, before fetching. */
@@ -187,6 +190,7 @@ function generationOptions(body: ChatBody): { options: GenerationOptions; maxTok
       repetitionPenalty: body.repetition_penalty ?? undefined,
       frequencyPenalty: body.frequency_penalty ?? undefined,
       presencePenalty: body.presence_penalty ?? undefined,
+      minNewTokens: body.min_tokens ?? undefined,
     },
   };
 }
