@@ -33,6 +33,8 @@ export interface SessionOptions {
   cacheDir?: string;
   /** Called while a weight cache file is written (first load of a converted model). */
   onProgress?: (done: number, total: number) => void;
+  /** onnxruntime's profiler on, writing `<prefix>_<date>.json` when the session ends profiling (benchmarks). */
+  profileFilePrefix?: string;
 }
 
 /** Where a backend put a graph's weights: locations for the ONNX initializers and the options that make them readable. */
@@ -124,6 +126,11 @@ export class ModelSession {
     }
   }
 
+  /** Writes the profile of a session created with `profileFilePrefix`. */
+  endProfiling(): void {
+    this.session.endProfiling();
+  }
+
   private released = false;
 
   /** Frees the native session; a second call does nothing. */
@@ -163,6 +170,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
     interOpNumThreads: 1,
     // Fatal only: a failure reaches the user once, as the typed error below, not also as a native log line.
     logSeverityLevel: 4,
+    ...(options.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
     ...placement.sessionOptions,
     extra: { ...extra, session: { ...extra?.session, ...(prepack ? {} : { disable_prepacking: '1' }) } },
   };
