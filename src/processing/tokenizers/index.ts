@@ -2,7 +2,7 @@
 import { files } from '../../core/io.js';
 import { TokenizerError } from '../../core/errors.js';
 import { loadBpeTokenizer } from './bpe.js';
-import { loadSentencePieceTokenizer } from './sentencepiece.js';
+import { loadSentencePieceTokenizer } from './sentencepiece_hf.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export type { Tokenizer } from './tokenizer.js';
