@@ -27,7 +27,7 @@ export interface SessionOptions {
    * Default: on when the graph's float weights are below 2 GiB (quantized weights do not count: see createSession).
    */
   prepack?: boolean;
-  /** Execution providers in order of preference (default `['cpu']`; `webgpu` / `cuda` where the build has them). */
+  /** Execution providers in order of preference (default: the backend's; `webgpu` / `cuda` where the build has them). */
   executionProviders?: string[];
   /** Where converted/quantized weights are cached (Node default `$INTERNVL_CACHE` or `~/.cache/internvl-ts`). */
   cacheDir?: string;
@@ -65,6 +65,8 @@ export interface RuntimeBackend {
   };
   /** Threads when nobody set a budget (Node: the available cores). */
   readonly defaultThreads: number;
+  /** Execution providers when the caller names none (default `['cpu']`; a browser's choice of `webgpu`/`wasm`). */
+  readonly executionProviders?: string[];
   /** Makes the graph's weights readable by this build (graphs without weights are never passed). */
   placeWeights(graphName: string, requests: WeightRequest[], options: SessionOptions): Promise<WeightPlacement>;
   /** Creates a session in a thread of its own (see `SessionOptions.offThread`); absent where the build has none. */
@@ -173,7 +175,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
   const threads = Math.min(options.threads ?? budget.total, budget.total);
   const extra = placement.sessionOptions.extra as { session?: Record<string, string> } | undefined;
   const sessionOptions: InferenceSession.SessionOptions = {
-    executionProviders: options.executionProviders ?? ['cpu'],
+    executionProviders: options.executionProviders ?? backend.executionProviders ?? ['cpu'],
     graphOptimizationLevel: 'all',
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
