@@ -1,7 +1,7 @@
 /** Loads whatever tokenizer a checkpoint folder holds: SentencePiece (`tokenizer.model`) or byte-level BPE. */
 import { files } from '../../core/io.js';
 import { TokenizerError } from '../../core/errors.js';
-import { loadBpeTokenizer } from './bpe.js';
+import { loadBpeTokenizer } from './bpe_loaders.js';
 import { loadSentencePieceTokenizer } from './sentencepiece_hf.js';
 import type { Tokenizer } from './tokenizer.js';
 
