@@ -425,15 +425,25 @@ describe('resolveModelDir: downloads', () => {
         JSON.stringify({ tool: 'internvl-ts', pid: holder.pid, host: os.hostname(), since: 'x' }),
       );
       const notices: string[] = [];
-      // The "other process" finishes the blob, then dies.
-      setTimeout(async () => {
+      // Once we say we wait, the "other process" finishes the blob, then dies.
+      let finished: Promise<void> | undefined;
+      const finish = async () => {
         const blobs = path.join(cache, REPO_DIR, 'blobs');
         await fs.mkdir(blobs, { recursive: true });
         await fs.writeFile(path.join(blobs, LFS_ETAG), FILES['model.safetensors']!.content);
         holder.kill('SIGKILL');
-      }, 400);
+      };
       fake.seen = [];
-      const dir = await resolveModelDir(REPO, opts({ onNotice: (l) => notices.push(l) }));
+      const dir = await resolveModelDir(
+        REPO,
+        opts({
+          onNotice: (l) => {
+            notices.push(l);
+            finished ??= finish();
+          },
+        }),
+      );
+      await finished;
       assert.equal(notices.length, 1, notices.join('\n'));
       assert.match(
         notices[0]!,

@@ -1,5 +1,5 @@
 /**
- * The platform seam holds: core/, models/, processing/ and tasks/ reach Node only through the few Node
+ * The platform seam holds: core/, models/, processing/, tasks/ and web/ reach Node only through the few Node
  * implementation files listed here, so the library bundles for a browser.
  */
 import { test } from 'node:test';
@@ -13,7 +13,7 @@ import { GraphBuilder } from '../src/core/graph.js';
 import { createSession, ModelSession, setThreadBudget, Tensor } from '../src/core/session.js';
 import { REPO } from './helpers/cli.js';
 
-const LAYERS = ['core', 'models', 'processing', 'tasks'];
+const LAYERS = ['core', 'models', 'processing', 'tasks', 'web'];
 /** The Node implementations of the seams (paths under src/, a trailing `/` is a folder; the Hub client is reached through `io.modelResolver`). Keep this list short. */
 const NODE_IMPLEMENTATIONS = ['core/node/', 'processing/node/', 'core/hub.ts', 'core/hub/'];
 const NODE_ONLY_PACKAGES = ['sharp', 'onnxruntime-node'];

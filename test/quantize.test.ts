@@ -21,15 +21,15 @@ const { GraphBuilder } = await import('../src/core/graph.js');
 const { createSession, Tensor } = await import('../src/core/session.js');
 const { Checkpoint, SafetensorsFile, readEntrySync, bytesToFloat32 } = await import('../src/core/safetensors.js');
 const { writeSafetensors } = await import('../src/core/node/files.js');
+const { useQuantizedLinears } = await import('../src/core/quantize.js');
 const {
-  useQuantizedLinears,
   quantizeInt4Blockwise,
   dequantizeInt4Blockwise,
   quantizeInt8Blockwise,
   dequantizeInt8Blockwise,
   quantizeInt8PerChannel,
   dequantizeInt8PerChannel,
-} = await import('../src/core/quantize.js');
+} = await import('../src/core/quantize/quantizers.js');
 const { InternVLChatModel } = await import('../src/models/internvl_chat.js');
 type QuantizeOptions = import('../src/core/quantize.js').QuantizeOptions;
 

@@ -95,7 +95,44 @@ export class HttpByteSource implements ByteSource {
     }
     return bytes;
   }
+
+  /**
+   * Many small ranges (embedding rows, one per prompt token): equal and nearby ranges share a request, and at most
+   * {@link MAX_REQUESTS} are in flight (a browser fails a fetch it has no connection for).
+   */
+  async readRanges(ranges: ReadonlyArray<readonly [offset: number, length: number]>): Promise<Uint8Array[]> {
+    for (const [offset, length] of ranges) checkRange(this, offset, length);
+    const order = ranges.map((_, i) => i).sort((a, b) => ranges[a][0] - ranges[b][0]);
+    const runs: Array<{ offset: number; end: number; members: number[] }> = [];
+    for (const i of order) {
+      const [offset, length] = ranges[i];
+      const last = runs[runs.length - 1];
+      if (last && offset <= last.end + MERGE_GAP) {
+        last.end = Math.max(last.end, offset + length);
+        last.members.push(i);
+      } else {
+        runs.push({ offset, end: offset + length, members: [i] });
+      }
+    }
+    const out = new Array<Uint8Array>(ranges.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < runs.length) {
+        const run = runs[next++];
+        const bytes = await this.read(run.offset, run.end - run.offset);
+        for (const i of run.members)
+          out[i] = bytes.subarray(ranges[i][0] - run.offset, ranges[i][0] - run.offset + ranges[i][1]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(MAX_REQUESTS, runs.length) }, worker));
+    return out;
+  }
 }
+
+/** Ranges closer than this are read in one request (the gap is read and dropped). */
+const MERGE_GAP = 64 * 1024;
+/** Range requests one `readRanges` keeps in flight. */
+const MAX_REQUESTS = 6;
 
 async function rangeRequest(url: string, first: number, last: number, options: HttpByteSourceOptions) {
   let response: Response;

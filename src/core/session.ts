@@ -11,7 +11,7 @@
  */
 import type { Env, InferenceSession, Tensor as OrtTensor } from 'onnxruntime-common';
 import { Tensor } from 'onnxruntime-common';
-import { RuntimeError, UsageError } from './errors.js';
+import { InternalError, RuntimeError, UsageError } from './errors.js';
 import { ELEM_BYTES, type GraphBuilder, type WeightLocation, type WeightRequest } from './graph.js';
 import { Seam } from './platform.js';
 
@@ -27,7 +27,7 @@ export interface SessionOptions {
    * Default: on when the graph's float weights are below 2 GiB (quantized weights do not count: see createSession).
    */
   prepack?: boolean;
-  /** Execution providers in order of preference (default `['cpu']`; `webgpu` / `cuda` where the build has them). */
+  /** Execution providers in order of preference (default: the backend's; `webgpu` / `cuda` where the build has them). */
   executionProviders?: string[];
   /** Where converted/quantized weights are cached (Node default `$INTERNVL_CACHE` or `~/.cache/internvl-ts`). */
   cacheDir?: string;
@@ -35,6 +35,20 @@ export interface SessionOptions {
   onProgress?: (done: number, total: number) => void;
   /** onnxruntime's profiler on, writing `<prefix>_<date>.json` when the session ends profiling (benchmarks). */
   profileFilePrefix?: string;
+  /**
+   * Run the session in a thread of its own (Node: a worker thread), where the backend offers it: its runs leave
+   * the JavaScript thread free and overlap with other sessions' runs. Its threads are not drawn from the thread
+   * budget, and they do not spin-wait between operators.
+   */
+  offThread?: boolean;
+}
+
+/** A created session as ModelSession uses it (onnxruntime's `InferenceSession`, or one in another thread). */
+export interface SessionHandle {
+  run(feeds: Feeds, outputs?: string[]): Promise<Record<string, OrtTensor>>;
+  release(): Promise<void>;
+  /** Writes the profile of a session created with `profileFilePrefix` (in-thread sessions). */
+  endProfiling?(): void;
 }
 
 /** Where a backend put a graph's weights: locations for the ONNX initializers and the options that make them readable. */
@@ -55,8 +69,12 @@ export interface RuntimeBackend {
   };
   /** Threads when nobody set a budget (Node: the available cores). */
   readonly defaultThreads: number;
+  /** Execution providers when the caller names none (default `['cpu']`; a browser's choice of `webgpu`/`wasm`). */
+  readonly executionProviders?: string[];
   /** Makes the graph's weights readable by this build (graphs without weights are never passed). */
   placeWeights(graphName: string, requests: WeightRequest[], options: SessionOptions): Promise<WeightPlacement>;
+  /** Creates a session in a thread of its own (see `SessionOptions.offThread`); absent where the build has none. */
+  createOffThread?(model: Uint8Array, options: InferenceSession.SessionOptions): Promise<SessionHandle>;
 }
 
 export const runtimeBackend = new Seam<RuntimeBackend>(
@@ -110,24 +128,27 @@ export function setThreadBudget(threads: number): void {
 export class ModelSession {
   constructor(
     readonly name: string,
-    readonly session: InferenceSession,
-    /** Intra-op threads this session runs with (drawn from the thread budget for each run). */
+    readonly session: SessionHandle,
+    /** Intra-op threads this session runs with (drawn from the thread budget for each run unless off-thread). */
     readonly threads: number,
+    readonly offThread = false,
   ) {}
 
   async run(feeds: Feeds, outputs?: string[]): Promise<Record<string, OrtTensor>> {
-    await budget.acquire(this.threads);
+    const drawn = this.offThread ? 0 : this.threads;
+    if (drawn) await budget.acquire(drawn);
     try {
-      return outputs ? await this.session.run(feeds, outputs) : await this.session.run(feeds);
+      return await this.session.run(feeds, outputs);
     } catch (error) {
       throw new RuntimeError(`graph ${this.name}: onnxruntime failed: ${(error as Error).message}`, { cause: error });
     } finally {
-      budget.release(this.threads);
+      if (drawn) budget.release(drawn);
     }
   }
 
   /** Writes the profile of a session created with `profileFilePrefix`. */
   endProfiling(): void {
+    if (!this.session.endProfiling) throw new InternalError(`graph ${this.name}: this session cannot be profiled`);
     this.session.endProfiling();
   }
 
@@ -164,7 +185,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
   const threads = Math.min(options.threads ?? budget.total, budget.total);
   const extra = placement.sessionOptions.extra as { session?: Record<string, string> } | undefined;
   const sessionOptions: InferenceSession.SessionOptions = {
-    executionProviders: options.executionProviders ?? ['cpu'],
+    executionProviders: options.executionProviders ?? backend.executionProviders ?? ['cpu'],
     graphOptimizationLevel: 'all',
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
@@ -172,10 +193,26 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
     logSeverityLevel: 4,
     ...(options.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
     ...placement.sessionOptions,
-    extra: { ...extra, session: { ...extra?.session, ...(prepack ? {} : { disable_prepacking: '1' }) } },
+    extra: {
+      ...extra,
+      session: {
+        ...extra?.session,
+        ...(prepack ? {} : { disable_prepacking: '1' }),
+        // Spinning threads would take the cores from the sessions an off-thread one overlaps with.
+        ...(options.offThread ? { 'session.intra_op.allow_spinning': '0' } : {}),
+      },
+    },
   };
   try {
-    return new ModelSession(graph.name, await backend.ort.InferenceSession.create(bytes, sessionOptions), threads);
+    if (options.offThread && backend.createOffThread)
+      return new ModelSession(graph.name, await backend.createOffThread(bytes, sessionOptions), threads, true);
+    const session = await backend.ort.InferenceSession.create(bytes, sessionOptions);
+    const handle: SessionHandle = {
+      run: (feeds, outputs) => (outputs ? session.run(feeds, outputs) : session.run(feeds)),
+      release: () => session.release(),
+      endProfiling: () => session.endProfiling(),
+    };
+    return new ModelSession(graph.name, handle, threads);
   } catch (error) {
     throw new RuntimeError(`graph ${graph.name}: onnxruntime could not create a session: ${(error as Error).message}`, {
       cause: error,

@@ -11,7 +11,8 @@
  * quantizes every one (blocks of 16) to show the formats' error where nothing is left in float.
  */
 import { linearHooks, type GraphBuilder } from '../../core/graph.js';
-import { quantizationFor, useQuantizedLinears, type WeightFormat } from '../../core/quantize.js';
+import { useQuantizedLinears } from '../../core/quantize.js';
+import { quantizationFor, type WeightFormat } from '../../core/quantize/formats.js';
 import type { ComparedTensor } from '../verify/compare.js';
 import { Fixture } from '../verify/fixture.js';
 import { findFixtureRunner, type GraphHooks } from '../verify/registry.js';

@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
-import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import type { DType } from '../../core/safetensors.js';
 import type { CausalLM } from '../../models/llm.js';

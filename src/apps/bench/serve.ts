@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
-import type { WeightFormat } from '../../core/quantize.js';
+import type { WeightFormat } from '../../core/quantize/formats.js';
 import { CHAT_SHAPES, ensureRandomChatCheckpoint } from './chat.js';
 import { machineInfo, median, quantile } from './stats.js';
 

@@ -18,7 +18,7 @@ import { float32ToFloat16, GraphBuilder } from '../../core/graph.js';
 import { ort } from '../../core/node/runtime.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import { Checkpoint, type DType } from '../../core/safetensors.js';
-import { weightFormatHook } from '../../core/quantize.js';
+import { weightFormatHook } from '../../core/quantize/formats.js';
 import { extrapolateToDepth, type Extrapolation } from './extrapolate.js';
 import { readOnnxProfile, round, type OpTime } from './profile.js';
 import { cpuModel, median } from './stats.js';

@@ -1,5 +1,5 @@
 /** `internvl bench serve`: continuous batching under load, a load generator against `internvl serve` (JSON). */
-import { WEIGHT_FORMATS } from '../../core/quantize.js';
+import { WEIGHT_FORMATS } from '../../core/quantize/formats.js';
 import { parseCommandArgs } from './args.js';
 
 export const SERVE_USAGE = `Usage: internvl bench serve [options]

@@ -1,7 +1,7 @@
 /** `--model <dir|org/name[@revision]>` for every command: a local folder, or a Hub download with a progress line. */
 import type { ParsedArgs } from './args.js';
 import { createProgressReporter } from '../../core/progress.js';
-import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import type { GraphBuilder } from '../../core/graph.js';
 
 export const MODEL_OPTIONS = {

@@ -1,4 +1,5 @@
 /** `internvl verify <fixture-dir…>` */
+import { UsageError } from '../../core/errors.js';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
 
@@ -13,9 +14,12 @@ Exit: 0 all compared tensors within bound, 1 a mismatch, 2 the fixture could not
 (with several folders: the worst).
 
 Options:
-  --json           print the reports as JSON
-  --threads <n>    onnxruntime threads (default: all cores)
-  -h, --help       show this help
+  --json             print the reports as JSON
+  --threads <n>      onnxruntime threads (default: all cores)
+  --browser          run the verification inside headless Chromium on onnxruntime-web (the folders are served
+                     on 127.0.0.1; needs Chromium, or INTERNVL_CHROMIUM, and playwright-core)
+  --device <d>       with --browser: wasm (default) or webgpu
+  -h, --help         show this help
 `;
 
 export const verifyCommand: Command = {
@@ -26,13 +30,26 @@ export const verifyCommand: Command = {
       {
         command: 'verify',
         usage: USAGE,
-        options: { json: { type: 'boolean' }, threads: { type: 'string' } },
+        options: {
+          json: { type: 'boolean' },
+          threads: { type: 'string' },
+          browser: { type: 'boolean' },
+          device: { type: 'string' },
+        },
         positionals: { min: 1, max: Infinity },
       },
       args,
     );
     if (!parsed) return 0;
     const threads = parsed.threads();
+    const device = parsed.string('device');
+    if (device !== undefined && !parsed.flag('browser')) throw new UsageError('--device needs --browser');
+    if (device !== undefined && device !== 'wasm' && device !== 'webgpu')
+      throw new UsageError(`--device must be wasm or webgpu, got '${device}'`);
+    if (parsed.flag('browser')) {
+      const { runBrowserVerify } = await import('../browser/verify.js');
+      return runBrowserVerify(parsed.positionals, { json: parsed.flag('json'), threads, device: device ?? 'wasm' });
+    }
     const { runVerify } = await import('../verify/index.js');
     return runVerify(parsed.positionals, { json: parsed.flag('json'), threads });
   },

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ImageError, ModelLoadError } from '../../core/errors.js';
 import { resolveModelDir } from '../../core/hub.js';
 import { l2normalize, matrix } from '../../core/matrix.js';
-import { weightFormatHook } from '../../core/quantize.js';
+import { weightFormatHook } from '../../core/quantize/formats.js';
 import type { SessionOptions } from '../../core/session.js';
 import { readConfig } from '../../models/config.js';
 import { detectArchitecture } from '../../models/registry.js';

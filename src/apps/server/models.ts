@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { resolveModelDir } from '../../core/hub.js';
 import { ModelLoadError } from '../../core/errors.js';
-import { weightFormatHook, type WeightFormat } from '../../core/quantize.js';
+import { weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import type { SessionOptions } from '../../core/session.js';
 import { readConfig } from '../../models/config.js';
 import { detectArchitecture } from '../../models/registry.js';
@@ -135,7 +135,10 @@ export async function loadServedModel(spec: ModelSpec, name: string, settings: L
     case 'InternVLForConditionalGeneration': {
       const { loadChatPipeline } = await import('../../tasks/chat.js');
       const pipeline = await loadChatPipeline(dir, {
-        session: settings.session,
+        // The vision tower runs in a thread of its own: a new request's images are encoded while the running
+        // requests keep decoding (onnxruntime-node would otherwise block the JavaScript thread for the encoding).
+        session: { ...settings.session, offThread: true },
+        llmSession: settings.session,
         configureLlmGraph: weightFormatHook(settings.weights),
         configureVisionGraph: towerWeights,
       });

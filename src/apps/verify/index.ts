@@ -76,14 +76,19 @@ export interface VerifyCommandOptions extends RunOptions {
 
 /**
  * Verifies each folder and prints the reports. Returns the exit code: the worst status over the folders (0 all
- * within bound, 1 a mismatch, 2 a folder that could not be run or had nothing to compare).
+ * within bound, 1 a mismatch, 2 a folder that could not be run or had nothing to compare). `verify` runs one folder
+ * (default: here, {@link verifyFixture}; `verify --browser` runs it in a browser).
  */
-export async function runVerify(dirs: string[], options: VerifyCommandOptions = {}): Promise<number> {
+export async function runVerify(
+  dirs: string[],
+  options: VerifyCommandOptions = {},
+  verify: (dir: string, options: RunOptions) => Promise<FixtureReport> = verifyFixture,
+): Promise<number> {
   const reports: FixtureReport[] = [];
   for (const dir of dirs) {
     let report: FixtureReport;
     try {
-      report = await verifyFixture(dir, options);
+      report = await verify(dir, options);
     } catch (error) {
       if (!(error instanceof InternVLError)) throw error;
       const message = error.message.replace(/\s*\n\s*/g, ' ');

@@ -12,6 +12,7 @@ import * as ort from 'onnxruntime-node';
 import type { WeightLocation, WeightRequest } from '../graph.js';
 import type { RuntimeBackend, SessionOptions } from '../session.js';
 import { defaultCacheDir, ensureWeightCache } from './weight_cache.js';
+import { createWorkerSession } from './worker_session.js';
 
 export const nodeRuntime: RuntimeBackend = {
   ort,
@@ -20,6 +21,7 @@ export const nodeRuntime: RuntimeBackend = {
     const { folder, locate } = await placeWeights(requests, options);
     return { locate, sessionOptions: { extra: { session: { model_external_initializers_file_folder_path: folder } } } };
   },
+  createOffThread: createWorkerSession,
 };
 
 /**

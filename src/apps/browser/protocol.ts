@@ -1,0 +1,35 @@
+/** What the harness page and the Node side exchange (plain data: it crosses `page.evaluate`). */
+import type { LoadImageOptions } from '../../processing/image.js';
+import type { WebDevice } from '../../web/runtime.js';
+import type { FixtureReport } from '../verify/compare.js';
+import type { RunOptions } from '../verify/registry.js';
+
+/** One fixture verified in the page: its report, or the user error that stopped it (name and message). */
+export type VerifyOutcome = { report: FixtureReport } | { error: { name: string; message: string } };
+
+/** An image decoded in the page: interleaved RGB bytes, base64. */
+export interface DecodedImage {
+  width: number;
+  height: number;
+  rgb: string;
+}
+
+/** A video sampled and decoded in the page: the frame table's count and rate, the chosen frames (RGB, base64). */
+export interface DecodedVideo {
+  frameCount: number;
+  fps: number;
+  indices: number[];
+  frames: string[];
+}
+
+/** The functions the harness page puts on `globalThis.internvl`. */
+export interface HarnessApi {
+  /** Plugs the browser platform in on the onnxruntime-web module given. */
+  setup(
+    ort: unknown,
+    options: { device: WebDevice; threads?: number },
+  ): Promise<{ device: WebDevice; threads: number }>;
+  verify(url: string, options: RunOptions): Promise<VerifyOutcome>;
+  decodeImage(url: string, options: LoadImageOptions): Promise<DecodedImage>;
+  videoFrames(url: string, numFrames: number): Promise<DecodedVideo>;
+}
