@@ -25,7 +25,7 @@ import { SearchIndex } from '../search/search_index.js';
 import { Store, tableName } from '../search/store.js';
 import { writeClipCheckpoint } from './clip.js';
 import { median } from './stats.js';
-import { round } from './vision.js';
+import { round } from './profile.js';
 
 export interface IndexingOptions {
   /** An InternVL-C/G folder; by default a random InternVL-14B-224px-shaped one with `visionLayers` ViT blocks. */

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { matmulTransposed, matrix } from '../../core/matrix.js';
 import { Store, type IndexRow, type Stamp } from '../search/store.js';
 import { median, quantile } from './stats.js';
-import { round } from './vision.js';
+import { round } from './profile.js';
 
 export interface LatencyOptions {
   /** Table sizes (rows), each its own table. */
