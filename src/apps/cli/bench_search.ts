@@ -25,7 +25,7 @@ Options:
   --exact-queries <n>    latency: of those, timed with exact search (default 20)
   --k <n>                latency: results per query (default 10)
   --nprobes <list>       latency sweep: partitions probed, numbers or 'all' (default 64,128,256,all)
-  --refine <list>        latency sweep: refine factors (default 10,50)
+  --refine <list>        latency sweep: refine factors (default 10,50,200)
   --images <n>           index/queue: JPEGs (640×480) indexed (default 48)
   --vision-layers <n>    index/queue: ViT blocks of the random model (default 2)
   --model <dir>          index/queue: an InternVL-C/G checkpoint instead of the random one
@@ -91,7 +91,7 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     if (!Number.isInteger(n) || n < 1) parsed.fail(`--nprobes: '${x}' is not a positive integer or 'all'`);
     return n;
   });
-  const refine = integers('refine', '10,50', 1);
+  const refine = integers('refine', '10,50,200', 1);
   const threads = parsed.threads() ?? os.availableParallelism();
   const quiet = parsed.flag('quiet');
   const log = quiet ? () => {} : (m: string) => process.stderr.write(`${m}\n`);
@@ -122,6 +122,13 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     log,
   };
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-bench-search-'));
+  // The tables are gigabytes: an interrupted run removes them too.
+  const onSignal = (signal: NodeJS.Signals) => {
+    fs.rmSync(workDir, { recursive: true, force: true });
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const { machineInfo } = await import('../bench/stats.js');
     const result: Record<string, unknown> = { machine: await machineInfo() };
@@ -136,6 +143,8 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     return 0;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 }
