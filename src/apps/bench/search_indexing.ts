@@ -10,9 +10,8 @@
  * - queue: `internvl worker` processes (threads split between them) embed the jobs that `add` with a `QueueSink`
  *   enqueues; timed from the first enqueue to the last row committed, with the workers already loaded.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -23,6 +22,7 @@ import { ClipEmbedder, modelStamp, type IndexWeights } from '../search/embedder.
 import { QueueSink } from '../search/queue.js';
 import { SearchIndex } from '../search/search_index.js';
 import { Store, tableName } from '../search/store.js';
+import { startRedisServer, stopChild, waitForOutput } from './children.js';
 import { writeClipCheckpoint } from './clip.js';
 import { median } from './stats.js';
 import { round } from './profile.js';
@@ -126,73 +126,18 @@ async function bareEmbedding(embedder: ClipEmbedder, files: string[], batch: num
   return (performance.now() - start) / 1000;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves when `pattern` appears on the process's stderr; rejects when it exits first. */
-function waitForLine(child: ChildProcess, pattern: RegExp, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const onData = (d: Buffer) => {
-      text += d.toString();
-      if (pattern.test(text)) {
-        child.stderr!.off('data', onData);
-        child.off('close', onClose);
-        resolve();
-      }
-    };
-    const onClose = (code: number | null) => reject(new Error(`${what} exited (${code}): ${text.slice(-2000)}`));
-    child.stderr!.on('data', onData);
-    child.once('close', onClose);
-  });
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.kill('SIGTERM');
-  return closed;
-}
-
 async function queueRuns(
   options: IndexingOptions,
   modelDir: string,
   imagesDir: string,
   session: SessionOptions,
 ): Promise<NonNullable<IndexingResult['queue']>> {
-  const port = await freePort();
   const redisDir = path.join(options.workDir, 'redis');
   fs.mkdirSync(redisDir, { recursive: true });
-  const redis = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', redisDir],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const redisReady = new Promise<void>((resolve, reject) => {
-    redis.once('error', (error) =>
-      reject(
-        new UsageError(`bench search: cannot start redis-server (${error.message}); install it (Debian: redis-server)`),
-      ),
-    );
-    let text = '';
-    redis.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      if (/Ready to accept connections/.test(text)) resolve();
-    });
-  });
-  const url = `redis://127.0.0.1:${port}`;
+  const redis = await startRedisServer(redisDir);
   const stamp = await modelStamp(modelDir, { mode: 'C', weights: options.weights });
   const out: NonNullable<IndexingResult['queue']> = [];
   try {
-    await redisReady;
     for (const count of options.workers) {
       const db = path.join(options.workDir, `db-queue-${count}`);
       const threadsPerWorker = Math.max(1, Math.floor(options.threads / count));
@@ -204,16 +149,16 @@ async function queueRuns(
           [
             ...args,
             'worker',
-            ...['--queue', url, '--model', modelDir, '--db', db, '--weights', options.weights],
+            ...['--queue', redis.url, '--model', modelDir, '--db', db, '--weights', options.weights],
             ...['--batch', String(options.batch), '--threads', String(threadsPerWorker)],
           ],
           { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, INTERNVL_CACHE: session.cacheDir } },
         ),
       );
       try {
-        await Promise.all(workers.map((w, i) => waitForLine(w, /waiting for jobs/, `worker ${i + 1}`)));
+        await Promise.all(workers.map((w, i) => waitForOutput(w, /waiting for jobs/, `worker ${i + 1}`)));
         const store = await Store.open(db, tableName(modelDir, 'C'), stamp, { create: true });
-        const sink = await QueueSink.connect(url, store, { jobImages: options.jobImages });
+        const sink = await QueueSink.connect(redis.url, store, { jobImages: options.jobImages });
         const index = new SearchIndex(store, session);
         const start = performance.now();
         const summary = await index.add([imagesDir], { batchSize: options.batch, sink }).finally(() => sink.close());
@@ -230,11 +175,11 @@ async function queueRuns(
         });
         options.log(`  ${(options.images / seconds).toFixed(2)} images/s`);
       } finally {
-        await Promise.all(workers.map(stop));
+        await Promise.all(workers.map((w) => stopChild(w)));
       }
     }
   } finally {
-    await stop(redis);
+    await stopChild(redis.process);
   }
   return out;
 }
