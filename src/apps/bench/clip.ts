@@ -241,12 +241,12 @@ async function timeStages(
     const B = options.batch;
     const vision = await fastest('vision + InternVL-C head', () => model.encodeVision(pixels, B));
     const { tokens } = await model.encodeVision(pixels, B);
-    const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens, B));
+    const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens));
     const text = await fastest('text', () => model.encodeText(ids));
     const outputs = {
-      c: await model.encodeImage(pixels, B, 'C'),
-      g: await model.encodeImage(pixels, B, 'G'),
-      text: (await model.encodeText(ids)).embeds,
+      c: (await model.encodeImage(pixels, B, 'C')).data,
+      g: (await model.encodeImage(pixels, B, 'G')).data,
+      text: (await model.encodeText(ids)).embeds.data,
     };
     return { seconds: { vision, queries, text }, outputs };
   } finally {

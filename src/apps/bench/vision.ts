@@ -507,7 +507,7 @@ async function profileOps(
   const positions = await checkpoint.readFloat32('embeddings.position_embedding');
   const feeds = {
     pixel_values: new ort.Tensor('float32', pixels, dims),
-    position_embedding: new ort.Tensor('float32', positions.data, positions.shape),
+    position_embedding: new ort.Tensor('float32', positions.data, positions.dims),
   };
   try {
     for (let r = 0; r <= options.runs; r++) await session.run(feeds);
