@@ -143,14 +143,18 @@ export async function embedImagesAligned(
     throw new UsageError(`embedImagesAligned: batchSize must be a positive integer, got ${batchSize}`);
   const names = images.map(imageSourceName);
   let reported = 0;
+  const { onProgress } = options;
   const embeddings = await encodeImages(pipeline, images, {
     mode: options.mode,
     transform: 'retrieval',
     batchSize,
     applyExifOrientation: options.applyExifOrientation,
-    onProgress: (done, total) => {
-      while (reported < done) options.onProgress?.(++reported, total, names[reported - 1]);
-    },
+    // One call per image, in order, though the encoder reports whole batches.
+    onProgress:
+      onProgress &&
+      ((done, total) => {
+        for (; reported < done; reported++) onProgress(reported + 1, total, names[reported]);
+      }),
   });
   return { names, dims: [images.length, embeddings.cols], data: embeddings.data };
 }

@@ -19,7 +19,8 @@ import { ort } from '../../core/node/runtime.js';
 import { extrapolateToDepth } from './extrapolate.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
 import { cpuModel } from './stats.js';
-import { encodeStorage, randomFiller, round, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
+import { round } from './profile.js';
+import { encodeStorage, randomFiller, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
 
 const VISION = VISION_SHAPES['internvit-6b-224'];
 const QLLAMA = { hidden: 4096, heads: 32, intermediate: 11008, layers: 32, vocab: 49954, queries: 96, textLength: 80 };
