@@ -78,7 +78,8 @@ export interface BenchClipResult {
   contention?: string;
 }
 
-function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: number): void {
+/** A random bf16 InternVL-14B-224px-shaped checkpoint (no tokenizer) with its first ViT and QLLaMA blocks only. */
+export function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: number): void {
   fs.mkdirSync(dir, { recursive: true });
   const { weightMap } = writeRandomVisionCheckpoint(dir, VISION, {
     layers: visionLayers,
