@@ -17,7 +17,9 @@ const { values } = parseArgs({
 
 // The 6B encoder (24 GB of float32 weights) does not fit a small machine: 4 layers are timed and extrapolated.
 // `bench chat` runs each llm/vision configuration in its own process already; `bench clip` extrapolates from
-// truncated InternVL-14B-shaped checkpoints; `bench accuracy` measures each weight format on the golden fixtures.
+// truncated InternVL-14B-shaped checkpoints; `bench accuracy` measures each weight format on the golden fixtures;
+// `bench search` times search over 100k and 1M vectors, the index's overhead and 1 vs 2 queue workers (it starts a
+// redis-server).
 const fixtures = path.join(repo, 'test', 'data', 'fixtures');
 const fixtureDirs = fs.readdirSync(fixtures).map((name) => path.join(fixtures, name));
 const BENCHMARKS = [
@@ -29,6 +31,7 @@ const BENCHMARKS = [
   ['serve', ['--weights', 'int4', '--concurrency', '4', '--soak', '200']],
   ['accuracy', fixtureDirs],
   ['accuracy', ['--all-linears', ...fixtureDirs]],
+  ['search', []],
 ];
 
 function run(args, target = 'vision') {

@@ -5,14 +5,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { before, after, describe, it } from 'node:test';
 import { TokenizerError } from '../src/core/errors.js';
+import type { ByteLevelBpeTokenizer } from '../src/processing/tokenizers/bpe.js';
 import {
-  type ByteLevelBpeTokenizer,
-  QWEN2_PRETOKENIZE_PATTERN,
   byteLevelBpeFromTokenizerJson,
   loadBpeTokenizer,
   parseMergesTxt,
-  translateOnigurumaPattern,
-} from '../src/processing/tokenizers/bpe.js';
+} from '../src/processing/tokenizers/bpe_loaders.js';
+import { QWEN2_PRETOKENIZE_PATTERN, translateOnigurumaPattern } from '../src/processing/tokenizers/bpe_regex.js';
 
 const DATA = fileURLToPath(new URL('./data/tokenizers/qwen2/', import.meta.url));
 // The InternVL2-1B tokenizer files, from the chat_e2e checkpoint folder.

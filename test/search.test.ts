@@ -59,13 +59,36 @@ const files = fs
 let imageVectors: Map<string, number[]>;
 
 test('internvl index + search: results equal a brute-force ranking of embed-text / embed-image vectors', async () => {
-  const first = await runCli(['index', '--model', MODEL, '--db', db, '--json', '--quiet', photos]);
+  // Storage options go to LanceDB (a local folder ignores them; s3:// URIs take region, endpoint, keys…).
+  const first = await runCli([
+    'index',
+    '--model',
+    MODEL,
+    '--db',
+    db,
+    '--json',
+    '--quiet',
+    '--storage-option',
+    'timeout=30s',
+    photos,
+  ]);
   assert.equal(first.code, 0, first.stderr);
-  const summary = JSON.parse(first.stdout) as Summary & { table: string };
+  const summary = JSON.parse(first.stdout) as Summary & {
+    table: string;
+    images_per_second: number;
+    ann_index: boolean;
+  };
   assert.deepEqual(
-    { table: summary.table, added: summary.added, embedded: summary.embedded, rows: summary.rows },
-    { table: 'clip_e2e_C', added: 8, embedded: 8, rows: 8 },
+    {
+      table: summary.table,
+      added: summary.added,
+      embedded: summary.embedded,
+      rows: summary.rows,
+      ann_index: summary.ann_index,
+    },
+    { table: 'clip_e2e_C', added: 8, embedded: 8, rows: 8, ann_index: false },
   );
+  assert.ok(summary.images_per_second > 0);
 
   const embedded = JSON.parse(
     (await runCli(['embed-image', '--model', MODEL, '--json', '--quiet', '--normalize', ...files])).stdout,
@@ -117,6 +140,9 @@ test('internvl index + search: results equal a brute-force ranking of embed-text
   const badWhere = await inProcess(['search', '--db', db, texts[0], '--where', 'no_such_column > 1']);
   assert.equal(badWhere.code, 2, badWhere.stderr);
   assert.match(badWhere.stderr, /^error: .*--where/);
+  const badOption = await inProcess(['search', '--db', db, texts[0], '--storage-option', 'region']);
+  assert.equal(badOption.code, 2, badOption.stderr);
+  assert.match(badOption.stderr, /^error: .*--storage-option 'region' is not key=value/);
 });
 
 test('index: a rerun embeds nothing; added, modified, moved, deleted and corrupt files; --prune', async () => {
@@ -311,4 +337,33 @@ test('store: the ANN index is built past the threshold and finds what exact sear
     found += ann.filter((h) => ids.has(h.id)).length;
   }
   assert.ok(found / 200 >= 0.9, `recall@10 ${found / 200}`);
+});
+
+test('bench search (latency part) on a small table: exact search equals brute force, recall is measured', async () => {
+  const { benchSearchLatency } = await import('../src/apps/bench/search_latency.js');
+  const workDir = tempDir();
+  const [result] = await benchSearchLatency({
+    sizes: [2000],
+    dim: 16,
+    data: 'clustered',
+    queries: 12,
+    exactQueries: 6,
+    k: 5,
+    sweep: [{ nprobes: 'all', refineFactor: 400 }],
+    workDir,
+    log: () => {},
+  });
+  assert.equal(result.exactRecall, 1);
+  assert.equal(result.ann.partitions, 45);
+  assert.deepEqual(
+    result.ann.settings.map((s) => [s.nprobes, s.refineFactor]),
+    [
+      [32, 10],
+      [45, 400],
+    ],
+  );
+  // Every partition probed and every candidate rescored exactly: the exact answer.
+  assert.equal(result.ann.settings[1].recall, 1);
+  assert.ok(result.ann.settings[0].recall > 0 && result.ann.settings[0].recall <= 1);
+  assert.equal(fs.readdirSync(workDir).length, 0, 'the table is deleted once measured');
 });

@@ -6,13 +6,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TokenizerError } from '../src/core/errors.js';
-import {
-  PieceType,
-  SentencePieceModel,
-  SentencePieceTokenizer,
-  loadSentencePieceTokenizer,
-  parseModelProto,
-} from '../src/processing/tokenizers/sentencepiece.js';
+import { SentencePieceModel } from '../src/processing/tokenizers/sentencepiece.js';
+import { SentencePieceTokenizer, loadSentencePieceTokenizer } from '../src/processing/tokenizers/sentencepiece_hf.js';
+import { PieceType, parseModelProto } from '../src/processing/tokenizers/sentencepiece_proto.js';
 import { encodeClipTexts, preCaption } from '../src/processing/tokenizers/clip_text.js';
 
 const DATA = join(dirname(fileURLToPath(import.meta.url)), 'data', 'tokenizers');
@@ -600,4 +596,25 @@ test('byte fallback decode: invalid UTF-8 bytes become U+FFFD one byte at a time
   assert.equal(m.decode([byte(0xe4), byte(0xbd), byte(0xa0)]), '你');
   assert.equal(m.decode([byte(0xe4), byte(0xbd)]), '\ufffd\ufffd');
   assert.equal(m.decode([byte(0xff), 15043]), '\ufffd Hello');
+});
+
+test('a corrupt or truncated .model file is one TokenizerError naming the file and the field', () => {
+  const bytes = readFileSync(modelPath('llama2'));
+  const parsed = parseModelProto(bytes, 'llama2');
+  assert.equal(parsed.pieces.length, 32000);
+  assert.equal(parsed.trainerSpec.padId, -1, 'a sign-extended 10-byte int32');
+  const cases: Array<[Uint8Array, RegExp]> = [
+    [bytes.subarray(0, 1000), /premature EOF in the field at byte 997 of ModelProto\)$/],
+    [Uint8Array.from(bytes, (b, i) => (i === 0 ? 0x0d : b)), /field 1 of ModelProto has wire type 5, expected 2\)$/],
+    [new TextEncoder().encode('not a model at all'), /corrupt or truncated protobuf: /],
+  ];
+  for (const [data, message] of cases)
+    assert.throws(
+      () => parseModelProto(data, 'broken/tokenizer.model'),
+      (e: Error) =>
+        e instanceof TokenizerError &&
+        e.message.startsWith('broken/tokenizer.model: not a valid SentencePiece model (') &&
+        message.test(e.message) &&
+        !e.message.includes('\n'),
+    );
 });

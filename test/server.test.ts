@@ -196,44 +196,33 @@ test('streaming: role chunk, content deltas, finish_reason, a usage chunk with n
   assert.ok(!raw.includes('"usage"'), 'no usage without include_usage');
 });
 
-test('two images in one turn: the same answer and prompt as internvl chat --json with both images', async () => {
-  const question = 'What differs between the two images?';
-  const cli = await runCli([
-    'chat',
-    '--model',
-    CHAT,
-    '--image',
-    path.join(IMAGES, 'chelsea.png'),
-    '--image',
-    path.join(IMAGES, 'rocket.jpg'),
-    '--max-tiles',
-    '2',
-    '--max-new-tokens',
-    '6',
-    question,
-    '--json',
-  ]);
+/**
+ * `internvl chat --json` with `cliArgs` and 6 new tokens, then the same question through the server with `media`
+ * parts: the ids, the answer and the prompt length must be the CLI's.
+ */
+async function assertAnswersLikeCli(cliArgs: string[], media: unknown[], question: string): Promise<void> {
+  const cli = await runCli(['chat', '--model', CHAT, ...cliArgs, '--max-new-tokens', '6', question, '--json']);
   assert.equal(cli.code, 0, cli.stderr);
   const expected = JSON.parse(cli.stdout) as { response: string; ids: number[]; prompt_tokens: number };
   const completion = await client.chat.completions.create({
     model: 'chat',
     max_completion_tokens: 6,
-    messages: [
-      {
-        role: 'user',
-        content: [
-          imagePart(path.join(IMAGES, 'chelsea.png'), { max_dynamic_patch: 2 }),
-          imagePart(path.join(IMAGES, 'rocket.jpg'), { max_dynamic_patch: 2 }),
-          { type: 'text', text: question },
-        ],
-      },
-    ],
+    messages: [{ role: 'user', content: [...(media as never[]), { type: 'text', text: question }] }],
     ...({ return_token_ids: true } as object),
   });
   const choice = completion.choices[0] as (typeof completion.choices)[0] & { token_ids: number[] };
   assert.deepEqual(choice.token_ids, expected.ids);
   assert.equal(choice.message.content, expected.response);
   assert.equal(completion.usage?.prompt_tokens, expected.prompt_tokens);
+}
+
+test('two images in one turn: the same answer and prompt as internvl chat --json with both images', async () => {
+  const [chelsea, rocket] = [path.join(IMAGES, 'chelsea.png'), path.join(IMAGES, 'rocket.jpg')];
+  await assertAnswersLikeCli(
+    ['--image', chelsea, '--image', rocket, '--max-tiles', '2'],
+    [imagePart(chelsea, { max_dynamic_patch: 2 }), imagePart(rocket, { max_dynamic_patch: 2 })],
+    'What differs between the two images?',
+  );
 });
 
 test('video_url: frames sampled as internvl chat --video samples them, the same answer and prompt', async () => {
@@ -245,31 +234,12 @@ test('video_url: frames sampled as internvl chat --video samples them, the same 
       ...['-pix_fmt', 'yuv420p', clip],
     ]);
     assert.equal(made.status, 0, String(made.stderr));
-    const question = 'What happens in the video?';
-    const cli = await runCli(
-      ['chat', '--model', CHAT, '--video', clip, '--frames', '4', '--max-new-tokens', '6'].concat([question, '--json']),
-    );
-    assert.equal(cli.code, 0, cli.stderr);
-    const expected = JSON.parse(cli.stdout) as { response: string; ids: number[]; prompt_tokens: number };
     const url = `data:video/mp4;base64,${fs.readFileSync(clip).toString('base64')}`;
-    const completion = await client.chat.completions.create({
-      model: 'chat',
-      max_tokens: 6,
-      messages: [
-        {
-          role: 'user',
-          content: [
-            { type: 'video_url', video_url: { url, num_frames: 4 } } as never,
-            { type: 'text', text: question },
-          ],
-        },
-      ],
-      ...({ return_token_ids: true } as object),
-    });
-    const choice = completion.choices[0] as (typeof completion.choices)[0] & { token_ids: number[] };
-    assert.deepEqual(choice.token_ids, expected.ids);
-    assert.equal(choice.message.content, expected.response);
-    assert.equal(completion.usage?.prompt_tokens, expected.prompt_tokens);
+    await assertAnswersLikeCli(
+      ['--video', clip, '--frames', '4'],
+      [{ type: 'video_url', video_url: { url, num_frames: 4 } }],
+      'What happens in the video?',
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
 import { ConfigError, TokenizerError, UsageError } from '../src/core/errors.js';
-import { loadBpeTokenizer, type ByteLevelBpeTokenizer } from '../src/processing/tokenizers/bpe.js';
+import type { ByteLevelBpeTokenizer } from '../src/processing/tokenizers/bpe.js';
+import { loadBpeTokenizer } from '../src/processing/tokenizers/bpe_loaders.js';
 import {
   INTERNVL2_5_SYSTEM_MESSAGE,
   INTERNVL_SYSTEM_MESSAGE,

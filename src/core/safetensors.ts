@@ -11,6 +11,7 @@ import { SafetensorsError, ModelLoadError } from './errors.js';
 import { files } from './io.js';
 import { locateJsonError, readJsonObject } from './json.js';
 import { quoteName } from './names.js';
+import { floatTensor, type FloatTensor } from './tensor.js';
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -221,12 +222,6 @@ function validateEntries(
   return tensors;
 }
 
-/** A float tensor in memory, row-major. */
-export interface FloatTensor {
-  shape: number[];
-  data: Float32Array;
-}
-
 /**
  * All tensors of a checkpoint folder, whatever the sharding. Names are the state-dict keys of the official code.
  */
@@ -316,10 +311,8 @@ export class Checkpoint {
   /** A tensor as float32, converting from F16/BF16/F64. */
   async readFloat32(name: string): Promise<FloatTensor> {
     const entry = this.entry(name);
-    return {
-      shape: entry.shape,
-      data: bytesToFloat32(await this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`),
-    };
+    const data = bytesToFloat32(await this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`);
+    return floatTensor(data, [...entry.shape]);
   }
 
   /**

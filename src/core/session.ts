@@ -11,9 +11,10 @@
  */
 import type { Env, InferenceSession, Tensor as OrtTensor } from 'onnxruntime-common';
 import { Tensor } from 'onnxruntime-common';
-import { RuntimeError, UsageError } from './errors.js';
+import { InternalError, RuntimeError, UsageError } from './errors.js';
 import { ELEM_BYTES, type GraphBuilder, type WeightLocation, type WeightRequest } from './graph.js';
 import { Seam } from './platform.js';
+import { floatTensor, type FloatTensor } from './tensor.js';
 
 export { Tensor };
 export type TensorData = OrtTensor.DataType;
@@ -33,6 +34,8 @@ export interface SessionOptions {
   cacheDir?: string;
   /** Called while a weight cache file is written (first load of a converted model). */
   onProgress?: (done: number, total: number) => void;
+  /** onnxruntime's profiler on, writing `<prefix>_<date>.json` when the session ends profiling (benchmarks). */
+  profileFilePrefix?: string;
   /**
    * Run the session in a thread of its own (Node: a worker thread), where the backend offers it: its runs leave
    * the JavaScript thread free and overlap with other sessions' runs. Its threads are not drawn from the thread
@@ -45,6 +48,8 @@ export interface SessionOptions {
 export interface SessionHandle {
   run(feeds: Feeds, outputs?: string[]): Promise<Record<string, OrtTensor>>;
   release(): Promise<void>;
+  /** Writes the profile of a session created with `profileFilePrefix` (in-thread sessions). */
+  endProfiling?(): void;
 }
 
 /** Where a backend put a graph's weights: locations for the ONNX initializers and the options that make them readable. */
@@ -80,6 +85,12 @@ export const runtimeBackend = new Seam<RuntimeBackend>(
 );
 
 export type Feeds = Record<string, OrtTensor>;
+
+/** A float32 output of a run as the library returns tensors. */
+export function asFloatTensor(output: OrtTensor): FloatTensor {
+  if (output.type !== 'float32') throw new InternalError(`expected a float32 output, got ${output.type}`);
+  return floatTensor(output.data as Float32Array, [...output.dims]);
+}
 
 /** The process-wide pool of intra-op threads that running sessions draw from. */
 class ThreadBudget {
@@ -142,6 +153,12 @@ export class ModelSession {
     }
   }
 
+  /** Writes the profile of a session created with `profileFilePrefix`. */
+  endProfiling(): void {
+    if (!this.session.endProfiling) throw new InternalError(`graph ${this.name}: this session cannot be profiled`);
+    this.session.endProfiling();
+  }
+
   private released = false;
 
   /** Frees the native session; a second call does nothing. */
@@ -181,6 +198,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
     interOpNumThreads: 1,
     // Fatal only: a failure reaches the user once, as the typed error below, not also as a native log line.
     logSeverityLevel: 4,
+    ...(options.profileFilePrefix ? { enableProfiling: true, profileFilePrefix: options.profileFilePrefix } : {}),
     ...placement.sessionOptions,
     extra: {
       ...extra,
@@ -199,6 +217,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
     const handle: SessionHandle = {
       run: (feeds, outputs) => (outputs ? session.run(feeds, outputs) : session.run(feeds)),
       release: () => session.release(),
+      endProfiling: () => session.endProfiling(),
     };
     return new ModelSession(graph.name, handle, threads);
   } catch (error) {

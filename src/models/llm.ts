@@ -414,6 +414,11 @@ export class CausalLM {
     return this.session.run(feeds, outputs);
   }
 
+  /** Writes the onnxruntime profile of a model loaded with `session.profileFilePrefix`. */
+  endProfiling(): void {
+    this.session.endProfiling();
+  }
+
   async release(): Promise<void> {
     await this.session.release();
   }

@@ -18,6 +18,8 @@ import { UsageError } from '../../core/errors.js';
 import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import { writeSafetensors } from '../../core/node/files.js';
 import type { DType } from '../../core/safetensors.js';
+import type { CausalLM } from '../../models/llm.js';
+import { readOnnxProfile, type OnnxProfile, type OpTime } from './profile.js';
 import { cpuModel, machineInfo, median, quantile } from './stats.js';
 
 export interface ChatShape {
@@ -107,7 +109,25 @@ export interface ChatBenchOptions {
   workDir?: string;
   /** Only load (fills the weight cache) and report the load time. */
   loadOnly?: boolean;
+  /** Run the LLM under onnxruntime's profiler and account for the decode steps' time (`decodeProfile`). */
+  profile?: boolean;
   log?: (message: string) => void;
+}
+
+/**
+ * Where a decode step's time goes, means per step over all decode steps: onnxruntime's kernels; onnxruntime's own
+ * time between them (`model_run` − kernels); the Node binding around it (`session.run` in JavaScript − `model_run`:
+ * wrapping feeds, copying outputs out, the thread hop); the embedding look-up; and the decoder's JavaScript
+ * (feeds, KV write-back, bookkeeping: the step − all of the above). Timed with the profiler on, which adds a little
+ * to every node.
+ */
+export interface DecodeProfile {
+  steps: number;
+  msPerStep: number;
+  ms: { kernels: number; onnxruntime: number; binding: number; embedding: number; decoderJs: number };
+  shares: { kernels: number; onnxruntime: number; binding: number; embedding: number; decoderJs: number };
+  /** Kernel time per operator type per step. */
+  ops: OpTime[];
 }
 
 export interface ChatBenchResult {
@@ -152,6 +172,8 @@ export interface ChatBenchResult {
   cpuShareDecode: number;
   /** 1-minute load average after the run. */
   loadAverage: number;
+  /** With `profile`: the decode steps' time, accounted (timings of the whole run then include the profiler's). */
+  decodeProfile?: DecodeProfile;
 }
 
 // ---- random checkpoint ---------------------------------------------------------------------------------------
@@ -456,12 +478,19 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
   const { InternVLChatModel } = await import('../../models/internvl_chat.js');
   log(`loading ${shape.name}: LLM ${llm}, vision ${vision}, ${threads} threads`);
   const start = performance.now();
+  const profilePrefix = `ort-profile-decode-${process.pid}`;
   const model = await InternVLChatModel.load(modelDir, {
     session: { threads, cacheDir },
+    llmSession: {
+      threads,
+      cacheDir,
+      ...(options.profile ? { profileFilePrefix: path.join(workDir, profilePrefix) } : {}),
+    },
     configureLlmGraph: configureWith(llm),
     configureVisionGraph: configureWith(vision),
   });
   const loadSeconds = (performance.now() - start) / 1000;
+  const accounting = options.profile ? accountDecodeSteps(model.language) : null;
   if (options.loadOnly) {
     await model.release();
     return { loadSeconds: round(loadSeconds, 3) };
@@ -517,6 +546,7 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
 
     // Decoding restarts from the prompt's cache each repeat, so every repeat times the same positions.
     const prompt = warm[warm.length - 1].value;
+    if (accounting) accounting.from = accounting.runs;
     const steps: Array<{ seconds: number; utilization: number }> = [];
     const repeatSeconds: number[] = [];
     for (let repeat = 0; repeat < decodeRepeats; repeat++) {
@@ -532,6 +562,12 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
       log(`  decode ${repeat + 1}/${decodeRepeats}: ${(decodeTokens / repeatSeconds[repeat]).toFixed(1)} tokens/s`);
     }
     const stepMs = steps.map((st) => st.seconds * 1000);
+    let decodeProfile: DecodeProfile | undefined;
+    if (accounting) {
+      model.language.endProfiling();
+      const profile = readOnnxProfile(workDir, profilePrefix, accounting.from!);
+      decodeProfile = decodeProfileOf(stepMs, accounting, profile);
+    }
     const cleanSteps = steps.filter((st) => st.utilization >= CLEAN_SHARE).map((st) => st.seconds * 1000);
     const cleanRuns = warm.filter((w) => w.utilization >= CLEAN_SHARE);
     const decodeSeconds = median(repeatSeconds);
@@ -577,10 +613,72 @@ export async function runChatBenchmark(options: ChatBenchOptions): Promise<ChatB
       cpuShareTimeToFirstToken: round(median(warm.map((w) => w.utilization)), 3),
       cpuShareDecode: round(median(steps.map((st) => st.utilization)), 3),
       loadAverage: round(os.loadavg()[0], 2),
+      ...(decodeProfile ? { decodeProfile } : {}),
     };
   } finally {
     await model.release();
   }
+}
+
+/** JavaScript-side times of the decode steps: the embedding look-ups and the graph runs from run `from` on. */
+interface StepAccounting {
+  /** Graph runs so far. */
+  runs: number;
+  /** The first decode step's run (the profile's runs before it are skipped); null while not decoding. */
+  from: number | null;
+  embeddingMs: number;
+  sessionRunMs: number;
+}
+
+/**
+ * Wraps the model's embedding look-up and graph run to count and time them (the decoder calls each once per
+ * step). For benchmarks only: the model object stays changed for the rest of its life.
+ */
+function accountDecodeSteps(lm: CausalLM): StepAccounting {
+  const accounting: StepAccounting = { runs: 0, from: null, embeddingMs: 0, sessionRunMs: 0 };
+  const timed =
+    <A extends unknown[], R>(work: (...args: A) => Promise<R>, field: 'embeddingMs' | 'sessionRunMs') =>
+    async (...args: A): Promise<R> => {
+      const t0 = performance.now();
+      try {
+        return await work(...args);
+      } finally {
+        if (accounting.from !== null) accounting[field] += performance.now() - t0;
+        if (field === 'sessionRunMs') accounting.runs++;
+      }
+    };
+  lm.embedTokens = timed(lm.embedTokens.bind(lm), 'embeddingMs');
+  lm.run = timed(lm.run.bind(lm), 'sessionRunMs');
+  return accounting;
+}
+
+function decodeProfileOf(stepMs: number[], accounting: StepAccounting, profile: OnnxProfile): DecodeProfile {
+  const steps = stepMs.length;
+  const perStep = (total: number) => round(total / steps, 3);
+  const total = stepMs.reduce((a, b) => a + b, 0);
+  const modelRun = profile.modelRunMs.reduce((a, b) => a + b, 0);
+  const kernels = profile.kernelMs * profile.runs;
+  const ms = {
+    kernels: perStep(kernels),
+    onnxruntime: perStep(modelRun - kernels),
+    binding: perStep(accounting.sessionRunMs - modelRun),
+    embedding: perStep(accounting.embeddingMs),
+    decoderJs: perStep(total - accounting.sessionRunMs - accounting.embeddingMs),
+  };
+  const share = (x: number) => round((x * steps) / total, 3);
+  return {
+    steps,
+    msPerStep: perStep(total),
+    ms,
+    shares: {
+      kernels: share(ms.kernels),
+      onnxruntime: share(ms.onnxruntime),
+      binding: share(ms.binding),
+      embedding: share(ms.embedding),
+      decoderJs: share(ms.decoderJs),
+    },
+    ops: profile.ops,
+  };
 }
 
 // ---- the matrix of configurations, one process each ------------------------------------------------------------

@@ -19,7 +19,8 @@ import { ort } from '../../core/node/runtime.js';
 import { extrapolateToDepth } from './extrapolate.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
 import { cpuModel } from './stats.js';
-import { encodeStorage, randomFiller, round, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
+import { round } from './profile.js';
+import { encodeStorage, randomFiller, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
 
 const VISION = VISION_SHAPES['internvit-6b-224'];
 const QLLAMA = { hidden: 4096, heads: 32, intermediate: 11008, layers: 32, vocab: 49954, queries: 96, textLength: 80 };
@@ -77,7 +78,8 @@ export interface BenchClipResult {
   contention?: string;
 }
 
-function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: number): void {
+/** A random bf16 InternVL-14B-224px-shaped checkpoint (no tokenizer) with its first ViT and QLLaMA blocks only. */
+export function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: number): void {
   fs.mkdirSync(dir, { recursive: true });
   const { weightMap } = writeRandomVisionCheckpoint(dir, VISION, {
     layers: visionLayers,
@@ -241,12 +243,12 @@ async function timeStages(
     const B = options.batch;
     const vision = await fastest('vision + InternVL-C head', () => model.encodeVision(pixels, B));
     const { tokens } = await model.encodeVision(pixels, B);
-    const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens, B));
+    const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens));
     const text = await fastest('text', () => model.encodeText(ids));
     const outputs = {
-      c: await model.encodeImage(pixels, B, 'C'),
-      g: await model.encodeImage(pixels, B, 'G'),
-      text: (await model.encodeText(ids)).embeds,
+      c: (await model.encodeImage(pixels, B, 'C')).data,
+      g: (await model.encodeImage(pixels, B, 'G')).data,
+      text: (await model.encodeText(ids)).embeds.data,
     };
     return { seconds: { vision, queries, text }, outputs };
   } finally {

@@ -20,6 +20,7 @@ import { writeSafetensors } from '../../core/node/files.js';
 import { Checkpoint, type DType } from '../../core/safetensors.js';
 import { weightFormatHook } from '../../core/quantize/formats.js';
 import { extrapolateToDepth, type Extrapolation } from './extrapolate.js';
+import { readOnnxProfile, round, type OpTime } from './profile.js';
 import { cpuModel, median } from './stats.js';
 import { ConfigSection } from '../../models/config.js';
 import {
@@ -113,16 +114,6 @@ export interface BenchVisionOptions {
   /** Also run the timed graph with onnxruntime profiling and report time per operator type. */
   profile?: boolean;
   log?: (message: string) => void;
-}
-
-/** Time spent in one operator type during a forward pass (from onnxruntime's profiler). */
-export interface OpTime {
-  op: string;
-  /** Milliseconds per forward pass, summed over the nodes of this type. */
-  ms: number;
-  /** Fraction of all kernel time. */
-  share: number;
-  nodes: number;
 }
 
 export interface BenchVisionResult {
@@ -507,7 +498,7 @@ async function profileOps(
   const positions = await checkpoint.readFloat32('embeddings.position_embedding');
   const feeds = {
     pixel_values: new ort.Tensor('float32', pixels, dims),
-    position_embedding: new ort.Tensor('float32', positions.data, positions.shape),
+    position_embedding: new ort.Tensor('float32', positions.data, positions.dims),
   };
   try {
     for (let r = 0; r <= options.runs; r++) await session.run(feeds);
@@ -515,31 +506,6 @@ async function profileOps(
   } finally {
     await session.release();
   }
-  const file = fs.readdirSync(workDir).find((f) => f.startsWith('ort-profile') && f.endsWith('.json'));
-  if (!file) throw new UsageError(`onnxruntime wrote no profile in ${workDir}`);
-  type Event = { cat?: string; name?: string; ts?: number; dur?: number; args?: { op_name?: string } };
-  const events = JSON.parse(fs.readFileSync(path.join(workDir, file), 'utf8')) as Event[];
-  const runs = events
-    .filter((e) => e.cat === 'Session' && e.name === 'model_run')
-    .sort((a, b) => (a.ts ?? 0) - (b.ts ?? 0));
   // The first run is the warm-up: leave its kernels out.
-  const after = runs.length > 1 ? (runs[0].ts ?? 0) + (runs[0].dur ?? 0) : -Infinity;
-  const timedRuns = Math.max(1, runs.length - 1);
-  const byOp = new Map<string, { us: number; nodes: Set<string> }>();
-  for (const e of events) {
-    if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || (e.ts ?? 0) < after) continue;
-    const op = e.args?.op_name ?? 'unknown';
-    const slot = byOp.get(op) ?? { us: 0, nodes: new Set<string>() };
-    slot.us += e.dur ?? 0;
-    slot.nodes.add(e.name);
-    byOp.set(op, slot);
-  }
-  const total = [...byOp.values()].reduce((sum, v) => sum + v.us, 0) || 1;
-  return [...byOp.entries()]
-    .map(([op, v]) => ({ op, ms: round(v.us / 1000 / timedRuns), share: round(v.us / total), nodes: v.nodes.size }))
-    .sort((a, b) => b.ms - a.ms);
-}
-
-export function round(x: number): number {
-  return Number(x.toPrecision(4));
+  return readOnnxProfile(workDir, 'ort-profile', 1).ops;
 }

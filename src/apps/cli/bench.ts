@@ -10,6 +10,7 @@ Targets:
   clip     InternVL-C/G image and text embeddings per second (InternVL-14B-224px shape)
   serve    the server under load: one stream vs concurrent streams (continuous batching), soak RSS
   accuracy each weight format's error against float32 on golden fixture folders
+  search   search latency and ANN recall (100k/1M vectors), index overhead, 1 vs 2 queue workers
 
 See 'internvl bench <target> --help'.
 `;
@@ -50,8 +51,9 @@ export const benchCommand: Command = {
     if (target === 'clip') return (await import('./bench_clip.js')).runBenchClip(rest);
     if (target === 'serve') return (await import('./bench_serve.js')).runBenchServe(rest);
     if (target === 'accuracy') return (await import('./bench_accuracy.js')).runBenchAccuracy(rest);
+    if (target === 'search') return (await import('./bench_search.js')).runBenchSearch(rest);
     if (target !== 'vision')
-      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, serve, accuracy)`);
+      throw usageError('bench', `unknown target '${target}' (targets: vision, chat, clip, serve, accuracy, search)`);
     const parsed = parseCommandArgs(
       {
         command: 'bench vision',

@@ -25,6 +25,9 @@ Options:
   --decode-repeats <n>    decoding runs from the same prompt (default 3)
   --work-dir <dir>        keep the checkpoint and weight cache here and reuse them (default: a temp folder,
                           deleted afterwards)
+  --profile               run the LLM under onnxruntime's profiler and account for a decode step's time:
+                          kernels per operator type, onnxruntime, the Node binding, embedding look-up, the
+                          decoder's JavaScript (decodeProfile; all timings then include the profiler's cost)
   --quiet                 no progress on stderr
   -h, --help              show this help
 `;
@@ -45,6 +48,7 @@ export async function runBenchChat(args: string[]): Promise<number> {
         'decode-tokens': { type: 'string' },
         'decode-repeats': { type: 'string' },
         'work-dir': { type: 'string' },
+        profile: { type: 'boolean' },
         quiet: { type: 'boolean' },
       },
     },
@@ -71,6 +75,7 @@ export async function runBenchChat(args: string[]): Promise<number> {
     decodeTokens: parsed.integer('decode-tokens', 32, { min: 1 }),
     decodeRepeats: parsed.integer('decode-repeats', 3, { min: 1 }),
     workDir: parsed.string('work-dir'),
+    profile: parsed.flag('profile'),
     log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

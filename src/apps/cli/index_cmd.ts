@@ -2,6 +2,7 @@
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
 import type { Command } from './registry.js';
+import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
 
 const USAGE = `Usage: internvl index --model <dir|id> --db <dir|uri> [options] <folder|image|glob|shard.tar|captions.json(l)>...
 
@@ -14,6 +15,7 @@ images are skipped with a warning. An ANN index (IVF_PQ) is built once the table
 Options:
 ${MODEL_USAGE}
   --db <dir|uri>       database folder, or an object-store URI (s3://bucket/path; see README)   (required)
+${storageUsage(23)}
   --mode <C|G>         InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)   (default C)
   --weights <f>        fp32 (default) or int8
   --table <name>       table name (default: <model folder name>_<mode>)
@@ -24,7 +26,8 @@ ${MODEL_USAGE}
   --queue <redis://…>  do not embed here: enqueue batches for 'internvl worker' processes (BullMQ over Redis);
                        waits until the workers have embedded them all
   --job-size <n>       images per queue job (default 16)
-  --json               print the summary as JSON on stdout
+  --json               the summary as JSON on stdout: {db, table, added, updated, moved, skipped, unreadable,
+                       removed, embedded, rows, seconds, images_per_second, ann_index}
   -h, --help           show this help
 `;
 
@@ -38,6 +41,7 @@ export const indexCommand: Command = {
         usage: USAGE,
         options: {
           ...MODEL_OPTIONS,
+          ...STORAGE_OPTIONS,
           db: { type: 'string' },
           mode: { type: 'string' },
           weights: { type: 'string' },
@@ -71,6 +75,7 @@ export const indexCommand: Command = {
       mode,
       weights,
       table: parsed.string('table'),
+      storageOptions: storageOptionsArg(parsed),
       session: sessionArgs(parsed),
     });
     const progress = createProgressReporter('indexing', { quiet, unit: 'items', itemName: 'images' });
@@ -106,7 +111,9 @@ export const indexCommand: Command = {
     remote?.finish();
     progress.finish();
     if (parsed.flag('json')) {
-      process.stdout.write(`${JSON.stringify({ db, table: index.store.name, ...summary })}\n`);
+      const { imagesPerSecond, annIndex, ...counts } = summary;
+      const json = { db, table: index.store.name, ...counts, images_per_second: imagesPerSecond, ann_index: annIndex };
+      process.stdout.write(`${JSON.stringify(json)}\n`);
     } else {
       const s = summary;
       process.stdout.write(

@@ -1,6 +1,7 @@
 /** `internvl search --db <dir> "text" | --image q.jpg`: query a search index built by `internvl index`. */
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
+import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
 
 const USAGE = `Usage: internvl search --db <dir|uri> ("text" | --image <query image>) [options]
 
@@ -9,6 +10,7 @@ image, with the model and mode the table was built with. Prints rank, score and 
 
 Options:
   --db <dir|uri>       database folder or object-store URI                            (required)
+${storageUsage(23)}
   --image <file>       query by image instead of text
   --k <n>              results (default 10)
   --where <sql>        filter on the columns, e.g. "width >= 640" or "uri LIKE '%/cats/%'"
@@ -16,7 +18,7 @@ Options:
   --mode <C|G>         pick the table of this mode
   --exact              exact search even when the table has an ANN index
   --threads <n>        onnxruntime threads (default: all cores)
-  --json               {"query", "table", "results": [{rank, score, image, id, width, height, caption}]}
+  --json               {"query", "table", "results": [{rank, id, image, score, width, height, caption, metadata}]}
   -h, --help           show this help
 `;
 
@@ -29,6 +31,7 @@ export const searchCommand: Command = {
         command: 'search',
         usage: USAGE,
         options: {
+          ...STORAGE_OPTIONS,
           db: { type: 'string' },
           image: { type: 'string' },
           k: { type: 'string' },
@@ -54,6 +57,7 @@ export const searchCommand: Command = {
     const index = await openIndex(db, {
       table: parsed.string('table'),
       mode,
+      storageOptions: storageOptionsArg(parsed),
       session: { threads: parsed.threads() },
     });
     try {

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { DEFAULT_MAX_LENGTH, DEFAULT_PREFILL_CHUNK } from '../server/scheduler.js';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
+import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
 
 const USAGE = `Usage: internvl serve (--model <dir|id>[=name] [--model ...] | --index <db>) [options]
 
@@ -16,6 +17,7 @@ Options:
                             component); repeatable                       (required unless --index)
   --index <db>              serve this search index (a folder or s3://… URI): /v1/search and the page at /
   --index-table <name>      the table, when the database holds several
+${storageUsage(28)}
   --host <addr>             address to listen on (default 127.0.0.1)
   --port <n>                port (default 8080; 0 picks a free one)
   --api-key <key>           required as 'Authorization: Bearer <key>' on every route but /health
@@ -58,6 +60,7 @@ export const serveCommand: Command = {
           model: { type: 'string', multiple: true },
           index: { type: 'string' },
           'index-table': { type: 'string' },
+          ...STORAGE_OPTIONS,
           host: { type: 'string' },
           port: { type: 'string' },
           'api-key': { type: 'string' },
@@ -128,6 +131,7 @@ export const serveCommand: Command = {
       ]);
       searchIndex = await openIndex(indexDb, {
         table: parsed.string('index-table'),
+        storageOptions: storageOptionsArg(parsed),
         session: { threads: parsed.threads() },
       });
       plugins = [searchPlugin(searchIndex)];

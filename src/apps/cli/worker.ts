@@ -2,6 +2,7 @@
 import { parseCommandArgs } from './args.js';
 import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
 import type { Command } from './registry.js';
+import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
 
 const USAGE = `Usage: internvl worker --queue <redis://host:port> --model <dir|id> --db <dir|uri> [options]
 
@@ -14,6 +15,7 @@ Options:
 ${MODEL_USAGE}
   --queue <url>        redis://[user:password@]host:port[/db]                        (required)
   --db <dir|uri>       the table's database (the same one the indexer writes)         (required)
+${storageUsage(23)}
   --weights <f>        fp32 (default) or int8: must match the table
   --batch <n>          images per forward pass (default 8)
   --lock <seconds>     a job whose worker sent no heartbeat for this long is retried elsewhere (default 30)
@@ -30,6 +32,7 @@ export const workerCommand: Command = {
         usage: USAGE,
         options: {
           ...MODEL_OPTIONS,
+          ...STORAGE_OPTIONS,
           queue: { type: 'string' },
           db: { type: 'string' },
           weights: { type: 'string' },
@@ -51,6 +54,7 @@ export const workerCommand: Command = {
       db,
       model: await resolveModelArg(parsed),
       weights,
+      storageOptions: storageOptionsArg(parsed),
       batchSize,
       lockMs,
       session: sessionArgs(parsed),

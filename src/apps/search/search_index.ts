@@ -320,7 +320,7 @@ export async function openIndex(db: string, options: OpenIndexOptions = {}): Pro
       throw new UsageError(
         matching.length === 0
           ? `${db}: no index table${options.mode ? ` for mode ${options.mode}` : ''} (run 'internvl index' first)`
-          : `${db} holds several tables (${matching.map((t) => t.name).join(', ')}): choose one with --table or --model`,
+          : `${db} holds several tables (${matching.map((t) => t.name).join(', ')}): choose one with --table or --mode`,
       );
     }
     name = matching[0].name;

@@ -252,19 +252,20 @@ export class Store {
   }
 
   /** IVF_PQ on dot (= cosine on unit vectors): √rows partitions, 8-dim sub-vectors, results rescored exactly. */
-  async buildAnnIndex(rows?: number): Promise<void> {
+  async buildAnnIndex(rows?: number): Promise<{ kind: 'IVF_PQ'; partitions: number; subVectors: number }> {
     const n = rows ?? (await this.table.countRows());
     const dim = this.stamp.dim;
-    const numSubVectors = dim % 8 === 0 ? dim / 8 : dim % 4 === 0 ? dim / 4 : 1;
+    const subVectors = dim % 8 === 0 ? dim / 8 : dim % 4 === 0 ? dim / 4 : 1;
+    const partitions = Math.max(1, Math.round(Math.sqrt(n)));
     await this.table.createIndex('vector', {
-      config: lancedb.Index.ivfPq({
-        distanceType: 'dot',
-        numPartitions: Math.max(1, Math.round(Math.sqrt(n))),
-        numSubVectors,
-      }),
+      config: lancedb.Index.ivfPq({ distanceType: 'dot', numPartitions: partitions, numSubVectors: subVectors }),
       replace: true,
     });
+    return { kind: 'IVF_PQ', partitions, subVectors };
   }
+
+  /** ANN query parameters: partitions probed, and candidates rescored exactly per result (k × refineFactor). */
+  static readonly QUERY_DEFAULTS = { nprobes: 32, refineFactor: 10 };
 
   /** The k nearest rows to a unit vector (exact below the ANN threshold, ANN + exact rescoring above). */
   async search(
@@ -280,7 +281,10 @@ export class Store {
       .limit(options.k ?? 10);
     if (options.where) query = query.where(options.where);
     if (options.exact) query = query.bypassVectorIndex();
-    else query = query.nprobes(options.nprobes ?? 32).refineFactor(options.refineFactor ?? 10);
+    else
+      query = query
+        .nprobes(options.nprobes ?? Store.QUERY_DEFAULTS.nprobes)
+        .refineFactor(options.refineFactor ?? Store.QUERY_DEFAULTS.refineFactor);
     let rows: Record<string, unknown>[];
     try {
       rows = await query.toArray();

@@ -1,8 +1,8 @@
 /** Loads whatever tokenizer a checkpoint folder holds: SentencePiece (`tokenizer.model`) or byte-level BPE. */
 import { files } from '../../core/io.js';
 import { TokenizerError } from '../../core/errors.js';
-import { loadBpeTokenizer } from './bpe.js';
-import { loadSentencePieceTokenizer } from './sentencepiece.js';
+import { loadBpeTokenizer } from './bpe_loaders.js';
+import { loadSentencePieceTokenizer } from './sentencepiece_hf.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export type { Tokenizer } from './tokenizer.js';
