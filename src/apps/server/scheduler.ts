@@ -155,8 +155,11 @@ export class BatchScheduler implements Scheduler {
   private looping = false;
   private wake: (() => void) | null = null;
   readonly contextLength: number;
-  /** Batched decode steps run, and the tokens they decoded (their ratio is the mean batch size). */
-  readonly stats = { decodeSteps: 0, decodedTokens: 0 };
+  /**
+   * Batched decode steps run, the tokens they decoded (÷ steps = the mean batch size) and the seconds they took
+   * (tokens ÷ seconds = the decoding throughput, whatever else the process did meanwhile).
+   */
+  readonly stats = { decodeSteps: 0, decodedTokens: 0, decodeSeconds: 0 };
   private readonly prefillChunkSize: number;
 
   constructor(
@@ -358,6 +361,7 @@ export class BatchScheduler implements Scheduler {
       }
     }
     if (next.length === 0) return;
+    const started = performance.now();
     const rows = await this.decoder!.decode(
       next.map((j) => j.sequence!),
       tokens,
@@ -367,6 +371,7 @@ export class BatchScheduler implements Scheduler {
     });
     this.stats.decodeSteps++;
     this.stats.decodedTokens += next.length;
+    this.stats.decodeSeconds += (performance.now() - started) / 1000;
   }
 
   /** Ends a job (a finish reason or an error) and frees its place in the batch. */
