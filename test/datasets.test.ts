@@ -7,12 +7,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDatasetStrings } from '../src/tasks/zeroshot_prompts.js';
 
+import { DatasetError } from '../src/core/errors.js';
+import { preCaption } from '../src/processing/tokenizers/clip_text.js';
+import { fillTemplate } from '../src/tasks/clip.js';
 import {
-  DatasetError,
   comparePython,
-  fillTemplate,
   openWebDataset,
-  preCaption,
   readCaptionDataset,
   readImageFolder,
   readTar,

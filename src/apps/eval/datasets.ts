@@ -10,14 +10,10 @@ import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { InternVLError, UsageError } from '../../core/errors.js';
+import { DatasetError, InternVLError, UsageError } from '../../core/errors.js';
 import { PY_WHITESPACE } from '../../core/python.js';
 import { preCaption } from '../../processing/tokenizers/clip_text.js';
-export { preCaption } from '../../processing/tokenizers/clip_text.js';
-export { fillTemplate } from '../../tasks/clip.js';
 
-export { DatasetError } from '../../core/errors.js';
-import { DatasetError } from '../../core/errors.js';
 import { resolveInside } from '../../core/node/contained_path.js';
 import { parseJson, readJsonFile } from '../../core/json.js';
 

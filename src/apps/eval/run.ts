@@ -33,7 +33,9 @@ import {
 } from '../../tasks/clip.js';
 import { DEFAULT_VIDEO_FRAMES, embedVideo } from '../../tasks/video.js';
 import { loadClassNames, loadTemplates, readStringList, ZEROSHOT_LANGUAGES } from '../../tasks/zeroshot_prompts.js';
-import { DatasetError, openWebDataset, preCaption, readCaptionDataset, readImageFolder } from './datasets.js';
+import { DatasetError } from '../../core/errors.js';
+import { preCaption } from '../../processing/tokenizers/clip_text.js';
+import { openWebDataset, readCaptionDataset, readImageFolder } from './datasets.js';
 import { meanRecall, msrvttRetrievalMetrics, retrievalRecall, zeroShotClassificationMetrics } from './metrics.js';
 import type { EvalResult } from './report.js';
 
