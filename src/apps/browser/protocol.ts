@@ -1,6 +1,6 @@
 /** What the harness page and the Node side exchange (plain data: it crosses `page.evaluate`). */
 import type { LoadImageOptions } from '../../processing/image.js';
-import type { WebDevice } from '../../web/runtime.js';
+import type { WebDevice, WeightProgress } from '../../web/runtime.js';
 import type { FixtureReport } from '../verify/compare.js';
 import type { RunOptions } from '../verify/registry.js';
 
@@ -32,4 +32,8 @@ export interface HarnessApi {
   verify(url: string, options: RunOptions): Promise<VerifyOutcome>;
   decodeImage(url: string, options: LoadImageOptions): Promise<DecodedImage>;
   videoFrames(url: string, numFrames: number): Promise<DecodedVideo>;
+  /** The weight-placement events since the last call (see web/runtime.ts). */
+  progress(): Promise<WeightProgress[]>;
+  /** Flips one byte in each of the first `count` weight-store entries; returns how many entries the store holds. */
+  damageStore(count: number): Promise<number>;
 }

@@ -8,10 +8,16 @@ import { loadImage } from '../../../processing/image.js';
 import { loadVideoFrames } from '../../../processing/video.js';
 import { useBrowserPlatform } from '../../../web/platform.js';
 import { verifyFixture } from '../../verify/index.js';
+import type { WeightProgress } from '../../../web/runtime.js';
 import type { HarnessApi } from '../protocol.js';
 
+const events: WeightProgress[] = [];
+/** The folder of the default weight store (web/opfs_store.ts). */
+const STORE_FOLDER = 'internvl-ts-weights';
+
 const harness: HarnessApi = {
-  setup: (ort, options) => useBrowserPlatform(ort as RuntimeBackend['ort'], options),
+  setup: (ort, options) =>
+    useBrowserPlatform(ort as RuntimeBackend['ort'], { ...options, onProgress: (event) => events.push(event) }),
 
   async verify(url, options) {
     try {
@@ -33,6 +39,23 @@ const harness: HarnessApi = {
   async videoFrames(url, numFrames) {
     const { info, indices, frames } = await loadVideoFrames(url, { numFrames });
     return { frameCount: info.frameCount, fps: info.fps, indices, frames: frames.map((f) => base64(f.data)) };
+  },
+
+  progress: async () => events.splice(0),
+
+  async damageStore(count) {
+    const folder = await (await navigator.storage.getDirectory()).getDirectoryHandle(STORE_FOLDER, { create: true });
+    const entries: string[] = [];
+    for await (const name of folder.keys()) if (name.endsWith('.bin')) entries.push(name);
+    for (const name of entries.sort().slice(0, count)) {
+      const handle = await folder.getFileHandle(name);
+      const bytes = new Uint8Array(await (await handle.getFile()).arrayBuffer());
+      bytes[bytes.length >> 1] ^= 0x40;
+      const writable = await handle.createWritable();
+      await writable.write(bytes);
+      await writable.close();
+    }
+    return entries.length;
   },
 };
 
