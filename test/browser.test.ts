@@ -17,6 +17,7 @@ import { loadImage } from '../src/processing/image.js';
 import { loadVideoFrames } from '../src/processing/video.js';
 import { fetchFileSystem } from '../src/web/files.js';
 import { hubUrl } from '../src/web/platform.js';
+import type { WeightProgress } from '../src/web/runtime.js';
 import { DATA, runCli, tempDir } from './helpers/cli.js';
 
 const FIXTURES = path.join(DATA, 'fixtures');
@@ -225,7 +226,15 @@ test('bf16 weights are converted once, then read from the OPFS weight store; a d
     const outcome = await harness!.call('verify', url, {});
     assert.ok('report' in outcome && outcome.report.status === 0, JSON.stringify(outcome));
     const kinds = { read: 0, convert: 0, store: 0 };
-    for (const event of await harness!.call('progress')) kinds[event.kind]++;
+    const last = new Map<string, WeightProgress>();
+    for (const event of await harness!.call('progress')) {
+      kinds[event.kind]++;
+      // Per graph: one event per weight, counting up to all of its weights and bytes.
+      assert.equal(event.done, (last.get(event.graph)?.done ?? 0) + 1);
+      last.set(event.graph, event);
+    }
+    for (const event of last.values()) assert.deepEqual([event.done, event.bytes], [event.total, event.totalBytes]);
+    assert.deepEqual([...last.keys()], ['vision_projector', 'decoder_qwen2']);
     return kinds;
   };
   const first = await load();

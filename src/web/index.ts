@@ -19,3 +19,4 @@ export { browserImageDecoder, loadBrowserImage, type BrowserImageSource } from '
 export { browserVideoDecoder, readFrameTable, type FrameTable } from './video_decode.js';
 export { opfsWeightStore, type OpfsWeightStoreOptions } from './opfs_store.js';
 export type { WeightStore } from './weight_store.js';
+export { modelFits, WASM_WEIGHT_BUDGET, type FitEstimate } from './memory.js';

@@ -38,7 +38,8 @@ export function opfsWeightStore(options: OpfsWeightStoreOptions = {}): WeightSto
       const stored = await readEntry(dir, key);
       if (stored) return { bytes: stored, stored: true };
       const bytes = await request.produce();
-      await writeEntry(dir, key, bytes);
+      // A full store (the origin's quota) costs the next load a conversion, not this load its model.
+      await writeEntry(dir, key, bytes).catch(() => dir.removeEntry(`${key}.bin`).catch(() => undefined));
       return { bytes, stored: false };
     },
   };

@@ -58,7 +58,8 @@ export function webRuntime(ort: RuntimeBackend['ort'], options: WebRuntimeOption
       let bytes = 0;
       const progress = (r: WeightRequest, kind: WeightProgress['kind']) => {
         bytes += byteSize(r);
-        sessionOptions.onProgress?.(++done, total);
+        done++;
+        sessionOptions.onProgress?.(done, total);
         options.onProgress?.({ graph: graphName, kind, done, total, bytes, totalBytes });
       };
       for (const run of neighbouringRuns(requests.filter((r) => r.inPlace))) {

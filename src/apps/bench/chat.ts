@@ -691,7 +691,7 @@ export interface ChatMatrixOptions extends Omit<ChatBenchOptions, 'llm' | 'visio
 }
 
 /** Runs one configuration in a child process of this module and returns what it reports. */
-function runChild(options: ChatBenchOptions): Promise<ChatBenchResult | { loadSeconds: number }> {
+export function runChatChild(options: ChatBenchOptions): Promise<ChatBenchResult | { loadSeconds: number }> {
   const { log, ...serializable } = options;
   return new Promise((resolve, reject) => {
     // The child's stdout goes to stderr: stdout carries only the JSON report.
@@ -726,9 +726,9 @@ export async function runChatMatrix(
     for (const config of options.configs) {
       const base = { ...options, ...config, workDir, log: undefined };
       log(`${shape.name} LLM ${config.llm} / vision ${config.vision}: first load (fills the weight cache when cold)`);
-      const first = await runChild({ ...base, loadOnly: true });
+      const first = await runChatChild({ ...base, loadOnly: true });
       log(`  first load ${first.loadSeconds.toFixed(1)} s; measuring in a fresh process`);
-      const result = (await runChild(base)) as ChatBenchResult;
+      const result = (await runChatChild(base)) as ChatBenchResult;
       result.firstLoadSeconds = first.loadSeconds;
       results.push(result);
       log(
