@@ -39,11 +39,14 @@ const noChromium = (() => {
     return (error as Error).message;
   }
 })();
+/** A hung page fails its test (by name) instead of hanging the suite; not a speed bound (runs take seconds). */
+const WATCHDOG = 10 * 60_000;
 const noFfmpeg =
   spawnSync('ffmpeg', ['-version'], { stdio: 'ignore' }).status === 0 ? false : 'ffmpeg is not installed';
 
 test('verify --browser passes the InternViT, chat and chat_e2e fixtures on wasm, tensor for tensor as in Node', {
   skip: noChromium,
+  timeout: WATCHDOG,
 }, async () => {
   const dirs = REQUIRED.map((f) => path.join(FIXTURES, f));
   const [web, node] = await Promise.all([
@@ -72,7 +75,10 @@ test('verify --browser passes the InternViT, chat and chat_e2e fixtures on wasm,
   assert.ok(e2e.compared.some((c) => c.name === 'meta.turn2.response' && c.ok));
 });
 
-test('verify --browser prints the Node table, and names a missing folder like Node', { skip: noChromium }, async () => {
+test('verify --browser prints the Node table, and names a missing folder like Node', {
+  skip: noChromium,
+  timeout: WATCHDOG,
+}, async () => {
   const missing = path.join(tempDir(), 'nope');
   const [web, node] = await Promise.all([
     runCli(['verify', '--browser', path.join(FIXTURES, 'intern_vit_ln'), missing]),
@@ -99,30 +105,37 @@ test('verify --device without --browser, or an unknown device, is a usage error'
 let harness: Harness | undefined;
 const media = tempDir('internvl-browser-media-');
 
-before(async () => {
-  if (noChromium) return;
-  for (const file of fs.readdirSync(path.join(DATA, 'images')))
-    fs.copyFileSync(path.join(DATA, 'images', file), path.join(media, file));
-  for (const file of fs.readdirSync(path.join(FIXTURES, 'preprocess', 'images')))
-    fs.copyFileSync(path.join(FIXTURES, 'preprocess', 'images', file), path.join(media, file));
-  // Phone photos: every EXIF orientation that swaps or flips.
-  for (const orientation of [2, 3, 5, 6, 7, 8])
-    await sharp(path.join(DATA, 'images', 'rocket.jpg'))
-      .withMetadata({ orientation })
-      .jpeg({ quality: 90 })
-      .toFile(path.join(media, `rocket_exif${orientation}.jpg`));
-  await sharp(path.join(DATA, 'images', 'horse.png'))
-    .webp({ lossless: true })
-    .toFile(path.join(media, 'horse_alpha.webp'));
-  harness = await openHarness('harness_page', { device: 'wasm' });
-});
+before(
+  async () => {
+    if (noChromium) return;
+    for (const file of fs.readdirSync(path.join(DATA, 'images')))
+      fs.copyFileSync(path.join(DATA, 'images', file), path.join(media, file));
+    for (const file of fs.readdirSync(path.join(FIXTURES, 'preprocess', 'images')))
+      fs.copyFileSync(path.join(FIXTURES, 'preprocess', 'images', file), path.join(media, file));
+    // Phone photos: every EXIF orientation that swaps or flips.
+    for (const orientation of [2, 3, 5, 6, 7, 8])
+      await sharp(path.join(DATA, 'images', 'rocket.jpg'))
+        .withMetadata({ orientation })
+        .jpeg({ quality: 90 })
+        .toFile(path.join(media, `rocket_exif${orientation}.jpg`));
+    await sharp(path.join(DATA, 'images', 'horse.png'))
+      .webp({ lossless: true })
+      .toFile(path.join(media, 'horse_alpha.webp'));
+    harness = await openHarness('harness_page', { device: 'wasm' });
+  },
+  { timeout: WATCHDOG },
+);
 
-after(async () => {
-  await harness?.close();
-});
+after(
+  async () => {
+    await harness?.close();
+  },
+  { timeout: WATCHDOG },
+);
 
 test('browser image decoding gives the Node decoder (sharp) bytes, EXIF orientation applied or not', {
   skip: noChromium,
+  timeout: WATCHDOG,
 }, async () => {
   const base = harness!.server.mount('/media', media);
   const images = fs.readdirSync(media).filter((f) => /\.(png|jpe?g|webp)$/.test(f));
@@ -140,6 +153,7 @@ test('browser image decoding gives the Node decoder (sharp) bytes, EXIF orientat
 
 test('browser video sampling picks the frames ffmpeg picks (H.264 with B-frames)', {
   skip: noChromium || noFfmpeg,
+  timeout: WATCHDOG,
 }, async () => {
   // 21 frames, frame k a flat grey of luma 10k + 5: each decoded frame says which one it is.
   const clip = path.join(media, 'clip21.mp4');
@@ -187,4 +201,16 @@ test('the browser file system over HTTP: files, folders, listings, refused shard
   assert.equal(hubUrl('OpenGVLab/InternVL2-1B'), 'https://huggingface.co/OpenGVLab/InternVL2-1B/resolve/main/');
   assert.equal(hubUrl('OpenGVLab/InternVL2-1B@v1.0'), 'https://huggingface.co/OpenGVLab/InternVL2-1B/resolve/v1.0/');
   assert.equal(hubUrl('./models/x'), './models/x');
+});
+
+test('verify --browser --device webgpu: a chat fixture passes on the WebGPU execution provider', {
+  skip: noChromium,
+  timeout: WATCHDOG,
+}, async (t) => {
+  // Headless Chromium's adapter here is SwiftShader (software); on it the InternViT goldens above 31 tokens fail
+  // (MultiHeadAttention, see docs/browser.md), the LLM ones pass.
+  const run = await runCli(['verify', '--browser', '--device', 'webgpu', path.join(FIXTURES, 'chat_qwen2')]);
+  if (/gives no WebGPU adapter/.test(run.stderr)) return t.skip('this Chromium gives no WebGPU adapter');
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /verified 1 fixture, 4 tensors, all within bound/);
 });

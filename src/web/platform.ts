@@ -3,6 +3,7 @@
  * fetch as the file system, the browser's image and video decoders, Hub repo ids as `resolve/` URLs.
  */
 import type { HttpByteSourceOptions } from '../core/bytes.js';
+import { RuntimeError } from '../core/errors.js';
 import { files, modelResolver } from '../core/io.js';
 import { type RuntimeBackend, runtimeBackend } from '../core/session.js';
 import { imageDecoder, videoDecoder } from '../processing/decoders.js';
@@ -35,6 +36,8 @@ export async function useBrowserPlatform(
   options: BrowserPlatformOptions = {},
 ): Promise<{ device: WebDevice; threads: number }> {
   const device = options.device === undefined || options.device === 'auto' ? await detectDevice() : options.device;
+  if (device === 'webgpu' && options.device === 'webgpu' && (await detectDevice()) !== 'webgpu')
+    throw new RuntimeError('device webgpu: this browser gives no WebGPU adapter (navigator.gpu); use wasm');
   const isolated = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated;
   const threads = options.threads ?? (isolated ? navigator.hardwareConcurrency : 1);
   ort.env.wasm.numThreads = threads;
