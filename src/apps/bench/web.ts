@@ -17,7 +17,9 @@ import type { WebDevice } from '../../web/runtime.js';
 import { bundle } from '../browser/bundle.js';
 import { openHarness } from '../browser/harness.js';
 import type { ChatBenchRequest, ChatBenchTimings } from '../browser/protocol.js';
-import { CHAT_SHAPES, type ChatBenchResult, ensureRandomChatCheckpoint, runChatChild } from './chat.js';
+import type { ChatBenchResult } from './chat.js';
+import { CHAT_SHAPES, ensureRandomChatCheckpoint } from './chat_checkpoint.js';
+import { runChild } from './chat_child.js';
 import { machineInfo, median } from './stats.js';
 
 export interface WebBenchOptions {
@@ -89,8 +91,8 @@ export async function runWebBench(options: WebBenchOptions): Promise<Record<stri
       if (!options.browserOnly) {
         log('  node');
         const nodeOptions = { ...request, ...config, shape: shape.name, threads, workDir, decodeRepeats: 1 };
-        const first = await runChatChild({ ...nodeOptions, loadOnly: true });
-        const full = (await runChatChild(nodeOptions)) as ChatBenchResult;
+        const first = await runChild({ ...nodeOptions, loadOnly: true });
+        const full = (await runChild(nodeOptions)) as ChatBenchResult;
         node = {
           threads: full.threads,
           loadSeconds: full.loadSeconds,

@@ -49,7 +49,10 @@ not shared at that moment).`,
     args,
   );
   if (!parsed) return 0;
-  const { CHAT_SHAPES, parseConfigs, runChatMatrix } = await import('../bench/chat.js');
+  const [{ parseConfigs, runChatMatrix }, { CHAT_SHAPES }] = await Promise.all([
+    import('../bench/chat.js'),
+    import('../bench/chat_checkpoint.js'),
+  ]);
   const shape = parsed.choice('shape', Object.keys(CHAT_SHAPES));
   const configs = (() => {
     try {

@@ -36,7 +36,8 @@ Per side: load time, one 448 px tile through the vision encoder, prefill, greedy
     args,
   );
   if (!parsed) return 0;
-  const { CHAT_SHAPES, parseConfigs } = await import('../bench/chat.js');
+  const { parseConfigs } = await import('../bench/chat.js');
+  const { CHAT_SHAPES } = await import('../bench/chat_checkpoint.js');
   const { runWebBench } = await import('../bench/web.js');
   const shape = parsed.choice('shape', Object.keys(CHAT_SHAPES));
   const configs = (() => {

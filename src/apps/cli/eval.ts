@@ -187,12 +187,19 @@ async function runEvaluation(
   if (markdown !== undefined) checkWritableTarget(markdown);
   if (parsed.flag('no-cache') && parsed.string('cache-dir') !== undefined)
     parsed.fail('--cache-dir and --no-cache exclude each other');
-  const run = await import('../eval/run.js');
+  const [run, zeroshot, retrieval, videoRetrieval] = await Promise.all([
+    import('../eval/run.js'),
+    import('../eval/zeroshot.js'),
+    import('../eval/retrieval.js'),
+    import('../eval/video_retrieval.js'),
+  ]);
   let language: string | undefined;
   if (evaluation === 'zeroshot') {
     language = parsed.string('language');
-    if (language !== undefined && !(run.LANGUAGES as readonly string[]).includes(language)) {
-      parsed.fail(`unknown language '${language}' (built-in class names and templates: ${run.LANGUAGES.join(', ')})`);
+    if (language !== undefined && !(zeroshot.LANGUAGES as readonly string[]).includes(language)) {
+      parsed.fail(
+        `unknown language '${language}' (built-in class names and templates: ${zeroshot.LANGUAGES.join(', ')})`,
+      );
     }
   }
   if (evaluation === 'retrieval' && parsed.flag('pre-caption') && parsed.flag('no-pre-caption'))
@@ -212,7 +219,7 @@ async function runEvaluation(
     const value = parsed.values[name];
     if (typeof value === 'string') run.checkInputPath(value, what, expect);
   }
-  if (evaluation === 'zeroshot') run.detectImageDataset(parsed.required('dataset'), parsed.string('split'));
+  if (evaluation === 'zeroshot') zeroshot.detectImageDataset(parsed.required('dataset'), parsed.string('split'));
 
   const [{ createProgressReporter }, report] = await Promise.all([
     import('../../core/progress.js'),
@@ -246,7 +253,7 @@ async function runEvaluation(
   try {
     if (evaluation === 'zeroshot') {
       result = (
-        await run.runZeroShot({
+        await zeroshot.runZeroShot({
           ...common,
           dataset: parsed.required('dataset'),
           classNames: parsed.string('classnames'),
@@ -258,7 +265,7 @@ async function runEvaluation(
       ).result;
     } else if (evaluation === 'retrieval') {
       result = (
-        await run.runRetrieval({
+        await retrieval.runRetrieval({
           ...common,
           dataset: parsed.required('dataset'),
           imageRoot: parsed.string('image-root'),
@@ -269,7 +276,7 @@ async function runEvaluation(
       ).result;
     } else {
       result = (
-        await run.runVideoRetrieval({
+        await videoRetrieval.runVideoRetrieval({
           ...common,
           videos: parsed.required('videos'),
           captions: parsed.required('captions'),
