@@ -46,7 +46,7 @@ the model URL with range requests, converted once and kept in the origin's priva
 <fieldset><legend>Model</legend>
   <input id="model" list="models" value="${escapeHtml(defaultModel)}"><datalist id="models">${options}</datalist>
   <select id="device"><option value="auto">auto</option><option>wasm</option><option>webgpu</option></select>
-  LLM <select id="llm"><option>int4</option><option>int8</option><option>int4+int8</option><option>fp32</option></select>
+  LLM <select id="llm"><option>int8</option><option>int4</option><option>int4+int8</option><option>fp32</option></select>
   vision <select id="vision"><option>int8</option><option>fp32</option></select>
   <button id="load">Load</button>
   <div id="progress"></div>
