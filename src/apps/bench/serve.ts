@@ -68,7 +68,8 @@ export interface ServeBenchReport {
   streamedThroughputRatio: number;
   /** batched p95 inter-token latency / single p95 (target ≤ 3). */
   interTokenLatencyP95Ratio: number;
-  soak: { requests: number; rssMB: { first: number; last: number; max: number } } | null;
+  /** The server's RSS after the first request of the soak and after each further fifth of it. */
+  soak: { requests: number; rssMB: number[] } | null;
   /** The server process's peak RSS over the whole run. */
   serverPeakRssMB: number;
 }
@@ -292,8 +293,9 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
             }
           }),
         );
-        soak = { requests: rss.length, rssMB: { first: rss[0], last: rss[rss.length - 1], max: Math.max(...rss) } };
-        log(`  RSS ${soak.rssMB.first} → ${soak.rssMB.last} MB (max ${soak.rssMB.max})`);
+        const fifths = [0, 1, 2, 3, 4, 5].map((k) => rss[Math.max(0, Math.round((k * rss.length) / 5) - 1)]);
+        soak = { requests: rss.length, rssMB: fifths };
+        log(`  RSS after 1, then each fifth of the requests: ${fifths.join(', ')} MB`);
       }
       const serverPeakRssMB = server.memory().peakMB;
       return {
