@@ -7,10 +7,12 @@ export const SERVE_USAGE = `Usage: internvl bench serve [options]
 Writes a random-weight checkpoint of a released InternVL-Chat shape (bf16, with the real InternVL2-1B tokenizer),
 starts 'internvl serve' on it in a child process and drives it on loopback with streaming chat requests, each with
 one 448 px image (one tile), a short question and a fixed answer length. Measured side by side in one run: one
-stream, then --concurrency streams (requests keep arriving while others decode), then an optional soak with the
-server's RSS sampled after every request. Prints JSON: {machine, single, batched: {decodeTokensPerSecond,
-requestsPerSecond, timeToFirstTokenSeconds {p50,p95}, interTokenLatencyMs {p50,p95}, meanDecodeBatch, ...},
-decodeThroughputRatio, interTokenLatencyP95Ratio, soak, serverPeakRssMB}.
+stream, then --concurrency streams (requests keep arriving while others decode), the same with text-only requests
+(no image encoding beside the decoding), then an optional soak with the server's RSS sampled along it. Prints
+JSON: {machine, single, batched, batchedText: {decodeTokensPerSecond (the server's decode steps),
+streamedTokensPerSecond (as the clients see it), requestsPerSecond, timeToFirstTokenSeconds {p50,p95},
+interTokenLatencyMs {p50,p95}, meanDecodeBatch, ...}, decodeThroughputRatio, textDecodeThroughputRatio,
+interTokenLatencyP95Ratio, soak, serverPeakRssMB}.
 
 Options:
   --shape <name>          internvl2-1b (default)
