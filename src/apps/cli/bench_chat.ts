@@ -1,4 +1,5 @@
 /** `internvl bench chat`: time to first token and decoding speed of InternVL-Chat shapes (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
 
 /** Runs `internvl bench chat` with the arguments after `chat`; resolves to the exit code. */
@@ -11,9 +12,9 @@ export async function runBenchChat(args: string[]): Promise<number> {
 each configuration, loads it in a fresh process (peak RSS is per configuration) and measures: time to first token
 for one 448 px tile and a short question (vision encoder + projector, prefill of 256 image + N text tokens, first
 logits), greedy decoding speed with the KV cache, and peak memory. Converted and quantized weights are cached in
-the work folder; the first load of each configuration fills the cache and is reported as firstLoadSeconds.
-Prints JSON: {machine, results: [{llm, vision, timeToFirstTokenSeconds, decodeTokensPerSecond, peakRssMB, ...}]}.
-"clean*" fields keep only the runs during which this process had all its threads' worth of CPU (the machine was
+the work folder; the first load of each configuration fills the cache and is reported as first_load_seconds.
+Prints JSON: {machine, results: [{llm, vision, time_to_first_token_seconds, decode_tokens_per_second, peak_rss_mb, ...}]}.
+"clean_*" fields keep only the runs during which this process had all its threads' worth of CPU (the machine was
 not shared at that moment).`,
       options: {
         shape: {
@@ -75,6 +76,6 @@ not shared at that moment).`,
     profile: parsed.flag('profile'),
     log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
 }
