@@ -17,6 +17,7 @@ import { loadImage } from '../src/processing/image.js';
 import { loadVideoFrames } from '../src/processing/video.js';
 import { fetchFileSystem } from '../src/web/files.js';
 import { hubUrl } from '../src/web/platform.js';
+import type { WeightProgress } from '../src/web/runtime.js';
 import { DATA, runCli, tempDir } from './helpers/cli.js';
 
 const FIXTURES = path.join(DATA, 'fixtures');
@@ -213,4 +214,34 @@ test('verify --browser --device webgpu: a chat fixture passes on the WebGPU exec
   if (/gives no WebGPU adapter/.test(run.stderr)) return t.skip('this Chromium gives no WebGPU adapter');
   assert.equal(run.code, 0, run.stdout + run.stderr);
   assert.match(run.stdout, /verified 1 fixture, 4 tensors, all within bound/);
+});
+
+test('bf16 weights are converted once, then read from the OPFS weight store; a damaged entry is converted again', {
+  skip: noChromium,
+  timeout: WATCHDOG,
+}, async () => {
+  const url = harness!.server.mount('/store/chat_qwen2', path.join(FIXTURES, 'chat_qwen2'));
+  await harness!.call('progress');
+  const load = async () => {
+    const outcome = await harness!.call('verify', url, {});
+    assert.ok('report' in outcome && outcome.report.status === 0, JSON.stringify(outcome));
+    const kinds = { read: 0, convert: 0, store: 0 };
+    const last = new Map<string, WeightProgress>();
+    for (const event of await harness!.call('progress')) {
+      kinds[event.kind]++;
+      // Per graph: one event per weight, counting up to all of its weights and bytes.
+      assert.equal(event.done, (last.get(event.graph)?.done ?? 0) + 1);
+      last.set(event.graph, event);
+    }
+    for (const event of last.values()) assert.deepEqual([event.done, event.bytes], [event.total, event.totalBytes]);
+    assert.deepEqual([...last.keys()], ['vision_projector', 'decoder_qwen2']);
+    return kinds;
+  };
+  const first = await load();
+  // chat_qwen2 is bf16: every weight of its graphs is converted to float32.
+  assert.ok(first.convert > 10, JSON.stringify(first));
+  assert.deepEqual(first, { read: 0, convert: first.convert, store: 0 });
+  assert.deepEqual(await load(), { read: 0, convert: 0, store: first.convert });
+  assert.equal(await harness!.call('damageStore', 2), first.convert);
+  assert.deepEqual(await load(), { read: 0, convert: 2, store: first.convert - 2 });
 });

@@ -9,8 +9,9 @@ import { type RuntimeBackend, runtimeBackend } from '../core/session.js';
 import { imageDecoder, videoDecoder } from '../processing/decoders.js';
 import { fetchFileSystem, joinUrl } from './files.js';
 import { browserImageDecoder } from './image_decode.js';
-import { type WebDevice, webRuntime } from './runtime.js';
+import { type WebDevice, type WeightProgress, webRuntime } from './runtime.js';
 import { browserVideoDecoder } from './video_decode.js';
+import { opfsWeightStore } from './opfs_store.js';
 import type { WeightStore } from './weight_store.js';
 
 export interface BrowserPlatformOptions extends HttpByteSourceOptions {
@@ -21,8 +22,13 @@ export interface BrowserPlatformOptions extends HttpByteSourceOptions {
    * isolated (threads need SharedArrayBuffer), else 1.
    */
   threads?: number;
-  /** Converted/quantized weights kept between page loads (see weight_store.ts); default none. */
-  weightStore?: WeightStore;
+  /**
+   * Converted/quantized weights kept between page loads (weight_store.ts). Default: the Origin Private File System
+   * where the browser has one; `null`: none (converted on every load).
+   */
+  weightStore?: WeightStore | null;
+  /** Progress of each graph's weights (download, conversion, store) while a model loads. */
+  onProgress?: (event: WeightProgress) => void;
   /** Where Hub repo ids (`org/name`) are fetched from; default https://huggingface.co. */
   hubEndpoint?: string;
 }
@@ -42,7 +48,13 @@ export async function useBrowserPlatform(
   const threads = options.threads ?? (isolated ? navigator.hardwareConcurrency : 1);
   ort.env.wasm.numThreads = threads;
   files.set(fetchFileSystem({ fetch: options.fetch, headers: options.headers }));
-  runtimeBackend.set(webRuntime(ort, { device, weightStore: options.weightStore }));
+  const weightStore =
+    options.weightStore === undefined
+      ? typeof navigator.storage?.getDirectory === 'function'
+        ? opfsWeightStore({ fetch: options.fetch, headers: options.headers })
+        : undefined
+      : (options.weightStore ?? undefined);
+  runtimeBackend.set(webRuntime(ort, { device, weightStore, onProgress: options.onProgress }));
   imageDecoder.set(browserImageDecoder);
   videoDecoder.set(browserVideoDecoder);
   modelResolver.set(async (idOrUrl, hub) => hubUrl(idOrUrl, options.hubEndpoint ?? hub?.endpoint, hub?.revision));

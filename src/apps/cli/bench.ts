@@ -30,6 +30,11 @@ const TARGETS: Array<{ name: string; summary: string; run: () => Promise<(args: 
     run: async () => (await import('./bench_accuracy.js')).runBenchAccuracy,
   },
   {
+    name: 'web',
+    summary: 'a chat shape in headless Chromium on onnxruntime-web vs Node, same run; the web bundle size',
+    run: async () => (await import('./bench_web.js')).runBenchWeb,
+  },
+  {
     name: 'search',
     summary: 'search latency and ANN recall (100k/1M vectors), index overhead, 1 vs 2 queue workers',
     run: async () => (await import('./bench_search.js')).runBenchSearch,
