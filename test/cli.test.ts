@@ -75,10 +75,7 @@ test('unknown commands and flags → one-line usage error, exit 2', async () => 
     /internvl verify: Option '--threads <value>' argument missing/,
   );
   assertUsageError(await inProcess(['verify', '--json=yes', 'x']), /Option '--json' does not take an argument/);
-  assertUsageError(
-    await inProcess(['bench']),
-    /internvl bench: missing target \(vision, chat, clip, serve, accuracy, search\)/,
-  );
+  assertUsageError(await inProcess(['bench']), /internvl bench: missing target \(vision(, [a-z]+)+\)/);
   assertUsageError(await inProcess(['bench', 'gpu']), /unknown target 'gpu'/);
   assertUsageError(await inProcess(['bench', 'vision', 'extra']), /unexpected argument 'extra'/);
   assertUsageError(

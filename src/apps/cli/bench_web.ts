@@ -1,4 +1,5 @@
 /** `internvl bench web`: a chat shape in headless Chromium on onnxruntime-web vs Node, same run (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
 
 /** Runs `internvl bench web` with the arguments after `web`; resolves to the exit code. */
@@ -58,6 +59,6 @@ Per side: load time, one 448 px tile through the vision encoder, prefill, greedy
     workDir: parsed.string('work-dir'),
     log: parsed.flag('quiet') ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
 }
