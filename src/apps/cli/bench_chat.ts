@@ -1,6 +1,7 @@
 /** `internvl bench chat`: time to first token and decoding speed of InternVL-Chat shapes (JSON on stdout). */
 import { stringifySnakeCase } from '../../core/json.js';
-import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
+import type { WeightFormat } from '../../core/quantize/formats.js';
+import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION, type ParsedArgs } from './args.js';
 
 /** Runs `internvl bench chat` with the arguments after `chat`; resolves to the exit code. */
 export async function runBenchChat(args: string[]): Promise<number> {
@@ -50,18 +51,12 @@ not shared at that moment).`,
     args,
   );
   if (!parsed) return 0;
-  const [{ parseConfigs, runChatMatrix }, { CHAT_SHAPES }] = await Promise.all([
+  const [{ runChatMatrix }, { CHAT_SHAPES }] = await Promise.all([
     import('../bench/chat.js'),
     import('../bench/chat_checkpoint.js'),
   ]);
   const shape = parsed.choice('shape', Object.keys(CHAT_SHAPES));
-  const configs = (() => {
-    try {
-      return parseConfigs(parsed.string('configs'));
-    } catch (error) {
-      return parsed.fail(`--configs: ${(error as Error).message}`);
-    }
-  })();
+  const configs = await configsArg(parsed);
   const quiet = parsed.flag('quiet');
   const report = await runChatMatrix({
     shape,
@@ -78,4 +73,14 @@ not shared at that moment).`,
   });
   process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
+}
+
+/** `--configs llm/vision,…` (bench chat, bench web): the weight configurations to measure. */
+export async function configsArg(parsed: ParsedArgs): Promise<Array<{ llm: WeightFormat; vision: WeightFormat }>> {
+  const { parseConfigs } = await import('../bench/chat.js');
+  try {
+    return parseConfigs(parsed.string('configs') ?? '');
+  } catch (error) {
+    return parsed.fail(`--configs: ${(error as Error).message}`);
+  }
 }
