@@ -8,7 +8,6 @@
 import type { ResolveModelOptions } from '../core/hub.js';
 import { modelResolver } from '../core/io.js';
 import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '../core/matrix.js';
-export { retrievalScores } from '../core/matrix.js';
 import { UsageError } from '../core/errors.js';
 import { InternVLClipModel, type ClipMode } from '../models/internvl_clip.js';
 import { preprocessForClip } from '../processing/tiling.js';

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
 import type { WeightFormat } from '../../core/quantize/formats.js';
-import { CHAT_SHAPES, ensureRandomChatCheckpoint } from './chat.js';
+import { CHAT_SHAPES, ensureRandomChatCheckpoint } from './chat_checkpoint.js';
 import { machineInfo, median, quantile } from './stats.js';
 
 export interface ServeBenchOptions {

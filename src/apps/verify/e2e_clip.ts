@@ -21,8 +21,8 @@ import {
   encodeTexts,
   fillTemplate,
   loadClipPipeline,
-  retrievalScores,
 } from '../../tasks/clip.js';
+import { retrievalScores } from '../../core/matrix.js';
 
 interface ClipMeta {
   classify: { images: string[]; labels: string[]; templates: string[] };
