@@ -79,10 +79,11 @@ test('every command and subcommand renders its help: usage line, options, -h, li
     ['search'],
     ['worker'],
     ['serve'],
+    ['web'],
     ['eval', 'zeroshot'],
     ['eval', 'retrieval'],
     ['eval', 'video-retrieval'],
-    ...['vision', 'chat', 'clip', 'serve', 'accuracy', 'search'].map((target) => ['bench', target]),
+    ...['vision', 'chat', 'clip', 'serve', 'accuracy', 'search', 'web'].map((target) => ['bench', target]),
   ];
   const write = process.stdout.write;
   for (const command of commands) {

@@ -62,13 +62,18 @@ export interface ServeBenchReport {
   answerTokens: number;
   single: ScenarioResult;
   batched: ScenarioResult;
+  /** `batched` with text-only requests: what batching gives when no image encoding competes for the cores. */
+  batchedText: ScenarioResult;
   /** batched.decodeTokensPerSecond / single.decodeTokensPerSecond (target ≥ 2.5 at 4 streams). */
   decodeThroughputRatio: number | null;
   /** The same for streamedTokensPerSecond. */
   streamedThroughputRatio: number;
+  /** batchedText.decodeTokensPerSecond / single.decodeTokensPerSecond. */
+  textDecodeThroughputRatio: number | null;
   /** batched p95 inter-token latency / single p95 (target ≤ 3). */
   interTokenLatencyP95Ratio: number;
-  soak: { requests: number; rssMB: { first: number; last: number; max: number } } | null;
+  /** The server's RSS after the first request of the soak and after each further fifth of it. */
+  soak: { requests: number; rssMB: number[] } | null;
   /** The server process's peak RSS over the whole run. */
   serverPeakRssMB: number;
 }
@@ -140,7 +145,13 @@ class ServerProcess {
 }
 
 /** One streaming request; returns when its stream ends, with the arrival time of every content chunk. */
-async function streamRequest(url: string, image: string, question: string, tokens: number): Promise<RequestTiming> {
+/** `image` null: a text-only request (no vision encoding competing with the decoding). */
+async function streamRequest(
+  url: string,
+  image: string | null,
+  question: string,
+  tokens: number,
+): Promise<RequestTiming> {
   const start = performance.now();
   const response = await fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
@@ -155,7 +166,7 @@ async function streamRequest(url: string, image: string, question: string, token
         {
           role: 'user',
           content: [
-            { type: 'image_url', image_url: { url: image } },
+            ...(image ? [{ type: 'image_url', image_url: { url: image } }] : []),
             { type: 'text', text: question },
           ],
         },
@@ -197,7 +208,7 @@ async function scrapeBatching(url: string): Promise<{ steps: number; tokens: num
 
 async function runScenario(
   url: string,
-  image: string,
+  image: string | null,
   concurrency: number,
   perStream: number,
   tokens: number,
@@ -278,6 +289,11 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
       log(
         `  decode steps ${batched.decodeTokensPerSecond} tokens/s, streamed ${batched.streamedTokensPerSecond} tokens/s in all, ITL p95 ${batched.interTokenLatencyMs.p95} ms, mean batch ${batched.meanDecodeBatch}`,
       );
+      log(`the same without images (${concurrency} streams, text only: no vision encoding beside the decoding)`);
+      const batchedText = await runScenario(url, null, concurrency, perStream, answerTokens);
+      log(
+        `  decode steps ${batchedText.decodeTokensPerSecond} tokens/s, ITL p95 ${batchedText.interTokenLatencyMs.p95} ms, mean batch ${batchedText.meanDecodeBatch}`,
+      );
       let soak: ServeBenchReport['soak'] = null;
       if (options.soak) {
         log(`soak: ${options.soak} requests at ${concurrency} streams`);
@@ -292,8 +308,9 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
             }
           }),
         );
-        soak = { requests: rss.length, rssMB: { first: rss[0], last: rss[rss.length - 1], max: Math.max(...rss) } };
-        log(`  RSS ${soak.rssMB.first} → ${soak.rssMB.last} MB (max ${soak.rssMB.max})`);
+        const fifths = [0, 1, 2, 3, 4, 5].map((k) => rss[Math.max(0, Math.round((k * rss.length) / 5) - 1)]);
+        soak = { requests: rss.length, rssMB: fifths };
+        log(`  RSS after 1, then each fifth of the requests: ${fifths.join(', ')} MB`);
       }
       const serverPeakRssMB = server.memory().peakMB;
       return {
@@ -303,11 +320,16 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
         answerTokens,
         single,
         batched,
+        batchedText,
         decodeThroughputRatio:
           batched.decodeTokensPerSecond && single.decodeTokensPerSecond
             ? Number((batched.decodeTokensPerSecond / single.decodeTokensPerSecond).toFixed(2))
             : null,
         streamedThroughputRatio: Number((batched.streamedTokensPerSecond / single.streamedTokensPerSecond).toFixed(2)),
+        textDecodeThroughputRatio:
+          batchedText.decodeTokensPerSecond && single.decodeTokensPerSecond
+            ? Number((batchedText.decodeTokensPerSecond / single.decodeTokensPerSecond).toFixed(2))
+            : null,
         interTokenLatencyP95Ratio: Number(
           (batched.interTokenLatencyMs.p95 / single.interTokenLatencyMs.p95).toFixed(2),
         ),

@@ -1,4 +1,5 @@
 /** `internvl bench accuracy`: each weight format's error on the golden fixture folders (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
 
 export async function runBenchAccuracy(args: string[]): Promise<number> {
@@ -10,8 +11,8 @@ export async function runBenchAccuracy(args: string[]): Promise<number> {
 fp32, int8) and reports, per configuration: greedy ids / top-1 classes equal to the goldens (or the first
 differing step), the max relative error of logits, embeddings and probabilities, and how many linears the format
 quantized. float32 matches the goldens (float64) to ~1e-6, so these are the errors against float32.
-Prints JSON: {machine, allLinears, records: [{fixture, weights, linears, firstDifferingStep, maxRelError,
-tensors, withinFloat32Bounds}], skipped}.`,
+Prints JSON: {machine, all_linears, records: [{fixture, weights, linears, first_differing_step, max_rel_error,
+tensors, within_float32_bounds}], skipped}.`,
       options: {
         'all-linears': {
           type: 'boolean',
@@ -32,6 +33,6 @@ tensors, withinFloat32Bounds}], skipped}.`,
     threads: parsed.threads(),
     log: parsed.flag('quiet') ? undefined : (m) => process.stderr.write(`${m}\n`),
   });
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
 }

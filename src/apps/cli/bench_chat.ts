@@ -1,5 +1,7 @@
 /** `internvl bench chat`: time to first token and decoding speed of InternVL-Chat shapes (JSON on stdout). */
-import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
+import { stringifySnakeCase } from '../../core/json.js';
+import type { WeightFormat } from '../../core/quantize/formats.js';
+import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION, type ParsedArgs } from './args.js';
 
 /** Runs `internvl bench chat` with the arguments after `chat`; resolves to the exit code. */
 export async function runBenchChat(args: string[]): Promise<number> {
@@ -11,9 +13,9 @@ export async function runBenchChat(args: string[]): Promise<number> {
 each configuration, loads it in a fresh process (peak RSS is per configuration) and measures: time to first token
 for one 448 px tile and a short question (vision encoder + projector, prefill of 256 image + N text tokens, first
 logits), greedy decoding speed with the KV cache, and peak memory. Converted and quantized weights are cached in
-the work folder; the first load of each configuration fills the cache and is reported as firstLoadSeconds.
-Prints JSON: {machine, results: [{llm, vision, timeToFirstTokenSeconds, decodeTokensPerSecond, peakRssMB, ...}]}.
-"clean*" fields keep only the runs during which this process had all its threads' worth of CPU (the machine was
+the work folder; the first load of each configuration fills the cache and is reported as first_load_seconds.
+Prints JSON: {machine, results: [{llm, vision, time_to_first_token_seconds, decode_tokens_per_second, peak_rss_mb, ...}]}.
+"clean_*" fields keep only the runs during which this process had all its threads' worth of CPU (the machine was
 not shared at that moment).`,
       options: {
         shape: {
@@ -49,18 +51,12 @@ not shared at that moment).`,
     args,
   );
   if (!parsed) return 0;
-  const [{ parseConfigs, runChatMatrix }, { CHAT_SHAPES }] = await Promise.all([
+  const [{ runChatMatrix }, { CHAT_SHAPES }] = await Promise.all([
     import('../bench/chat.js'),
     import('../bench/chat_checkpoint.js'),
   ]);
   const shape = parsed.choice('shape', Object.keys(CHAT_SHAPES));
-  const configs = (() => {
-    try {
-      return parseConfigs(parsed.string('configs'));
-    } catch (error) {
-      return parsed.fail(`--configs: ${(error as Error).message}`);
-    }
-  })();
+  const configs = await configsArg(parsed);
   const quiet = parsed.flag('quiet');
   const report = await runChatMatrix({
     shape,
@@ -75,6 +71,16 @@ not shared at that moment).`,
     profile: parsed.flag('profile'),
     log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
+}
+
+/** `--configs llm/vision,…` (bench chat, bench web): the weight configurations to measure. */
+export async function configsArg(parsed: ParsedArgs): Promise<Array<{ llm: WeightFormat; vision: WeightFormat }>> {
+  const { parseConfigs } = await import('../bench/chat.js');
+  try {
+    return parseConfigs(parsed.string('configs') ?? '');
+  } catch (error) {
+    return parsed.fail(`--configs: ${(error as Error).message}`);
+  }
 }

@@ -1,4 +1,5 @@
 /** `internvl bench clip`: InternVL-C/G image and text embeddings per second (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
 
 const FORMATS = ['float32', 'int8', 'int8-block', 'int8-weights'] as const;
@@ -12,7 +13,7 @@ export async function runBenchClip(args: string[]): Promise<number> {
 their first blocks only, times image embeddings (mode C; mode G adds QLLaMA over the 96 queries) and text
 embeddings at two depths, and extrapolates each stage to the full 48 + 32 blocks. Each weight format's embeddings
 are compared with float32's on the same truncated model (max |a − b| / max |b|).
-Prints JSON: [{weights, imageC, imageG, text: {seconds, perSecond}, relativeErrorVsFloat32, peakRssMB, ...}].`,
+Prints JSON: [{weights, image_c, image_g, text: {seconds, per_second}, relative_error_vs_float32, peak_rss_mb, ...}].`,
       options: {
         weights: {
           type: 'string',
@@ -54,7 +55,7 @@ Prints JSON: [{weights, imageC, imageG, text: {seconds, perSecond}, relativeErro
     runs: parsed.integer('runs', { min: 1 }),
     log: parsed.flag('quiet') ? undefined : (m) => process.stderr.write(`${m}\n`),
   });
-  process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(results, undefined, 2)}\n`);
   for (const { weights, contention } of results)
     if (contention) process.stderr.write(`warning: ${weights}: no extrapolated time: ${contention}\n`);
   return 0;

@@ -1,4 +1,5 @@
 /** `internvl bench search`: search latency and recall, index overhead, queue workers (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -142,7 +143,7 @@ export async function runBenchSearch(args: string[]): Promise<number> {
       const { benchSearchIndexing } = await import('../bench/search_indexing.js');
       result.indexing = await benchSearchIndexing({ ...indexingOptions, workDir });
     }
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    process.stdout.write(`${stringifySnakeCase(result, undefined, 2)}\n`);
     return 0;
   } finally {
     fs.rmSync(workDir, { recursive: true, force: true });

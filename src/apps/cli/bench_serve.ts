@@ -1,4 +1,5 @@
 /** `internvl bench serve`: continuous batching under load, a load generator against `internvl serve` (JSON). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { WEIGHT_FORMATS } from '../../core/quantize/formats.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
 
@@ -10,10 +11,12 @@ export async function runBenchServe(args: string[]): Promise<number> {
       description: `Writes a random-weight checkpoint of a released InternVL-Chat shape (bf16, with the real InternVL2-1B tokenizer),
 starts 'internvl serve' on it in a child process and drives it on loopback with streaming chat requests, each with
 one 448 px image (one tile), a short question and a fixed answer length. Measured side by side in one run: one
-stream, then --concurrency streams (requests keep arriving while others decode), then an optional soak with the
-server's RSS sampled after every request. Prints JSON: {machine, single, batched: {decodeTokensPerSecond,
-requestsPerSecond, timeToFirstTokenSeconds {p50,p95}, interTokenLatencyMs {p50,p95}, meanDecodeBatch, ...},
-decodeThroughputRatio, interTokenLatencyP95Ratio, soak, serverPeakRssMB}.`,
+stream, then --concurrency streams (requests keep arriving while others decode), the same with text-only requests
+(no image encoding beside the decoding), then an optional soak with the server's RSS sampled along it. Prints JSON:
+{machine, single, batched, batched_text: {decode_tokens_per_second (the server's decode steps),
+streamed_tokens_per_second (as the clients see it), requests_per_second, time_to_first_token_seconds {p50,p95},
+inter_token_latency_ms {p50,p95}, mean_decode_batch, ...}, decode_throughput_ratio, text_decode_throughput_ratio,
+inter_token_latency_p95_ratio, soak, server_peak_rss_mb}.`,
       options: {
         shape: { type: 'string', value: 'name', help: 'the checkpoint shape', default: 'internvl2-1b' },
         weights: {
@@ -62,6 +65,6 @@ decodeThroughputRatio, interTokenLatencyP95Ratio, soak, serverPeakRssMB}.`,
     workDir: parsed.string('work-dir'),
     log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
 }

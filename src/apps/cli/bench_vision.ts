@@ -1,4 +1,5 @@
 /** `internvl bench vision`: the InternViT encoder on random weights of a released shape (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
 
 /** Runs `internvl bench vision` with the arguments after `vision`; resolves to the exit code. */
@@ -8,8 +9,8 @@ export async function runBenchVision(args: string[]): Promise<number> {
       command: 'bench vision',
       synopsis: 'bench vision [options]',
       description: `Writes a random-weight checkpoint of a released InternViT shape to a temp folder, loads it like a real model and
-times warm forward passes. Prints JSON: {shape, dtype, batch, threads, layersTimed, secondsPerTile, tilesPerSecond,
-peakRssMB, sessionCreateSeconds, ...}. Shapes whose float32 weights do not fit in memory are timed on their first
+times warm forward passes. Prints JSON: {shape, dtype, batch, threads, layers_timed, seconds_per_tile, tiles_per_second,
+peak_rss_mb, session_create_seconds, ...}. Shapes whose float32 weights do not fit in memory are timed on their first
 layers and extrapolated ("extrapolated": true).`,
       options: {
         shape: {
@@ -68,7 +69,7 @@ layers and extrapolated ("extrapolated": true).`,
     profile: parsed.flag('profile'),
     log: quiet ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
-  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(result, undefined, 2)}\n`);
   if (result.contention) process.stderr.write(`warning: no extrapolated time: ${result.contention}\n`);
   return 0;
 }

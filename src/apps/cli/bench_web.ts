@@ -1,5 +1,7 @@
 /** `internvl bench web`: a chat shape in headless Chromium on onnxruntime-web vs Node, same run (JSON on stdout). */
+import { stringifySnakeCase } from '../../core/json.js';
 import { parseCommandArgs, QUIET_OPTION, THREADS_OPTION } from './args.js';
+import { configsArg } from './bench_chat.js';
 
 /** Runs `internvl bench web` with the arguments after `web`; resolves to the exit code. */
 export async function runBenchWeb(args: string[]): Promise<number> {
@@ -36,17 +38,10 @@ Per side: load time, one 448 px tile through the vision encoder, prefill, greedy
     args,
   );
   if (!parsed) return 0;
-  const { parseConfigs } = await import('../bench/chat.js');
   const { CHAT_SHAPES } = await import('../bench/chat_checkpoint.js');
   const { runWebBench } = await import('../bench/web.js');
   const shape = parsed.choice('shape', Object.keys(CHAT_SHAPES));
-  const configs = (() => {
-    try {
-      return parseConfigs(parsed.string('configs'));
-    } catch (error) {
-      return parsed.fail(`--configs: ${(error as Error).message}`);
-    }
-  })();
+  const configs = await configsArg(parsed);
   const report = await runWebBench({
     shape,
     configs,
@@ -58,6 +53,6 @@ Per side: load time, one 448 px tile through the vision encoder, prefill, greedy
     workDir: parsed.string('work-dir'),
     log: parsed.flag('quiet') ? undefined : (message) => process.stderr.write(`${message}\n`),
   });
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${stringifySnakeCase(report, undefined, 2)}\n`);
   return 0;
 }

@@ -142,6 +142,8 @@ interface Job {
   state: SequenceGeneration | null;
   /** Logits for the next choice; null while the prompt is being prefilled. */
   logits: Float32Array | null;
+  /** Removes the job's listener from its signal. */
+  detach: () => void;
 }
 
 export class BatchScheduler implements Scheduler {
@@ -272,10 +274,15 @@ export class BatchScheduler implements Scheduler {
       prefilled: 0,
       state: null,
       logits: null,
+      detach: () => {},
     };
     this.jobs.push(job);
+    // Removed when the job ends: a request's signal can outlive it (AbortSignal.any keeps composites alive), and
+    // a listener left on it would keep the job, its prompt embeddings and logits with it.
     const { signal } = entry.job.options;
-    signal?.addEventListener('abort', () => this.notify(), { once: true });
+    const wake = () => this.notify();
+    signal?.addEventListener('abort', wake, { once: true });
+    job.detach = () => signal?.removeEventListener('abort', wake);
     if (signal?.aborted) return;
     this.preparing = true;
     // The CPU work of a new job runs while the running ones keep decoding.
@@ -381,6 +388,9 @@ export class BatchScheduler implements Scheduler {
     this.jobs.splice(at, 1);
     if (job.sequence && this.decoder) this.decoder.removeSequence(job.sequence);
     const promptTokens = job.prompt?.ids.length ?? 0;
+    job.detach();
+    job.prompt = null;
+    job.logits = null;
     if (end === 'stop' || end === 'length' || end === 'cancelled') {
       job.entry.channel.end();
       job.entry.settle({ finishReason: end, promptTokens, queueSeconds: job.queueSeconds });
