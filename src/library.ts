@@ -24,6 +24,7 @@ export {
 } from './core/session.js';
 export { useQuantizedLinears } from './core/quantize.js';
 export * from './core/matrix.js';
+export { floatTensor, type FloatTensor } from './core/tensor.js';
 
 export {
   InternVisionModel,

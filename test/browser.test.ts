@@ -17,6 +17,7 @@ import { loadImage } from '../src/processing/image.js';
 import { loadVideoFrames } from '../src/processing/video.js';
 import { fetchFileSystem } from '../src/web/files.js';
 import { hubUrl } from '../src/web/platform.js';
+import type { WeightProgress } from '../src/web/runtime.js';
 import { DATA, runCli, tempDir } from './helpers/cli.js';
 
 const FIXTURES = path.join(DATA, 'fixtures');
@@ -39,11 +40,14 @@ const noChromium = (() => {
     return (error as Error).message;
   }
 })();
+/** A hung page fails its test (by name) instead of hanging the suite; not a speed bound (runs take seconds). */
+const WATCHDOG = 10 * 60_000;
 const noFfmpeg =
   spawnSync('ffmpeg', ['-version'], { stdio: 'ignore' }).status === 0 ? false : 'ffmpeg is not installed';
 
 test('verify --browser passes the InternViT, chat and chat_e2e fixtures on wasm, tensor for tensor as in Node', {
   skip: noChromium,
+  timeout: WATCHDOG,
 }, async () => {
   const dirs = REQUIRED.map((f) => path.join(FIXTURES, f));
   const [web, node] = await Promise.all([
@@ -72,7 +76,10 @@ test('verify --browser passes the InternViT, chat and chat_e2e fixtures on wasm,
   assert.ok(e2e.compared.some((c) => c.name === 'meta.turn2.response' && c.ok));
 });
 
-test('verify --browser prints the Node table, and names a missing folder like Node', { skip: noChromium }, async () => {
+test('verify --browser prints the Node table, and names a missing folder like Node', {
+  skip: noChromium,
+  timeout: WATCHDOG,
+}, async () => {
   const missing = path.join(tempDir(), 'nope');
   const [web, node] = await Promise.all([
     runCli(['verify', '--browser', path.join(FIXTURES, 'intern_vit_ln'), missing]),
@@ -99,30 +106,37 @@ test('verify --device without --browser, or an unknown device, is a usage error'
 let harness: Harness | undefined;
 const media = tempDir('internvl-browser-media-');
 
-before(async () => {
-  if (noChromium) return;
-  for (const file of fs.readdirSync(path.join(DATA, 'images')))
-    fs.copyFileSync(path.join(DATA, 'images', file), path.join(media, file));
-  for (const file of fs.readdirSync(path.join(FIXTURES, 'preprocess', 'images')))
-    fs.copyFileSync(path.join(FIXTURES, 'preprocess', 'images', file), path.join(media, file));
-  // Phone photos: every EXIF orientation that swaps or flips.
-  for (const orientation of [2, 3, 5, 6, 7, 8])
-    await sharp(path.join(DATA, 'images', 'rocket.jpg'))
-      .withMetadata({ orientation })
-      .jpeg({ quality: 90 })
-      .toFile(path.join(media, `rocket_exif${orientation}.jpg`));
-  await sharp(path.join(DATA, 'images', 'horse.png'))
-    .webp({ lossless: true })
-    .toFile(path.join(media, 'horse_alpha.webp'));
-  harness = await openHarness('harness_page', { device: 'wasm' });
-});
+before(
+  async () => {
+    if (noChromium) return;
+    for (const file of fs.readdirSync(path.join(DATA, 'images')))
+      fs.copyFileSync(path.join(DATA, 'images', file), path.join(media, file));
+    for (const file of fs.readdirSync(path.join(FIXTURES, 'preprocess', 'images')))
+      fs.copyFileSync(path.join(FIXTURES, 'preprocess', 'images', file), path.join(media, file));
+    // Phone photos: every EXIF orientation that swaps or flips.
+    for (const orientation of [2, 3, 5, 6, 7, 8])
+      await sharp(path.join(DATA, 'images', 'rocket.jpg'))
+        .withMetadata({ orientation })
+        .jpeg({ quality: 90 })
+        .toFile(path.join(media, `rocket_exif${orientation}.jpg`));
+    await sharp(path.join(DATA, 'images', 'horse.png'))
+      .webp({ lossless: true })
+      .toFile(path.join(media, 'horse_alpha.webp'));
+    harness = await openHarness('harness_page', { device: 'wasm' });
+  },
+  { timeout: WATCHDOG },
+);
 
-after(async () => {
-  await harness?.close();
-});
+after(
+  async () => {
+    await harness?.close();
+  },
+  { timeout: WATCHDOG },
+);
 
 test('browser image decoding gives the Node decoder (sharp) bytes, EXIF orientation applied or not', {
   skip: noChromium,
+  timeout: WATCHDOG,
 }, async () => {
   const base = harness!.server.mount('/media', media);
   const images = fs.readdirSync(media).filter((f) => /\.(png|jpe?g|webp)$/.test(f));
@@ -140,6 +154,7 @@ test('browser image decoding gives the Node decoder (sharp) bytes, EXIF orientat
 
 test('browser video sampling picks the frames ffmpeg picks (H.264 with B-frames)', {
   skip: noChromium || noFfmpeg,
+  timeout: WATCHDOG,
 }, async () => {
   // 21 frames, frame k a flat grey of luma 10k + 5: each decoded frame says which one it is.
   const clip = path.join(media, 'clip21.mp4');
@@ -187,4 +202,46 @@ test('the browser file system over HTTP: files, folders, listings, refused shard
   assert.equal(hubUrl('OpenGVLab/InternVL2-1B'), 'https://huggingface.co/OpenGVLab/InternVL2-1B/resolve/main/');
   assert.equal(hubUrl('OpenGVLab/InternVL2-1B@v1.0'), 'https://huggingface.co/OpenGVLab/InternVL2-1B/resolve/v1.0/');
   assert.equal(hubUrl('./models/x'), './models/x');
+});
+
+test('verify --browser --device webgpu: a chat fixture passes on the WebGPU execution provider', {
+  skip: noChromium,
+  timeout: WATCHDOG,
+}, async (t) => {
+  // Headless Chromium's adapter here is SwiftShader (software); on it the InternViT goldens above 31 tokens fail
+  // (MultiHeadAttention, see docs/browser.md), the LLM ones pass.
+  const run = await runCli(['verify', '--browser', '--device', 'webgpu', path.join(FIXTURES, 'chat_qwen2')]);
+  if (/gives no WebGPU adapter/.test(run.stderr)) return t.skip('this Chromium gives no WebGPU adapter');
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /verified 1 fixture, 4 tensors, all within bound/);
+});
+
+test('bf16 weights are converted once, then read from the OPFS weight store; a damaged entry is converted again', {
+  skip: noChromium,
+  timeout: WATCHDOG,
+}, async () => {
+  const url = harness!.server.mount('/store/chat_qwen2', path.join(FIXTURES, 'chat_qwen2'));
+  await harness!.call('progress');
+  const load = async () => {
+    const outcome = await harness!.call('verify', url, {});
+    assert.ok('report' in outcome && outcome.report.status === 0, JSON.stringify(outcome));
+    const kinds = { read: 0, convert: 0, store: 0 };
+    const last = new Map<string, WeightProgress>();
+    for (const event of await harness!.call('progress')) {
+      kinds[event.kind]++;
+      // Per graph: one event per weight, counting up to all of its weights and bytes.
+      assert.equal(event.done, (last.get(event.graph)?.done ?? 0) + 1);
+      last.set(event.graph, event);
+    }
+    for (const event of last.values()) assert.deepEqual([event.done, event.bytes], [event.total, event.totalBytes]);
+    assert.deepEqual([...last.keys()], ['vision_projector', 'decoder_qwen2']);
+    return kinds;
+  };
+  const first = await load();
+  // chat_qwen2 is bf16: every weight of its graphs is converted to float32.
+  assert.ok(first.convert > 10, JSON.stringify(first));
+  assert.deepEqual(first, { read: 0, convert: first.convert, store: 0 });
+  assert.deepEqual(await load(), { read: 0, convert: 0, store: first.convert });
+  assert.equal(await harness!.call('damageStore', 2), first.convert);
+  assert.deepEqual(await load(), { read: 0, convert: 2, store: first.convert - 2 });
 });

@@ -75,7 +75,7 @@ test('unknown commands and flags → one-line usage error, exit 2', async () => 
     /internvl verify: Option '--threads <value>' argument missing/,
   );
   assertUsageError(await inProcess(['verify', '--json=yes', 'x']), /Option '--json' does not take an argument/);
-  assertUsageError(await inProcess(['bench']), /internvl bench: missing target \(vision\)/);
+  assertUsageError(await inProcess(['bench']), /internvl bench: missing target \(vision(, [a-z]+)+\)/);
   assertUsageError(await inProcess(['bench', 'gpu']), /unknown target 'gpu'/);
   assertUsageError(await inProcess(['bench', 'vision', 'extra']), /unexpected argument 'extra'/);
   assertUsageError(
@@ -151,28 +151,28 @@ test('bench vision runs a timed layer of a real shape and prints the JSON record
     'dtype',
     'batch',
     'threads',
-    'layersTimed',
-    'secondsPerTile',
-    'tilesPerSecond',
-    'peakRssMB',
-    'sessionCreateSeconds',
+    'layers_timed',
+    'seconds_per_tile',
+    'tiles_per_second',
+    'peak_rss_mb',
+    'session_create_seconds',
   ]) {
     assert.ok(key in result, key);
   }
   assert.equal(result.shape, 'internvit-300m-448');
   assert.equal(result.dtype, 'float32');
   assert.equal(result.threads, 1);
-  assert.equal(result.layersTimed, 1);
-  assert.equal(result.layersTotal, 24);
+  assert.equal(result.layers_timed, 1);
+  assert.equal(result.layers_total, 24);
   assert.equal(result.extrapolated, true);
-  assert.equal(result.tokensPerTile, 1025);
-  assert.ok(result.peakRssMB > 0);
+  assert.equal(result.tokens_per_tile, 1025);
+  assert.ok(result.peak_rss_mb > 0);
   // The 0- and 1-layer graphs are timed apart; a busy machine can make the difference meaningless (no time then).
   if (result.contention === undefined) {
-    assert.ok(result.secondsPerTile > 0 && result.tilesPerSecond > 0);
-    assert.ok(Math.abs(result.secondsPerTile * result.tilesPerSecond - 1) < 0.01);
+    assert.ok(result.seconds_per_tile > 0 && result.tiles_per_second > 0);
+    assert.ok(Math.abs(result.seconds_per_tile * result.tiles_per_second - 1) < 0.01);
   } else {
-    assert.equal(result.secondsPerTile, null);
+    assert.equal(result.seconds_per_tile, null);
     assert.match(r.stderr, /warning: no extrapolated time: the 1-layer graph timed/);
   }
   assert.match(result.note, /extrapolated/);

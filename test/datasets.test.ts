@@ -7,18 +7,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadDatasetStrings } from '../src/tasks/zeroshot_prompts.js';
 
-import {
-  DatasetError,
-  comparePython,
-  fillTemplate,
-  openWebDataset,
-  preCaption,
-  readCaptionDataset,
-  readImageFolder,
-  readTar,
-  readWdsShard,
-  splitLines,
-} from '../src/apps/eval/datasets.js';
+import { DatasetError } from '../src/core/errors.js';
+import { preCaption } from '../src/processing/tokenizers/clip_text.js';
+import { fillTemplate } from '../src/tasks/clip.js';
+import { readCaptionDataset } from '../src/apps/eval/datasets/captions.js';
+import { comparePython, splitLines } from '../src/apps/eval/datasets/files.js';
+import { readImageFolder } from '../src/apps/eval/datasets/image_folder.js';
+import { readTar } from '../src/apps/eval/datasets/tar.js';
+import { openWebDataset, readWdsShard } from '../src/apps/eval/datasets/webdataset.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const zeroshotAssets = join(here, '..', 'assets', 'zeroshot');
@@ -517,6 +513,15 @@ test('webdataset retrieval export: txt captions split into lines', async () => {
     await assert.rejects(
       openWebDataset(ds),
       (e: Error) => e instanceof DatasetError && /missing shard .*1\.tar/.test(e.message),
+    );
+    // CLIP_benchmark's multilabel kind is refused by name, not read as classification.
+    writeFileSync(join(ds, 'test', 'nshards.txt'), '1');
+    writeFileSync(join(ds, 'dataset_type.txt'), 'multilabel\n');
+    await assert.rejects(
+      openWebDataset(ds),
+      (e: Error) =>
+        e instanceof DatasetError &&
+        /flickr: multilabel webdatasets are not evaluated \(dataset_type\.txt/.test(e.message),
     );
   } finally {
     rmSync(root, { recursive: true, force: true });

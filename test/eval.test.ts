@@ -8,15 +8,13 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { dualSoftmax, msrvttRetrievalMetrics, recallAtK, type Matrix } from '../src/apps/eval/metrics.js';
-import {
-  EmbeddingCache,
-  loadEvalModel,
-  runRetrieval,
-  runVideoRetrieval,
-  runZeroShot,
-  type EvalModel,
-} from '../src/apps/eval/run.js';
+import { dualSoftmax, type Matrix } from '../src/core/matrix.js';
+import { msrvttRetrievalMetrics, recallAtK } from '../src/apps/eval/metrics.js';
+import { EmbeddingCache } from '../src/apps/eval/embedding_cache.js';
+import { runRetrieval } from '../src/apps/eval/retrieval.js';
+import { loadEvalModel, type EvalModel } from '../src/apps/eval/run.js';
+import { runVideoRetrieval } from '../src/apps/eval/video_retrieval.js';
+import { runZeroShot } from '../src/apps/eval/zeroshot.js';
 import { bytesToFloat32, readEntrySync, SafetensorsFile } from '../src/core/safetensors.js';
 import { l2normalize, matrix } from '../src/core/matrix.js';
 import { loadImage } from '../src/processing/image.js';

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { copyFolder, DATA, inProcess, tempDir } from './helpers/cli.js';
 import { ConfigError, DatasetError, ModelLoadError, TokenizerError } from '../src/core/errors.js';
-import { describeJsonError, locateJsonError, parseJson } from '../src/core/json.js';
+import { describeJsonError, locateJsonError, parseJson, snakeCaseKey, stringifySnakeCase } from '../src/core/json.js';
 import { Checkpoint } from '../src/core/safetensors.js';
 import { readConfig } from '../src/models/config.js';
 import { loadTokenizer } from '../src/processing/tokenizers/index.js';
@@ -108,5 +108,26 @@ test('the CLI prints the reader error as one line, exit 2', async () => {
   assert.match(
     result.stderr,
     /^error: .*config\.json: not valid JSON \(expected a "quoted" property name, found '\}' at line 3, column 39, in field 'llm_config'\)\n$/,
+  );
+});
+
+test('reports on stdout use snake_case keys; keys that are data (tensor names) stay as they are', () => {
+  const cases: Array<[string, string]> = [
+    ['peakRssMB', 'peak_rss_mb'],
+    ['weightsMBTimed', 'weights_mb_timed'],
+    ['decodeMsPerTokenP90', 'decode_ms_per_token_p90'],
+    ['relativeErrorVsFloat32', 'relative_error_vs_float32'],
+    ['imageC', 'image_c'],
+    ['shape', 'shape'],
+    ['finish_reason', 'finish_reason'],
+    ['out.C.ret.scores', 'out.C.ret.scores'],
+    ['Image-1', 'Image-1'],
+  ];
+  for (const [key, expected] of cases) assert.equal(snakeCaseKey(key), expected, key);
+  assert.equal(
+    stringifySnakeCase({ secondsPerTile: 1, runs: [{ maxRelError: Infinity }], tensors: { 'out.C.x': 2 } }, (_k, v) =>
+      v === Infinity ? 'Infinity' : v,
+    ),
+    '{"seconds_per_tile":1,"runs":[{"max_rel_error":"Infinity"}],"tensors":{"out.C.x":2}}',
   );
 });

@@ -29,6 +29,9 @@ const {
   dequantizeInt8Blockwise,
   quantizeInt8PerChannel,
   dequantizeInt8PerChannel,
+  quantizeInt4BlockwiseSliced,
+  quantizeInt8BlockwiseSliced,
+  quantizeInt8PerChannelSliced,
 } = await import('../src/core/quantize/quantizers.js');
 const { InternVLChatModel } = await import('../src/models/internvl_chat.js');
 type QuantizeOptions = import('../src/core/quantize.js').QuantizeOptions;
@@ -162,6 +165,33 @@ async function linearCase(M: number, N: number, K: number, seed: number) {
   };
   return { weights, run, reference, dispose: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
+
+test('sliced quantizers give the same bytes as in one piece, and the event loop gets turns in between', async () => {
+  // 3000 × 1024 = 3 M values: three slices of about a million.
+  const N = 3000;
+  const K = 1024;
+  const weights = randomMatrix(N * K, 0.02, 9);
+  let turns = 0;
+  let counting = true;
+  const tick = () => {
+    turns++;
+    if (counting) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const before = turns;
+  const int4 = await quantizeInt4BlockwiseSliced(weights, N, K, 32);
+  const turnsDuring = turns - before;
+  counting = false;
+  assert.ok(turnsDuring >= 2, `the event loop ran ${turnsDuring} times during the quantization`);
+  assert.deepEqual(int4, quantizeInt4Blockwise(weights, N, K, 32));
+  assert.deepEqual(
+    await quantizeInt4BlockwiseSliced(weights, N, K, 32, { symmetric: true }),
+    quantizeInt4Blockwise(weights, N, K, 32, { symmetric: true }),
+  );
+  assert.deepEqual(await quantizeInt8BlockwiseSliced(weights, N, K, 32), quantizeInt8Blockwise(weights, N, K, 32));
+  assert.deepEqual(await quantizeInt8PerChannelSliced(weights, N, K), quantizeInt8PerChannel(weights, N, K));
+  await assert.rejects(quantizeInt8PerChannelSliced(weights, N, K + 1), /3072000 values for \[3000, 1025\]/);
+});
 
 test("a quantized linear matches the float matmul of its dequantized weights, and the float one within the format's error", async () => {
   const M = 7,

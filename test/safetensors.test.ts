@@ -435,3 +435,17 @@ test('shard names from the index and weight files stay inside the model folder',
   fs.symlinkSync(outside, path.join(snapshot, 'model.safetensors'));
   await assert.rejects(() => Checkpoint.open(snapshot), /leads outside/);
 });
+
+test('a tensor larger than one conversion slice reads as one piece would convert it', async () => {
+  const dir = tempDir();
+  // 5 M bf16 values: more than the 4 M converted between two turns of the event loop, not a multiple of it.
+  const halves = new Uint16Array(5_000_003);
+  for (let i = 0; i < halves.length; i++) halves[i] = (i * 2654435761) >>> 16;
+  writeSafetensors(path.join(dir, 'model.safetensors'), {
+    big: { dtype: 'BF16', shape: [halves.length], data: halves },
+  });
+  const { data, dims } = await (await Checkpoint.open(dir)).readFloat32('big');
+  assert.deepEqual(dims, [halves.length]);
+  const whole = bytesToFloat32(new Uint8Array(halves.buffer), 'BF16', 'big');
+  assert.equal(Buffer.compare(Buffer.from(data.buffer), Buffer.from(whole.buffer)), 0);
+});

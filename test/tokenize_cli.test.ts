@@ -89,7 +89,7 @@ test('tokenize errors are one line with exit code 2', async () => {
 test('tokenize --help shows the escapes it understands literally, one option per line', async () => {
   const r = await runCli(['tokenize', '--help']);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /newlines \(\\n and \\t are understood\),\n {23}e\.g\. '\\n__ggml_vocab_test__\\n' for/);
+  assert.match(r.stdout, /newlines \(\\n and \\t are understood\), e\.g\.\n {23}'\\n__ggml_vocab_test__\\n' for/);
   for (const line of r.stdout.split('\n')) assert.ok(line === '' || /^(Usage| {2}|\S)/.test(line), line);
   assert.doesNotMatch(r.stdout, /\t/);
 });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { readCaptionDataset } from '../src/apps/eval/datasets.js';
+import { readCaptionDataset } from '../src/apps/eval/datasets/captions.js';
 import { DatasetError } from '../src/core/errors.js';
 import { writeSafetensors } from '../src/core/node/files.js';
 import { DATA, errorLines, REPO, runCli, tempDir } from './helpers/cli.js';

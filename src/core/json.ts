@@ -206,3 +206,29 @@ export function jsonType(value: unknown): string {
   const type = typeof value;
   return type === 'object' ? 'an object' : type === 'number' ? 'a number' : `a ${type}`;
 }
+
+/**
+ * `camelCase` → `snake_case` (`peakRssMB` → `peak_rss_mb`), the one key vocabulary of every JSON the CLI prints.
+ * Keys that are not identifiers (tensor names such as `out.C.ret.scores`, file names) are data and kept.
+ */
+export function snakeCaseKey(key: string): string {
+  if (!/^[a-z][A-Za-z0-9]*$/.test(key)) return key;
+  return key
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2')
+    .toLowerCase();
+}
+
+/** JSON.stringify with every identifier key in snake_case (see {@link snakeCaseKey}), for reports on stdout. */
+export function stringifySnakeCase(
+  value: unknown,
+  replacer?: (key: string, value: unknown) => unknown,
+  indent?: number,
+): string {
+  const convert = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(convert);
+    if (v === null || typeof v !== 'object' || ArrayBuffer.isView(v)) return v;
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [snakeCaseKey(k), convert(x)]));
+  };
+  return JSON.stringify(convert(value), replacer, indent);
+}

@@ -3,9 +3,11 @@
  * Shared by models (InternVL-G's sum of unit vectors), tasks (classification, retrieval) and the evaluation harness.
  */
 import { UsageError } from './errors.js';
+import type { FloatTensor } from './tensor.js';
 
-export interface Matrix {
-  data: Float32Array;
+/** A two-dimensional FloatTensor; `rows` and `cols` name its `dims` for the math. Made by {@link matrix}. */
+export interface Matrix extends FloatTensor {
+  dims: [rows: number, cols: number];
   rows: number;
   cols: number;
 }
@@ -18,7 +20,7 @@ export function matrix(data: Float32Array, rows: number, cols: number): Matrix {
   if (data.length !== rows * cols) {
     throw new UsageError(`matrix data has ${data.length} values, expected ${rows}x${cols} = ${rows * cols}`);
   }
-  return { data, rows, cols };
+  return { data, dims: [rows, cols], rows, cols };
 }
 
 export function checkMatrix(name: string, m: Matrix): void {
@@ -41,7 +43,7 @@ export function l2normalize(m: Matrix, eps = 1e-12): Matrix {
     const n = Math.max(Math.sqrt(s), eps);
     for (let c = 0; c < m.cols; c++) out[o + c] = m.data[o + c] / n;
   }
-  return { data: out, rows: m.rows, cols: m.cols };
+  return matrix(out, m.rows, m.cols);
 }
 
 /** a @ bᵀ: (n×d)·(m×d)ᵀ → n×m. */
@@ -61,7 +63,7 @@ export function matmulTransposed(a: Matrix, b: Matrix): Matrix {
       out[i * b.rows + j] = s;
     }
   }
-  return { data: out, rows: a.rows, cols: b.rows };
+  return matrix(out, a.rows, b.rows);
 }
 
 /** Transposes a matrix. */
@@ -69,7 +71,7 @@ export function transpose(m: Matrix): Matrix {
   checkMatrix('matrix', m);
   const out = new Float32Array(m.data.length);
   for (let r = 0; r < m.rows; r++) for (let c = 0; c < m.cols; c++) out[c * m.rows + r] = m.data[r * m.cols + c];
-  return { data: out, rows: m.cols, cols: m.rows };
+  return matrix(out, m.cols, m.rows);
 }
 
 /**
@@ -96,7 +98,7 @@ export function ensembleClassEmbeddings(perTemplateEmbeddings: readonly Matrix[]
     const norm = Math.sqrt(s);
     for (let c = 0; c < dim; c++) out[ci * dim + c] = mean[c] / norm;
   });
-  return { data: out, rows: perTemplateEmbeddings.length, cols: dim };
+  return matrix(out, perTemplateEmbeddings.length, dim);
 }
 
 /** Logits = scale · normalize(images) @ classesᵀ (CLIP_benchmark uses a fixed scale of 100). */
@@ -126,5 +128,5 @@ export function dualSoftmax(scores: Matrix): Matrix {
       out[r * cols + c] = v * (Math.exp(v - max) / sum);
     }
   }
-  return { data: out, rows, cols };
+  return matrix(out, rows, cols);
 }

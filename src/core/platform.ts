@@ -10,6 +10,16 @@ import { RuntimeError } from './errors.js';
 
 export const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 
+/**
+ * Resolves after the event loop has had a turn (timers, I/O, other requests). Long CPU work in JavaScript (weight
+ * conversion, quantization) awaits it between slices so that a process serving requests keeps answering.
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) =>
+    typeof setImmediate === 'function' ? setImmediate(resolve) : setTimeout(resolve, 0),
+  );
+}
+
 export class Seam<T> {
   private implementation: T | undefined;
   private loading: Promise<T> | undefined;

@@ -36,7 +36,8 @@ export interface ProgressReporter {
   finish(message?: string): void;
 }
 
-const SILENT: ProgressReporter = { update() {}, log() {}, finish() {} };
+/** A reporter that prints nothing. */
+export const SILENT_PROGRESS: ProgressReporter = { update() {}, log() {}, finish() {} };
 
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -58,7 +59,7 @@ function formatDuration(seconds: number): string {
 }
 
 export function createProgressReporter(label: string, options: ProgressOptions = {}): ProgressReporter {
-  if (options.quiet) return SILENT;
+  if (options.quiet) return SILENT_PROGRESS;
   const stream: ProgressStream = options.stream ?? process.stderr;
   const tty = stream.isTTY === true;
   const unit = options.unit ?? 'bytes';

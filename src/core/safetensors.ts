@@ -11,6 +11,11 @@ import { SafetensorsError, ModelLoadError } from './errors.js';
 import { files } from './io.js';
 import { locateJsonError, readJsonObject } from './json.js';
 import { quoteName } from './names.js';
+import { floatTensor, type FloatTensor } from './tensor.js';
+import { nextTurn } from './platform.js';
+
+/** Values converted to float32 between two turns of the event loop (a few milliseconds of work). */
+const CONVERSION_SLICE = 1 << 22;
 
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
@@ -221,12 +226,6 @@ function validateEntries(
   return tensors;
 }
 
-/** A float tensor in memory, row-major. */
-export interface FloatTensor {
-  shape: number[];
-  data: Float32Array;
-}
-
 /**
  * All tensors of a checkpoint folder, whatever the sharding. Names are the state-dict keys of the official code.
  */
@@ -313,13 +312,24 @@ export class Checkpoint {
     return readEntry(this.entry(name));
   }
 
-  /** A tensor as float32, converting from F16/BF16/F64. */
+  /**
+   * A tensor as float32, converting from F16/BF16/F64 a slice at a time: converting a large tensor in one piece
+   * (an embedding table of hundreds of millions of values) would stall the event loop for its whole length.
+   */
   async readFloat32(name: string): Promise<FloatTensor> {
     const entry = this.entry(name);
-    return {
-      shape: entry.shape,
-      data: bytesToFloat32(await this.readBytes(name), entry.dtype, `${this.dir}: tensor '${name}'`),
-    };
+    const bytes = await this.readBytes(name);
+    const what = `${this.dir}: tensor '${name}'`;
+    const width = DTYPE_BYTES[entry.dtype];
+    if (bytes.byteLength <= CONVERSION_SLICE * width)
+      return floatTensor(bytesToFloat32(bytes, entry.dtype, what), [...entry.shape]);
+    const data = new Float32Array(bytes.byteLength / width);
+    for (let start = 0; start < data.length; start += CONVERSION_SLICE) {
+      const end = Math.min(data.length, start + CONVERSION_SLICE);
+      data.set(bytesToFloat32(bytes.subarray(start * width, end * width), entry.dtype, what), start);
+      await nextTurn();
+    }
+    return floatTensor(data, [...entry.shape]);
   }
 
   /**

@@ -14,6 +14,7 @@ import { Tensor } from 'onnxruntime-common';
 import { InternalError, RuntimeError, UsageError } from './errors.js';
 import { ELEM_BYTES, type GraphBuilder, type WeightLocation, type WeightRequest } from './graph.js';
 import { Seam } from './platform.js';
+import { floatTensor, type FloatTensor } from './tensor.js';
 
 export { Tensor };
 export type TensorData = OrtTensor.DataType;
@@ -84,6 +85,12 @@ export const runtimeBackend = new Seam<RuntimeBackend>(
 );
 
 export type Feeds = Record<string, OrtTensor>;
+
+/** A float32 output of a run as the library returns tensors. */
+export function asFloatTensor(output: OrtTensor): FloatTensor {
+  if (output.type !== 'float32') throw new InternalError(`expected a float32 output, got ${output.type}`);
+  return floatTensor(output.data as Float32Array, [...output.dims]);
+}
 
 /** The process-wide pool of intra-op threads that running sessions draw from. */
 class ThreadBudget {

@@ -8,7 +8,8 @@
  * layout (transformers' native port) differs only by names, listed in `HF_VISION_NAMES`.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, Tensor as OrtTensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import { asFloatTensor, createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import { floatTensor, type FloatTensor } from '../core/tensor.js';
 import { interpolateBicubic } from '../core/interpolate.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
@@ -246,19 +247,13 @@ export function buildInternVisionEncoder(
   return { lastHiddenState: hiddenStates[hiddenStates.length - 1], hiddenStates };
 }
 
-/** A float tensor with its shape, row-major. */
-export interface Tensor {
-  dims: number[];
-  data: Float32Array;
-}
-
 export interface VisionOutput {
   /** [B, 1+h·w, C] after the last computed block. */
-  lastHiddenState: Tensor;
+  lastHiddenState: FloatTensor;
   /** [B, C]: the CLS token of `lastHiddenState`. */
-  poolerOutput: Tensor;
+  poolerOutput: FloatTensor;
   /** Index 0 = embeddings, i = after block i (only with `allHiddenStates`). */
-  hiddenStates?: Tensor[];
+  hiddenStates?: FloatTensor[];
 }
 
 /** The vision encoder as a runnable model. */
@@ -329,8 +324,8 @@ export class InternVisionModel {
     const C = this.config.hiddenSize;
     const tokens = 1 + gridH * gridW;
     const feeds = {
-      pixel_values: new OrtTensor('float32', pixelValues, dims),
-      position_embedding: new OrtTensor('float32', await this.positionEmbedding(gridH, gridW), [1, tokens, C]),
+      pixel_values: new Tensor('float32', pixelValues, dims),
+      position_embedding: new Tensor('float32', await this.positionEmbedding(gridH, gridW), [1, tokens, C]),
     };
     const wantAll = options.hiddenStates === true;
     if (wantAll && !this.options.allHiddenStates)
@@ -341,14 +336,13 @@ export class InternVisionModel {
       ...(wantAll ? Array.from({ length: layers + 1 }, (_, i) => `hidden_states.${i}`) : []),
     ];
     const result = await this.session.run(feeds, names);
-    const asTensor = (t: OrtTensor): Tensor => ({ dims: t.dims as number[], data: t.data as Float32Array });
-    const last = asTensor(result.last_hidden_state);
+    const last = asFloatTensor(result.last_hidden_state);
     const pooled = new Float32Array(B * C);
     for (let b = 0; b < B; b++) pooled.set(last.data.subarray(b * tokens * C, b * tokens * C + C), b * C);
     return {
       lastHiddenState: last,
-      poolerOutput: { dims: [B, C], data: pooled },
-      hiddenStates: wantAll ? names.slice(1).map((n) => asTensor(result[n])) : undefined,
+      poolerOutput: floatTensor(pooled, [B, C]),
+      hiddenStates: wantAll ? names.slice(1).map((n) => asFloatTensor(result[n])) : undefined,
     };
   }
 

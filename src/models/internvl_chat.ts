@@ -6,7 +6,8 @@
  * `lm_head`) into the same code; only names differ.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import { asFloatTensor, createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import type { FloatTensor } from '../core/tensor.js';
 import { ConfigError, InternalError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { readConfig, type ConfigSection } from './config.js';
@@ -173,7 +174,7 @@ export class InternVLChatModel {
   }
 
   /** `extract_feature`: tiles [T, 3, S, S] → image token embeddings [T, tokensPerTile, llmHidden]. */
-  async extractFeature(pixelValues: Float32Array, numTiles: number): Promise<Float32Array> {
+  async extractFeature(pixelValues: Float32Array, numTiles: number): Promise<FloatTensor> {
     const S = this.config.imageSize;
     if (pixelValues.length !== numTiles * 3 * S * S) {
       throw new UsageError(
@@ -185,20 +186,21 @@ export class InternVLChatModel {
       pixel_values: new Tensor('float32', pixelValues, [numTiles, 3, S, S]),
       position_embedding: new Tensor('float32', this.positions, [1, tokens, this.config.vision.hiddenSize]),
     });
-    return result.vit_embeds.data as Float32Array;
+    return asFloatTensor(result.vit_embeds);
   }
 
   /**
-   * Token embeddings with every `<IMG_CONTEXT>` position replaced, in order, by the rows of `imageEmbeds`
-   * ([tiles·tokensPerTile, hidden]).
+   * Token embeddings [ids, hidden] (the decoder's input) with every `<IMG_CONTEXT>` position replaced, in order, by
+   * the image token embeddings of {@link extractFeature} ([tiles, tokensPerTile, hidden]).
    */
   async embedWithImages(
     ids: readonly number[],
     imageTokenId: number,
-    imageEmbeds: Float32Array | null,
+    imageFeatures: FloatTensor | null,
   ): Promise<Float32Array> {
     const H = this.config.llm.hiddenSize;
     const embeds = await this.language.embedTokens(ids);
+    const imageEmbeds = imageFeatures?.data ?? null;
     let next = 0;
     const available = imageEmbeds ? imageEmbeds.length / H : 0;
     ids.forEach((id, position) => {

@@ -8,7 +8,15 @@
  * QLLaMA is the project's LLaMA decoder (`llm.ts`) with the cross-attention inserted after self-attention.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, Tensor, type Feeds, type ModelSession, type SessionOptions } from '../core/session.js';
+import {
+  asFloatTensor,
+  createSession,
+  Tensor,
+  type Feeds,
+  type ModelSession,
+  type SessionOptions,
+} from '../core/session.js';
+import { floatTensor, type FloatTensor } from '../core/tensor.js';
 import { ConfigError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { l2normalize, matrix } from '../core/matrix.js';
@@ -218,10 +226,7 @@ export class InternVLClipModel {
   }
 
   /** ViT tokens [B, 1+g², C] and the InternVL-C embedding [B, D] (not normalized) of [B, 3, S, S] pixels. */
-  async encodeVision(
-    pixelValues: Float32Array,
-    batch: number,
-  ): Promise<{ tokens: Float32Array; embedsC: Float32Array }> {
+  async encodeVision(pixelValues: Float32Array, batch: number): Promise<{ tokens: FloatTensor; embedsC: FloatTensor }> {
     const S = this.config.imageSize;
     if (pixelValues.length !== batch * 3 * S * S)
       throw new UsageError(`pixel values must be [${batch}, 3, ${S}, ${S}]`);
@@ -230,18 +235,16 @@ export class InternVLClipModel {
       pixel_values: new Tensor('float32', pixelValues, [batch, 3, S, S]),
       position_embedding: new Tensor('float32', this.positions, [1, this.positions.length / C, C]),
     });
-    return {
-      tokens: result.last_hidden_state.data as Float32Array,
-      embedsC: result.image_embeds_c.data as Float32Array,
-    };
+    return { tokens: asFloatTensor(result.last_hidden_state), embedsC: asFloatTensor(result.image_embeds_c) };
   }
 
-  /** QLLaMA output at the 96 queries, [B, 96, H], given the ViT tokens. */
-  async queryFeatures(visionTokens: Float32Array, batch: number): Promise<Float32Array> {
+  /** QLLaMA output at the 96 queries, [B, 96, H], given the ViT tokens [B, 1+g², C]. */
+  async queryFeatures(visionTokens: FloatTensor): Promise<FloatTensor> {
     const Q = this.config.numQueryToken;
     const H = this.config.qllama.hiddenSize;
+    const batch = visionTokens.dims[0];
     const out = new Float32Array(batch * Q * H);
-    const perImage = visionTokens.length / batch;
+    const perImage = visionTokens.data.length / batch;
     const decoder = this.qllama.batchDecoder({ maxSequences: 1, maxLength: Q });
     for (let b = 0; b < batch; b++) {
       const sequence = decoder.addSequence();
@@ -251,37 +254,40 @@ export class InternVLClipModel {
         {
           allPositions: true,
           output: 'hidden',
-          ...this.visionPrefill(visionTokens.subarray(b * perImage, (b + 1) * perImage), Q),
+          ...this.visionPrefill(visionTokens.data.subarray(b * perImage, (b + 1) * perImage), Q),
         },
       );
       out.set(hidden, b * Q * H);
       decoder.removeSequence(sequence);
     }
-    return out;
+    return floatTensor(out, [batch, Q, H]);
   }
 
   /**
    * Image embeddings [B, clipEmbedDim]: mode C = `clip_projector` output (not normalized, as `encode_image`);
    * mode G = normalize(clip_projector2(queries)) + normalize(C).
    */
-  async encodeImage(pixelValues: Float32Array, batch: number, mode: ClipMode): Promise<Float32Array> {
+  async encodeImage(pixelValues: Float32Array, batch: number, mode: ClipMode): Promise<FloatTensor> {
     const { tokens, embedsC } = await this.encodeVision(pixelValues, batch);
     if (mode === 'C') return embedsC;
-    const queries = await this.queryFeatures(tokens, batch);
+    const queries = await this.queryFeatures(tokens);
     const result = await this.queryPooling.run({
-      query_features: new Tensor('float32', queries, [batch, this.config.numQueryToken, this.config.qllama.hiddenSize]),
+      query_features: new Tensor('float32', queries.data, queries.dims),
     });
     const D = this.config.clipEmbedDim;
     const embedsG = unitRows(result.image_embeds_g.data as Float32Array, D);
-    const c = unitRows(embedsC, D);
-    return embedsG.map((value, i) => value + c[i]);
+    const c = unitRows(embedsC.data, D);
+    return floatTensor(
+      embedsG.map((value, i) => value + c[i]),
+      [batch, D],
+    );
   }
 
   /**
    * QLLaMA text hidden states [B, L, H] and text embeddings [B, clipEmbedDim] for right-padded ids
    * (pad 0), taking the hidden state of the last non-pad token.
    */
-  async encodeText(ids: number[][]): Promise<{ hidden: Float32Array; embeds: Float32Array }> {
+  async encodeText(ids: number[][]): Promise<{ hidden: FloatTensor; embeds: FloatTensor }> {
     const B = ids.length;
     const L = ids[0]?.length ?? 0;
     if (B === 0 || L === 0 || ids.some((row) => row.length !== L))
@@ -308,7 +314,7 @@ export class InternVLClipModel {
         embeds[b * D + d] = sum;
       }
     }
-    return { hidden, embeds };
+    return { hidden: floatTensor(hidden, [B, L, H]), embeds: floatTensor(embeds, [B, D]) };
   }
 
   /** The 96 learned query embeddings, [96, H]. */
@@ -322,7 +328,7 @@ export class InternVLClipModel {
    * follows is causal and sees the queries; later steps run from the KV cache without cross-attention. Its lm_head
    * graph is built on first use (the embedding paths do not need it).
    */
-  async captionDecoder(visionTokens: Float32Array): Promise<{
+  async captionDecoder(visionTokens: FloatTensor): Promise<{
     config: LlmConfig;
     contextLength: number;
     batchDecoder(options: BatchDecoderOptions): BatchDecoder;
@@ -334,7 +340,9 @@ export class InternVLClipModel {
     });
     const lm = await this.captionModel;
     const Q = this.config.numQueryToken;
-    const prefix = { embeds: await this.queryTokens(), options: this.visionPrefill(visionTokens, Q) };
+    if (visionTokens.dims[0] !== 1)
+      throw new UsageError(`captionDecoder takes the ViT tokens of one image, got a batch of ${visionTokens.dims[0]}`);
+    const prefix = { embeds: await this.queryTokens(), options: this.visionPrefill(visionTokens.data, Q) };
     return {
       config: lm.config,
       contextLength: lm.contextLength - Q,
@@ -362,10 +370,10 @@ export class InternVLClipModel {
   }
 
   /** `logits_per_image` = exp(logit_scale) · normalize(images) @ normalize(texts)ᵀ, [images, texts]. */
-  similarity(imageEmbeds: Float32Array, textEmbeds: Float32Array): Float32Array {
+  similarity(imageEmbeds: FloatTensor, textEmbeds: FloatTensor): FloatTensor {
     const D = this.config.clipEmbedDim;
-    const images = unitRows(imageEmbeds, D);
-    const texts = unitRows(textEmbeds, D);
+    const images = unitRows(imageEmbeds.data, D);
+    const texts = unitRows(textEmbeds.data, D);
     const I = images.length / D;
     const T = texts.length / D;
     const scale = Math.exp(this.logitScale);
@@ -376,7 +384,7 @@ export class InternVLClipModel {
         for (let d = 0; d < D; d++) dot += images[i * D + d] * texts[t * D + d];
         out[i * T + t] = scale * dot;
       }
-    return out;
+    return floatTensor(out, [I, T]);
   }
 
   async release(): Promise<void> {

@@ -8,9 +8,12 @@ import { preprocessForClip } from '../processing/tiling.js';
 import type { ClipPipeline } from './clip.js';
 import { beamSearch, generate, type GenerationResult } from './generation.js';
 
+/** The paper's evaluation settings, the defaults of {@link captionImage}. */
+export const CAPTION_DEFAULTS = { prompt: 'English caption:', numBeams: 5, minNewTokens: 8, maxNewTokens: 30 } as const;
+
 export interface CaptionOptions {
   prompt?: string;
-  /** 1 = greedy. Default 5, as the paper's evaluation. */
+  /** 1 = greedy. */
   numBeams?: number;
   minNewTokens?: number;
   maxNewTokens?: number;
@@ -25,12 +28,12 @@ export async function captionImage(
   const S = model.config.imageSize;
   const { tokens } = await model.encodeVision(preprocessForClip(image, 'retrieval', S), 1);
   const decoder = await model.captionDecoder(tokens);
-  const prompt = { ids: tokenizer.encode(options.prompt ?? 'English caption:') };
+  const prompt = { ids: tokenizer.encode(options.prompt ?? CAPTION_DEFAULTS.prompt) };
   const eos = tokenizer.eosTokenId;
   const stopTokenIds = eos === null ? [] : [eos];
-  const numBeams = options.numBeams ?? 5;
-  const maxNewTokens = options.maxNewTokens ?? 30;
-  const minNewTokens = options.minNewTokens ?? 8;
+  const numBeams = options.numBeams ?? CAPTION_DEFAULTS.numBeams;
+  const maxNewTokens = options.maxNewTokens ?? CAPTION_DEFAULTS.maxNewTokens;
+  const minNewTokens = options.minNewTokens ?? CAPTION_DEFAULTS.minNewTokens;
   const result: GenerationResult =
     numBeams > 1
       ? await beamSearch(decoder, prompt, { numBeams, maxNewTokens, minNewTokens, stopTokenIds })

@@ -9,6 +9,7 @@ import { ConfigError, UsageError } from '../core/errors.js';
 import type { ResolveModelOptions } from '../core/hub.js';
 import { files, modelResolver } from '../core/io.js';
 import { readOptionalJsonObject } from '../core/json.js';
+import type { FloatTensor } from '../core/tensor.js';
 import { InternVLChatModel, type LoadOptions } from '../models/internvl_chat.js';
 import type { RgbImage } from '../processing/image.js';
 import { preprocessForChat } from '../processing/tiling.js';
@@ -123,8 +124,8 @@ export function promptFormat(pipeline: ChatPipeline): PromptFormat {
   };
 }
 
-/** The image token embeddings of prepared visuals ([tiles·tokensPerTile, hidden]), or null without visuals. */
-export async function encodeVisuals(pipeline: ChatPipeline, prepared: PreparedVisuals): Promise<Float32Array | null> {
+/** The image token embeddings of prepared visuals ([tiles, tokensPerTile, hidden]), or null without visuals. */
+export async function encodeVisuals(pipeline: ChatPipeline, prepared: PreparedVisuals): Promise<FloatTensor | null> {
   if (!prepared.pixels) return null;
   return pipeline.model.extractFeature(
     prepared.pixels,
@@ -147,7 +148,7 @@ export function tokenizePrompt(pipeline: ChatPipeline, prompt: string, maxNewTok
 export async function embedPrompt(
   pipeline: ChatPipeline,
   ids: number[],
-  imageEmbeds: Float32Array | null,
+  imageEmbeds: FloatTensor | null,
 ): Promise<Prompt> {
   const { model, imageContextId } = pipeline;
   const images = ids.includes(imageContextId) ? imageEmbeds : null;
@@ -248,7 +249,7 @@ export class AnswerText {
 export class Conversation {
   readonly history: Array<[string, string]> = [];
   private prepared: PreparedVisuals = { pixels: null, visuals: [] };
-  private imageEmbeds: Float32Array | null = null;
+  private imageEmbeds: FloatTensor | null = null;
   private lastTurn: Promise<void> = Promise.resolve();
 
   constructor(

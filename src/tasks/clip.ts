@@ -8,7 +8,6 @@
 import type { ResolveModelOptions } from '../core/hub.js';
 import { modelResolver } from '../core/io.js';
 import { ensembleClassEmbeddings, matrix, zeroShotLogits, type Matrix } from '../core/matrix.js';
-export { retrievalScores } from '../core/matrix.js';
 import { UsageError } from '../core/errors.js';
 import { InternVLClipModel, type ClipMode } from '../models/internvl_clip.js';
 import { preprocessForClip } from '../processing/tiling.js';
@@ -59,7 +58,7 @@ export async function encodeTexts(
   for (let start = 0; start < texts.length; start += batchSize) {
     const { ids } = encodeClipTexts(pipeline.tokenizer, texts.slice(start, start + batchSize));
     const { embeds } = await pipeline.model.encodeText(ids);
-    out.set(embeds, start * D);
+    out.set(embeds.data, start * D);
     options.onProgress?.(Math.min(start + batchSize, texts.length), texts.length);
   }
   return matrix(out, texts.length, D);
@@ -99,7 +98,7 @@ export async function encodeImages(
       const image = await decodeImageSource(source, name, options.applyExifOrientation ?? true);
       preprocessForClip(image, transform, S, pixels, i * 3 * S * S);
     }
-    out.set(await model.encodeImage(pixels, batch.length, mode), start * D);
+    out.set((await model.encodeImage(pixels, batch.length, mode)).data, start * D);
     options.onProgress?.(Math.min(start + batchSize, images.length), images.length);
   }
   return matrix(out, images.length, D);

@@ -11,6 +11,7 @@ import { ModelLoadError, UsageError } from '../core/errors.js';
 import type { ResolveModelOptions } from '../core/hub.js';
 import { files, modelResolver } from '../core/io.js';
 import type { SessionOptions } from '../core/session.js';
+import type { FloatTensor } from '../core/tensor.js';
 import { Checkpoint } from '../core/safetensors.js';
 import { readConfig } from '../models/config.js';
 import { InternVisionModel, parseInternVisionConfig } from '../models/intern_vit.js';
@@ -93,13 +94,10 @@ export interface EmbedImagesOptions {
   applyExifOrientation?: boolean;
 }
 
-export interface ImageEmbeddings {
-  /** One name per image, in input order. */
+/** [images, dim], row-major, with one name per image in input order. */
+export interface ImageEmbeddings extends FloatTensor {
+  dims: [images: number, dim: number];
   names: string[];
-  /** [images, dim]. */
-  dims: [number, number];
-  /** Row-major [images, dim]. */
-  data: Float32Array;
 }
 
 /** Pooled vision features of each image. Decoding errors are ImageErrors naming the file. */

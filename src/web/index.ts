@@ -14,7 +14,9 @@
 export * from '../library.js';
 export { useBrowserPlatform, detectDevice, hubUrl, type BrowserPlatformOptions } from './platform.js';
 export { fetchFileSystem, joinUrl, LISTING_HEADER } from './files.js';
-export { webRuntime, type WebDevice, type WebRuntimeOptions } from './runtime.js';
+export { webRuntime, type WebDevice, type WebRuntimeOptions, type WeightProgress } from './runtime.js';
 export { browserImageDecoder, loadBrowserImage, type BrowserImageSource } from './image_decode.js';
 export { browserVideoDecoder, readFrameTable, type FrameTable } from './video_decode.js';
+export { opfsWeightStore, type OpfsWeightStoreOptions } from './opfs_store.js';
 export type { WeightStore } from './weight_store.js';
+export { modelFits, WASM_WEIGHT_BUDGET, type FitEstimate } from './memory.js';

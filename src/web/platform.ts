@@ -3,13 +3,15 @@
  * fetch as the file system, the browser's image and video decoders, Hub repo ids as `resolve/` URLs.
  */
 import type { HttpByteSourceOptions } from '../core/bytes.js';
+import { RuntimeError } from '../core/errors.js';
 import { files, modelResolver } from '../core/io.js';
 import { type RuntimeBackend, runtimeBackend } from '../core/session.js';
 import { imageDecoder, videoDecoder } from '../processing/decoders.js';
 import { fetchFileSystem, joinUrl } from './files.js';
 import { browserImageDecoder } from './image_decode.js';
-import { type WebDevice, webRuntime } from './runtime.js';
+import { type WebDevice, type WeightProgress, webRuntime } from './runtime.js';
 import { browserVideoDecoder } from './video_decode.js';
+import { opfsWeightStore } from './opfs_store.js';
 import type { WeightStore } from './weight_store.js';
 
 export interface BrowserPlatformOptions extends HttpByteSourceOptions {
@@ -20,8 +22,13 @@ export interface BrowserPlatformOptions extends HttpByteSourceOptions {
    * isolated (threads need SharedArrayBuffer), else 1.
    */
   threads?: number;
-  /** Converted/quantized weights kept between page loads (see weight_store.ts); default none. */
-  weightStore?: WeightStore;
+  /**
+   * Converted/quantized weights kept between page loads (weight_store.ts). Default: the Origin Private File System
+   * where the browser has one; `null`: none (converted on every load).
+   */
+  weightStore?: WeightStore | null;
+  /** Progress of each graph's weights (download, conversion, store) while a model loads. */
+  onProgress?: (event: WeightProgress) => void;
   /** Where Hub repo ids (`org/name`) are fetched from; default https://huggingface.co. */
   hubEndpoint?: string;
 }
@@ -35,11 +42,19 @@ export async function useBrowserPlatform(
   options: BrowserPlatformOptions = {},
 ): Promise<{ device: WebDevice; threads: number }> {
   const device = options.device === undefined || options.device === 'auto' ? await detectDevice() : options.device;
+  if (device === 'webgpu' && options.device === 'webgpu' && (await detectDevice()) !== 'webgpu')
+    throw new RuntimeError('device webgpu: this browser gives no WebGPU adapter (navigator.gpu); use wasm');
   const isolated = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated;
   const threads = options.threads ?? (isolated ? navigator.hardwareConcurrency : 1);
   ort.env.wasm.numThreads = threads;
   files.set(fetchFileSystem({ fetch: options.fetch, headers: options.headers }));
-  runtimeBackend.set(webRuntime(ort, { device, weightStore: options.weightStore }));
+  const weightStore =
+    options.weightStore === undefined
+      ? typeof navigator.storage?.getDirectory === 'function'
+        ? opfsWeightStore({ fetch: options.fetch, headers: options.headers })
+        : undefined
+      : (options.weightStore ?? undefined);
+  runtimeBackend.set(webRuntime(ort, { device, weightStore, onProgress: options.onProgress }));
   imageDecoder.set(browserImageDecoder);
   videoDecoder.set(browserVideoDecoder);
   modelResolver.set(async (idOrUrl, hub) => hubUrl(idOrUrl, options.hubEndpoint ?? hub?.endpoint, hub?.revision));

@@ -12,7 +12,7 @@ import type { InferenceSession } from 'onnxruntime-common';
 import type { ByteSource } from '../core/bytes.js';
 import { RuntimeError } from '../core/errors.js';
 import { ELEM_BYTES, type WeightLocation, type WeightRequest } from '../core/graph.js';
-import type { RuntimeBackend, SessionOptions } from '../core/session.js';
+import type { RuntimeBackend } from '../core/session.js';
 import type { WeightStore } from './weight_store.js';
 
 export type WebDevice = 'wasm' | 'webgpu';
@@ -22,6 +22,21 @@ export interface WebRuntimeOptions {
   device: WebDevice;
   /** Where converted and quantized weights are kept between page loads (default: produced on every load). */
   weightStore?: WeightStore;
+  /** Called after each weight of a graph is in place (read, converted, or taken from the store). */
+  onProgress?: (event: WeightProgress) => void;
+}
+
+/** Progress of placing one graph's weights (a model has a few graphs: vision, language model, …). */
+export interface WeightProgress {
+  graph: string;
+  /** How the last weight came: `read` as stored in the checkpoint, `convert`ed now, or from the `store`. */
+  kind: 'read' | 'convert' | 'store';
+  /** Weights of this graph placed so far, of `total`. */
+  done: number;
+  total: number;
+  /** Bytes placed so far, of `totalBytes`. */
+  bytes: number;
+  totalBytes: number;
 }
 
 /** Neighbouring tensors closer than this are read in one request (the gap is read and dropped). */
@@ -38,22 +53,33 @@ export function webRuntime(ort: RuntimeBackend['ort'], options: WebRuntimeOption
       const files: Array<{ path: string; data: Uint8Array }> = [];
       const where = new Map<string, WeightLocation>();
       const total = requests.length;
+      const totalBytes = requests.reduce((sum, r) => sum + byteSize(r), 0);
       let done = 0;
-      const progress = () => sessionOptions.onProgress?.(++done, total);
+      let bytes = 0;
+      const progress = (r: WeightRequest, kind: WeightProgress['kind']) => {
+        bytes += byteSize(r);
+        done++;
+        sessionOptions.onProgress?.(done, total);
+        options.onProgress?.({ graph: graphName, kind, done, total, bytes, totalBytes });
+      };
       for (const run of neighbouringRuns(requests.filter((r) => r.inPlace))) {
         const path = `run${files.length}.bin`;
         files.push({ path, data: await run.source.read(run.offset, run.length) });
         for (const r of run.requests) {
           where.set(r.name, { location: path, offset: r.inPlace!.offset - run.offset, length: r.inPlace!.length });
-          progress();
+          progress(r, 'read');
         }
       }
       for (const r of requests.filter((r) => !r.inPlace)) {
         const path = `w${files.length}.bin`;
-        const data = await producedBytes(r, options.weightStore, sessionOptions);
+        const { bytes: data, stored } = options.weightStore
+          ? await options.weightStore.get(r)
+          : { bytes: await r.produce(), stored: false };
+        if (data.byteLength !== byteSize(r))
+          throw new RuntimeError(`weight ${r.name}: produced ${data.byteLength} bytes, expected ${byteSize(r)}`);
         files.push({ path, data });
         where.set(r.name, { location: path, offset: 0, length: data.byteLength });
-        progress();
+        progress(r, stored ? 'store' : 'convert');
       }
       return {
         locate: (r) => {
@@ -67,16 +93,8 @@ export function webRuntime(ort: RuntimeBackend['ort'], options: WebRuntimeOption
   };
 }
 
-async function producedBytes(
-  request: WeightRequest,
-  store: WeightStore | undefined,
-  options: SessionOptions,
-): Promise<Uint8Array> {
-  const bytes = store ? await store.get(request, options) : await request.produce();
-  const expected = request.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[request.type];
-  if (bytes.byteLength !== expected)
-    throw new RuntimeError(`weight ${request.name}: produced ${bytes.byteLength} bytes, expected ${expected}`);
-  return bytes;
+function byteSize(request: WeightRequest): number {
+  return request.dims.reduce((a, b) => a * b, 1) * ELEM_BYTES[request.type];
 }
 
 interface Run {

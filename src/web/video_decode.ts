@@ -235,7 +235,9 @@ async function seekFrames(path: string, table: FrameTable, indices: readonly num
  */
 function seek(video: HTMLVideoElement, table: FrameTable, index: number, failed: () => ImageError): Promise<void> {
   const start = table.times[index];
-  const end = start + table.durations[index];
+  const duration = table.durations[index];
+  // Timestamps are compared with a quarter-frame tolerance: the browser rounds them to microseconds.
+  const inFrame = (time: number) => time >= start - duration / 4 && time < start + (3 * duration) / 4;
   return new Promise((resolve, reject) => {
     let seeked = false;
     let presented = !('requestVideoFrameCallback' in video);
@@ -244,12 +246,11 @@ function seek(video: HTMLVideoElement, table: FrameTable, index: number, failed:
     };
     const watch = () =>
       video.requestVideoFrameCallback((_, frame) => {
-        // mediaTime is the presented frame's timestamp: the one asked for, or (whatever its timestamp says) the
-        // first presented after `seeked`; a frame outside the interval before `seeked` is stale and waited past.
-        if (seeked || (frame.mediaTime >= start - 1e-6 && frame.mediaTime < end - 1e-6)) {
-          presented = true;
-          settle();
-        } else watch();
+        // The frame asked for, or (whatever its timestamp) the first one presented after `seeked`; a frame outside
+        // the interval before `seeked` is a stale one and is waited past.
+        presented = seeked || inFrame(frame.mediaTime);
+        if (presented) settle();
+        else watch();
       });
     if (!presented) watch();
     video.onerror = () => reject(failed());
@@ -257,6 +258,6 @@ function seek(video: HTMLVideoElement, table: FrameTable, index: number, failed:
       seeked = true;
       settle();
     };
-    video.currentTime = (start + end) / 2;
+    video.currentTime = start + duration / 2;
   });
 }

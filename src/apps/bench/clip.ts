@@ -13,14 +13,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../core/errors.js';
 import { useQuantizedLinears } from '../../core/quantize.js';
-import { writeSafetensors } from '../../core/node/files.js';
-import type { DType } from '../../core/safetensors.js';
 import { ort } from '../../core/node/runtime.js';
 import { extrapolateToDepth } from './extrapolate.js';
 import { InternVLClipModel } from '../../models/internvl_clip.js';
 import { cpuModel } from './stats.js';
 import { round } from './profile.js';
-import { encodeStorage, randomFiller, STORAGE, VISION_SHAPES, writeRandomVisionCheckpoint } from './vision.js';
+import { randomFiller, RandomShards, type RandomTensor } from './random_checkpoint.js';
+import { VISION_SHAPES, writeRandomVisionTensors } from './vision.js';
 
 const VISION = VISION_SHAPES['internvit-6b-224'];
 const QLLAMA = { hidden: 4096, heads: 32, intermediate: 11008, layers: 32, vocab: 49954, queries: 96, textLength: 80 };
@@ -80,75 +79,56 @@ export interface BenchClipResult {
 
 /** A random bf16 InternVL-14B-224px-shaped checkpoint (no tokenizer) with its first ViT and QLLaMA blocks only. */
 export function writeClipCheckpoint(dir: string, visionLayers: number, qllamaLayers: number): void {
-  fs.mkdirSync(dir, { recursive: true });
-  const { weightMap } = writeRandomVisionCheckpoint(dir, VISION, {
-    layers: visionLayers,
-    dtype: 'bfloat16',
-    prefix: 'vision_model.',
-    tensorsOnly: true,
-  });
-  const fill = randomFiller(11);
+  const shards = new RandomShards(dir, 'bfloat16', 11);
+  writeRandomVisionTensors(shards, VISION, visionLayers, 'vision_model.');
   const H = QLLAMA.hidden;
   const Cv = VISION.hiddenSize;
-  const w = (fanIn: number) => 2 * Math.sqrt(3 / fanIn);
-  const shard = (file: string, specs: Array<[string, number[], number, number?]>) => {
-    const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {};
-    for (const [name, dims, scale, offset] of specs) {
-      const values = new Float32Array(dims.reduce((a, b) => a * b, 1));
-      fill(values, scale, offset);
-      tensors[name] = { dtype: STORAGE.bfloat16.dtype, shape: dims, data: encodeStorage(values, 'bfloat16') };
-      weightMap[name] = file;
-    }
-    writeSafetensors(path.join(dir, file), tensors);
-  };
-  const pooling = (prefix: string, D: number): Array<[string, number[], number, number?]> => [
-    ...['norm1_q', 'norm1_k', 'norm1_v'].flatMap(
-      (n): Array<[string, number[], number, number?]> => [
-        [`${prefix}.${n}.weight`, [D], 0.2, 1],
-        [`${prefix}.${n}.bias`, [D], 0.2],
-      ],
-    ),
-    ...['q', 'k', 'v'].flatMap(
-      (n): Array<[string, number[], number, number?]> => [
-        [`${prefix}.cross_attn.${n}.weight`, [D, D], w(D)],
-        [`${prefix}.cross_attn.${n}_bias`, [D], 0.2],
-      ],
-    ),
+  // std 1/√fan_in: unit-variance activations.
+  const w = (fanIn: number) => 1 / Math.sqrt(fanIn);
+  const pooling = (prefix: string, D: number): RandomTensor[] => [
+    ...['norm1_q', 'norm1_k', 'norm1_v'].flatMap((n): RandomTensor[] => [
+      [`${prefix}.${n}.weight`, [D], 0.06, 1],
+      [`${prefix}.${n}.bias`, [D], 0.06],
+    ]),
+    ...['q', 'k', 'v'].flatMap((n): RandomTensor[] => [
+      [`${prefix}.cross_attn.${n}.weight`, [D, D], w(D)],
+      [`${prefix}.cross_attn.${n}_bias`, [D], 0.06],
+    ]),
     [`${prefix}.cross_attn.proj.weight`, [CLIP_DIM, D], w(D)],
-    [`${prefix}.cross_attn.proj.bias`, [CLIP_DIM], 0.2],
+    [`${prefix}.cross_attn.proj.bias`, [CLIP_DIM], 0.06],
   ];
-  shard('heads.safetensors', [
+  shards.write('heads.safetensors', [
     ...pooling('clip_projector', Cv),
     ...pooling('clip_projector2', H),
-    ['query_tokens', [1, QLLAMA.queries, H], 1],
+    ['query_tokens', [1, QLLAMA.queries, H], 0.3],
     ['text_projection', [H, CLIP_DIM], w(H)],
     ['logit_scale', [], 0, Math.log(1 / 0.07)],
-    ['qllama.model.embed_tokens.weight', [QLLAMA.vocab, H], 1],
-    ['qllama.model.norm.weight', [H], 0.2, 1],
+    ['qllama.model.embed_tokens.weight', [QLLAMA.vocab, H], 0.3],
+    ['qllama.model.norm.weight', [H], 0.06, 1],
   ]);
   for (let i = 0; i < qllamaLayers; i++) {
     const p = `qllama.model.layers.${i}`;
-    const specs: Array<[string, number[], number, number?]> = [
-      [`${p}.input_layernorm.weight`, [H], 0.2, 1],
-      [`${p}.post_attention_layernorm.weight`, [H], 0.2, 1],
-      ...['q', 'k', 'v', 'o'].map((n): [string, number[], number] => [`${p}.self_attn.${n}_proj.weight`, [H, H], w(H)]),
+    const specs: RandomTensor[] = [
+      [`${p}.input_layernorm.weight`, [H], 0.06, 1],
+      [`${p}.post_attention_layernorm.weight`, [H], 0.06, 1],
+      ...['q', 'k', 'v', 'o'].map((n): RandomTensor => [`${p}.self_attn.${n}_proj.weight`, [H, H], w(H)]),
       [`${p}.mlp.gate_proj.weight`, [QLLAMA.intermediate, H], w(H)],
       [`${p}.mlp.up_proj.weight`, [QLLAMA.intermediate, H], w(H)],
       [`${p}.mlp.down_proj.weight`, [H, QLLAMA.intermediate], w(QLLAMA.intermediate)],
     ];
     if (i % 2 === 0) {
       specs.push(
-        [`${p}.cross_attn.norm1.weight`, [H], 0.2, 1],
-        [`${p}.cross_attn.norm2.weight`, [Cv], 0.2, 1],
+        [`${p}.cross_attn.norm1.weight`, [H], 0.06, 1],
+        [`${p}.cross_attn.norm2.weight`, [Cv], 0.06, 1],
         [`${p}.cross_attn.q_proj.weight`, [H, H], w(H)],
         [`${p}.cross_attn.o_proj.weight`, [H, H], w(H)],
         [`${p}.cross_attn.k_proj.weight`, [H, Cv], w(Cv)],
         [`${p}.cross_attn.v_proj.weight`, [H, Cv], w(Cv)],
       );
     }
-    shard(`qllama-layer-${String(i).padStart(2, '0')}.safetensors`, specs);
+    shards.write(`qllama-layer-${String(i).padStart(2, '0')}.safetensors`, specs);
   }
-  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+  shards.writeIndex();
   fs.writeFileSync(
     path.join(dir, 'config.json'),
     JSON.stringify({
@@ -243,12 +223,12 @@ async function timeStages(
     const B = options.batch;
     const vision = await fastest('vision + InternVL-C head', () => model.encodeVision(pixels, B));
     const { tokens } = await model.encodeVision(pixels, B);
-    const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens, B));
+    const queries = await fastest('QLLaMA queries', () => model.queryFeatures(tokens));
     const text = await fastest('text', () => model.encodeText(ids));
     const outputs = {
-      c: await model.encodeImage(pixels, B, 'C'),
-      g: await model.encodeImage(pixels, B, 'G'),
-      text: (await model.encodeText(ids)).embeds,
+      c: (await model.encodeImage(pixels, B, 'C')).data,
+      g: (await model.encodeImage(pixels, B, 'G')).data,
+      text: (await model.encodeText(ids)).embeds.data,
     };
     return { seconds: { vision, queries, text }, outputs };
   } finally {
@@ -272,7 +252,7 @@ export async function benchClip(options: BenchClipOptions = {}): Promise<BenchCl
   const workDir = options.workDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-bench-clip-'));
   const S = VISION.imageSize;
   const pixels = new Float32Array(batch * 3 * S * S);
-  randomFiller(5)(pixels, 4);
+  randomFiller(5)(pixels, 1.15);
   const ids = Array.from({ length: batch }, (_, b) =>
     Array.from({ length: QLLAMA.textLength }, (_, t) => (t < 20 + b ? 3 + ((t * 7919 + b) % 40000) : 0)),
   );

@@ -5,9 +5,11 @@
  * `max_tokens`, so random weights cannot stop early). Scenarios run side by side in one run: one stream, then C
  * concurrent streams, then an optional soak of many requests with the server's RSS sampled after each.
  *
- * Decode throughput of a scenario = tokens after each request's first / the time during which at least one request
- * was between its first and last token (the union of their decode intervals): prefills and image encodings of
- * requests arriving meanwhile count against it, as they do for users.
+ * Two throughputs per scenario: `decodeTokensPerSecond`, the tokens the server's batched decode steps produced per
+ * second spent in them (from its metrics: what batching buys), and `streamedTokensPerSecond`, the tokens after each
+ * request's first per second during which at least one request was between its first and last token (the union of
+ * their decode intervals, seen by the clients: prefills and image encodings of requests arriving meanwhile count
+ * against it, as they do for users).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -16,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../core/errors.js';
 import type { WeightFormat } from '../../core/quantize/formats.js';
-import { CHAT_SHAPES, ensureRandomChatCheckpoint } from './chat.js';
+import { CHAT_SHAPES, ensureRandomChatCheckpoint } from './chat_checkpoint.js';
 import { machineInfo, median, quantile } from './stats.js';
 
 export interface ServeBenchOptions {
@@ -45,7 +47,8 @@ export interface ScenarioResult {
   wallSeconds: number;
   requestsPerSecond: number;
   /** See the module comment. */
-  decodeTokensPerSecond: number;
+  decodeTokensPerSecond: number | null;
+  streamedTokensPerSecond: number;
   timeToFirstTokenSeconds: { p50: number; p95: number };
   interTokenLatencyMs: { p50: number; p95: number };
   /** Mean sequences per batched decode step on the server (from its metrics). */
@@ -59,11 +62,18 @@ export interface ServeBenchReport {
   answerTokens: number;
   single: ScenarioResult;
   batched: ScenarioResult;
+  /** `batched` with text-only requests: what batching gives when no image encoding competes for the cores. */
+  batchedText: ScenarioResult;
   /** batched.decodeTokensPerSecond / single.decodeTokensPerSecond (target ≥ 2.5 at 4 streams). */
-  decodeThroughputRatio: number;
+  decodeThroughputRatio: number | null;
+  /** The same for streamedTokensPerSecond. */
+  streamedThroughputRatio: number;
+  /** batchedText.decodeTokensPerSecond / single.decodeTokensPerSecond. */
+  textDecodeThroughputRatio: number | null;
   /** batched p95 inter-token latency / single p95 (target ≤ 3). */
   interTokenLatencyP95Ratio: number;
-  soak: { requests: number; rssMB: { first: number; last: number; max: number } } | null;
+  /** The server's RSS after the first request of the soak and after each further fifth of it. */
+  soak: { requests: number; rssMB: number[] } | null;
   /** The server process's peak RSS over the whole run. */
   serverPeakRssMB: number;
 }
@@ -135,7 +145,13 @@ class ServerProcess {
 }
 
 /** One streaming request; returns when its stream ends, with the arrival time of every content chunk. */
-async function streamRequest(url: string, image: string, question: string, tokens: number): Promise<RequestTiming> {
+/** `image` null: a text-only request (no vision encoding competing with the decoding). */
+async function streamRequest(
+  url: string,
+  image: string | null,
+  question: string,
+  tokens: number,
+): Promise<RequestTiming> {
   const start = performance.now();
   const response = await fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
@@ -150,7 +166,7 @@ async function streamRequest(url: string, image: string, question: string, token
         {
           role: 'user',
           content: [
-            { type: 'image_url', image_url: { url: image } },
+            ...(image ? [{ type: 'image_url', image_url: { url: image } }] : []),
             { type: 'text', text: question },
           ],
         },
@@ -180,15 +196,19 @@ async function streamRequest(url: string, image: string, question: string, token
   return { start, chunkTimes, completionTokens };
 }
 
-async function scrapeBatching(url: string): Promise<{ steps: number; tokens: number }> {
+async function scrapeBatching(url: string): Promise<{ steps: number; tokens: number; seconds: number }> {
   const text = await (await fetch(`${url}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)`, 'm').exec(text)?.[1] ?? Number.NaN);
-  return { steps: value('internvl:decode_steps_total'), tokens: value('internvl:decode_step_sequences_total') };
+  return {
+    steps: value('internvl:decode_steps_total'),
+    tokens: value('internvl:decode_step_sequences_total'),
+    seconds: value('internvl:decode_step_seconds_total'),
+  };
 }
 
 async function runScenario(
   url: string,
-  image: string,
+  image: string | null,
   concurrency: number,
   perStream: number,
   tokens: number,
@@ -220,13 +240,15 @@ async function runScenario(
   const completionTokens = timings.reduce((n, t) => n + t.completionTokens, 0);
   const round = (x: number, digits = 3) => Number(x.toFixed(digits));
   const steps = after.steps - before.steps;
+  const seconds = after.seconds - before.seconds;
   return {
     concurrency,
     requests: timings.length,
     completionTokens,
     wallSeconds: round(wallSeconds),
     requestsPerSecond: round(timings.length / wallSeconds),
-    decodeTokensPerSecond: round(decoded / (decodingMs / 1000), 2),
+    decodeTokensPerSecond: seconds > 0 ? round((after.tokens - before.tokens) / seconds, 2) : null,
+    streamedTokensPerSecond: round(decoded / (decodingMs / 1000), 2),
     timeToFirstTokenSeconds: { p50: round(median(ttft)), p95: round(quantile(ttft, 0.95)) },
     interTokenLatencyMs: { p50: round(median(gaps), 2), p95: round(quantile(gaps, 0.95), 2) },
     meanDecodeBatch: Number.isFinite(steps) && steps > 0 ? round((after.tokens - before.tokens) / steps, 2) : null,
@@ -259,11 +281,18 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
       await streamRequest(url, image, 'Warm up.', 8);
       log(`one stream × ${perStream} requests of ${answerTokens} tokens`);
       const single = await runScenario(url, image, 1, perStream, answerTokens);
-      log(`  decode ${single.decodeTokensPerSecond} tokens/s, ITL p95 ${single.interTokenLatencyMs.p95} ms`);
+      log(
+        `  decode steps ${single.decodeTokensPerSecond} tokens/s, streamed ${single.streamedTokensPerSecond} tokens/s, ITL p95 ${single.interTokenLatencyMs.p95} ms`,
+      );
       log(`${concurrency} streams × ${perStream} requests of ${answerTokens} tokens`);
       const batched = await runScenario(url, image, concurrency, perStream, answerTokens);
       log(
-        `  decode ${batched.decodeTokensPerSecond} tokens/s in all, ITL p95 ${batched.interTokenLatencyMs.p95} ms, mean batch ${batched.meanDecodeBatch}`,
+        `  decode steps ${batched.decodeTokensPerSecond} tokens/s, streamed ${batched.streamedTokensPerSecond} tokens/s in all, ITL p95 ${batched.interTokenLatencyMs.p95} ms, mean batch ${batched.meanDecodeBatch}`,
+      );
+      log(`the same without images (${concurrency} streams, text only: no vision encoding beside the decoding)`);
+      const batchedText = await runScenario(url, null, concurrency, perStream, answerTokens);
+      log(
+        `  decode steps ${batchedText.decodeTokensPerSecond} tokens/s, ITL p95 ${batchedText.interTokenLatencyMs.p95} ms, mean batch ${batchedText.meanDecodeBatch}`,
       );
       let soak: ServeBenchReport['soak'] = null;
       if (options.soak) {
@@ -279,8 +308,9 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
             }
           }),
         );
-        soak = { requests: rss.length, rssMB: { first: rss[0], last: rss[rss.length - 1], max: Math.max(...rss) } };
-        log(`  RSS ${soak.rssMB.first} → ${soak.rssMB.last} MB (max ${soak.rssMB.max})`);
+        const fifths = [0, 1, 2, 3, 4, 5].map((k) => rss[Math.max(0, Math.round((k * rss.length) / 5) - 1)]);
+        soak = { requests: rss.length, rssMB: fifths };
+        log(`  RSS after 1, then each fifth of the requests: ${fifths.join(', ')} MB`);
       }
       const serverPeakRssMB = server.memory().peakMB;
       return {
@@ -290,7 +320,16 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
         answerTokens,
         single,
         batched,
-        decodeThroughputRatio: Number((batched.decodeTokensPerSecond / single.decodeTokensPerSecond).toFixed(2)),
+        batchedText,
+        decodeThroughputRatio:
+          batched.decodeTokensPerSecond && single.decodeTokensPerSecond
+            ? Number((batched.decodeTokensPerSecond / single.decodeTokensPerSecond).toFixed(2))
+            : null,
+        streamedThroughputRatio: Number((batched.streamedTokensPerSecond / single.streamedTokensPerSecond).toFixed(2)),
+        textDecodeThroughputRatio:
+          batchedText.decodeTokensPerSecond && single.decodeTokensPerSecond
+            ? Number((batchedText.decodeTokensPerSecond / single.decodeTokensPerSecond).toFixed(2))
+            : null,
         interTokenLatencyP95Ratio: Number(
           (batched.interTokenLatencyMs.p95 / single.interTokenLatencyMs.p95).toFixed(2),
         ),

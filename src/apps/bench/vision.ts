@@ -14,14 +14,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../core/errors.js';
-import { float32ToFloat16, GraphBuilder } from '../../core/graph.js';
+import { GraphBuilder } from '../../core/graph.js';
 import { ort } from '../../core/node/runtime.js';
-import { writeSafetensors } from '../../core/node/files.js';
-import { Checkpoint, type DType } from '../../core/safetensors.js';
+import { Checkpoint } from '../../core/safetensors.js';
 import { weightFormatHook } from '../../core/quantize/formats.js';
 import { extrapolateToDepth, type Extrapolation } from './extrapolate.js';
 import { readOnnxProfile, round, type OpTime } from './profile.js';
 import { cpuModel, median } from './stats.js';
+import { randomFiller, RandomShards, type RandomTensor, type StorageDtype } from './random_checkpoint.js';
 import { ConfigSection } from '../../models/config.js';
 import {
   buildInternVisionEncoder,
@@ -86,13 +86,6 @@ export const VISION_SHAPES: Record<string, VisionShape> = {
     qkNormalization: true,
     qkvBias: false,
   },
-};
-
-export type StorageDtype = 'float32' | 'float16' | 'bfloat16';
-export const STORAGE: Record<StorageDtype, { dtype: DType; bytes: number }> = {
-  float32: { dtype: 'F32', bytes: 4 },
-  float16: { dtype: 'F16', bytes: 2 },
-  bfloat16: { dtype: 'BF16', bytes: 2 },
 };
 
 export interface BenchVisionOptions {
@@ -191,106 +184,57 @@ function configJson(shape: VisionShape, dtype: StorageDtype): Record<string, unk
   };
 }
 
-/** A 32-bit xorshift: fast, and plenty for weights that only need to be non-degenerate. */
-export function randomFiller(seed: number): (out: Float32Array, scale: number, offset?: number) => void {
-  let s = seed >>> 0 || 0x9e3779b9;
-  return (out, scale, offset = 0) => {
-    for (let i = 0; i < out.length; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      out[i] = offset + scale * ((s >>> 0) / 4294967296 - 0.5);
-    }
-  };
+/** The random tensors of the first `layers` layers of `shape` (keys under `prefix`), one shard per layer. */
+export function writeRandomVisionTensors(shards: RandomShards, shape: VisionShape, layers: number, prefix = ''): void {
+  const C = shape.hiddenSize;
+  const I = shape.intermediateSize;
+  const grid = shape.imageSize / shape.patchSize;
+  // std 1/√fan_in: unit-variance activations, nothing degenerate.
+  const w = (fanIn: number) => 1 / Math.sqrt(fanIn);
+  const under = (specs: RandomTensor[]) => specs.map(([name, ...rest]): RandomTensor => [prefix + name, ...rest]);
+  shards.write(
+    `${prefix}model-embeddings.safetensors`,
+    under([
+      ['embeddings.class_embedding', [1, 1, C], 0.15],
+      ['embeddings.patch_embedding.weight', [C, 3, shape.patchSize, shape.patchSize], w(3 * shape.patchSize ** 2)],
+      ['embeddings.patch_embedding.bias', [C], 0.06],
+      ['embeddings.position_embedding', [1, 1 + grid * grid, C], 0.15],
+    ]),
+  );
+  for (let i = 0; i < layers; i++) {
+    const p = `encoder.layers.${i}`;
+    const specs: RandomTensor[] = [
+      [`${p}.norm1.weight`, [C], 0.06, 1],
+      [`${p}.attn.qkv.weight`, [3 * C, C], w(C)],
+      [`${p}.attn.proj.weight`, [C, C], w(C)],
+      [`${p}.attn.proj.bias`, [C], 0.06],
+      [`${p}.ls1`, [C], 0.06],
+      [`${p}.norm2.weight`, [C], 0.06, 1],
+      [`${p}.mlp.fc1.weight`, [I, C], w(C)],
+      [`${p}.mlp.fc1.bias`, [I], 0.06],
+      [`${p}.mlp.fc2.weight`, [C, I], w(I)],
+      [`${p}.mlp.fc2.bias`, [C], 0.06],
+      [`${p}.ls2`, [C], 0.06],
+    ];
+    if (shape.normType === 'layer_norm') specs.push([`${p}.norm1.bias`, [C], 0.06], [`${p}.norm2.bias`, [C], 0.06]);
+    if (shape.qkvBias) specs.push([`${p}.attn.qkv.bias`, [3 * C], 0.06]);
+    if (shape.qkNormalization)
+      specs.push([`${p}.attn.q_norm.weight`, [C], 0.06, 1], [`${p}.attn.k_norm.weight`, [C], 0.06, 1]);
+    shards.write(`${prefix}model-layer-${String(i).padStart(3, '0')}.safetensors`, under(specs));
+  }
 }
 
-export function encodeStorage(values: Float32Array, dtype: StorageDtype): ArrayBufferView {
-  if (dtype === 'float32') return values;
-  if (dtype === 'float16') return float32ToFloat16(values);
-  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const halves = new Uint16Array(values.length);
-  // Round to nearest even on the dropped 16 bits, as torch's bf16 cast does.
-  for (let i = 0; i < words.length; i++) halves[i] = (words[i] + 0x7fff + ((words[i] >>> 16) & 1)) >>> 16;
-  return halves;
-}
-
-/**
- * Writes config.json and the first `layers` layers of a random checkpoint of `shape` to `dir`; returns the bytes
- * of weights written.
- */
+/** A random InternVisionModel checkpoint of `shape` with its first `layers` layers; returns the bytes written. */
 export function writeRandomVisionCheckpoint(
   dir: string,
   shape: VisionShape,
-  options: {
-    layers: number;
-    dtype: StorageDtype;
-    seed?: number;
-    /** Key prefix (`vision_model.` inside InternVL checkpoints). */
-    prefix?: string;
-    /** Write no config.json and no index (the caller adds its own). */
-    tensorsOnly?: boolean;
-  },
-): { bytes: number; weightMap: Record<string, string> } {
-  const { layers, dtype } = options;
-  const prefix = options.prefix ?? '';
-  const C = shape.hiddenSize;
-  const I = shape.intermediateSize;
-  const fill = randomFiller(options.seed ?? 1);
-  const { dtype: stDtype } = STORAGE[dtype];
-  const weightMap: Record<string, string> = {};
-  let bytes = 0;
-  const writeShard = (file: string, specs: Array<[string, number[], number, number?]>) => {
-    const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {};
-    for (const [name, dims, scale, offset] of specs) {
-      const values = new Float32Array(dims.reduce((a, b) => a * b, 1));
-      fill(values, scale, offset);
-      const data = encodeStorage(values, dtype);
-      tensors[prefix + name] = { dtype: stDtype, shape: dims, data };
-      weightMap[prefix + name] = file;
-      bytes += data.byteLength;
-    }
-    writeSafetensors(path.join(dir, file), tensors, { format: 'pt' });
-  };
-  fs.mkdirSync(dir, { recursive: true });
-  if (!options.tensorsOnly)
-    fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(shape, dtype), null, 2)}\n`);
-  const grid = shape.imageSize / shape.patchSize;
-  // Uniform(-scale/2, scale/2) with scale ≈ 2·sqrt(3/fan_in): unit-variance activations, nothing degenerate.
-  const w = (fanIn: number) => 2 * Math.sqrt(3 / fanIn);
-  writeShard(`${prefix}model-embeddings.safetensors`, [
-    ['embeddings.class_embedding', [1, 1, C], 0.5],
-    ['embeddings.patch_embedding.weight', [C, 3, shape.patchSize, shape.patchSize], w(3 * shape.patchSize ** 2)],
-    ['embeddings.patch_embedding.bias', [C], 0.2],
-    ['embeddings.position_embedding', [1, 1 + grid * grid, C], 0.5],
-  ]);
-  for (let i = 0; i < layers; i++) {
-    const p = `encoder.layers.${i}`;
-    const specs: Array<[string, number[], number, number?]> = [
-      [`${p}.norm1.weight`, [C], 0.2, 1],
-      [`${p}.attn.qkv.weight`, [3 * C, C], w(C)],
-      [`${p}.attn.proj.weight`, [C, C], w(C)],
-      [`${p}.attn.proj.bias`, [C], 0.2],
-      [`${p}.ls1`, [C], 0.2],
-      [`${p}.norm2.weight`, [C], 0.2, 1],
-      [`${p}.mlp.fc1.weight`, [I, C], w(C)],
-      [`${p}.mlp.fc1.bias`, [I], 0.2],
-      [`${p}.mlp.fc2.weight`, [C, I], w(I)],
-      [`${p}.mlp.fc2.bias`, [C], 0.2],
-      [`${p}.ls2`, [C], 0.2],
-    ];
-    if (shape.normType === 'layer_norm') specs.push([`${p}.norm1.bias`, [C], 0.2], [`${p}.norm2.bias`, [C], 0.2]);
-    if (shape.qkvBias) specs.push([`${p}.attn.qkv.bias`, [3 * C], 0.2]);
-    if (shape.qkNormalization)
-      specs.push([`${p}.attn.q_norm.weight`, [C], 0.2, 1], [`${p}.attn.k_norm.weight`, [C], 0.2, 1]);
-    writeShard(`${prefix}model-layer-${String(i).padStart(3, '0')}.safetensors`, specs);
-  }
-  if (!options.tensorsOnly) {
-    fs.writeFileSync(
-      path.join(dir, 'model.safetensors.index.json'),
-      `${JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2)}\n`,
-    );
-  }
-  return { bytes, weightMap };
+  options: { layers: number; dtype: StorageDtype; seed?: number },
+): number {
+  const shards = new RandomShards(dir, options.dtype, options.seed);
+  writeRandomVisionTensors(shards, shape, options.layers);
+  shards.writeIndex();
+  fs.writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(configJson(shape, options.dtype), null, 2)}\n`);
+  return shards.bytes;
 }
 
 async function timeModel(
@@ -355,7 +299,7 @@ export async function benchVision(options: BenchVisionOptions): Promise<BenchVis
     const size = shape.imageSize;
     const dims: [number, number, number, number] = [batch, 3, size, size];
     const pixels = new Float32Array(batch * 3 * size * size);
-    randomFiller(7)(pixels, 4);
+    randomFiller(7)(pixels, 1.15);
 
     log(`creating session (${layersTimed} layers, ${threads} threads, prepack ${prepack ? 'on' : 'off'})`);
     start = performance.now();
@@ -498,7 +442,7 @@ async function profileOps(
   const positions = await checkpoint.readFloat32('embeddings.position_embedding');
   const feeds = {
     pixel_values: new ort.Tensor('float32', pixels, dims),
-    position_embedding: new ort.Tensor('float32', positions.data, positions.shape),
+    position_embedding: new ort.Tensor('float32', positions.data, positions.dims),
   };
   try {
     for (let r = 0; r <= options.runs; r++) await session.run(feeds);

@@ -42,14 +42,7 @@ export async function launchChromium(options: ChromiumOptions = {}): Promise<Bro
   } catch {
     throw new UsageError('the browser harness needs the playwright-core package (npm install playwright-core)');
   }
-  const args = options.webgpu
-    ? [
-        '--enable-unsafe-webgpu',
-        '--enable-features=Vulkan',
-        '--use-webgpu-adapter=swiftshader',
-        '--use-vulkan=swiftshader',
-      ]
-    : [];
+  const args = options.webgpu ? ['--enable-unsafe-webgpu'] : [];
   return playwright.chromium.launch({ executablePath: chromiumExecutable(), headless: true, args });
 }
 

@@ -31,7 +31,7 @@ const ISOLATION = {
 };
 
 export interface StaticServer {
-  /** `http://127.0.0.1:<port>` */
+  /** `http://<host>:<port>` */
   readonly origin: string;
   /** Serves the folder (or file) `local` under `/prefix/…`; returns the URL of its root. */
   mount(prefix: string, local: string): string;
@@ -40,7 +40,8 @@ export interface StaticServer {
   close(): Promise<void>;
 }
 
-export async function startStaticServer(): Promise<StaticServer> {
+/** Listens on 127.0.0.1 and a free port unless told otherwise. */
+export async function startStaticServer(listen: { host?: string; port?: number } = {}): Promise<StaticServer> {
   const mounts = new Map<string, string>();
   const memory = new Map<string, { body: Buffer; type: string }>();
   const server = http.createServer((request, response) => {
@@ -79,8 +80,12 @@ export async function startStaticServer(): Promise<StaticServer> {
     return null;
   };
 
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const host = listen.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port ?? 0, host, resolve);
+  });
+  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${(server.address() as AddressInfo).port}`;
   return {
     origin,
     mount(prefix, local) {

@@ -1,23 +1,8 @@
 /** `internvl caption --model <dir> <image>`: InternVL-G captioning (QLLaMA). */
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
+import { CAPTION_DEFAULTS } from '../../tasks/caption.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsArg, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
-
-const USAGE = `Usage: internvl caption --model <dir|id> <image>... [options]
-
-Captions images with InternVL-G (InternVL-14B-224px): QLLaMA reads the 96 image queries and the prompt
-'English caption:'; beam search with 5 beams and 8 to 30 new tokens as the paper's evaluation.
-
-Options:
-${MODEL_USAGE}
-  --weights <f>        fp32 (default) or int8 (ViT and QLLaMA linears; quantized once and cached)
-  --prompt <text>      the text prompt (default 'English caption:')
-  --beams <n>          beam width; 1 = greedy (default 5)
-  --min-new-tokens <n> default 8
-  --max-new-tokens <n> default 30
-  --json               [{"image", "caption", "ids"}] on stdout
-  -h, --help           show this help
-`;
 
 export const captionCommand: Command = {
   name: 'caption',
@@ -26,15 +11,27 @@ export const captionCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'caption',
-        usage: USAGE,
+        synopsis: 'caption --model <dir|id> <image>... [options]',
+        description: `Captions images with InternVL-G (InternVL-14B-224px): QLLaMA reads the 96 image queries and the prompt;
+beam search with the settings of the paper's evaluation by default.`,
         options: {
           ...MODEL_OPTIONS,
-          weights: { type: 'string' },
-          prompt: { type: 'string' },
-          beams: { type: 'string' },
-          'min-new-tokens': { type: 'string' },
-          'max-new-tokens': { type: 'string' },
-          json: { type: 'boolean' },
+          weights: weightsOption('fp32 or int8 (ViT and QLLaMA linears; quantized once and cached)'),
+          prompt: { type: 'string', value: 'text', help: 'the text prompt', default: CAPTION_DEFAULTS.prompt },
+          beams: { type: 'string', value: 'n', help: 'beam width; 1 = greedy', default: CAPTION_DEFAULTS.numBeams },
+          'min-new-tokens': {
+            type: 'string',
+            value: 'n',
+            help: 'new tokens at least',
+            default: CAPTION_DEFAULTS.minNewTokens,
+          },
+          'max-new-tokens': {
+            type: 'string',
+            value: 'n',
+            help: 'new tokens at most',
+            default: CAPTION_DEFAULTS.maxNewTokens,
+          },
+          json: { type: 'boolean', help: '[{"image", "caption", "ids"}] on stdout' },
         },
         positionals: { min: 1, max: Infinity },
       },
@@ -43,9 +40,9 @@ export const captionCommand: Command = {
     if (!parsed) return 0;
     const options = {
       prompt: parsed.string('prompt'),
-      numBeams: parsed.integer('beams', 5, { min: 1, max: 32 }),
-      minNewTokens: parsed.integer('min-new-tokens', 8, { min: 0 }),
-      maxNewTokens: parsed.integer('max-new-tokens', 30, { min: 1 }),
+      numBeams: parsed.integer('beams', { min: 1, max: 32 }),
+      minNewTokens: parsed.integer('min-new-tokens', { min: 0 }),
+      maxNewTokens: parsed.integer('max-new-tokens', { min: 1 }),
     };
     const [{ loadClipPipeline }, { captionImage }, { loadImage }] = await Promise.all([
       import('../../tasks/clip.js'),

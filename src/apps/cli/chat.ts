@@ -1,31 +1,9 @@
 /** `internvl chat --model <dir> [--image a.jpg …] [--video v.mp4] ["question" …]`: multimodal chat. */
 import readline from 'node:readline';
 import { parseCommandArgs } from './args.js';
-import { GENERATION_OPTIONS, GENERATION_USAGE, generationArgs } from './generation_args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
+import { GENERATION_OPTIONS, generationArgs } from './generation_args.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsArg, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
-
-const USAGE = `Usage: internvl chat --model <dir|id> [--image <file>]... [--video <file>] [options] ["question"]...
-
-Chat with an InternVL-Chat checkpoint (InternVL 1.5 / 2 / 2.5 / 3, original or *-hf layout), as the official
-model.chat(): dynamic tiling of each image, the model's conversation template, history across turns.
-Each question is one turn of the same conversation. Without a question it reads questions from the terminal
-(or one per line from standard input) until end of input; the answer streams as it is generated.
-
-Options:
-${MODEL_USAGE}
-  --image <file>       an image (repeatable: several images are labelled Image-1, Image-2, ...)
-  --video <file>       a video: frames sampled as the official load_video, one tile each (needs ffmpeg)
-  --frames <n>         video frames (default 8)
-  --max-tiles <n>      tiles per image (default: the config's max_dynamic_patch, usually 12)
-  --system <text>      replace the template's system message
-  --llm-weights <f>    fp32 (default), int8, int4, or int4+int8 (4-bit decoding, int8 prefill): faster, slightly
-                       less exact; quantized once and cached
-  --vision-weights <f> fp32 (default) or int8
-${GENERATION_USAGE}
-  --json               one line per turn: {"response", "ids", "prompt_tokens", "finish_reason": "stop"|"length"}
-  -h, --help           show this help
-`;
 
 export const chatCommand: Command = {
   name: 'chat',
@@ -34,18 +12,40 @@ export const chatCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'chat',
-        usage: USAGE,
+        synopsis: 'chat --model <dir|id> [--image <file>]... [--video <file>] [options] ["question"]...',
+        description: `Chat with an InternVL-Chat checkpoint (InternVL 1.5 / 2 / 2.5 / 3, original or *-hf layout), as the official
+model.chat(): dynamic tiling of each image, the model's conversation template, history across turns.
+Each question is one turn of the same conversation. Without a question it reads questions from the terminal
+(or one per line from standard input) until end of input; the answer streams as it is generated.`,
         options: {
           ...MODEL_OPTIONS,
+          image: {
+            type: 'string',
+            multiple: true,
+            value: 'file',
+            help: 'an image (repeatable: several images are labelled Image-1, Image-2, ...)',
+          },
+          video: {
+            type: 'string',
+            value: 'file',
+            help: 'a video: frames sampled as the official load_video, one tile each (needs ffmpeg)',
+          },
+          frames: { type: 'string', value: 'n', help: 'video frames', default: 8 },
+          'max-tiles': {
+            type: 'string',
+            value: 'n',
+            help: "tiles per image (default: the config's max_dynamic_patch, usually 12)",
+          },
+          system: { type: 'string', value: 'text', help: "replace the template's system message" },
+          'llm-weights': weightsOption(
+            'fp32, int8, int4, or int4+int8 (4-bit decoding, int8 prefill): faster, slightly less exact; quantized once and cached',
+          ),
+          'vision-weights': weightsOption('fp32 or int8'),
           ...GENERATION_OPTIONS,
-          image: { type: 'string', multiple: true },
-          video: { type: 'string' },
-          frames: { type: 'string' },
-          'max-tiles': { type: 'string' },
-          system: { type: 'string' },
-          json: { type: 'boolean' },
-          'llm-weights': { type: 'string' },
-          'vision-weights': { type: 'string' },
+          json: {
+            type: 'boolean',
+            help: 'one line per turn: {"response", "ids", "prompt_tokens", "finish_reason": "stop"|"length"}',
+          },
         },
         positionals: { min: 0, max: Infinity },
       },
@@ -55,8 +55,8 @@ export const chatCommand: Command = {
     const imagePaths = (parsed.values.image as string[] | undefined) ?? [];
     const video = parsed.string('video');
     if (video && imagePaths.length > 0) parsed.fail('give --image or --video, not both');
-    const maxTiles = parsed.integer('max-tiles', undefined, { min: 1, max: 64 });
-    const frames = parsed.integer('frames', 8, { min: 1, max: 64 });
+    const maxTiles = parsed.integer('max-tiles', { min: 1, max: 64 });
+    const frames = parsed.integer('frames', { min: 1, max: 64 });
     const generation = generationArgs(parsed);
     const json = parsed.flag('json');
 

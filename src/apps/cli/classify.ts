@@ -1,32 +1,9 @@
 /** `internvl classify --model <dir> <images…> --labels "a,b,c"`: zero-shot classification with InternVL-C/G. */
 import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsArg, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
 import { createProgressReporter, type ProgressReporter } from '../../core/progress.js';
-
-const USAGE = `Usage: internvl classify --model <dir|id> (<image|folder>... | <video>...) --labels "cat,dog" [options]
-
-Zero-shot classification with InternVL-C or InternVL-G (InternVL-14B-224px checkpoints), exactly as CLIP_benchmark:
-each label is put into every template, the prompt embeddings are normalized, averaged and renormalized; the logits
-are 100 · normalize(image) @ classes. Images (a folder means the image files in it): Resize(224, short side,
-bicubic) + CenterCrop. Videos (.mp4, .mkv, .webm, .avi, .mov; needs ffmpeg): --frames frames, one from the middle
-of each of --frames equal segments (the official chat code's get_index; a shorter clip repeats frames), embeddings
-averaged.
-
-Options:
-${MODEL_USAGE}
-  --weights <f>        fp32 (default) or int8 (ViT and QLLaMA linears; quantized once and cached)
-  --labels <a,b,c>     class names, comma-separated                                   (required)
-  --template <t>       a prompt template with {c} (or {}) for the label; repeatable
-  --templates <name>   a built-in template set: en, cn, jp, ar, it (ImageNet templates of the paper), or a
-                       .json/.txt file of templates (one per line)
-  --mode <C|G>         InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)   (default C)
-  --top <k>            labels shown per image (default 5)
-  --frames <n>         frames per video (default 8, as the paper's 8-frame Kinetics numbers)
-  --json               {"labels": [...], "images": [{"image", "probs", "logits"}]} on stdout
-  -h, --help           show this help
-`;
 
 function isReadableFile(file: string): boolean {
   try {
@@ -69,17 +46,43 @@ export const classifyCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'classify',
-        usage: USAGE,
+        synopsis: 'classify --model <dir|id> (<image|folder>... | <video>...) --labels "cat,dog" [options]',
+        description: `Zero-shot classification with InternVL-C or InternVL-G (InternVL-14B-224px checkpoints), exactly as
+CLIP_benchmark: each label is put into every template, the prompt embeddings are normalized, averaged and
+renormalized; the logits are 100 · normalize(image) @ classes. Images (a folder means the image files in it):
+Resize(224, short side, bicubic) + CenterCrop. Videos (.mp4, .mkv, .webm, .avi, .mov; needs ffmpeg): --frames
+frames, one from the middle of each of --frames equal segments (the official chat code's get_index; a shorter clip
+repeats frames), embeddings averaged.`,
         options: {
           ...MODEL_OPTIONS,
-          weights: { type: 'string' },
-          labels: { type: 'string' },
-          template: { type: 'string', multiple: true },
-          templates: { type: 'string' },
-          mode: { type: 'string' },
-          top: { type: 'string' },
-          frames: { type: 'string' },
-          json: { type: 'boolean' },
+          weights: weightsOption('fp32 or int8 (ViT and QLLaMA linears; quantized once and cached)'),
+          labels: { type: 'string', value: 'a,b,c', help: 'class names, comma-separated', required: true },
+          template: {
+            type: 'string',
+            multiple: true,
+            value: 't',
+            help: 'a prompt template with {c} (or {}) for the label; repeatable',
+          },
+          templates: {
+            type: 'string',
+            value: 'name',
+            help: 'a built-in template set: en, cn, jp, ar, it (ImageNet templates of the paper), or a .json/.txt file of templates (one per line)',
+            default: 'en',
+          },
+          mode: {
+            type: 'string',
+            value: 'C|G',
+            help: 'InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)',
+            default: 'C',
+          },
+          top: { type: 'string', value: 'k', help: 'labels shown per image', default: 5 },
+          frames: {
+            type: 'string',
+            value: 'n',
+            help: "frames per video (as the paper's 8-frame Kinetics numbers)",
+            default: 8,
+          },
+          json: { type: 'boolean', help: '{"labels": [...], "images": [{"image", "probs", "logits"}]} on stdout' },
         },
         positionals: { min: 1, max: Infinity },
       },
@@ -92,9 +95,9 @@ export const classifyCommand: Command = {
       .map((l) => l.trim())
       .filter(Boolean);
     if (labels.length === 0) parsed.fail('--labels names no label');
-    const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
-    const top = parsed.integer('top', 5, { min: 1 });
-    const numFrames = parsed.integer('frames', 8, { min: 1, max: 256 });
+    const mode = parsed.choice('mode', ['C', 'G'] as const);
+    const top = parsed.integer('top', { min: 1 });
+    const numFrames = parsed.integer('frames', { min: 1, max: 256 });
     const isVideo = (p: string) => VIDEO_EXTENSIONS.some((ext) => p.toLowerCase().endsWith(ext));
     const videos = parsed.positionals.filter(isVideo);
     if (videos.length > 0 && videos.length !== parsed.positionals.length)
@@ -113,7 +116,7 @@ export const classifyCommand: Command = {
       import('../../tasks/embed.js'),
     ]);
     const custom = (parsed.values.template as string[] | undefined) ?? [];
-    const templates = custom.length > 0 ? custom : await loadTemplates(parsed.string('templates') ?? 'en');
+    const templates = custom.length > 0 ? custom : await loadTemplates(parsed.string('templates'));
     const inputs = videos.length > 0 ? videos : await expandImagePaths(parsed.positionals);
     // Images are decoded a batch at a time during the work; a path that is not a readable file fails now, with
     // the decoder's own message, instead of after the model has loaded.

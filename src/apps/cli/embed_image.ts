@@ -1,31 +1,8 @@
 /** `internvl embed-image --model <dir|org/name> <images…>` */
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsArg, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
 import { checkWritableTarget } from '../../core/node/atomic_write.js';
-
-const USAGE = `Usage: internvl embed-image --model <dir|org/name> [options] <image|folder>...
-
-Image embeddings. For an InternVL-C/G checkpoint: the aligned (projected) embedding that matches 'embed-text'
-and 'internvl index' (--mode C or G; --vision-features for the raw tower output instead). For an InternViT folder
-or an InternVL-Chat checkpoint: the pooled vision features (the CLS token of the InternViT tower). The model is a
-local folder or a Hugging Face repo id. Images are resized to the model's input size (Pillow bicubic) and
-ImageNet-normalised; a folder means the image files in it.
-
-Without --json or --out, prints one summary line per image (dimension, L2 norm, first values).
-
-Options:
-${MODEL_USAGE}
-  --weights <f>        fp32 (default) or int8 (linears quantized once and cached; about 2× faster, ~1e-2 error)
-  --out <file>         write the features as safetensors: 'embeddings' [images, dim] float32, image names in metadata
-  --mode <C|G>         InternVL-C/G: the InternVL-C or InternVL-G image embedding (default C)
-  --vision-features    InternVL-C/G: the pooled InternViT features instead of the aligned embedding
-  --normalize          L2-normalize the embeddings
-  --json               print {model, embedding ('aligned' or 'vision'), dim, images: [{image, embedding}]}
-  --batch <n>          images per forward pass (default 1)
-  --no-exif            do not apply EXIF orientation (the official pipeline does not)
-  -h, --help           show this help
-`;
 
 export const embedImageCommand: Command = {
   name: 'embed-image',
@@ -34,17 +11,39 @@ export const embedImageCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'embed-image',
-        usage: USAGE,
+        synopsis: 'embed-image --model <dir|org/name> [options] <image|folder>...',
+        description: `Image embeddings. For an InternVL-C/G checkpoint: the aligned (projected) embedding that matches 'embed-text'
+and 'internvl index' (--mode C or G; --vision-features for the raw tower output instead). For an InternViT folder
+or an InternVL-Chat checkpoint: the pooled vision features (the CLS token of the InternViT tower). The model is a
+local folder or a Hugging Face repo id. Images are resized to the model's input size (Pillow bicubic) and
+ImageNet-normalised; a folder means the image files in it.
+
+Without --json or --out, prints one summary line per image (dimension, L2 norm, first values).`,
         options: {
           ...MODEL_OPTIONS,
-          weights: { type: 'string' },
-          out: { type: 'string' },
-          json: { type: 'boolean' },
-          batch: { type: 'string' },
-          'no-exif': { type: 'boolean' },
-          mode: { type: 'string' },
-          'vision-features': { type: 'boolean' },
-          normalize: { type: 'boolean' },
+          weights: weightsOption('fp32 or int8 (linears quantized once and cached; about 2× faster, ~1e-2 error)'),
+          out: {
+            type: 'string',
+            value: 'file',
+            help: "write the features as safetensors: 'embeddings' [images, dim] float32, image names in metadata",
+          },
+          mode: {
+            type: 'string',
+            value: 'C|G',
+            help: 'InternVL-C/G: the InternVL-C or InternVL-G image embedding',
+            default: 'C',
+          },
+          'vision-features': {
+            type: 'boolean',
+            help: 'InternVL-C/G: the pooled InternViT features instead of the aligned embedding',
+          },
+          normalize: { type: 'boolean', help: 'L2-normalize the embeddings' },
+          json: {
+            type: 'boolean',
+            help: "print {model, embedding ('aligned' or 'vision'), dim, images: [{image, embedding}]}",
+          },
+          batch: { type: 'string', value: 'n', help: 'images per forward pass', default: 1 },
+          'no-exif': { type: 'boolean', help: 'do not apply EXIF orientation (the official pipeline does not)' },
         },
         positionals: { min: 1, max: Infinity },
       },
@@ -57,11 +56,10 @@ export const embedImageCommand: Command = {
       parsed.fail(`--out must name a .safetensors file, got '${out}'`);
     // Before the work, not after it: a missing folder or a folder named as --out fails in a second.
     if (out !== undefined) checkWritableTarget(out);
-    const batchSize = parsed.integer('batch', 1, { min: 1 });
+    const batchSize = parsed.integer('batch', { min: 1 });
     const quiet = parsed.flag('quiet');
 
-    const modeFlag = parsed.string('mode');
-    const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
+    const mode = parsed.choice('mode', ['C', 'G'] as const);
     const [tasks, { createProgressReporter }, { writeSafetensors }, { readConfig }, { architectureOf }] =
       await Promise.all([
         import('../../tasks/embed.js'),
@@ -74,7 +72,7 @@ export const embedImageCommand: Command = {
     const dir = await resolveModelArg(parsed);
     const { name: architecture, capabilities } = architectureOf(await readConfig(dir));
     const aligned = capabilities.includes('clip') && !parsed.flag('vision-features');
-    if (modeFlag !== undefined && !aligned)
+    if (parsed.given('mode') && !aligned)
       parsed.fail('--mode is for the aligned embedding of an InternVL-C/G checkpoint (not with --vision-features)');
     const weights = weightsArg(parsed, 'weights', ['fp32', 'int8']);
     // One image needs no progress line; many do (a few seconds each on CPU at 448 px).

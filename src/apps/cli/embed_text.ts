@@ -1,24 +1,9 @@
 /** `internvl embed-text --model <dir> "text" …`: InternVL-C/G text embeddings. */
 import fs from 'node:fs';
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs, weightsArg } from './model_arg.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsArg, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
 import { checkWritableTarget } from '../../core/node/atomic_write.js';
-
-const USAGE = `Usage: internvl embed-text --model <dir|id> [options] ("text" ... | --file <lines.txt>)
-
-Text embeddings of InternVL-C/G (QLLaMA, last token @ text_projection) for retrieval: 'summarize:' + text,
-BOS + EOS, right padding to 80 tokens, as the official evaluation. Same embedding for modes C and G.
-
-Options:
-${MODEL_USAGE}
-  --weights <f>        fp32 (default) or int8 (ViT and QLLaMA linears; quantized once and cached)
-  --file <file>        one text per line
-  --normalize          L2-normalize the embeddings
-  --out <file>         write 'embeddings' [texts, dim] float32 to a .safetensors file
-  --json               {"dim": D, "texts": [{"text", "embedding"}]} on stdout
-  -h, --help           show this help
-`;
 
 export const embedTextCommand: Command = {
   name: 'embed-text',
@@ -27,14 +12,20 @@ export const embedTextCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'embed-text',
-        usage: USAGE,
+        synopsis: 'embed-text --model <dir|id> [options] ("text" ... | --file <lines.txt>)',
+        description: `Text embeddings of InternVL-C/G (QLLaMA, last token @ text_projection) for retrieval: 'summarize:' + text,
+BOS + EOS, right padding to 80 tokens, as the official evaluation. Same embedding for modes C and G.`,
         options: {
           ...MODEL_OPTIONS,
-          weights: { type: 'string' },
-          file: { type: 'string' },
-          normalize: { type: 'boolean' },
-          out: { type: 'string' },
-          json: { type: 'boolean' },
+          weights: weightsOption('fp32 or int8 (ViT and QLLaMA linears; quantized once and cached)'),
+          file: { type: 'string', value: 'file', help: 'one text per line' },
+          normalize: { type: 'boolean', help: 'L2-normalize the embeddings' },
+          out: {
+            type: 'string',
+            value: 'file',
+            help: "write 'embeddings' [texts, dim] float32 to a .safetensors file",
+          },
+          json: { type: 'boolean', help: '{"dim": D, "texts": [{"text", "embedding"}]} on stdout' },
         },
         positionals: { min: 0, max: Infinity },
       },

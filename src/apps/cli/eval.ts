@@ -1,35 +1,43 @@
 /** `internvl eval zeroshot|retrieval|video-retrieval`: the InternVL-C/G evaluation protocols (CLIP_benchmark, MSR-VTT). */
-import { parseCommandArgs, usageError, type OptionSpec, type ParsedArgs } from './args.js';
+import { parseCommandArgs, usageError, type CommandSpec, type Options, type ParsedArgs } from './args.js';
+import { MODEL_OPTIONS } from './model_arg.js';
 import type { Command } from './registry.js';
 import { checkWritableTarget, writeFileAtomicSync } from '../../core/node/atomic_write.js';
 
-const USAGE = `Usage: internvl eval <evaluation> [options]
+const COMMON_OPTIONS = {
+  model: { ...MODEL_OPTIONS.model, help: 'InternVL-C/G checkpoint folder or Hugging Face repo id' },
+  mode: {
+    type: 'string',
+    value: 'C|G',
+    help: 'InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)',
+    default: 'C',
+  },
+  batch: {
+    type: 'string',
+    value: 'n',
+    help: 'images per forward pass (prompts go at least 32 at a time)',
+    default: 8,
+  },
+  limit: { type: 'string', value: 'n', help: 'evaluate only the first n images (videos)' },
+  'cache-dir': {
+    type: 'string',
+    value: 'dir',
+    help: 'embedding cache (default $INTERNVL_CACHE/embeddings, else ~/.cache/internvl-ts/embeddings)',
+  },
+  'no-cache': { type: 'boolean', help: 'neither read nor write the embedding cache' },
+  json: { type: 'boolean', help: 'print the result as JSON (CLIP_benchmark-like record) on stdout' },
+  markdown: { type: 'string', value: 'file', help: 'also write the result as a Markdown table (values ×100)' },
+  threads: MODEL_OPTIONS.threads,
+  offline: MODEL_OPTIONS.offline,
+  quiet: MODEL_OPTIONS.quiet,
+} as const satisfies Options;
 
-Evaluations (InternVL-C/G, e.g. OpenGVLab/InternVL-14B-224px):
-  zeroshot          zero-shot image classification: acc1, acc5, mean per-class recall (CLIP_benchmark)
-  retrieval         image–text retrieval: image→text and text→image R@1/5/10 and their mean (CLIP_benchmark)
-  video-retrieval   video–text retrieval: t2v and v2t R@1/5/10 (InternVL's MSR-VTT script)
-
-Image, video and prompt embeddings are cached on disk, so re-running with other templates or class names does not
-re-encode the images. See 'internvl eval <evaluation> --help'.
-`;
-
-const COMMON_HELP = `  --model <dir|id>     InternVL-C/G checkpoint folder or Hugging Face repo id   (required)
-  --mode C|G           InternVL-C (attention pooling, default) or InternVL-G (QLLaMA queries)
-  --batch <n>          images per forward pass (default 8; prompts go at least 32 at a time)
-  --limit <n>          evaluate only the first n images (videos)
-  --cache-dir <dir>    embedding cache (default $INTERNVL_CACHE/embeddings, else ~/.cache/internvl-ts/embeddings)
-  --no-cache           neither read nor write the embedding cache
-  --json               print the result as JSON (CLIP_benchmark-like record) on stdout
-  --markdown <file>    also write the result as a Markdown table (values ×100)
-  --threads <n>        onnxruntime threads (default: all cores)
-  --offline            never download (also HF_HUB_OFFLINE=1)
-  --quiet              no progress on stderr
-  -h, --help           show this help`;
-
-const ZEROSHOT_USAGE = `Usage: internvl eval zeroshot --model <dir|id> --dataset <folder> [options]
-
-Zero-shot classification as CLIP_benchmark: per class, every template filled with the class name ({c}), the
+/** Each evaluation's help and its own options (after those of COMMON_OPTIONS). */
+const EVALUATION_SPECS: Record<Evaluation, { summary: string } & Omit<CommandSpec, 'command'>> = {
+  zeroshot: {
+    summary: 'zero-shot image classification: acc1, acc5, mean per-class recall (CLIP_benchmark)',
+    synopsis: 'eval zeroshot --model <dir|id> --dataset <folder> [options]',
+    description: `Zero-shot classification as CLIP_benchmark: per class, every template filled with the class name ({c}), the
 prompt embeddings normalised, averaged and renormalised; logits = 100 · normalize(image) @ classifierᵀ. Images:
 Resize(224, short side, bicubic) + CenterCrop(224), ImageNet mean/std. Reports acc1, acc5 (n/a below 5 classes)
 and mean_per_class_recall.
@@ -41,69 +49,102 @@ zeroshot_classification_templates.txt).
 Class names: --classnames, else the built-in ImageNet names of --language, else the webdataset's classnames.txt,
 else (a folder of 1000 wnid folders) the built-in English ImageNet names, else the folder names.
 Templates: --templates, else the built-in ImageNet templates of --language, else the webdataset's templates file,
-else the 80 English ImageNet templates.
-
-Options:
-  --dataset <dir>      ImageNet-style folder or webdataset folder   (required)
-  --classnames <file>  .txt (one per line) or .json (list, folder→name map, or {dataset: [...]} table)
-  --templates <file>   .txt (one per line) or .json (list or {dataset: [...]} table); '{c}' is the class name
-  --language <lang>    built-in ImageNet class names and templates: en, cn, jp, ar, it
-  --key <name>         entry of {dataset: [...]} JSON files (default imagenet1k)
-  --split <name>       webdataset split folder (default test)
-${COMMON_HELP}
-`;
-
-const RETRIEVAL_USAGE = `Usage: internvl eval retrieval --model <dir|id> --dataset <captions file | webdataset folder> [options]
-
-Image–text retrieval as CLIP_benchmark: images Resize((224, 224)) bicubic, no crop; captions through pre_caption
+else the 80 English ImageNet templates.`,
+    options: {
+      dataset: { type: 'string', value: 'dir', help: 'ImageNet-style folder or webdataset folder', required: true },
+      classnames: {
+        type: 'string',
+        value: 'file',
+        help: '.txt (one per line) or .json (list, folder→name map, or {dataset: [...]} table)',
+      },
+      templates: {
+        type: 'string',
+        value: 'file',
+        help: ".txt (one per line) or .json (list or {dataset: [...]} table); '{c}' is the class name",
+      },
+      language: {
+        type: 'string',
+        value: 'lang',
+        help: 'built-in ImageNet class names and templates: en, cn, jp, ar, it',
+      },
+      key: { type: 'string', value: 'name', help: 'entry of {dataset: [...]} JSON files (default imagenet1k)' },
+      split: { type: 'string', value: 'name', help: 'webdataset split folder (default test)' },
+    },
+  },
+  retrieval: {
+    summary: 'image–text retrieval: image→text and text→image R@1/5/10 and their mean (CLIP_benchmark)',
+    synopsis: 'eval retrieval --model <dir|id> --dataset <captions file | webdataset folder> [options]',
+    description: `Image–text retrieval as CLIP_benchmark: images Resize((224, 224)) bicubic, no crop; captions through pre_caption
 (lower case, punctuation removed, at most 50 words) unless --no-pre-caption; scores = normalize(text) @
 normalize(image)ᵀ. A query is a hit at K when any of its positives is in the top K. Reports image→text
 (text_retrieval_recall@K) and text→image (image_retrieval_recall@K) for K = 1, 5, 10 and their mean.
 
 Caption files: Karpathy JSON ({images: [{filename, split, sentences: [{raw}]}]}, the test split by default),
 COCO captions JSON, [{image, caption}] JSON, multilingual COCO JSON ({image_paths, annotations}), Flickr txt.
-A webdataset folder needs dataset_type.txt = retrieval and .txt captions per sample.
-
-Options:
-  --dataset <path>     caption file or retrieval webdataset folder   (required)
-  --image-root <dir>   folder the caption file's image paths are relative to (default: the file's folder)
-  --split <name>       Karpathy split (default test) or webdataset split folder (default test)
-  --pre-caption        apply pre_caption (the default, except with --xtd)
-  --no-pre-caption     keep the captions as they are
-  --xtd                XTD10 protocol: report image→text R@10 only (pre_caption off unless --pre-caption)
-${COMMON_HELP}
-`;
-
-const VIDEO_USAGE = `Usage: internvl eval video-retrieval --model <dir|id> --videos <dir> --captions <file.json> [options]
-
-Video–text retrieval as InternVL's video_retrieval/test_msrvtt.py: F frames per video (interval = ceil(len/F),
+A webdataset folder needs dataset_type.txt = retrieval and .txt captions per sample.`,
+    options: {
+      dataset: { type: 'string', value: 'path', help: 'caption file or retrieval webdataset folder', required: true },
+      'image-root': {
+        type: 'string',
+        value: 'dir',
+        help: "folder the caption file's image paths are relative to (default: the file's folder)",
+      },
+      split: {
+        type: 'string',
+        value: 'name',
+        help: 'Karpathy split (default test) or webdataset split folder (default test)',
+      },
+      'pre-caption': { type: 'boolean', help: 'apply pre_caption (the default, except with --xtd)' },
+      'no-pre-caption': { type: 'boolean', help: 'keep the captions as they are' },
+      xtd: {
+        type: 'boolean',
+        help: 'XTD10 protocol: report image→text R@10 only (pre_caption off unless --pre-caption)',
+      },
+    },
+  },
+  'video-retrieval': {
+    summary: "video–text retrieval: t2v and v2t R@1/5/10 (InternVL's MSR-VTT script)",
+    synopsis: 'eval video-retrieval --model <dir|id> --videos <dir> --captions <file.json> [options]',
+    description: `Video–text retrieval as InternVL's video_retrieval/test_msrvtt.py: F frames per video (interval = ceil(len/F),
 ids = arange(0, len, interval) + interval // 2; a clip that rule cannot take F frames from, where the script
-asserts, is sampled by the chat code's segments instead and counted in videos_segment_sampled), each frame Resize(224, short side) + CenterCrop(224) (the
-CLIPImageProcessor of the 14B model), the frame embeddings averaged and normalised; captions as they are. With
-dual softmax (default) scores are re-weighted as S · softmax(S, dim=0) for each direction. Reports t2v and v2t
-R@1/5/10 and their mean. Needs ffmpeg and ffprobe on PATH.
-
-Options:
-  --videos <dir>       folder the captions file's video paths are relative to   (required)
-  --captions <file>    JSON [{"video": "video7020.mp4", "caption": "..."}], caption i belongs to video i   (required)
-  --frames <n>         frames per video (default 8; test_msrvtt.py's default is 1)
-  --no-dual-softmax    rank the plain cosine similarities
-${COMMON_HELP}
-`;
-
-const COMMON_OPTIONS: Record<string, OptionSpec> = {
-  model: { type: 'string' },
-  mode: { type: 'string' },
-  batch: { type: 'string' },
-  limit: { type: 'string' },
-  'cache-dir': { type: 'string' },
-  'no-cache': { type: 'boolean' },
-  json: { type: 'boolean' },
-  markdown: { type: 'string' },
-  threads: { type: 'string' },
-  offline: { type: 'boolean' },
-  quiet: { type: 'boolean' },
+asserts, is sampled by the chat code's segments instead and counted in videos_segment_sampled), each frame
+Resize(224, short side) + CenterCrop(224) (the CLIPImageProcessor of the 14B model), the frame embeddings averaged
+and normalised; captions as they are. With dual softmax (default) scores are re-weighted as S · softmax(S, dim=0)
+for each direction. Reports t2v and v2t R@1/5/10 and their mean. Needs ffmpeg and ffprobe on PATH.`,
+    options: {
+      videos: {
+        type: 'string',
+        value: 'dir',
+        help: "folder the captions file's video paths are relative to",
+        required: true,
+      },
+      captions: {
+        type: 'string',
+        value: 'file',
+        help: 'JSON [{"video": "video7020.mp4", "caption": "..."}], caption i belongs to video i',
+        required: true,
+      },
+      frames: {
+        type: 'string',
+        value: 'n',
+        help: "frames per video (default 8; test_msrvtt.py's default is 1)",
+      },
+      'no-dual-softmax': { type: 'boolean', help: 'rank the plain cosine similarities' },
+    },
+  },
 };
+
+function help(): string {
+  const lines = EVALUATIONS.map((name) => `  ${name.padEnd(18)}${EVALUATION_SPECS[name].summary}`);
+  return `Usage: internvl eval <evaluation> [options]
+
+Evaluations (InternVL-C/G, e.g. OpenGVLab/InternVL-14B-224px):
+${lines.join('\n')}
+
+Image, video and prompt embeddings are cached on disk, so re-running with other templates or class names does not
+re-encode the images. See 'internvl eval <evaluation> --help'.
+`;
+}
 
 const EVALUATIONS = ['zeroshot', 'retrieval', 'video-retrieval'] as const;
 type Evaluation = (typeof EVALUATIONS)[number];
@@ -115,39 +156,15 @@ export const evalCommand: Command = {
     const [which, ...rest] = args;
     if (which === undefined) throw usageError('eval', `missing evaluation (${EVALUATIONS.join(', ')})`);
     if (which === '--help' || which === '-h') {
-      process.stdout.write(USAGE);
+      process.stdout.write(help());
       return 0;
     }
     if (!(EVALUATIONS as readonly string[]).includes(which))
       throw usageError('eval', `unknown evaluation '${which}' (evaluations: ${EVALUATIONS.join(', ')})`);
     const evaluation = which as Evaluation;
-    const specific: Record<Evaluation, Record<string, OptionSpec>> = {
-      zeroshot: {
-        dataset: { type: 'string' },
-        classnames: { type: 'string' },
-        templates: { type: 'string' },
-        language: { type: 'string' },
-        key: { type: 'string' },
-        split: { type: 'string' },
-      },
-      retrieval: {
-        dataset: { type: 'string' },
-        'image-root': { type: 'string' },
-        split: { type: 'string' },
-        'pre-caption': { type: 'boolean' },
-        'no-pre-caption': { type: 'boolean' },
-        xtd: { type: 'boolean' },
-      },
-      'video-retrieval': {
-        videos: { type: 'string' },
-        captions: { type: 'string' },
-        frames: { type: 'string' },
-        'no-dual-softmax': { type: 'boolean' },
-      },
-    };
-    const usage = { zeroshot: ZEROSHOT_USAGE, retrieval: RETRIEVAL_USAGE, 'video-retrieval': VIDEO_USAGE }[evaluation];
+    const { summary: _, ...spec } = EVALUATION_SPECS[evaluation];
     const parsed = parseCommandArgs(
-      { command: `eval ${evaluation}`, usage, options: { ...COMMON_OPTIONS, ...specific[evaluation] } },
+      { ...spec, command: `eval ${evaluation}`, options: { ...spec.options, ...COMMON_OPTIONS } },
       rest,
     );
     if (!parsed) return 0;
@@ -155,31 +172,41 @@ export const evalCommand: Command = {
   },
 };
 
-async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promise<number> {
+async function runEvaluation(
+  evaluation: Evaluation,
+  parsed: ParsedArgs<typeof COMMON_OPTIONS & Options>,
+): Promise<number> {
   // Everything is checked before the model loads: a typo should not cost a multi-GB load first.
   const modelId = parsed.required('model');
-  const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
-  const batchSize = parsed.integer('batch', 8, { min: 1 });
-  const limit = parsed.integer('limit', undefined, { min: 1 });
+  const mode = parsed.choice('mode', ['C', 'G'] as const);
+  const batchSize = parsed.integer('batch', { min: 1 });
+  const limit = parsed.integer('limit', { min: 1 });
   const threads = parsed.threads();
   const quiet = parsed.flag('quiet');
   const markdown = parsed.string('markdown');
   if (markdown !== undefined) checkWritableTarget(markdown);
   if (parsed.flag('no-cache') && parsed.string('cache-dir') !== undefined)
     parsed.fail('--cache-dir and --no-cache exclude each other');
-  const run = await import('../eval/run.js');
+  const [run, zeroshot, retrieval, videoRetrieval] = await Promise.all([
+    import('../eval/run.js'),
+    import('../eval/zeroshot.js'),
+    import('../eval/retrieval.js'),
+    import('../eval/video_retrieval.js'),
+  ]);
   let language: string | undefined;
   if (evaluation === 'zeroshot') {
     language = parsed.string('language');
-    if (language !== undefined && !(run.LANGUAGES as readonly string[]).includes(language)) {
-      parsed.fail(`unknown language '${language}' (built-in class names and templates: ${run.LANGUAGES.join(', ')})`);
+    if (language !== undefined && !(zeroshot.LANGUAGES as readonly string[]).includes(language)) {
+      parsed.fail(
+        `unknown language '${language}' (built-in class names and templates: ${zeroshot.LANGUAGES.join(', ')})`,
+      );
     }
   }
   if (evaluation === 'retrieval' && parsed.flag('pre-caption') && parsed.flag('no-pre-caption'))
     parsed.fail('--pre-caption and --no-pre-caption exclude each other');
   const required = evaluation === 'video-retrieval' ? ['videos', 'captions'] : ['dataset'];
   for (const name of required) parsed.required(name);
-  const frames = evaluation === 'video-retrieval' ? parsed.integer('frames', undefined, { min: 1 }) : undefined;
+  const frames = evaluation === 'video-retrieval' ? parsed.integer('frames', { min: 1 }) : undefined;
   const inputs: [string, string, ('file' | 'folder')?][] = [
     ['dataset', 'dataset'],
     ['classnames', 'class-names file', 'file'],
@@ -192,7 +219,7 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
     const value = parsed.values[name];
     if (typeof value === 'string') run.checkInputPath(value, what, expect);
   }
-  if (evaluation === 'zeroshot') run.detectImageDataset(parsed.required('dataset'), parsed.string('split'));
+  if (evaluation === 'zeroshot') zeroshot.detectImageDataset(parsed.required('dataset'), parsed.string('split'));
 
   const [{ createProgressReporter }, report] = await Promise.all([
     import('../../core/progress.js'),
@@ -226,7 +253,7 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
   try {
     if (evaluation === 'zeroshot') {
       result = (
-        await run.runZeroShot({
+        await zeroshot.runZeroShot({
           ...common,
           dataset: parsed.required('dataset'),
           classNames: parsed.string('classnames'),
@@ -238,7 +265,7 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
       ).result;
     } else if (evaluation === 'retrieval') {
       result = (
-        await run.runRetrieval({
+        await retrieval.runRetrieval({
           ...common,
           dataset: parsed.required('dataset'),
           imageRoot: parsed.string('image-root'),
@@ -249,7 +276,7 @@ async function runEvaluation(evaluation: Evaluation, parsed: ParsedArgs): Promis
       ).result;
     } else {
       result = (
-        await run.runVideoRetrieval({
+        await videoRetrieval.runVideoRetrieval({
           ...common,
           videos: parsed.required('videos'),
           captions: parsed.required('captions'),

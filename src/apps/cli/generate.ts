@@ -1,25 +1,8 @@
 /** `internvl generate --model <dir> (--prompt T | --input-ids 1,2,3)`: a bare continuation, for checking a decoder. */
 import { parseCommandArgs } from './args.js';
-import { GENERATION_OPTIONS, GENERATION_USAGE, generationArgs } from './generation_args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { GENERATION_OPTIONS, generationArgs } from './generation_args.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs } from './model_arg.js';
 import type { Command } from './registry.js';
-
-const USAGE = `Usage: internvl generate --model <dir|id> (--prompt <text> | --input-ids <id,id,...>) [options]
-
-Runs the language model of a checkpoint (a bare LLaMA/Qwen2/InternLM2/Phi-3 folder, or the LLM inside an
-InternVL-Chat checkpoint) on a prompt, with no chat template, and prints the generated text (prefill once, then one
-cached step per token). A folder without a tokenizer prints the generated token ids instead.
-
-Options:
-${MODEL_USAGE}
-  --prompt <text>      the prompt text, encoded with the folder's tokenizer (BOS as its config says)
-  --input-ids <ids>    the prompt as token ids, comma-separated
-${GENERATION_USAGE}
-  --stop-ids <ids>     stop after any of these ids (default: the config's eos_token_id)
-  --json               {"ids": [...], "text": "...", "prompt_tokens": N, "finish_reason": "..."} on stdout
-                       ("text" only when the folder has a tokenizer)
-  -h, --help           show this help
-`;
 
 function parseIds(text: string, flag: string, fail: (m: string) => never): number[] {
   const parts = text
@@ -38,14 +21,28 @@ export const generateCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'generate',
-        usage: USAGE,
+        synopsis: 'generate --model <dir|id> (--prompt <text> | --input-ids <id,id,...>) [options]',
+        description: `Runs the language model of a checkpoint (a bare LLaMA/Qwen2/InternLM2/Phi-3 folder, or the LLM inside an
+InternVL-Chat checkpoint) on a prompt, with no chat template, and prints the generated text (prefill once, then one
+cached step per token). A folder without a tokenizer prints the generated token ids instead.`,
         options: {
           ...MODEL_OPTIONS,
+          prompt: {
+            type: 'string',
+            value: 'text',
+            help: "the prompt text, encoded with the folder's tokenizer (BOS as its config says)",
+          },
+          'input-ids': { type: 'string', value: 'ids', help: 'the prompt as token ids, comma-separated' },
           ...GENERATION_OPTIONS,
-          prompt: { type: 'string' },
-          'input-ids': { type: 'string' },
-          'stop-ids': { type: 'string' },
-          json: { type: 'boolean' },
+          'stop-ids': {
+            type: 'string',
+            value: 'ids',
+            help: "stop after any of these ids (default: the config's eos_token_id)",
+          },
+          json: {
+            type: 'boolean',
+            help: '{"ids": [...], "text": "...", "prompt_tokens": N, "finish_reason": "..."} on stdout ("text" only when the folder has a tokenizer)',
+          },
         },
       },
       args,

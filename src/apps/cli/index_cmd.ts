@@ -1,35 +1,8 @@
 /** `internvl index <sources…> --model <clip> --db <dir>`: embed a collection into a search index (incremental). */
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
-import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
-
-const USAGE = `Usage: internvl index --model <dir|id> --db <dir|uri> [options] <folder|image|glob|shard.tar|captions.json(l)>...
-
-Embeds images with InternVL-C/G (the aligned embedding, L2-normalised) into a LanceDB table for 'internvl search'.
-Folders are walked recursively; a .tar is a webdataset shard (its txt members are captions); a .json/.jsonl caption
-file lists {image, caption}. Rerunning embeds only new or changed images (a moved file is recognised by its
-content hash); a killed run loses at most the images since its last commit and a rerun continues. Unreadable
-images are skipped with a warning. An ANN index (IVF_PQ) is built once the table is large enough.
-
-Options:
-${MODEL_USAGE}
-  --db <dir|uri>       database folder, or an object-store URI (s3://bucket/path; see README)   (required)
-${storageUsage(23)}
-  --mode <C|G>         InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)   (default C)
-  --weights <f>        fp32 (default) or int8
-  --table <name>       table name (default: <model folder name>_<mode>)
-  --batch <n>          images per forward pass (default 8)
-  --prune              delete rows whose files are gone
-  --commit-every <n>   rows per commit (default 256): the most a killed run loses
-  --ann-threshold <n>  build the ANN index from this many rows (default 100000)
-  --queue <redis://…>  do not embed here: enqueue batches for 'internvl worker' processes (BullMQ over Redis);
-                       waits until the workers have embedded them all
-  --job-size <n>       images per queue job (default 16)
-  --json               the summary as JSON on stdout: {db, table, added, updated, moved, skipped, unreadable,
-                       removed, embedded, rows, seconds, images_per_second, ann_index}
-  -h, --help           show this help
-`;
+import { STORAGE_OPTIONS, storageOptionsArg } from './storage_arg.js';
 
 export const indexCommand: Command = {
   name: 'index',
@@ -38,21 +11,52 @@ export const indexCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'index',
-        usage: USAGE,
+        synopsis: 'index --model <dir|id> --db <dir|uri> [options] <folder|image|glob|shard.tar|captions.json(l)>...',
+        description: `Embeds images with InternVL-C/G (the aligned embedding, L2-normalised) into a LanceDB table for 'internvl search'.
+Folders are walked recursively; a .tar is a webdataset shard (its txt members are captions); a .json/.jsonl caption
+file lists {image, caption}. Rerunning embeds only new or changed images (a moved file is recognised by its
+content hash); a killed run loses at most the images since its last commit and a rerun continues. Unreadable
+images are skipped with a warning. An ANN index (IVF_PQ) is built once the table is large enough.`,
         options: {
           ...MODEL_OPTIONS,
+          db: {
+            type: 'string',
+            value: 'dir|uri',
+            help: 'database folder, or an object-store URI (s3://bucket/path; see README)',
+            required: true,
+          },
           ...STORAGE_OPTIONS,
-          db: { type: 'string' },
-          mode: { type: 'string' },
-          weights: { type: 'string' },
-          table: { type: 'string' },
-          batch: { type: 'string' },
-          prune: { type: 'boolean' },
-          'commit-every': { type: 'string' },
-          'ann-threshold': { type: 'string' },
-          queue: { type: 'string' },
-          'job-size': { type: 'string' },
-          json: { type: 'boolean' },
+          mode: {
+            type: 'string',
+            value: 'C|G',
+            help: 'InternVL-C (attention pooling) or InternVL-G (QLLaMA queries)',
+            default: 'C',
+          },
+          weights: weightsOption('fp32 or int8'),
+          table: { type: 'string', value: 'name', help: 'table name (default: <model folder name>_<mode>)' },
+          batch: { type: 'string', value: 'n', help: 'images per forward pass', default: 8 },
+          prune: { type: 'boolean', help: 'delete rows whose files are gone' },
+          'commit-every': {
+            type: 'string',
+            value: 'n',
+            help: 'rows per commit: the most a killed run loses',
+            default: 256,
+          },
+          'ann-threshold': {
+            type: 'string',
+            value: 'n',
+            help: 'build the ANN index from this many rows (default 100000)',
+          },
+          queue: {
+            type: 'string',
+            value: 'redis://…',
+            help: "do not embed here: enqueue batches for 'internvl worker' processes (BullMQ over Redis); waits until the workers have embedded them all",
+          },
+          'job-size': { type: 'string', value: 'n', help: 'images per queue job', default: 16 },
+          json: {
+            type: 'boolean',
+            help: 'the summary as JSON on stdout: {db, table, added, updated, moved, skipped, unreadable, removed, embedded, rows, seconds, images_per_second, ann_index}',
+          },
         },
         positionals: { min: 1, max: Infinity },
       },
@@ -60,10 +64,10 @@ export const indexCommand: Command = {
     );
     if (!parsed) return 0;
     const db = parsed.required('db');
-    const mode = parsed.choice('mode', ['C', 'G'] as const, 'C');
-    const weights = parsed.choice('weights', ['fp32', 'int8'] as const, 'fp32');
-    const batchSize = parsed.integer('batch', 8, { min: 1 });
-    const annThreshold = parsed.integer('ann-threshold', undefined, { min: 256 });
+    const mode = parsed.choice('mode', ['C', 'G'] as const);
+    const weights = parsed.choice('weights', ['fp32', 'int8'] as const);
+    const batchSize = parsed.integer('batch', { min: 1 });
+    const annThreshold = parsed.integer('ann-threshold', { min: 256 });
     const queue = parsed.string('queue');
     const quiet = parsed.flag('quiet');
     const [{ openIndex }, { createProgressReporter }] = await Promise.all([
@@ -88,7 +92,7 @@ export const indexCommand: Command = {
       const { QueueSink } = await import('../search/queue.js');
       remote = createProgressReporter('embedding (workers)', { quiet, unit: 'items', itemName: 'images' });
       sink = await QueueSink.connect(queue, index.store, {
-        jobImages: parsed.integer('job-size', 16, { min: 1 }),
+        jobImages: parsed.integer('job-size', { min: 1 }),
         onProgress: (done, total) => remote?.update(done, total),
         onWarning: warn,
       });
@@ -98,7 +102,7 @@ export const indexCommand: Command = {
       summary = await index.add(parsed.positionals, {
         batchSize,
         prune: parsed.flag('prune'),
-        commitRows: parsed.integer('commit-every', 256, { min: 1 }),
+        commitRows: parsed.integer('commit-every', { min: 1 }),
         annThreshold,
         sink,
         onWarning: warn,

@@ -22,6 +22,7 @@ import { indexCommand } from './index_cmd.js';
 import { searchCommand } from './search.js';
 import { workerCommand } from './worker.js';
 import { serveCommand } from './serve.js';
+import { webCommand } from './web.js';
 
 export { registerCommand, type Command };
 
@@ -44,6 +45,7 @@ const BUILTIN_COMMANDS: Command[] = [
   searchCommand,
   workerCommand,
   serveCommand,
+  webCommand,
 ];
 for (const command of BUILTIN_COMMANDS) if (!getCommand(command.name)) registerCommand(command);
 

@@ -1,34 +1,40 @@
 /** `--model <dir|org/name[@revision]>` for every command: a local folder, or a Hub download with a progress line. */
-import type { ParsedArgs } from './args.js';
+import { QUIET_OPTION, THREADS_OPTION, type OptionSpec, type Options, type ParsedArgs } from './args.js';
 import { createProgressReporter } from '../../core/progress.js';
 import { WEIGHT_FORMATS, weightFormatHook, type WeightFormat } from '../../core/quantize/formats.js';
 import type { GraphBuilder } from '../../core/graph.js';
 
 export const MODEL_OPTIONS = {
-  model: { type: 'string' },
-  offline: { type: 'boolean' },
-  'hub-timeout': { type: 'string' },
-  'hub-retries': { type: 'string' },
-  threads: { type: 'string' },
-  quiet: { type: 'boolean' },
-} as const;
-
-export const MODEL_USAGE = `  --model <dir|id>     model folder or Hugging Face repo id (org/name[@revision])   (required)
-  --offline            never download (also HF_HUB_OFFLINE=1)
-  --hub-timeout <s>    give up on a Hub request silent this long (default HF_HUB_DOWNLOAD_TIMEOUT, else 60)
-  --hub-retries <n>    attempts after the first on network failures (default INTERNVL_HUB_RETRIES, else 5)
-  --threads <n>        onnxruntime threads (default: all cores)
-  --quiet              no progress on stderr`;
+  model: {
+    type: 'string',
+    value: 'dir|id',
+    help: 'model folder or Hugging Face repo id (org/name[@revision])',
+    required: true,
+  },
+  offline: { type: 'boolean', help: 'never download (also HF_HUB_OFFLINE=1)' },
+  'hub-timeout': {
+    type: 'string',
+    value: 's',
+    help: 'give up on a Hub request silent this long (default HF_HUB_DOWNLOAD_TIMEOUT, else 60)',
+  },
+  'hub-retries': {
+    type: 'string',
+    value: 'n',
+    help: 'attempts after the first on network failures (default INTERNVL_HUB_RETRIES, else 5)',
+  },
+  threads: THREADS_OPTION,
+  quiet: QUIET_OPTION,
+} as const satisfies Options;
 
 export async function resolveModelArg(parsed: ParsedArgs): Promise<string> {
   const { resolveModelDir } = await import('../../core/hub.js');
   const progress = createProgressReporter('download', { quiet: parsed.flag('quiet') });
-  const timeout = parsed.integer('hub-timeout', undefined, { min: 1 });
+  const timeout = parsed.integer('hub-timeout', { min: 1 });
   let downloading = false;
   const dir = await resolveModelDir(parsed.required('model'), {
     offline: parsed.flag('offline') || undefined,
     timeoutMs: timeout === undefined ? undefined : timeout * 1000,
-    retries: parsed.integer('hub-retries', undefined, { min: 0 }),
+    retries: parsed.integer('hub-retries', { min: 0 }),
     onProgress: (e) => {
       downloading = true;
       progress.update(e.overallBytesDone, e.overallTotalBytes, e.file);
@@ -60,14 +66,22 @@ export function sessionArgs(parsed: ParsedArgs): {
   };
 }
 
+/** Weights stay float32 unless a weights flag says otherwise. */
+const DEFAULT_WEIGHTS = 'fp32';
+
+/** A `--…weights <f>` flag of a model part; `help` names the formats it takes. */
+export function weightsOption(help: string) {
+  return { type: 'string', value: 'f', help, default: DEFAULT_WEIGHTS } as const satisfies OptionSpec;
+}
+
 /**
- * `--<flag> fp32|int8|int4|int4+int8`: the weight format of a model part, as a graph hook (none for fp32).
- * Quantized weights are computed on the first load and cached.
+ * `--<flag> fp32|int8|int4|int4+int8` (declared with {@link weightsOption}): the weight format of a model part, as
+ * a graph hook (none for fp32). Quantized weights are computed on the first load and cached.
  */
 export function weightsArg(
   parsed: ParsedArgs,
   flag: string,
   allowed: readonly WeightFormat[] = WEIGHT_FORMATS,
 ): ((g: GraphBuilder) => void) | undefined {
-  return weightFormatHook(parsed.choice(flag, allowed, 'fp32'));
+  return weightFormatHook(parsed.choice(flag, allowed) ?? DEFAULT_WEIGHTS);
 }

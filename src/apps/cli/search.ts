@@ -1,26 +1,7 @@
 /** `internvl search --db <dir> "text" | --image q.jpg`: query a search index built by `internvl index`. */
-import { parseCommandArgs } from './args.js';
+import { parseCommandArgs, THREADS_OPTION } from './args.js';
 import type { Command } from './registry.js';
-import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
-
-const USAGE = `Usage: internvl search --db <dir|uri> ("text" | --image <query image>) [options]
-
-Ranks the indexed images by cosine similarity to a text (any language the model's tokenizer takes) or to an
-image, with the model and mode the table was built with. Prints rank, score and image path.
-
-Options:
-  --db <dir|uri>       database folder or object-store URI                            (required)
-${storageUsage(23)}
-  --image <file>       query by image instead of text
-  --k <n>              results (default 10)
-  --where <sql>        filter on the columns, e.g. "width >= 640" or "uri LIKE '%/cats/%'"
-  --table <name>       table (needed when the database holds several)
-  --mode <C|G>         pick the table of this mode
-  --exact              exact search even when the table has an ANN index
-  --threads <n>        onnxruntime threads (default: all cores)
-  --json               {"query", "table", "results": [{rank, id, image, score, width, height, caption, metadata}]}
-  -h, --help           show this help
-`;
+import { STORAGE_OPTIONS, storageOptionsArg } from './storage_arg.js';
 
 export const searchCommand: Command = {
   name: 'search',
@@ -29,18 +10,27 @@ export const searchCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'search',
-        usage: USAGE,
+        synopsis: 'search --db <dir|uri> ("text" | --image <query image>) [options]',
+        description: `Ranks the indexed images by cosine similarity to a text (any language the model's tokenizer takes) or to an
+image, with the model and mode the table was built with. Prints rank, score and image path.`,
         options: {
+          db: { type: 'string', value: 'dir|uri', help: 'database folder or object-store URI', required: true },
           ...STORAGE_OPTIONS,
-          db: { type: 'string' },
-          image: { type: 'string' },
-          k: { type: 'string' },
-          where: { type: 'string' },
-          table: { type: 'string' },
-          mode: { type: 'string' },
-          exact: { type: 'boolean' },
-          threads: { type: 'string' },
-          json: { type: 'boolean' },
+          image: { type: 'string', value: 'file', help: 'query by image instead of text' },
+          k: { type: 'string', value: 'n', help: 'results', default: 10 },
+          where: {
+            type: 'string',
+            value: 'sql',
+            help: `filter on the columns, e.g. "width >= 640" or "uri LIKE '%/cats/%'"`,
+          },
+          table: { type: 'string', value: 'name', help: 'table (needed when the database holds several)' },
+          mode: { type: 'string', value: 'C|G', help: 'pick the table of this mode' },
+          exact: { type: 'boolean', help: 'exact search even when the table has an ANN index' },
+          threads: THREADS_OPTION,
+          json: {
+            type: 'boolean',
+            help: '{"query", "table", "results": [{rank, id, image, score, width, height, caption, metadata}]}',
+          },
         },
         positionals: { min: 0, max: 1 },
       },
@@ -51,8 +41,8 @@ export const searchCommand: Command = {
     const image = parsed.string('image');
     const text = parsed.positionals[0];
     if ((image === undefined) === (text === undefined)) parsed.fail('give either a text query or --image, not both');
-    const k = parsed.integer('k', 10, { min: 1 });
-    const mode = parsed.string('mode') === undefined ? undefined : parsed.choice('mode', ['C', 'G'] as const, 'C');
+    const k = parsed.integer('k', { min: 1 });
+    const mode = parsed.choice('mode', ['C', 'G'] as const);
     const { openIndex } = await import('../search/search_index.js');
     const index = await openIndex(db, {
       table: parsed.string('table'),

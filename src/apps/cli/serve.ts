@@ -1,52 +1,10 @@
 /** `internvl serve --model <dir|id>[=name] …`: the OpenAI-compatible server (see src/apps/server/). */
 import fs from 'node:fs';
 import { DEFAULT_MAX_LENGTH, DEFAULT_PREFILL_CHUNK } from '../server/scheduler.js';
-import { parseCommandArgs } from './args.js';
+import { parseCommandArgs, THREADS_OPTION } from './args.js';
+import { MODEL_OPTIONS, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
-import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
-
-const USAGE = `Usage: internvl serve (--model <dir|id>[=name] [--model ...] | --index <db>) [options]
-
-An OpenAI-compatible HTTP server that keeps models loaded: /v1/chat/completions (InternVL-Chat; streaming),
-/v1/embeddings and /v1/classify (InternVL-C/G; InternViT pooled features), /v1/models, /tokenize, /detokenize,
-/health (503 while loading, then 200) and /metrics (Prometheus). With --index: POST /v1/search over a table built
-by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/SIGINT.
-
-Options:
-  --model <dir|id>[=name]   a model folder or Hugging Face repo id, served under <name> (default: its last path
-                            component); repeatable                       (required unless --index)
-  --index <db>              serve this search index (a folder or s3://… URI): /v1/search and the page at /
-  --index-table <name>      the table, when the database holds several
-${storageUsage(28)}
-  --host <addr>             address to listen on (default 127.0.0.1)
-  --port <n>                port (default 8080; 0 picks a free one)
-  --api-key <key>           required as 'Authorization: Bearer <key>' on every route but /health
-  --api-key-file <file>     the same, read from a file (first line)
-  --weights <f>             chat LLM weights: fp32 (default), int8, int4, int4+int8; vision towers and QLLaMA
-                            use int8 unless fp32
-  --threads <n>             onnxruntime threads (default: all cores)
-  --max-batch <n>           chat sequences generating at once per model (default 4)
-  --max-queue <n>           requests waiting per model before 429 (default 16)
-  --max-model-len <n>       positions per chat request, prompt + answer (default 8192, capped by the model's
-                            context); the KV caches grow with the requests up to --max-batch × this
-  --prefill-chunk <n>       prompt positions prefilled between two decode steps of running requests (default 512)
-  --timeout <s>             per-request time limit (default 600)
-  --shutdown-timeout <s>    on SIGTERM/SIGINT, how long running requests may finish (default 10)
-  --max-body-mb <n>         largest request body (default 64; 413 above)
-  --allow-private-media     let media URLs reach loopback/private/link-local addresses (tests, LANs)
-  --allowed-media-domains <a,b>  media URLs only from these domains (and their subdomains)
-  --allowed-local-media-path <dir>  serve file:// URLs and absolute paths under this folder (default: none)
-  --max-media-mb <n>        largest media download (default 20)
-  --media-timeout <s>       time limit of one media download (default 10)
-  --max-redirects <n>       redirects followed per media URL (default 3)
-  --max-image-pixels <n>    largest decoded image (default 40000000)
-  --max-total-tiles <n>     tiles of all images of one chat request (default 48)
-  --video-frames <n>        frames sampled from a video_url without num_frames (default 8)
-  --cors <origin>           allow this origin (repeatable; '*' for any); CORS is off by default
-  --log-format <f>          one line per request: text (default), json, or none
-  --offline                 never download (also HF_HUB_OFFLINE=1)
-  -h, --help                show this help
-`;
+import { STORAGE_OPTIONS, storageOptionsArg } from './storage_arg.js';
 
 export const serveCommand: Command = {
   name: 'serve',
@@ -55,37 +13,102 @@ export const serveCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'serve',
-        usage: USAGE,
+        synopsis: 'serve (--model <dir|id>[=name] [--model ...] | --index <db>) [options]',
+        description: `An OpenAI-compatible HTTP server that keeps models loaded: /v1/chat/completions (InternVL-Chat; streaming),
+/v1/embeddings and /v1/classify (InternVL-C/G; InternViT pooled features), /v1/models, /tokenize, /detokenize,
+/health (503 while loading, then 200) and /metrics (Prometheus). With --index: POST /v1/search over a table built
+by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/SIGINT.`,
         options: {
-          model: { type: 'string', multiple: true },
-          index: { type: 'string' },
-          'index-table': { type: 'string' },
+          model: {
+            type: 'string',
+            multiple: true,
+            value: '<dir|id>[=name]',
+            help: 'a model folder or Hugging Face repo id, served under <name> (default: its last path component); repeatable (required unless --index)',
+          },
+          index: {
+            type: 'string',
+            value: 'db',
+            help: 'serve this search index (a folder or s3://… URI): /v1/search and the page at /',
+          },
+          'index-table': { type: 'string', value: 'name', help: 'the table, when the database holds several' },
           ...STORAGE_OPTIONS,
-          host: { type: 'string' },
-          port: { type: 'string' },
-          'api-key': { type: 'string' },
-          'api-key-file': { type: 'string' },
-          weights: { type: 'string' },
-          threads: { type: 'string' },
-          'max-batch': { type: 'string' },
-          'max-queue': { type: 'string' },
-          'max-model-len': { type: 'string' },
-          'prefill-chunk': { type: 'string' },
-          timeout: { type: 'string' },
-          'shutdown-timeout': { type: 'string' },
-          'max-body-mb': { type: 'string' },
-          'allow-private-media': { type: 'boolean' },
-          'allowed-media-domains': { type: 'string' },
-          'allowed-local-media-path': { type: 'string' },
-          'max-media-mb': { type: 'string' },
-          'media-timeout': { type: 'string' },
-          'max-redirects': { type: 'string' },
-          'max-image-pixels': { type: 'string' },
-          'max-total-tiles': { type: 'string' },
-          'video-frames': { type: 'string' },
-          cors: { type: 'string', multiple: true },
-          'log-format': { type: 'string' },
-          offline: { type: 'boolean' },
+          host: { type: 'string', value: 'addr', help: 'address to listen on', default: '127.0.0.1' },
+          port: { type: 'string', value: 'n', help: 'port (0 picks a free one)', default: 8080 },
+          'api-key': {
+            type: 'string',
+            value: 'key',
+            help: "required as 'Authorization: Bearer <key>' on every route but /health",
+          },
+          'api-key-file': { type: 'string', value: 'file', help: 'the same, read from a file (first line)' },
+          weights: weightsOption(
+            'chat LLM weights: fp32, int8, int4, int4+int8; vision towers and QLLaMA use int8 unless fp32',
+          ),
+          threads: THREADS_OPTION,
+          'max-batch': { type: 'string', value: 'n', help: 'chat sequences generating at once per model', default: 4 },
+          'max-queue': { type: 'string', value: 'n', help: 'requests waiting per model before 429', default: 16 },
+          'max-model-len': {
+            type: 'string',
+            value: 'n',
+            help: "positions per chat request, prompt + answer, capped by the model's context; the KV caches grow with the requests up to --max-batch × this",
+            default: DEFAULT_MAX_LENGTH,
+          },
+          'prefill-chunk': {
+            type: 'string',
+            value: 'n',
+            help: 'prompt positions prefilled between two decode steps of running requests',
+            default: DEFAULT_PREFILL_CHUNK,
+          },
+          timeout: { type: 'string', value: 's', help: 'per-request time limit', default: 600 },
+          'shutdown-timeout': {
+            type: 'string',
+            value: 's',
+            help: 'on SIGTERM/SIGINT, how long running requests may finish',
+            default: 10,
+          },
+          'max-body-mb': { type: 'string', value: 'n', help: 'largest request body (413 above)', default: 64 },
+          'allow-private-media': {
+            type: 'boolean',
+            help: 'let media URLs reach loopback/private/link-local addresses (tests, LANs)',
+          },
+          'allowed-media-domains': {
+            type: 'string',
+            value: 'a,b',
+            help: 'media URLs only from these domains (and their subdomains)',
+          },
+          'allowed-local-media-path': {
+            type: 'string',
+            value: 'dir',
+            help: 'serve file:// URLs and absolute paths under this folder (default: none)',
+          },
+          'max-media-mb': { type: 'string', value: 'n', help: 'largest media download', default: 20 },
+          'media-timeout': { type: 'string', value: 's', help: 'time limit of one media download', default: 10 },
+          'max-redirects': { type: 'string', value: 'n', help: 'redirects followed per media URL', default: 3 },
+          'max-image-pixels': { type: 'string', value: 'n', help: 'largest decoded image', default: 40_000_000 },
+          'max-total-tiles': {
+            type: 'string',
+            value: 'n',
+            help: 'tiles of all images of one chat request',
+            default: 48,
+          },
+          'video-frames': {
+            type: 'string',
+            value: 'n',
+            help: 'frames sampled from a video_url without num_frames',
+            default: 8,
+          },
+          cors: {
+            type: 'string',
+            multiple: true,
+            value: 'origin',
+            help: "allow this origin (repeatable; '*' for any); CORS is off by default",
+          },
+          'log-format': {
+            type: 'string',
+            value: 'f',
+            help: 'one line per request: text, json, or none',
+            default: 'text',
+          },
+          offline: MODEL_OPTIONS.offline,
         },
       },
       args,
@@ -111,11 +134,11 @@ export const serveCommand: Command = {
       parsed.fail(`--allowed-local-media-path '${localPath}' is not a folder`);
     const mb = 1024 * 1024;
     const domains = parsed.string('allowed-media-domains');
-    const host = parsed.string('host', '127.0.0.1');
-    const port = parsed.integer('port', 8080, { min: 0, max: 65535 });
-    const shutdownSeconds = parsed.integer('shutdown-timeout', 10, { min: 0 });
-    const logFormat = parsed.choice('log-format', ['text', 'json', 'none'] as const, 'text');
-    const weights = parsed.choice('weights', ['fp32', 'int8', 'int4', 'int4+int8'] as const, 'fp32');
+    const host = parsed.string('host');
+    const port = parsed.integer('port', { min: 0, max: 65535 });
+    const shutdownSeconds = parsed.integer('shutdown-timeout', { min: 0 });
+    const logFormat = parsed.choice('log-format', ['text', 'json', 'none'] as const);
+    const weights = parsed.choice('weights', ['fp32', 'int8', 'int4', 'int4+int8'] as const);
 
     const [{ createServer }, { parseModelSpec }, { InternVLError }] = await Promise.all([
       import('../server/server.js'),
@@ -141,17 +164,17 @@ export const serveCommand: Command = {
       load: {
         weights,
         session: { threads: parsed.threads() },
-        maxBatch: parsed.integer('max-batch', 4, { min: 1, max: 64 }),
-        maxQueue: parsed.integer('max-queue', 16, { min: 0 }),
-        maxLength: parsed.integer('max-model-len', DEFAULT_MAX_LENGTH, { min: 1 }),
-        prefillChunk: parsed.integer('prefill-chunk', DEFAULT_PREFILL_CHUNK, { min: 1 }),
+        maxBatch: parsed.integer('max-batch', { min: 1, max: 64 }),
+        maxQueue: parsed.integer('max-queue', { min: 0 }),
+        maxLength: parsed.integer('max-model-len', { min: 1 }),
+        prefillChunk: parsed.integer('prefill-chunk', { min: 1 }),
         offline: parsed.flag('offline') || undefined,
       },
       settings: {
-        timeoutSeconds: parsed.integer('timeout', 600, { min: 1 }),
-        maxImagePixels: parsed.integer('max-image-pixels', 40_000_000, { min: 1 }),
-        maxTotalTiles: parsed.integer('max-total-tiles', 48, { min: 1 }),
-        videoFrames: parsed.integer('video-frames', 8, { min: 1, max: 64 }),
+        timeoutSeconds: parsed.integer('timeout', { min: 1 }),
+        maxImagePixels: parsed.integer('max-image-pixels', { min: 1 }),
+        maxTotalTiles: parsed.integer('max-total-tiles', { min: 1 }),
+        videoFrames: parsed.integer('video-frames', { min: 1, max: 64 }),
         media: {
           allowPrivate: parsed.flag('allow-private-media'),
           allowedDomains: domains
@@ -161,13 +184,13 @@ export const serveCommand: Command = {
                 .filter(Boolean)
             : null,
           allowedLocalPath: localPath ?? null,
-          maxBytes: parsed.integer('max-media-mb', 20, { min: 1 }) * mb,
-          timeoutMs: parsed.integer('media-timeout', 10, { min: 1 }) * 1000,
-          maxRedirects: parsed.integer('max-redirects', 3, { min: 0, max: 20 }),
+          maxBytes: parsed.integer('max-media-mb', { min: 1 }) * mb,
+          timeoutMs: parsed.integer('media-timeout', { min: 1 }) * 1000,
+          maxRedirects: parsed.integer('max-redirects', { min: 0, max: 20 }),
         },
       },
       apiKey,
-      bodyLimit: parsed.integer('max-body-mb', 64, { min: 1 }) * mb,
+      bodyLimit: parsed.integer('max-body-mb', { min: 1 }) * mb,
       corsOrigins: (parsed.values.cors as string[] | undefined) ?? [],
       logFormat,
       plugins,

@@ -4,24 +4,6 @@ import path from 'node:path';
 import { parseCommandArgs } from './args.js';
 import type { Command } from './registry.js';
 
-const USAGE = `Usage: internvl tokenize <tokenizer> (--text <text> | --file <file>) [--add-special] [--decode] [--json]
-
-Prints the token ids of each input line, comma-separated, one line per input; with --decode, the text of each
-input line of token ids. <tokenizer> is a model or tokenizer folder (tokenizer.model, tokenizer.json, or
-vocab.json + merges.txt with their configs) or one of those files.
-
-Options:
-  --text <text>        the text (its lines are encoded separately)
-  --file <file>        a UTF-8 file, one text per line
-  --separator <s>      split the input at this string instead of at newlines (\\n and \\t are understood),
-                       e.g. '\\n__ggml_vocab_test__\\n' for llama.cpp's test vectors
-  --add-special        add BOS/EOS as the tokenizer config says (default: no special tokens)
-  --decode             the input lines are token ids (comma- or space-separated): print their text
-  --skip-special       with --decode: leave special tokens (BOS, EOS, pad, added special tokens) out of the text
-  --json               {"ids": [[...], ...]} on stdout; with --decode {"texts": ["...", ...]}
-  -h, --help           show this help
-`;
-
 export const tokenizeCommand: Command = {
   name: 'tokenize',
   summary: 'token ids of text with any supported tokenizer (SentencePiece, byte-level BPE)',
@@ -29,15 +11,31 @@ export const tokenizeCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'tokenize',
-        usage: USAGE,
+        synopsis: 'tokenize <tokenizer> (--text <text> | --file <file>) [--add-special] [--decode] [--json]',
+        description: `Prints the token ids of each input line, comma-separated, one line per input; with --decode, the text
+of each input line of token ids. <tokenizer> is a model or tokenizer folder (tokenizer.model, tokenizer.json, or
+vocab.json + merges.txt with their configs) or one of those files.`,
         options: {
-          text: { type: 'string' },
-          file: { type: 'string' },
-          separator: { type: 'string' },
-          'add-special': { type: 'boolean' },
-          decode: { type: 'boolean' },
-          'skip-special': { type: 'boolean' },
-          json: { type: 'boolean' },
+          text: { type: 'string', value: 'text', help: 'the text (its lines are encoded separately)' },
+          file: { type: 'string', value: 'file', help: 'a UTF-8 file, one text per line' },
+          separator: {
+            type: 'string',
+            value: 's',
+            help: "split the input at this string instead of at newlines (\\n and \\t are understood), e.g. '\\n__ggml_vocab_test__\\n' for llama.cpp's test vectors",
+          },
+          'add-special': {
+            type: 'boolean',
+            help: 'add BOS/EOS as the tokenizer config says (default: no special tokens)',
+          },
+          decode: {
+            type: 'boolean',
+            help: 'the input lines are token ids (comma- or space-separated): print their text',
+          },
+          'skip-special': {
+            type: 'boolean',
+            help: 'with --decode: leave special tokens (BOS, EOS, pad, added special tokens) out of the text',
+          },
+          json: { type: 'boolean', help: '{"ids": [[...], ...]} on stdout; with --decode {"texts": ["...", ...]}' },
         },
         positionals: { min: 1, max: 1 },
       },
@@ -55,7 +53,7 @@ export const tokenizeCommand: Command = {
         parsed.fail(`cannot read --file '${file}' (${(error as NodeJS.ErrnoException).code ?? error})`);
       }
     }
-    const separator = (parsed.string('separator') ?? '\\n').replaceAll('\\n', '\n').replaceAll('\\t', '\t');
+    const separator = (parsed.string('separator') ?? '\n').replaceAll('\\n', '\n').replaceAll('\\t', '\t');
     const lines = input.split(separator);
     // A file's final newline ends its last line rather than starting an empty one.
     if (file !== undefined && lines.length > 1 && lines[lines.length - 1].replace(/\n$/, '') === '') lines.pop();

@@ -1,26 +1,7 @@
 /** `internvl verify <fixture-dir…>` */
 import { UsageError } from '../../core/errors.js';
-import { parseCommandArgs } from './args.js';
+import { parseCommandArgs, THREADS_OPTION } from './args.js';
 import type { Command } from './registry.js';
-
-const USAGE = `Usage: internvl verify [options] <fixture-dir>...
-
-Runs golden fixture folders (config.json, weights, io.safetensors with in.* inputs and out.* goldens, meta.json;
-or a checkpoint folder with golden/) through this implementation and compares every out.* tensor it can compute.
-Prints one row per tensor: shape, max abs error, max relative error (max|a-b| / max|b|).
-
-Bounds: model outputs 1e-4 relative, pixel tensors 0.04 absolute, integer tensors exact.
-Exit: 0 all compared tensors within bound, 1 a mismatch, 2 the fixture could not be run or nothing was compared
-(with several folders: the worst).
-
-Options:
-  --json             print the reports as JSON
-  --threads <n>      onnxruntime threads (default: all cores)
-  --browser          run the verification inside headless Chromium on onnxruntime-web (the folders are served
-                     on 127.0.0.1; needs Chromium, or INTERNVL_CHROMIUM, and playwright-core)
-  --device <d>       with --browser: wasm (default) or webgpu
-  -h, --help         show this help
-`;
 
 export const verifyCommand: Command = {
   name: 'verify',
@@ -29,12 +10,22 @@ export const verifyCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'verify',
-        usage: USAGE,
+        synopsis: 'verify [options] <fixture-dir>...',
+        description: `Runs golden fixture folders (config.json, weights, io.safetensors with in.* inputs and out.* goldens, meta.json;
+or a checkpoint folder with golden/) through this implementation and compares every out.* tensor it can compute.
+Prints one row per tensor: shape, max abs error, max relative error (max|a-b| / max|b|).
+
+Bounds: model outputs 1e-4 relative, pixel tensors 0.04 absolute, integer tensors exact.
+Exit: 0 all compared tensors within bound, 1 a mismatch, 2 the fixture could not be run or nothing was compared
+(with several folders: the worst).`,
         options: {
-          json: { type: 'boolean' },
-          threads: { type: 'string' },
-          browser: { type: 'boolean' },
-          device: { type: 'string' },
+          json: { type: 'boolean', help: 'print the reports as JSON' },
+          threads: THREADS_OPTION,
+          browser: {
+            type: 'boolean',
+            help: 'run the verification inside headless Chromium on onnxruntime-web (the folders are served on 127.0.0.1; needs Chromium, or INTERNVL_CHROMIUM, and playwright-core)',
+          },
+          device: { type: 'string', value: 'd', help: 'with --browser: wasm (default) or webgpu' },
         },
         positionals: { min: 1, max: Infinity },
       },

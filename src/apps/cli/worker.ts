@@ -1,26 +1,8 @@
 /** `internvl worker --queue redis://… --model <clip> --db <uri>`: embeds the batches `internvl index --queue` enqueues. */
 import { parseCommandArgs } from './args.js';
-import { MODEL_OPTIONS, MODEL_USAGE, resolveModelArg, sessionArgs } from './model_arg.js';
+import { MODEL_OPTIONS, resolveModelArg, sessionArgs, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
-import { STORAGE_OPTIONS, storageOptionsArg, storageUsage } from './storage_arg.js';
-
-const USAGE = `Usage: internvl worker --queue <redis://host:port> --model <dir|id> --db <dir|uri> [options]
-
-Takes embedding jobs from the queue that 'internvl index --queue' fills, embeds the images (read from the paths in
-the job: the files must be visible here under the same paths) and merge-inserts the rows into the table at --db.
-Run any number of workers on any number of machines; a killed worker's job is taken over by another one once its
-lock expires. Runs until interrupted (Ctrl-C / SIGTERM finishes the current job first).
-
-Options:
-${MODEL_USAGE}
-  --queue <url>        redis://[user:password@]host:port[/db]                        (required)
-  --db <dir|uri>       the table's database (the same one the indexer writes)         (required)
-${storageUsage(23)}
-  --weights <f>        fp32 (default) or int8: must match the table
-  --batch <n>          images per forward pass (default 8)
-  --lock <seconds>     a job whose worker sent no heartbeat for this long is retried elsewhere (default 30)
-  -h, --help           show this help
-`;
+import { STORAGE_OPTIONS, storageOptionsArg } from './storage_arg.js';
 
 export const workerCommand: Command = {
   name: 'worker',
@@ -29,15 +11,29 @@ export const workerCommand: Command = {
     const parsed = parseCommandArgs(
       {
         command: 'worker',
-        usage: USAGE,
+        synopsis: 'worker --queue <redis://host:port> --model <dir|id> --db <dir|uri> [options]',
+        description: `Takes embedding jobs from the queue that 'internvl index --queue' fills, embeds the images (read from the paths in
+the job: the files must be visible here under the same paths) and merge-inserts the rows into the table at --db.
+Run any number of workers on any number of machines; a killed worker's job is taken over by another one once its
+lock expires. Runs until interrupted (Ctrl-C / SIGTERM finishes the current job first).`,
         options: {
           ...MODEL_OPTIONS,
+          queue: { type: 'string', value: 'url', help: 'redis://[user:password@]host:port[/db]', required: true },
+          db: {
+            type: 'string',
+            value: 'dir|uri',
+            help: "the table's database (the same one the indexer writes)",
+            required: true,
+          },
           ...STORAGE_OPTIONS,
-          queue: { type: 'string' },
-          db: { type: 'string' },
-          weights: { type: 'string' },
-          batch: { type: 'string' },
-          lock: { type: 'string' },
+          weights: weightsOption('fp32 or int8: must match the table'),
+          batch: { type: 'string', value: 'n', help: 'images per forward pass', default: 8 },
+          lock: {
+            type: 'string',
+            value: 'seconds',
+            help: 'a job whose worker sent no heartbeat for this long is retried elsewhere',
+            default: 30,
+          },
         },
       },
       args,
@@ -45,9 +41,9 @@ export const workerCommand: Command = {
     if (!parsed) return 0;
     const queue = parsed.required('queue');
     const db = parsed.required('db');
-    const weights = parsed.choice('weights', ['fp32', 'int8'] as const, 'fp32');
-    const batchSize = parsed.integer('batch', 8, { min: 1 });
-    const lockMs = parsed.integer('lock', 30, { min: 1 }) * 1000;
+    const weights = parsed.choice('weights', ['fp32', 'int8'] as const);
+    const batchSize = parsed.integer('batch', { min: 1 });
+    const lockMs = parsed.integer('lock', { min: 1 }) * 1000;
     const quiet = parsed.flag('quiet');
     const { startWorker } = await import('../search/queue.js');
     const worker = await startWorker(queue, {

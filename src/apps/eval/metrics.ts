@@ -11,17 +11,6 @@
  */
 import { UsageError } from '../../core/errors.js';
 
-export {
-  matrix,
-  l2normalize,
-  matmulTransposed,
-  transpose,
-  ensembleClassEmbeddings,
-  zeroShotLogits,
-  retrievalScores,
-  dualSoftmax,
-  type Matrix,
-} from '../../core/matrix.js';
 import { checkMatrix, dualSoftmax, transpose, type Matrix } from '../../core/matrix.js';
 
 /** Whether value a at index ia ranks before value b at index ib (higher first, NaN highest, ties by index). */
@@ -134,44 +123,6 @@ export function zeroShotClassificationMetrics(logits: Matrix, targets: ArrayLike
   const [acc1, acc5] =
     logits.cols >= 5 ? topkAccuracy(logits, targets, [1, 5]) : [topkAccuracy(logits, targets, [1])[0], NaN];
   return { acc1, acc5, mean_per_class_recall: meanPerClassRecall(argmaxRows(logits), targets) };
-}
-
-/**
- * Average precision of each class for multi-label data (CLIP_benchmark's average_precision_per_class):
- * samples sorted by score (ties: lower index first), AP = sum of precision at each positive / max(#positives, 1).
- * `targets` is a samples × classes 0/1 matrix.
- */
-export function averagePrecisionPerClass(scores: Matrix, targets: Matrix): Float64Array {
-  checkMatrix('scores', scores);
-  checkMatrix('targets', targets);
-  if (scores.rows !== targets.rows || scores.cols !== targets.cols) {
-    throw new UsageError(`scores are ${scores.rows}x${scores.cols} but targets are ${targets.rows}x${targets.cols}`);
-  }
-  const n = scores.rows;
-  const ap = new Float64Array(scores.cols);
-  for (let k = 0; k < scores.cols; k++) {
-    const col = (i: number) => scores.data[i * scores.cols + k];
-    const order = Array.from({ length: n }, (_, i) => i);
-    order.sort((i, j) => (ranksBefore(col(i), i, col(j), j) ? -1 : ranksBefore(col(j), j, col(i), i) ? 1 : 0));
-    let tp = 0;
-    let sum = 0;
-    order.forEach((i, rank) => {
-      if (targets.data[i * targets.cols + k] !== 0) {
-        tp++;
-        sum += tp / (rank + 1);
-      }
-    });
-    ap[k] = sum / Math.max(tp, 1);
-  }
-  return ap;
-}
-
-/** Mean of {@link averagePrecisionPerClass}: CLIP_benchmark's `mean_average_precision`. */
-export function meanAveragePrecision(scores: Matrix, targets: Matrix): number {
-  const ap = averagePrecisionPerClass(scores, targets);
-  let s = 0;
-  for (const v of ap) s += v;
-  return ap.length ? s / ap.length : NaN;
 }
 
 /** The positive of a query that ranks best among the query's scores (the one that decides a hit). */
@@ -300,13 +251,4 @@ export function msrvttRetrievalMetrics(scores: Matrix, opts: MsrvttOptions = {})
     out[`v2t_retrieval_recall@${k}`] = recallAtK(v2t, diag, k);
   }
   return out;
-}
-
-/**
- * XTD10 number: image→text recall@10 (`text_retrieval_recall@10`) over texts × images scores, one caption
- * per image (caption i ↔ image i unless textImageIndex says otherwise).
- */
-export function xtdRecallAt10(scores: Matrix, textImageIndex?: ArrayLike<number>): number {
-  const idx = textImageIndex ?? Int32Array.from({ length: scores.rows }, (_, i) => i);
-  return retrievalRecall(scores, idx, [10])['text_retrieval_recall@10'];
 }

@@ -8,7 +8,10 @@ import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { DatasetError, UsageError } from '../../core/errors.js';
-import { IMAGE_EXTENSIONS, readCaptionDataset, readWdsShard, splitLines } from '../eval/datasets.js';
+import { readCaptionDataset } from '../eval/datasets/captions.js';
+import { splitLines } from '../eval/datasets/files.js';
+import { IMAGE_EXTENSIONS } from '../eval/datasets/image_folder.js';
+import { readWdsShard } from '../eval/datasets/webdataset.js';
 
 export interface SourceItem {
   /** Absolute path of the image file, or `<absolute shard path>#<member name>`. */

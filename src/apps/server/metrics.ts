@@ -87,6 +87,7 @@ export interface QueueState {
   waiting: number;
   decodeSteps: number;
   decodedTokens: number;
+  decodeSeconds: number;
 }
 
 export class Metrics {
@@ -110,6 +111,14 @@ export class Metrics {
       [
         'internvl:decode_step_sequences_total',
         new Reading('Sequences decoded by those steps (÷ steps = mean batch size).', read('decodedTokens'), 'counter'),
+      ],
+      [
+        'internvl:decode_step_seconds_total',
+        new Reading(
+          'Seconds the decode steps took (sequences ÷ seconds = decoding throughput).',
+          read('decodeSeconds'),
+          'counter',
+        ),
       ],
       ['internvl:prompt_tokens_total', this.promptTokens],
       ['internvl:generation_tokens_total', this.generationTokens],

@@ -142,6 +142,8 @@ interface Job {
   state: SequenceGeneration | null;
   /** Logits for the next choice; null while the prompt is being prefilled. */
   logits: Float32Array | null;
+  /** Removes the job's listener from its signal. */
+  detach: () => void;
 }
 
 export class BatchScheduler implements Scheduler {
@@ -155,8 +157,11 @@ export class BatchScheduler implements Scheduler {
   private looping = false;
   private wake: (() => void) | null = null;
   readonly contextLength: number;
-  /** Batched decode steps run, and the tokens they decoded (their ratio is the mean batch size). */
-  readonly stats = { decodeSteps: 0, decodedTokens: 0 };
+  /**
+   * Batched decode steps run, the tokens they decoded (÷ steps = the mean batch size) and the seconds they took
+   * (tokens ÷ seconds = the decoding throughput, whatever else the process did meanwhile).
+   */
+  readonly stats = { decodeSteps: 0, decodedTokens: 0, decodeSeconds: 0 };
   private readonly prefillChunkSize: number;
 
   constructor(
@@ -269,10 +274,15 @@ export class BatchScheduler implements Scheduler {
       prefilled: 0,
       state: null,
       logits: null,
+      detach: () => {},
     };
     this.jobs.push(job);
+    // Removed when the job ends: a request's signal can outlive it (AbortSignal.any keeps composites alive), and
+    // a listener left on it would keep the job, its prompt embeddings and logits with it.
     const { signal } = entry.job.options;
-    signal?.addEventListener('abort', () => this.notify(), { once: true });
+    const wake = () => this.notify();
+    signal?.addEventListener('abort', wake, { once: true });
+    job.detach = () => signal?.removeEventListener('abort', wake);
     if (signal?.aborted) return;
     this.preparing = true;
     // The CPU work of a new job runs while the running ones keep decoding.
@@ -358,6 +368,7 @@ export class BatchScheduler implements Scheduler {
       }
     }
     if (next.length === 0) return;
+    const started = performance.now();
     const rows = await this.decoder!.decode(
       next.map((j) => j.sequence!),
       tokens,
@@ -367,6 +378,7 @@ export class BatchScheduler implements Scheduler {
     });
     this.stats.decodeSteps++;
     this.stats.decodedTokens += next.length;
+    this.stats.decodeSeconds += (performance.now() - started) / 1000;
   }
 
   /** Ends a job (a finish reason or an error) and frees its place in the batch. */
@@ -376,6 +388,9 @@ export class BatchScheduler implements Scheduler {
     this.jobs.splice(at, 1);
     if (job.sequence && this.decoder) this.decoder.removeSequence(job.sequence);
     const promptTokens = job.prompt?.ids.length ?? 0;
+    job.detach();
+    job.prompt = null;
+    job.logits = null;
     if (end === 'stop' || end === 'length' || end === 'cancelled') {
       job.entry.channel.end();
       job.entry.settle({ finishReason: end, promptTokens, queueSeconds: job.queueSeconds });

@@ -2,6 +2,7 @@
  * Runner for the InternVL-C/G model fixture (`internvl_clip`): vision states, QLLaMA query features, text hidden
  * states and embeddings, image embeddings and logits in both modes.
  */
+import type { FloatTensor } from '../../core/tensor.js';
 import type { ComparedTensor } from './compare.js';
 import type { FixtureRunner } from './registry.js';
 import { architectureOf } from '../../models/registry.js';
@@ -24,31 +25,27 @@ export const clipModelRunner: FixtureRunner = {
       configureQllamaGraph: options.graphs?.qllama,
     });
     const compared: ComparedTensor[] = [];
-    const check = (name: string, data: Float32Array, shape: number[]) => {
-      if (fixture.has(name)) compared.push(fixture.compare(name, { data, shape }));
+    const check = (name: string, { data, dims }: FloatTensor) => {
+      if (fixture.has(name)) compared.push(fixture.compare(name, { data, shape: dims }));
     };
     try {
       const pixels = fixture.tensor('in.pixel_values');
       const B = pixels.shape[0];
       const pixelData = Float32Array.from(pixels.data);
       const { tokens } = await model.encodeVision(pixelData, B);
-      const C = model.config.vision.hiddenSize;
-      check('out.vision_last_hidden_state', tokens, [B, tokens.length / B / C, C]);
-      const H = model.config.qllama.hiddenSize;
-      const Q = model.config.numQueryToken;
-      check('out.qllama_query_features', await model.queryFeatures(tokens, B), [B, Q, H]);
+      check('out.vision_last_hidden_state', tokens);
+      check('out.qllama_query_features', await model.queryFeatures(tokens));
 
       const idTensor = fixture.tensor('in.input_ids');
       const [T, L] = idTensor.shape;
       const ids = Array.from({ length: T }, (_, t) => Array.from(idTensor.data.subarray(t * L, (t + 1) * L)));
       const text = await model.encodeText(ids);
-      const D = model.config.clipEmbedDim;
-      check('out.text_hidden', text.hidden, [T, L, H]);
-      check('out.text_embeds', text.embeds, [T, D]);
+      check('out.text_hidden', text.hidden);
+      check('out.text_embeds', text.embeds);
       for (const mode of ['C', 'G'] as const) {
         const images = await model.encodeImage(pixelData, B, mode);
-        check(`out.image_embeds_${mode}`, images, [B, D]);
-        check(`out.logits_per_image_${mode}`, model.similarity(images, text.embeds), [B, T]);
+        check(`out.image_embeds_${mode}`, images);
+        check(`out.logits_per_image_${mode}`, model.similarity(images, text.embeds));
       }
     } finally {
       await model.release();

@@ -8,6 +8,7 @@
  * for a golden fraction means equal at float32 precision: the official code computes metrics like recall as float32
  * (`.float().mean().item()`), so 0.1 arrives as 0.10000000149011612.
  */
+import { stringifySnakeCase } from '../../core/json.js';
 
 /** What a tensor must satisfy. */
 export interface Bound {
@@ -229,8 +230,13 @@ export function formatReport(report: FixtureReport): string {
   return `${out.join('\n')}\n`;
 }
 
-/** JSON with non-finite errors as strings (JSON has no NaN/Infinity, and null would read as "no error"). */
+/**
+ * JSON (snake_case keys, as every report) with non-finite errors as strings (JSON has no NaN/Infinity, and null
+ * would read as "no error").
+ */
 export function reportsToJson(reports: FixtureReport[]): string {
   const ok = reports.length > 0 && reports.every((r) => r.status === 0);
-  return `${JSON.stringify({ ok, fixtures: reports }, (_key, value) => (typeof value === 'number' && !Number.isFinite(value) ? String(value) : value), 2)}\n`;
+  const finite = (_key: string, value: unknown) =>
+    typeof value === 'number' && !Number.isFinite(value) ? String(value) : value;
+  return `${stringifySnakeCase({ ok, fixtures: reports }, finite, 2)}\n`;
 }

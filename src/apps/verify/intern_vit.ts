@@ -3,9 +3,10 @@
  * Every `in.pixel_values<_suffix>` input is run; its goldens are `out.<suffix.>last_hidden_state`,
  * `…pooler_output` and `…hidden_states.N` (the latter only for the unsuffixed input, as the fixtures hold them).
  */
+import type { FloatTensor } from '../../core/tensor.js';
 import { Checkpoint } from '../../core/safetensors.js';
 import { detectArchitecture } from '../../models/registry.js';
-import { InternVisionModel, parseInternVisionConfig, type Tensor } from '../../models/intern_vit.js';
+import { InternVisionModel, parseInternVisionConfig } from '../../models/intern_vit.js';
 import type { ComparedTensor, SkippedTensor } from './compare.js';
 import type { Fixture } from './fixture.js';
 import type { FixtureRunner } from './registry.js';
@@ -47,7 +48,7 @@ export const internVitRunner: FixtureRunner = {
           input.shape as [number, number, number, number],
           { hiddenStates: hidden },
         );
-        const computed = new Map<string, Tensor>([
+        const computed = new Map<string, FloatTensor>([
           [`${prefix}last_hidden_state`, output.lastHiddenState],
           [`${prefix}pooler_output`, output.poolerOutput],
         ]);

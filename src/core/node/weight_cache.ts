@@ -20,6 +20,7 @@ import { AtomicWriter, storageError, writeFileAtomic } from './atomic_write.js';
 import { RuntimeError } from '../errors.js';
 import { acquireLock } from './file_lock.js';
 import { ELEM_BYTES, type WeightRequest } from '../graph.js';
+import { nextTurn } from '../platform.js';
 
 export function defaultCacheDir(): string {
   if (process.env.INTERNVL_CACHE) return process.env.INTERNVL_CACHE;
@@ -28,6 +29,8 @@ export function defaultCacheDir(): string {
 }
 
 const ALIGN = 64;
+/** Bytes hashed between two turns of the event loop. */
+const HASH_SLICE = 1 << 24;
 const MANIFEST_VERSION = 1;
 
 /** What identifies a file's bytes without reading them (see the module comment for why ctime and inode). */
@@ -162,7 +165,11 @@ async function writeData(
   const writer = await AtomicWriter.open(dataPath, { makeFolder: true });
   const hash = crypto.createHash('sha256');
   const put = async (bytes: Uint8Array) => {
-    hash.update(bytes);
+    // Hashing hundreds of MB at once would hold the event loop; slices let it take turns.
+    for (let start = 0; start < bytes.byteLength; start += HASH_SLICE) {
+      hash.update(bytes.subarray(start, start + HASH_SLICE));
+      if (start + HASH_SLICE < bytes.byteLength) await nextTurn();
+    }
     await writer.write(bytes);
   };
   try {

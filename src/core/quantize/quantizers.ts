@@ -5,6 +5,7 @@
  * non-negative first (truncation = floor there), which is several times faster than Math.round in V8's optimized code.
  */
 import { UsageError } from '../errors.js';
+import { nextTurn } from '../platform.js';
 export interface Int4Blockwise {
   /** [N, K/blockSize, blockSize/2]: two codes per byte along K, the lower-index one in the low nibble. */
   packed: Uint8Array;
@@ -205,5 +206,84 @@ export function quantizeInt8PerChannel(weights: Float32Array, N: number, K: numb
 export function dequantizeInt8PerChannel(q: Int8PerChannel, N: number, K: number): Float32Array {
   const out = new Float32Array(N * K);
   for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[n * K + k] = q.transposed[k * N + n] * q.scales[n];
+  return out;
+}
+
+// ---- the same, a slice of rows at a time ----------------------------------------------------------------------
+// Quantizing a large matrix takes seconds (an lm_head of 136 M values), during which a process could answer nothing.
+// The sliced quantizers quantize about a million values at a time and give the event loop a turn in between. Rows
+// are independent in all three formats, so the bytes are the same as in one piece.
+
+const SLICE_VALUES = 1 << 20;
+
+async function forRowSlices(N: number, K: number, quantize: (n0: number, rows: number) => void): Promise<void> {
+  const step = Math.max(1, Math.floor(SLICE_VALUES / Math.max(1, K)));
+  for (let n0 = 0; n0 < N; n0 += step) {
+    quantize(n0, Math.min(step, N - n0));
+    if (n0 + step < N) await nextTurn();
+  }
+}
+
+function checkSize(what: string, weights: Float32Array, N: number, K: number): void {
+  if (weights.length !== N * K) throw new UsageError(`${what}: ${weights.length} values for [${N}, ${K}]`);
+}
+
+/** {@link quantizeInt4Blockwise} in slices of rows. */
+export async function quantizeInt4BlockwiseSliced(
+  weights: Float32Array,
+  N: number,
+  K: number,
+  blockSize = 32,
+  options: { symmetric?: boolean } = {},
+): Promise<Int4Blockwise> {
+  checkSize('quantizeInt4Blockwise', weights, N, K);
+  const rowBytes = K / 2;
+  const blocks = K / blockSize;
+  const zpStride = Math.ceil(blocks / 2);
+  const out: Int4Blockwise = {
+    packed: new Uint8Array(N * rowBytes),
+    scales: new Float32Array(N * blocks),
+    zeroPoints: options.symmetric ? null : new Uint8Array(N * zpStride),
+  };
+  await forRowSlices(N, K, (n0, rows) => {
+    const part = quantizeInt4Blockwise(weights.subarray(n0 * K, (n0 + rows) * K), rows, K, blockSize, options);
+    out.packed.set(part.packed, n0 * rowBytes);
+    out.scales.set(part.scales, n0 * blocks);
+    if (part.zeroPoints) out.zeroPoints!.set(part.zeroPoints, n0 * zpStride);
+  });
+  return out;
+}
+
+/** {@link quantizeInt8Blockwise} in slices of rows. */
+export async function quantizeInt8BlockwiseSliced(
+  weights: Float32Array,
+  N: number,
+  K: number,
+  blockSize = 32,
+): Promise<Int8Blockwise> {
+  checkSize('quantizeInt8Blockwise', weights, N, K);
+  const blocks = K / blockSize;
+  const out: Int8Blockwise = { packed: new Uint8Array(N * K), scales: new Float32Array(N * blocks), zeroPoints: null };
+  await forRowSlices(N, K, (n0, rows) => {
+    const part = quantizeInt8Blockwise(weights.subarray(n0 * K, (n0 + rows) * K), rows, K, blockSize);
+    out.packed.set(part.packed, n0 * K);
+    out.scales.set(part.scales, n0 * blocks);
+  });
+  return out;
+}
+
+/** {@link quantizeInt8PerChannel} in slices of rows (each slice's columns go into the transposed [K, N]). */
+export async function quantizeInt8PerChannelSliced(
+  weights: Float32Array,
+  N: number,
+  K: number,
+): Promise<Int8PerChannel> {
+  checkSize('quantizeInt8PerChannel', weights, N, K);
+  const out: Int8PerChannel = { transposed: new Int8Array(N * K), scales: new Float32Array(N) };
+  await forRowSlices(N, K, (n0, rows) => {
+    const part = quantizeInt8PerChannel(weights.subarray(n0 * K, (n0 + rows) * K), rows, K);
+    for (let k = 0; k < K; k++) out.transposed.set(part.transposed.subarray(k * rows, (k + 1) * rows), k * N + n0);
+    out.scales.set(part.scales, n0);
+  });
   return out;
 }

@@ -4,7 +4,11 @@
  * key names the source bytes, the format and the quantizer version, so a change of any of them rebuilds the entry.
  */
 import type { GraphBuilder, WeightRequest } from '../graph.js';
-import { quantizeInt4Blockwise, quantizeInt8Blockwise, quantizeInt8PerChannel } from './quantizers.js';
+import {
+  quantizeInt4BlockwiseSliced,
+  quantizeInt8BlockwiseSliced,
+  quantizeInt8PerChannelSliced,
+} from './quantizers.js';
 
 /** Bumped whenever the bytes a quantizer produces change, so stale cache files are not reused. */
 const QUANTIZER_VERSION = 1;
@@ -106,8 +110,8 @@ export function nbitsRequests(
   const quantize = shared(symmetric ? 2 : 3, async () => {
     const weights = await read();
     return bits === 4
-      ? quantizeInt4Blockwise(weights, N, K, blockSize, { symmetric })
-      : quantizeInt8Blockwise(weights, N, K, blockSize);
+      ? quantizeInt4BlockwiseSliced(weights, N, K, blockSize, { symmetric })
+      : quantizeInt8BlockwiseSliced(weights, N, K, blockSize);
   });
   const request = (
     suffix: string,
@@ -139,7 +143,7 @@ export function int8PerChannelRequests(
 ): [string, string] {
   const N = members.reduce((sum, m) => sum + m.N, 0);
   const cacheKey = `${sourceKey(g, members)}:q8c:v${QUANTIZER_VERSION}`;
-  const quantize = shared(2, async () => quantizeInt8PerChannel(await read(), N, K));
+  const quantize = shared(2, async () => quantizeInt8PerChannelSliced(await read(), N, K));
   const weight = g.request({
     name: requestName(members, 'q8c.B'),
     type: 'int8',
