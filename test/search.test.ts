@@ -358,7 +358,7 @@ test('bench search (latency part) on a small table: exact search equals brute fo
   assert.deepEqual(
     result.ann.settings.map((s) => [s.nprobes, s.refineFactor]),
     [
-      [32, 10],
+      [32, 50],
       [45, 400],
     ],
   );

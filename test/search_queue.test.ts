@@ -2,51 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import sharp from 'sharp';
+import { startRedisServer, stopChild, waitForOutput } from '../src/apps/bench/children.js';
 import { Store } from '../src/apps/search/store.js';
 import { DATA, REPO, runCli, tempDir } from './helpers/cli.js';
 
 const MODEL = path.join(DATA, 'fixtures', 'clip_e2e');
 const CLI = ['--import', 'tsx', path.join(REPO, 'bin', 'internvl-dev.ts')];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** Resolves when `pattern` shows in the process's stderr; rejects if the process exits first. */
-function waitFor(child: ChildProcess, pattern: RegExp, what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const onData = (d: Buffer) => {
-      text += d.toString();
-      if (pattern.test(text)) {
-        child.stderr!.off('data', onData);
-        child.stdout?.off('data', onData);
-        resolve(text);
-      }
-    };
-    child.stderr!.on('data', onData);
-    child.stdout?.on('data', onData);
-    child.once('close', (code) => reject(new Error(`${what} exited (${code}) before ${pattern}: ${text}`)));
-  });
-}
-
-function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
-  child.kill(signal);
-  return closed;
-}
 
 test('queue: two BullMQ workers over a real redis-server, one killed mid-run: one row per image, same as a local index', async () => {
   const folder = tempDir();
@@ -58,17 +22,11 @@ test('queue: two BullMQ workers over a real redis-server, one killed mid-run: on
       .png()
       .toFile(path.join(folder, `img${String(i).padStart(2, '0')}.png`));
   }
-  const port = await freePort();
-  const redis = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tempDir()],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const queue = `redis://127.0.0.1:${port}`;
+  const redis = await startRedisServer(tempDir());
+  const queue = redis.url;
   const db = path.join(tempDir(), 'db');
-  const children: ChildProcess[] = [redis];
+  const children: ChildProcess[] = [redis.process];
   try {
-    await waitFor(redis, /Ready to accept connections/, 'redis-server');
     const worker = () => {
       const child = spawn(
         process.execPath,
@@ -81,8 +39,8 @@ test('queue: two BullMQ workers over a real redis-server, one killed mid-run: on
     const doomed = worker();
     const survivor = worker();
     await Promise.all([
-      waitFor(doomed, /waiting for jobs/, 'worker 1'),
-      waitFor(survivor, /waiting for jobs/, 'worker 2'),
+      waitForOutput(doomed, /waiting for jobs/, 'worker 1'),
+      waitForOutput(survivor, /waiting for jobs/, 'worker 2'),
     ]);
     const indexer = spawn(
       process.execPath,
@@ -100,8 +58,8 @@ test('queue: two BullMQ workers over a real redis-server, one killed mid-run: on
     });
     const finished = new Promise<number | null>((resolve) => indexer.once('close', resolve));
     // Kill worker 1 right after it finished a job: it is then inside the next one, which the other takes over.
-    await waitFor(doomed, /job \w+: 2 embedded/, 'worker 1');
-    await stop(doomed, 'SIGKILL');
+    await waitForOutput(doomed, /job \w+: 2 embedded/, 'worker 1');
+    await stopChild(doomed, 'SIGKILL');
     assert.equal(await finished, 0, stderr);
     const summary = JSON.parse(stdout);
     assert.equal(summary.embedded, count, stdout + stderr);
@@ -126,7 +84,7 @@ test('queue: two BullMQ workers over a real redis-server, one killed mid-run: on
     });
 
     // The killed worker's job was taken over (it stalled once and was started again), not lost.
-    const jobs = new Queue('internvl-index', { connection: { host: '127.0.0.1', port } });
+    const jobs = new Queue('internvl-index', { connection: { host: '127.0.0.1', port: redis.port } });
     try {
       const completed = await jobs.getJobs(['completed']);
       assert.equal(completed.length, count / 2);
@@ -143,6 +101,6 @@ test('queue: two BullMQ workers over a real redis-server, one killed mid-run: on
     assert.equal(again.code, 0, again.stderr);
     assert.equal(JSON.parse(again.stdout).embedded, 0);
   } finally {
-    for (const child of children.reverse()) await stop(child);
+    for (const child of children.reverse()) await stopChild(child);
   }
 });

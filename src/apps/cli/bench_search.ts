@@ -50,7 +50,7 @@ export async function runBenchSearch(args: string[]): Promise<number> {
           help: "latency sweep: partitions probed, numbers or 'all'",
           default: '64,128,256,all',
         },
-        refine: { type: 'string', value: 'list', help: 'latency sweep: refine factors', default: '10,50' },
+        refine: { type: 'string', value: 'list', help: 'latency sweep: refine factors', default: '10,50,200' },
         images: { type: 'string', value: 'n', help: 'index/queue: JPEGs (640×480) indexed', default: 48 },
         'vision-layers': {
           type: 'string',
@@ -132,6 +132,13 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     log,
   };
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'internvl-bench-search-'));
+  // The tables are gigabytes: an interrupted run removes them too.
+  const onSignal = (signal: NodeJS.Signals) => {
+    fs.rmSync(workDir, { recursive: true, force: true });
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const { machineInfo } = await import('../bench/stats.js');
     const result: Record<string, unknown> = { machine: await machineInfo() };
@@ -146,6 +153,8 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     process.stdout.write(`${stringifySnakeCase(result, undefined, 2)}\n`);
     return 0;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 }

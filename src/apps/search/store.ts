@@ -264,8 +264,12 @@ export class Store {
     return { kind: 'IVF_PQ', partitions, subVectors };
   }
 
-  /** ANN query parameters: partitions probed, and candidates rescored exactly per result (k × refineFactor). */
-  static readonly QUERY_DEFAULTS = { nprobes: 32, refineFactor: 10 };
+  /**
+   * ANN query parameters: partitions probed, and candidates rescored exactly per result (k × refineFactor). The
+   * PQ codes alone rank neighbours too coarsely: with 10 candidates rescored per result, recall stayed well below
+   * what 50 give at little cost (measured in docs/benchmarks.md, `bench search`).
+   */
+  static readonly QUERY_DEFAULTS = { nprobes: 32, refineFactor: 50 };
 
   /** The k nearest rows to a unit vector (exact below the ANN threshold, ANN + exact rescoring above). */
   async search(
