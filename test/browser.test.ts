@@ -9,7 +9,6 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { chromiumExecutable } from '../src/apps/browser/chromium.js';
 import { type Harness, openHarness } from '../src/apps/browser/harness.js';
 import { startStaticServer } from '../src/apps/browser/static_server.js';
 import type { FixtureReport } from '../src/apps/verify/compare.js';
@@ -19,6 +18,7 @@ import { fetchFileSystem } from '../src/web/files.js';
 import { hubUrl } from '../src/web/platform.js';
 import type { WeightProgress } from '../src/web/runtime.js';
 import { DATA, runCli, tempDir } from './helpers/cli.js';
+import { noChromium, WATCHDOG } from './helpers/browser.js';
 
 const FIXTURES = path.join(DATA, 'fixtures');
 /** What the browser build must pass: InternViT (both families), chat on the four LLM families, the e2e chat. */
@@ -32,16 +32,6 @@ const REQUIRED = [
   'chat_e2e',
 ];
 
-const noChromium = (() => {
-  try {
-    chromiumExecutable();
-    return false;
-  } catch (error) {
-    return (error as Error).message;
-  }
-})();
-/** A hung page fails its test (by name) instead of hanging the suite; not a speed bound (runs take seconds). */
-const WATCHDOG = 10 * 60_000;
 const noFfmpeg =
   spawnSync('ffmpeg', ['-version'], { stdio: 'ignore' }).status === 0 ? false : 'ffmpeg is not installed';
 

@@ -8,22 +8,13 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { chromiumExecutable, launchChromium } from '../src/apps/browser/chromium.js';
+import { launchChromium } from '../src/apps/browser/chromium.js';
 import { startDemoServer } from '../src/apps/browser/demo.js';
 import type { StaticServer } from '../src/apps/browser/static_server.js';
 import { DATA, runCli, tempDir } from './helpers/cli.js';
+import { noChromium, WATCHDOG } from './helpers/browser.js';
 
 const E2E = path.join(DATA, 'fixtures', 'chat_e2e');
-const noChromium = (() => {
-  try {
-    chromiumExecutable();
-    return false;
-  } catch (error) {
-    return (error as Error).message;
-  }
-})();
-/** A hung page fails its test (by name) instead of hanging the suite; not a speed bound. */
-const WATCHDOG = 10 * 60_000;
 
 /** A checkpoint whose one tensor is 5.2 GB of float32: a sparse file, so it costs no disk. */
 function hugeCheckpoint(): string {

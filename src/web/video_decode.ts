@@ -228,10 +228,15 @@ async function seekFrames(path: string, table: FrameTable, indices: readonly num
   }
 }
 
+/** Animation frames a seek may wait after `seeked` for its frame to be reported before the element is read anyway. */
+const PRESENT_PATIENCE = 30;
+
 /**
  * Seeks into the middle of frame `index` and waits until that frame is presented: `seeked` alone can come before
  * the compositor has the new frame (seen with B-frames), so where the browser reports presented frames
- * (`requestVideoFrameCallback`) the wait goes on until the new frame is reported.
+ * (`requestVideoFrameCallback`) the wait goes on until one inside the frame's interval is reported, for at most
+ * {@link PRESENT_PATIENCE} animation frames after `seeked` (a paused element presents nothing more, so an
+ * unexpected timestamp must not wait forever).
  */
 function seek(video: HTMLVideoElement, table: FrameTable, index: number, failed: () => ImageError): Promise<void> {
   const start = table.times[index];
@@ -241,22 +246,33 @@ function seek(video: HTMLVideoElement, table: FrameTable, index: number, failed:
   return new Promise((resolve, reject) => {
     let seeked = false;
     let presented = !('requestVideoFrameCallback' in video);
+    let settled = false;
     const settle = () => {
-      if (seeked && presented) resolve();
+      if (seeked && presented && !settled) {
+        settled = true;
+        resolve();
+      }
     };
     const watch = () =>
       video.requestVideoFrameCallback((_, frame) => {
-        // The frame asked for, or (whatever its timestamp) the first one presented after `seeked`; a frame outside
-        // the interval before `seeked` is a stale one and is waited past.
-        presented = seeked || inFrame(frame.mediaTime);
+        presented = inFrame(frame.mediaTime);
         if (presented) settle();
-        else watch();
+        else if (!settled) watch();
+      });
+    const waitAfterSeeked = (left: number) =>
+      requestAnimationFrame(() => {
+        if (settled) return;
+        if (left === 0) {
+          presented = true;
+          settle();
+        } else waitAfterSeeked(left - 1);
       });
     if (!presented) watch();
     video.onerror = () => reject(failed());
     video.onseeked = () => {
       seeked = true;
       settle();
+      if (!settled) waitAfterSeeked(PRESENT_PATIENCE);
     };
     video.currentTime = start + duration / 2;
   });
