@@ -66,6 +66,18 @@ export interface WeightRequest {
 /** How a float initializer is stored for execution (the user-facing weight formats are quantize.ts's `WeightFormat`). */
 export type FloatStorage = 'float32' | 'float16';
 
+/** How a graph is built for the execution provider that will run it (`graphTarget` in session.ts decides). */
+export interface GraphTarget {
+  /**
+   * Attention as MatMul, scale, Softmax, MatMul instead of com.microsoft MultiHeadAttention, whose kernel in
+   * onnxruntime-web's WebGPU build is wrong from 32 tokens on (docs/browser.md).
+   */
+  decomposedAttention: boolean;
+}
+
+/** The target of graphs built without one: onnxruntime's fused kernels (the CPU and wasm providers). */
+export const FUSED_KERNELS: GraphTarget = { decomposedAttention: false };
+
 export class GraphBuilder {
   readonly nodes: MessageInitShape<typeof import('onnx-buf').NodeProtoSchema>[] = [];
   readonly inputs: MessageInitShape<typeof import('onnx-buf').ValueInfoProtoSchema>[] = [];
@@ -77,6 +89,7 @@ export class GraphBuilder {
   constructor(
     readonly name: string,
     readonly checkpoint: Checkpoint | null,
+    readonly target: GraphTarget = FUSED_KERNELS,
   ) {}
 
   /** A fresh value name, readable in profiles. */
@@ -251,6 +264,35 @@ export class GraphBuilder {
   reduceMean(x: string, axes: number[], keepdims = true): string {
     return this.node('ReduceMean', [x, this.constInt64(axes)], { keepdims: keepdims ? 1 : 0 });
   }
+  /**
+   * Non-causal multi-head attention on [B, S, heads·headSize] queries and [B, T, heads·headSize] keys and values,
+   * scores scaled by `scale` (default 1/√headSize); returns [B, S, heads·headSize]. One MultiHeadAttention node, or
+   * its exact decomposition when the target asks for it.
+   */
+  multiHeadAttention(
+    q: string,
+    k: string,
+    v: string,
+    options: { heads: number; headSize: number; scale?: number },
+  ): string {
+    const { heads, headSize, scale } = options;
+    if (!this.target.decomposedAttention) {
+      return this.node(
+        'MultiHeadAttention',
+        [q, k, v],
+        { num_heads: heads, ...(scale === undefined ? {} : { scale: { float: scale } }) },
+        { domain: 'com.microsoft' },
+      );
+    }
+    const split = (x: string, perm: number[]) => this.transpose(this.reshape(x, [0, 0, heads, headSize]), perm);
+    const queries = split(q, [0, 2, 1, 3]); // [B, H, S, D]
+    const keys = split(k, [0, 2, 3, 1]); // [B, H, D, T]
+    const values = split(v, [0, 2, 1, 3]); // [B, H, T, D]
+    const scores = this.mul(this.matmul(queries, keys), this.constFloat([scale ?? 1 / Math.sqrt(headSize)], [1]));
+    const attended = this.matmul(this.softmax(scores), values); // [B, H, S, D]
+    return this.reshape(this.transpose(attended, [0, 2, 1, 3]), [0, 0, heads * headSize]);
+  }
+
   l2normalize(x: string): string {
     const norm = this.node('ReduceL2', [x, this.constInt64([-1])], { keepdims: 1 });
     return this.div(x, norm);

@@ -12,7 +12,7 @@
 import type { Env, InferenceSession, Tensor as OrtTensor } from 'onnxruntime-common';
 import { Tensor } from 'onnxruntime-common';
 import { InternalError, RuntimeError, UsageError } from './errors.js';
-import { ELEM_BYTES, type GraphBuilder, type WeightLocation, type WeightRequest } from './graph.js';
+import { ELEM_BYTES, type GraphBuilder, type GraphTarget, type WeightLocation, type WeightRequest } from './graph.js';
 import { Seam } from './platform.js';
 import { floatTensor, type FloatTensor } from './tensor.js';
 
@@ -169,6 +169,19 @@ export class ModelSession {
   }
 }
 
+/** The execution providers a session created with these options runs on, in order of preference. */
+function executionProviders(backend: RuntimeBackend, options: SessionOptions): string[] {
+  return options.executionProviders ?? backend.executionProviders ?? ['cpu'];
+}
+
+/**
+ * How to build a graph whose session will be created with these options: the one place where an execution
+ * provider's kernels decide the graph's operators. Graphs for the CPU and wasm providers are built as ever.
+ */
+export async function graphTarget(options: SessionOptions = {}): Promise<GraphTarget> {
+  return { decomposedAttention: executionProviders(await runtimeBackend.get(), options)[0] === 'webgpu' };
+}
+
 export async function createSession(graph: GraphBuilder, options: SessionOptions = {}): Promise<ModelSession> {
   const backend = await runtimeBackend.get();
   budget.total ??= backend.defaultThreads;
@@ -192,7 +205,7 @@ export async function createSession(graph: GraphBuilder, options: SessionOptions
   const threads = Math.min(options.threads ?? budget.total, budget.total);
   const extra = placement.sessionOptions.extra as { session?: Record<string, string> } | undefined;
   const sessionOptions: InferenceSession.SessionOptions = {
-    executionProviders: options.executionProviders ?? backend.executionProviders ?? ['cpu'],
+    executionProviders: executionProviders(backend, options),
     graphOptimizationLevel: 'all',
     intraOpNumThreads: threads,
     interOpNumThreads: 1,

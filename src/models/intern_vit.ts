@@ -8,7 +8,14 @@
  * layout (transformers' native port) differs only by names, listed in `HF_VISION_NAMES`.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { asFloatTensor, createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import {
+  asFloatTensor,
+  createSession,
+  graphTarget,
+  Tensor,
+  type ModelSession,
+  type SessionOptions,
+} from '../core/session.js';
 import { floatTensor, type FloatTensor } from '../core/tensor.js';
 import { interpolateBicubic } from '../core/interpolate.js';
 import { ConfigError, UsageError } from '../core/errors.js';
@@ -232,12 +239,10 @@ export function buildInternVisionEncoder(
       q = layer.rmsNorm(q, names.qNorm, config.layerNormEps);
       k = layer.rmsNorm(k, names.kNorm, config.layerNormEps);
     }
-    const attended = g.node(
-      'MultiHeadAttention',
-      [to3d(q), to3d(k), to3d(v)],
-      { num_heads: config.numAttentionHeads },
-      { domain: 'com.microsoft' },
-    );
+    const attended = g.multiHeadAttention(to3d(q), to3d(k), to3d(v), {
+      heads: config.numAttentionHeads,
+      headSize: C / config.numAttentionHeads,
+    });
     const attnOut = layer.linear(to2d(attended), names.proj);
     x = g.add(x, g.mul(attnOut, layer.weight(names.ls1)));
     const mlp = layer.linear(g.gelu(layer.linear(norm(layer, x, names.norm2), names.fc1)), names.fc2);
@@ -284,7 +289,7 @@ export class InternVisionModel {
     const prefix = options.prefix ?? '';
     const names = options.names ?? REMOTE_VISION_NAMES;
     const graphOptions = options.graph ?? {};
-    const g = new GraphBuilder('intern_vit', checkpoint);
+    const g = new GraphBuilder('intern_vit', checkpoint, await graphTarget(options.session));
     options.configureGraph?.(g);
     const { lastHiddenState, hiddenStates } = buildInternVisionEncoder(g, g.scope(prefix), config, names, graphOptions);
     g.output(lastHiddenState, 'last_hidden_state', 'float32');

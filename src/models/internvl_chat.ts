@@ -6,7 +6,14 @@
  * `lm_head`) into the same code; only names differ.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { asFloatTensor, createSession, Tensor, type ModelSession, type SessionOptions } from '../core/session.js';
+import {
+  asFloatTensor,
+  createSession,
+  graphTarget,
+  Tensor,
+  type ModelSession,
+  type SessionOptions,
+} from '../core/session.js';
 import type { FloatTensor } from '../core/tensor.js';
 import { ConfigError, InternalError, UsageError } from '../core/errors.js';
 import { Checkpoint } from '../core/safetensors.js';
@@ -143,7 +150,7 @@ export class InternVLChatModel {
     if (numLayers < 0 || numLayers > layers)
       throw new ConfigError(`${raw.file}: select_layer ${config.selectLayer} is outside 0…${layers}`);
 
-    const g = new GraphBuilder('vision_projector', checkpoint);
+    const g = new GraphBuilder('vision_projector', checkpoint, await graphTarget(options.session));
     options.configureVisionGraph?.(g);
     const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(visionPrefix), config.vision, visionLayout.names, {
       numLayers,

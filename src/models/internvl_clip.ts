@@ -11,6 +11,7 @@ import { GraphBuilder, type Scope } from '../core/graph.js';
 import {
   asFloatTensor,
   createSession,
+  graphTarget,
   Tensor,
   type Feeds,
   type ModelSession,
@@ -125,12 +126,7 @@ function buildAttentionPooling(g: GraphBuilder, block: Scope, tokens: string, di
   const q = project(norm(query, 'norm1_q'), 'q');
   const k = project(norm(tokens, 'norm1_k'), 'k');
   const v = project(norm(tokens, 'norm1_v'), 'v');
-  const pooled = g.node(
-    'MultiHeadAttention',
-    [q, k, v],
-    { num_heads: heads, scale: { float: (dim / heads) ** -0.5 } },
-    { domain: 'com.microsoft' },
-  );
+  const pooled = g.multiHeadAttention(q, k, v, { heads, headSize: dim / heads, scale: (dim / heads) ** -0.5 });
   return attn.linear(g.reshape(pooled, [-1, dim]), 'proj');
 }
 
@@ -172,7 +168,7 @@ export class InternVLClipModel {
     checkClipShapes(checkpoint, config);
 
     // Vision tower + InternVL-C head in one graph: outputs the ViT tokens and the C embedding.
-    const g = new GraphBuilder('internvl_c', checkpoint);
+    const g = new GraphBuilder('internvl_c', checkpoint, await graphTarget(options.session));
     options.configureVisionGraph?.(g);
     const { lastHiddenState } = buildInternVisionEncoder(g, g.scope(visionPrefix), config.vision, visionLayout.names);
     g.output(lastHiddenState, 'last_hidden_state');
@@ -194,7 +190,7 @@ export class InternVLClipModel {
       configureGraph: options.configureQllamaGraph,
     });
 
-    const p = new GraphBuilder('clip_projector2', checkpoint);
+    const p = new GraphBuilder('clip_projector2', checkpoint, await graphTarget(options.session));
     const queries = p.input('query_features', 'float32', ['batch', config.numQueryToken, config.qllama.hiddenSize]);
     p.output(
       buildAttentionPooling(p, p.scope('clip_projector2'), queries, config.qllama.hiddenSize, config.attnPoolNumHeads),
@@ -456,12 +452,8 @@ function addCrossAttention(
   const k = g.node('Reshape', [cross.linear(normedVision, 'k_proj'), kvShape]);
   const v = g.node('Reshape', [cross.linear(normedVision, 'v_proj'), kvShape]);
   const q3 = g.node('Reshape', [q, g.concat([batchSeq, g.constInt64([H])], 0)]);
-  const attended = g.node(
-    'MultiHeadAttention',
-    [q3, k, v],
-    { num_heads: config.qllama.numAttentionHeads },
-    { domain: 'com.microsoft' },
-  );
+  const heads = config.qllama.numAttentionHeads;
+  const attended = g.multiHeadAttention(q3, k, v, { heads, headSize: H / heads });
   const update = cross.linear(g.reshape(attended, [-1, H]), 'o_proj');
   return g.add(x, g.mul(update, rows));
 }

@@ -10,7 +10,14 @@
  * `decoder.ts` owns the caches and builds those inputs; callers use `lm.batchDecoder(...)`.
  */
 import { GraphBuilder, type Scope } from '../core/graph.js';
-import { createSession, type Feeds, type ModelSession, type SessionOptions, type Tensor } from '../core/session.js';
+import {
+  createSession,
+  graphTarget,
+  type Feeds,
+  type ModelSession,
+  type SessionOptions,
+  type Tensor,
+} from '../core/session.js';
 import { ModelLoadError } from '../core/errors.js';
 import type { Checkpoint } from '../core/safetensors.js';
 import type { ConfigSection } from './config.js';
@@ -376,7 +383,11 @@ export class CausalLM {
     const variant = options.variant ?? LLM_VARIANTS[config.family];
     // GroupQueryAttention needs head_dim % 8 == 0 (real models have 64 or 128; small test models may not).
     const attention = options.attention ?? (config.headDim % 8 === 0 ? 'gqa' : 'masked');
-    const g = new GraphBuilder(options.graphName ?? `decoder_${config.family}`, checkpoint);
+    const g = new GraphBuilder(
+      options.graphName ?? `decoder_${config.family}`,
+      checkpoint,
+      await graphTarget(options.session),
+    );
     options.configureGraph?.(g);
     const root = g.scope(prefix);
     buildDecoder(g, root, config, variant, {
