@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { benchAccuracy } from '../src/apps/bench/accuracy.js';
-import { agreeingPrefix, compareTensors, compareValues, EXACT_BOUND } from '../src/apps/verify/index.js';
+import { agreeingPrefix, compareTensors, compareValues, EXACT_BOUND } from '../src/apps/verify/compare.js';
 import { DATA } from './helpers/cli.js';
 
 const fixture = (name: string) => path.join(DATA, 'fixtures', name);

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DATA, runCli } from './helpers/cli.js';
-import { Fixture, verifyFixture } from '../src/apps/verify/index.js';
+import { Fixture } from '../src/apps/verify/fixture.js';
+import { verifyFixture } from '../src/apps/verify/index.js';
 
 const CLIP = path.join(DATA, 'fixtures', 'clip_e2e');
 const CHAT = path.join(DATA, 'fixtures', 'chat_e2e');

@@ -353,3 +353,19 @@ test('SIGTERM with a stream in flight: the stream ends with [DONE], new connecti
     child.kill('SIGKILL');
   }
 });
+
+test('the vision tower runs off-thread on half the threads by default, on --vision-threads when given', async () => {
+  const settings = { weights: 'fp32' as const, session: { threads: 2 }, maxBatch: 1, maxQueue: 1 };
+  for (const [visionThreads, expected] of [
+    [undefined, 1],
+    [2, 2],
+  ] as const) {
+    const model = (await loadServedModel({ source: CHAT }, 'chat', { ...settings, visionThreads })) as ChatModel;
+    try {
+      assert.equal(model.pipeline.model.vision.offThread, true);
+      assert.equal(model.pipeline.model.vision.threads, expected);
+    } finally {
+      await model.pipeline.model.release();
+    }
+  }
+});

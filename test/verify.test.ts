@@ -9,12 +9,12 @@ import {
   compareValues,
   defaultBound,
   formatTable,
-  registerFixtureRunner,
-  verifyFixture,
   EXACT_BOUND,
   MODEL_BOUND,
   PIXEL_BOUND,
-} from '../src/apps/verify/index.js';
+} from '../src/apps/verify/compare.js';
+import { verifyFixture } from '../src/apps/verify/index.js';
+import { registerFixtureRunner } from '../src/apps/verify/registry.js';
 import { copyFolder, DATA, errorLines, runCli, tempDir } from './helpers/cli.js';
 
 const RMS = path.join(DATA, 'fixtures', 'intern_vit_rms');

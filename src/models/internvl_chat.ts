@@ -126,7 +126,8 @@ export class InternVLChatModel {
     readonly config: InternVLChatConfig,
     readonly checkpoint: Checkpoint,
     readonly language: CausalLM,
-    private readonly vision: ModelSession,
+    /** The vision tower and projector (run by `encodeImages`). */
+    readonly vision: ModelSession,
     private readonly positions: Float32Array,
   ) {}
 

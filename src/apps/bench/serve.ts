@@ -35,6 +35,8 @@ export interface ServeBenchOptions {
   soak?: number;
   maxBatch?: number;
   threads?: number;
+  /** The server's `--vision-threads` (default: the server's). */
+  visionThreads?: number;
   /** Folder holding the random checkpoint and the weight cache; reused when it already has them. */
   workDir?: string;
   log?: (message: string) => void;
@@ -273,6 +275,7 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
     args.push('--max-batch', String(options.maxBatch ?? Math.max(concurrency, 4)));
     args.push('--max-queue', String(Math.max(16, concurrency * 2)), '--max-model-len', '2048');
     if (options.threads) args.push('--threads', String(options.threads));
+    if (options.visionThreads) args.push('--vision-threads', String(options.visionThreads));
     log(`starting the server (${weights} weights; the first start fills the weight cache in ${workDir})`);
     const server = ServerProcess.start(args, { ...process.env, INTERNVL_CACHE: path.join(workDir, 'cache') });
     try {

@@ -44,6 +44,11 @@ by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/S
             'chat LLM weights: fp32, int8, int4, int4+int8; vision towers and QLLaMA use int8 unless fp32',
           ),
           threads: THREADS_OPTION,
+          'vision-threads': {
+            type: 'string',
+            value: 'n',
+            help: "threads of chat models' vision towers, which encode new images beside the decoding (default: half of --threads)",
+          },
           'max-batch': { type: 'string', value: 'n', help: 'chat sequences generating at once per model', default: 4 },
           'max-queue': { type: 'string', value: 'n', help: 'requests waiting per model before 429', default: 16 },
           'max-model-len': {
@@ -164,6 +169,7 @@ by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/S
       load: {
         weights,
         session: { threads: parsed.threads() },
+        visionThreads: parsed.integer('vision-threads', { min: 1 }),
         maxBatch: parsed.integer('max-batch', { min: 1, max: 64 }),
         maxQueue: parsed.integer('max-queue', { min: 0 }),
         maxLength: parsed.integer('max-model-len', { min: 1 }),

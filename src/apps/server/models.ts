@@ -2,6 +2,7 @@
  * The models a server keeps loaded, each addressed by its name. Loading starts after the server listens (`/health`
  * says 503 until every model is ready) and happens one model at a time, so that the event loop keeps answering.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { resolveModelDir } from '../../core/hub.js';
 import { ModelLoadError } from '../../core/errors.js';
@@ -51,6 +52,11 @@ export interface LoadSettings {
   /** Chat models' LLM weights; vision towers and QLLaMA use int8 unless this is fp32. */
   weights: WeightFormat;
   session: SessionOptions;
+  /**
+   * Intra-op threads of chat models' vision towers, which encode new requests' images beside the running decode
+   * steps (default: half of `session.threads` or of the cores, at least 1, so that encoding and decoding do not oversubscribe the cores).
+   */
+  visionThreads?: number;
   maxBatch: number;
   maxQueue: number;
   /** Positions per chat sequence (prompt + answer), capped by each model's context (default 8192). */
@@ -125,6 +131,10 @@ export class ModelHost {
   }
 }
 
+function defaultVisionThreads(session: SessionOptions): number {
+  return Math.max(1, Math.floor((session.threads ?? os.availableParallelism()) / 2));
+}
+
 /** Loads one model by what its config.json says it is. */
 export async function loadServedModel(spec: ModelSpec, name: string, settings: LoadSettings): Promise<ServedModel> {
   const dir = await resolveModelDir(spec.source, { offline: settings.offline });
@@ -137,7 +147,11 @@ export async function loadServedModel(spec: ModelSpec, name: string, settings: L
       const pipeline = await loadChatPipeline(dir, {
         // The vision tower runs in a thread of its own: a new request's images are encoded while the running
         // requests keep decoding (onnxruntime-node would otherwise block the JavaScript thread for the encoding).
-        session: { ...settings.session, offThread: true },
+        session: {
+          ...settings.session,
+          threads: settings.visionThreads ?? defaultVisionThreads(settings.session),
+          offThread: true,
+        },
         llmSession: settings.session,
         configureLlmGraph: weightFormatHook(settings.weights),
         configureVisionGraph: towerWeights,

@@ -18,16 +18,6 @@ import { clipModelRunner } from './clip.js';
 import { chatE2eRunner } from './e2e_chat.js';
 import { clipE2eRunner } from './e2e_clip.js';
 
-export * from './compare.js';
-export { Fixture, type IoTensor } from './fixture.js';
-export {
-  registerFixtureRunner,
-  fixtureRunners,
-  type FixtureRunner,
-  type RunnerResult,
-  type RunOptions,
-} from './registry.js';
-
 // New fixture kinds: a runner in its own file in this folder, registered here.
 registerFixtureRunner(internVitRunner);
 registerFixtureRunner(preprocessRunner);
