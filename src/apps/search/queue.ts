@@ -128,12 +128,17 @@ export class QueueSink implements EmbedSink {
       this.wake = null;
       for (const jobId of this.pending.keys()) {
         if (this.finished.has(jobId)) continue;
+        // The state first, then the job: a job read before it completes has no return value yet, even once
+        // its state says completed.
+        const state = await this.queue.getJobState(jobId);
+        if (state !== 'completed' && state !== 'failed') continue;
         const job = await this.queue.getJob(jobId);
-        if (job && (await job.isCompleted())) {
+        if (!job) continue;
+        if (state === 'completed') {
           this.finished.set(jobId, job.returnvalue as JobResult);
           this.done += this.pending.get(jobId)!;
           this.options.onProgress?.(this.done, this.submitted);
-        } else if (job && (await job.isFailed()) && job.attemptsMade >= (job.opts.attempts ?? 1)) {
+        } else if (job.attemptsMade >= (job.opts.attempts ?? 1)) {
           this.finished.set(jobId, new Error(job.failedReason));
         }
       }
