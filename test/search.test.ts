@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { openIndex, type AddOptions, type IndexSummary } from '../src/apps/search/search_index.js';
-import { Store, type IndexRow } from '../src/apps/search/store.js';
+import { ANN_ROWS_PER_PARTITION, annPartitions, Store, type IndexRow } from '../src/apps/search/store.js';
+import * as lancedb from '@lancedb/lancedb';
 import { DATA, REPO, copyFolder, inProcess, runCli, tempDir } from './helpers/cli.js';
 
 const MODEL = path.join(DATA, 'fixtures', 'clip_e2e');
@@ -140,6 +141,9 @@ test('internvl index + search: results equal a brute-force ranking of embed-text
   const badWhere = await inProcess(['search', '--db', db, texts[0], '--where', 'no_such_column > 1']);
   assert.equal(badWhere.code, 2, badWhere.stderr);
   assert.match(badWhere.stderr, /^error: .*--where/);
+  const badRefine = await inProcess(['search', '--db', db, texts[0], '--refine', '0']);
+  assert.equal(badRefine.code, 2, badRefine.stderr);
+  assert.match(badRefine.stderr, /^error: internvl search: --refine must be at least 1, got 0/);
   const badOption = await inProcess(['search', '--db', db, texts[0], '--storage-option', 'region']);
   assert.equal(badOption.code, 2, badOption.stderr);
   assert.match(badOption.stderr, /^error: .*--storage-option 'region' is not key=value/);
@@ -299,9 +303,16 @@ test('index: webdataset shard and .jsonl caption file; captions and --where filt
   assert.equal((await add(db, [shard, captions])).embedded, 0);
 });
 
+test('store: an ANN index gets a partition per ANN_ROWS_PER_PARTITION rows', () => {
+  assert.equal(annPartitions(256), 1);
+  assert.equal(annPartitions(ANN_ROWS_PER_PARTITION), 1);
+  assert.equal(annPartitions(ANN_ROWS_PER_PARTITION + 1), 2);
+  assert.equal(annPartitions(7 * ANN_ROWS_PER_PARTITION), 7);
+});
+
 test('store: the ANN index is built past the threshold and finds what exact search finds', async () => {
   const db = path.join(tempDir(), 'db');
-  const dim = 32;
+  const dim = 256;
   const stamp = { model: 'random', fingerprint: 'f', mode: 'C' as const, weights: 'fp32', dim };
   const store = await Store.open(db, 'random_C', stamp, { create: true });
   let seed = 1;
@@ -325,9 +336,20 @@ test('store: the ANN index is built past the threshold and finds what exact sear
   for (let i = 0; i < 3000; i += 1000) await store.append(Array.from({ length: 1000 }, (_, j) => make(i + j)));
   assert.deepEqual(await store.optimize(5000), { annIndex: false, built: false });
   assert.deepEqual(await store.optimize(2000), { annIndex: true, built: true });
+  assert.deepEqual(await store.annIndex(), { kind: 'IVF_RQ', partitions: 1, bits: 8, rows: 3000 });
   await store.upsert([make(5000)]);
   assert.deepEqual(await store.optimize(2000), { annIndex: true, built: false });
   assert.equal(await store.count(), 3001);
+  // An index this version did not build (IVF_PQ, as older versions built) is replaced by the next optimize.
+  const table = await (await lancedb.connect(db)).openTable('random_C');
+  await table.createIndex('vector', {
+    config: lancedb.Index.ivfPq({ distanceType: 'dot', numPartitions: 4, numSubVectors: 4 }),
+    replace: true,
+  });
+  await store.upsert([make(5001)]);
+  assert.equal(await store.annIndex(), null);
+  assert.deepEqual(await store.optimize(2000), { annIndex: true, built: true });
+  assert.deepEqual(await store.annIndex(), { kind: 'IVF_RQ', partitions: 1, bits: 8, rows: 3002 });
   let found = 0;
   for (let q = 0; q < 20; q++) {
     const query = vector();
@@ -337,6 +359,12 @@ test('store: the ANN index is built past the threshold and finds what exact sear
     found += ann.filter((h) => ids.has(h.id)).length;
   }
   assert.ok(found / 200 >= 0.9, `recall@10 ${found / 200}`);
+  // Every row a candidate rescored exactly: the exact answer.
+  const query = vector();
+  assert.deepEqual(
+    (await store.search(query, { k: 10, refineFactor: 301 })).map((h) => h.id),
+    (await store.search(query, { k: 10, exact: true })).map((h) => h.id),
+  );
 });
 
 test('bench search (latency part) on a small table: exact search equals brute force, recall is measured', async () => {
@@ -349,21 +377,36 @@ test('bench search (latency part) on a small table: exact search equals brute fo
     queries: 12,
     exactQueries: 6,
     k: 5,
-    sweep: [{ nprobes: 'all', refineFactor: 400 }],
+    bits: [8, 1],
+    sweep: [
+      { nprobes: 'all', refineFactor: 400 },
+      { nprobes: 1, refineFactor: 2 },
+    ],
     workDir,
     log: () => {},
   });
   assert.equal(result.exactRecall, 1);
-  assert.equal(result.ann.partitions, 45);
   assert.deepEqual(
-    result.ann.settings.map((s) => [s.nprobes, s.refineFactor]),
+    result.ann.map((a) => [a.kind, a.partitions, a.bits, a.rows]),
     [
-      [32, 50],
-      [45, 400],
+      ['IVF_RQ', 1, 8, 2000],
+      ['IVF_RQ', 1, 1, 2000],
     ],
   );
-  // Every partition probed and every candidate rescored exactly: the exact answer.
-  assert.equal(result.ann.settings[1].recall, 1);
-  assert.ok(result.ann.settings[0].recall > 0 && result.ann.settings[0].recall <= 1);
+  for (const ann of result.ann) {
+    // The store's defaults, then the sweep less the setting that equals them (every partition is one here).
+    assert.deepEqual(
+      ann.settings.map((s) => [s.nprobes, s.refineFactor]),
+      [
+        [4, 2],
+        [1, 400],
+      ],
+    );
+    // Every candidate rescored exactly: the exact answer.
+    assert.equal(ann.settings[1].recall, 1);
+    assert.ok(ann.settings[0].recall > 0 && ann.settings[0].recall <= 1);
+  }
+  // 8-bit codes rank better than 1-bit ones.
+  assert.ok(result.ann[0].settings[0].recall >= result.ann[1].settings[0].recall);
   assert.equal(fs.readdirSync(workDir).length, 0, 'the table is deleted once measured');
 });

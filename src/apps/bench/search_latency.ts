@@ -1,14 +1,14 @@
 /**
  * Search latency and ANN recall of the index's store (`Store`, the LanceDB table `internvl index` writes) over
- * random unit vectors: exact search against the ANN index the store builds (IVF_PQ), at the store's default query
- * parameters and over a sweep of nprobes / refine factors. Recall@k is measured against the exact ranking, computed
+ * random unit vectors: exact search against the ANN index the store builds (IVF_RQ, at each of the code widths
+ * asked for), at the store's default query parameters and over a sweep of nprobes / refine factors. Recall@k is measured against the exact ranking, computed
  * here by brute force while the vectors are generated (a LanceDB exact scan per query costs seconds at 1M rows); the
  * store's exact search is timed on the first queries and checked against it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { matmulTransposed, matrix } from '../../core/matrix.js';
-import { Store, type IndexRow, type Stamp } from '../search/store.js';
+import { Store, type AnnIndexInfo, type IndexRow, type Stamp } from '../search/store.js';
 import { median, quantile } from './stats.js';
 import { round } from './profile.js';
 
@@ -21,6 +21,8 @@ export interface LatencyOptions {
   /** Of those, how many are timed with exact search. */
   exactQueries: number;
   k: number;
+  /** Bits per dimension of the ANN index's codes: one index built and timed per value. */
+  bits: number[];
   /** (nprobes, refine factor) pairs timed after the store's defaults; `all` probes every partition. */
   sweep: Array<{ nprobes: number | 'all'; refineFactor: number }>;
   data: VectorData;
@@ -57,14 +59,14 @@ export interface LatencyResult {
   exactQueries: number;
   /** The store's exact search's top-k against the brute-force ranking (1 = the same rows). */
   exactRecall: number;
-  ann: {
-    kind: string;
-    partitions: number;
-    subVectors: number;
-    buildSeconds: number;
-    /** The store's query defaults first, then the sweep. */
-    settings: AnnSetting[];
-  };
+  /** One per `bits` value. */
+  ann: Array<
+    AnnIndexInfo & {
+      buildSeconds: number;
+      /** The store's query defaults first, then the sweep. */
+      settings: AnnSetting[];
+    }
+  >;
   peakRssMB: number;
 }
 
@@ -250,31 +252,34 @@ export async function benchSearchLatency(options: LatencyOptions): Promise<Laten
       (await store.search(v, { k, exact: true })).map((h) => h.id),
     );
     const exactRecall = recallAt(k, exact.results, truth);
-    log(`  exact p50 ${exact.timing.p50Ms} ms; building the ANN index`);
-    t = performance.now();
-    const ann = await store.buildAnnIndex(rows);
-    const buildSeconds = (performance.now() - t) / 1000;
-    log(
-      `  ${ann.kind} (${ann.partitions} partitions, ${ann.subVectors} sub-vectors) built in ${buildSeconds.toFixed(1)} s`,
-    );
-    const settings: AnnSetting[] = [];
-    const sweep = options.sweep.map((s) => ({
-      nprobes: s.nprobes === 'all' ? ann.partitions : Math.min(s.nprobes, ann.partitions),
-      refineFactor: s.refineFactor,
-    }));
-    const seen = new Set<string>();
-    for (const setting of [Store.QUERY_DEFAULTS, ...sweep]) {
-      const key = `${setting.nprobes}:${setting.refineFactor}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      const timed = await timeQueries(queries, dim, async (v) =>
-        (await store.search(v, { k, ...setting })).map((h) => h.id),
-      );
-      const recall = recallAt(k, timed.results, truth);
-      settings.push({ ...setting, ...timed.timing, recall: round(recall) });
-      log(
-        `  nprobes ${setting.nprobes}, refine ${setting.refineFactor}: p50 ${timed.timing.p50Ms} ms, recall@${k} ${round(recall)}`,
-      );
+    log(`  exact p50 ${exact.timing.p50Ms} ms`);
+    const anns: LatencyResult['ann'] = [];
+    for (const bits of options.bits) {
+      t = performance.now();
+      const ann = await store.buildAnnIndex({ rows, bits });
+      const buildSeconds = (performance.now() - t) / 1000;
+      log(`  ${ann.kind} (${ann.partitions} partitions, ${bits} bits) built in ${buildSeconds.toFixed(1)} s`);
+      const settings: AnnSetting[] = [];
+      const sweep = options.sweep.map((s) => ({
+        nprobes: s.nprobes === 'all' ? ann.partitions : s.nprobes,
+        refineFactor: s.refineFactor,
+      }));
+      const seen = new Set<string>();
+      for (const setting of [Store.QUERY_DEFAULTS, ...sweep]) {
+        // Probing more partitions than there are probes them all: one setting.
+        const key = `${Math.min(setting.nprobes, ann.partitions)}:${setting.refineFactor}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const timed = await timeQueries(queries, dim, async (v) =>
+          (await store.search(v, { k, ...setting })).map((h) => h.id),
+        );
+        const recall = recallAt(k, timed.results, truth);
+        settings.push({ ...setting, ...timed.timing, recall: round(recall) });
+        log(
+          `    nprobes ${setting.nprobes}, refine ${setting.refineFactor}: p50 ${timed.timing.p50Ms} ms, recall@${k} ${round(recall)}`,
+        );
+      }
+      anns.push({ ...ann, buildSeconds: round(buildSeconds), settings });
     }
     results.push({
       data: options.data,
@@ -288,7 +293,7 @@ export async function benchSearchLatency(options: LatencyOptions): Promise<Laten
       exact: exact.timing,
       exactQueries: options.exactQueries,
       exactRecall: round(exactRecall),
-      ann: { ...ann, buildSeconds: round(buildSeconds), settings },
+      ann: anns,
       peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024),
     });
     // Each size's table is deleted once measured (1M × 768 floats are 3 GB).

@@ -16,8 +16,8 @@ export async function runBenchSearch(args: string[]): Promise<number> {
 (or --model). Prints JSON: {machine, latency: [...], indexing: {...}}.`,
       epilog: `Parts (--parts), in one temp folder that is deleted afterwards:
   latency  tables of random unit vectors (--sizes rows, --dim wide) in the index's store: exact search and the ANN
-           index it builds (IVF_PQ), p50/p95 latency and recall@k against a brute-force ranking, at the store's
-           query defaults and over a sweep of nprobes × refine factors
+           index it builds (IVF_RQ, one per --bits), p50/p95 latency and recall@k against a brute-force ranking,
+           at the store's query defaults and over a sweep of nprobes × refine factors
   index    images/s of 'index' (scan, hash, decode, embed, LanceDB commits, optimize) vs bare embedding (read,
            decode, embed) with the same loaded model: the index's overhead
   queue    images/s of 'index --queue' with 1 vs N 'internvl worker' processes (threads split between them)`,
@@ -48,9 +48,15 @@ export async function runBenchSearch(args: string[]): Promise<number> {
           type: 'string',
           value: 'list',
           help: "latency sweep: partitions probed, numbers or 'all'",
-          default: '64,128,256,all',
+          default: 'all',
         },
-        refine: { type: 'string', value: 'list', help: 'latency sweep: refine factors', default: '10,50,200' },
+        refine: { type: 'string', value: 'list', help: 'latency sweep: refine factors', default: '1,2,4' },
+        bits: {
+          type: 'string',
+          value: 'list',
+          help: 'latency: bits per dimension of the index codes, an index per value (1 to 8)',
+          default: '8',
+        },
         images: { type: 'string', value: 'n', help: 'index/queue: JPEGs (640×480) indexed', default: 48 },
         'vision-layers': {
           type: 'string',
@@ -80,7 +86,7 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     args,
   );
   if (!parsed) return 0;
-  type Name = 'parts' | 'sizes' | 'nprobes' | 'refine' | 'workers';
+  type Name = 'parts' | 'sizes' | 'nprobes' | 'refine' | 'bits' | 'workers';
   const list = (name: Name) =>
     parsed
       .string(name)
@@ -102,6 +108,8 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     return n;
   });
   const refine = integers('refine', 1);
+  const tooWide = integers('bits', 1).find((b) => b > 8);
+  if (tooWide !== undefined) parsed.fail(`--bits: ${tooWide} is more than 8`);
   const threads = parsed.threads() ?? os.availableParallelism();
   const quiet = parsed.flag('quiet');
   const log = quiet ? () => {} : (m: string) => process.stderr.write(`${m}\n`);
@@ -113,6 +121,7 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     queries: parsed.integer('queries', { min: 1 }),
     exactQueries: parsed.integer('exact-queries', { min: 1 }),
     k: parsed.integer('k', { min: 1 }),
+    bits: integers('bits', 1),
     sweep: nprobes.flatMap((n) => refine.map((refineFactor) => ({ nprobes: n, refineFactor }))),
   };
   if (latencyOptions.exactQueries > latencyOptions.queries) parsed.fail('--exact-queries must not exceed --queries');

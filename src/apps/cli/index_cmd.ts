@@ -16,7 +16,7 @@ export const indexCommand: Command = {
 Folders are walked recursively; a .tar is a webdataset shard (its txt members are captions); a .json/.jsonl caption
 file lists {image, caption}. Rerunning embeds only new or changed images (a moved file is recognised by its
 content hash); a killed run loses at most the images since its last commit and a rerun continues. Unreadable
-images are skipped with a warning. An ANN index (IVF_PQ) is built once the table is large enough.`,
+images are skipped with a warning. An ANN index (IVF_RQ) is built once the table is large enough.`,
         options: {
           ...MODEL_OPTIONS,
           db: {

@@ -26,6 +26,11 @@ image, with the model and mode the table was built with. Prints rank, score and 
           table: { type: 'string', value: 'name', help: 'table (needed when the database holds several)' },
           mode: { type: 'string', value: 'C|G', help: 'pick the table of this mode' },
           exact: { type: 'boolean', help: 'exact search even when the table has an ANN index' },
+          refine: {
+            type: 'string',
+            value: 'n',
+            help: "ANN: candidates rescored exactly per result (more: closer to exact search, slower; default: the store's)",
+          },
           threads: THREADS_OPTION,
           json: {
             type: 'boolean',
@@ -52,7 +57,12 @@ image, with the model and mode the table was built with. Prints rank, score and 
     });
     try {
       const query = image !== undefined ? { image } : { text: text! };
-      const results = await index.search(query, { k, where: parsed.string('where'), exact: parsed.flag('exact') });
+      const results = await index.search(query, {
+        k,
+        where: parsed.string('where'),
+        exact: parsed.flag('exact'),
+        refineFactor: parsed.integer('refine', { min: 1 }),
+      });
       if (parsed.flag('json')) {
         process.stdout.write(`${JSON.stringify({ query, table: index.store.name, results })}\n`);
         return 0;

@@ -105,6 +105,8 @@ export interface SearchOptions {
   where?: string;
   /** Skip the ANN index: exact scores over every row. */
   exact?: boolean;
+  /** ANN: candidates rescored exactly per result (`Store.QUERY_DEFAULTS` by default). */
+  refineFactor?: number;
 }
 
 export class SearchIndex {
@@ -273,7 +275,10 @@ export class SearchIndex {
     const k = options.k ?? 10;
     if (!Number.isInteger(k) || k < 1) throw new UsageError(`search: k must be a positive integer, got ${k}`);
     const vector = await this.queryVector(typeof query === 'string' ? { text: query } : query);
-    const hits = await this.store.search(vector, { k, where: options.where, exact: options.exact });
+    const { where, exact, refineFactor } = options;
+    if (refineFactor !== undefined && !(Number.isInteger(refineFactor) && refineFactor >= 1))
+      throw new UsageError(`search: refineFactor must be a positive integer, got ${refineFactor}`);
+    const hits = await this.store.search(vector, { k, where, exact, refineFactor });
     return hits.map((h, i) => ({
       rank: i + 1,
       id: h.id,

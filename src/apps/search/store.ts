@@ -78,8 +78,33 @@ export interface StoreOptions {
 }
 
 const STAMP_KEY = 'internvl.stamp';
-/** Exact search below this many rows; an ANN index (IVF_PQ) from here on. */
+/** The vector column's metadata key for what its ANN index was built as (`AnnIndexInfo`). */
+const ANN_KEY = 'internvl.ann';
+/** Exact search below this many rows; an ANN index (IVF_RQ) from here on. */
 export const DEFAULT_ANN_THRESHOLD = 100_000;
+/**
+ * Rows per IVF partition of the ANN index. A probed partition's quantized codes are scanned whole, and one scan of
+ * a million 8-bit codes costs about what picking and rescoring the candidates costs (docs/benchmarks.md, Search):
+ * up to a million rows one partition, scanned exhaustively, is both the fastest and the most exact layout. Larger
+ * tables get partitions of about this size.
+ */
+export const ANN_ROWS_PER_PARTITION = 1_000_000;
+/** Bits per dimension of the index's RaBitQ codes: 8 keeps recall@10 ≥ 0.95 without rescoring many candidates. */
+export const DEFAULT_ANN_BITS = 8;
+
+/** What the vector column's ANN index was built as. */
+export interface AnnIndexInfo {
+  kind: 'IVF_RQ';
+  partitions: number;
+  bits: number;
+  /** Rows in the table when it was built. */
+  rows: number;
+}
+
+/** The partitions an index over `rows` rows gets. */
+export function annPartitions(rows: number): number {
+  return Math.max(1, Math.ceil(rows / ANN_ROWS_PER_PARTITION));
+}
 
 /** `clip_e2e` + `C` → `clip_e2e_C`: the table of a model folder or repo id in one mode. */
 export function tableName(model: string, mode: string): string {
@@ -237,39 +262,63 @@ export class Store {
     return (await this.table.listIndices()).some((i) => i.columns.includes('vector'));
   }
 
+  /** The vector column's ANN index as built by `buildAnnIndex`; null without one, or for an index it did not build. */
+  async annIndex(): Promise<AnnIndexInfo | null> {
+    const index = (await this.table.listIndices()).find((i) => i.columns.includes('vector'));
+    const text = (await this.table.schema()).fields.find((f) => f.name === 'vector')?.metadata.get(ANN_KEY);
+    if (!index || !text) return null;
+    const info = JSON.parse(text) as AnnIndexInfo;
+    // The metadata outlives an index replaced by other means: it counts only while it describes the index there.
+    const bits = (index.indexDetails as { compression?: { num_bits?: number } } | undefined)?.compression?.num_bits;
+    return index.indexType === 'IvfRq' && bits === info.bits ? info : null;
+  }
+
   /**
    * Compacts the small fragments left by many commits, folds new rows into the ANN index, and builds the index
-   * once the table has `annThreshold` rows. Old versions are kept for a while (other readers may be on them).
+   * once the table has `annThreshold` rows. The index is rebuilt when the table has outgrown its partitions
+   * twofold (appended rows join existing partitions, which then scan slower), and when it is not one this version
+   * builds (an IVF_PQ index of an older internvl). Old versions are kept for a while (other readers may be on them).
    */
   async optimize(annThreshold = DEFAULT_ANN_THRESHOLD): Promise<{ annIndex: boolean; built: boolean }> {
     await retry(() => this.table.optimize());
-    const has = await this.hasAnnIndex();
-    if (has) return { annIndex: true, built: false };
     const rows = await this.table.countRows();
-    if (rows < annThreshold || rows < 256) return { annIndex: false, built: false };
-    await this.buildAnnIndex(rows);
+    if (await this.hasAnnIndex()) {
+      const ann = await this.annIndex();
+      if (ann && annPartitions(rows) < 2 * ann.partitions) return { annIndex: true, built: false };
+    } else if (rows < annThreshold || rows < 256) return { annIndex: false, built: false };
+    await this.buildAnnIndex({ rows });
     return { annIndex: true, built: true };
   }
 
-  /** IVF_PQ on dot (= cosine on unit vectors): √rows partitions, 8-dim sub-vectors, results rescored exactly. */
-  async buildAnnIndex(rows?: number): Promise<{ kind: 'IVF_PQ'; partitions: number; subVectors: number }> {
-    const n = rows ?? (await this.table.countRows());
-    const dim = this.stamp.dim;
-    const subVectors = dim % 8 === 0 ? dim / 8 : dim % 4 === 0 ? dim / 4 : 1;
-    const partitions = Math.max(1, Math.round(Math.sqrt(n)));
+  /**
+   * IVF_RQ (RaBitQ codes of the rows' residuals) on dot (= cosine on unit vectors), `annPartitions(rows)`
+   * partitions; what it was built as is recorded in the vector column's metadata.
+   */
+  async buildAnnIndex(options: { rows?: number; bits?: number } = {}): Promise<AnnIndexInfo> {
+    const rows = options.rows ?? (await this.table.countRows());
+    const info: AnnIndexInfo = {
+      kind: 'IVF_RQ',
+      partitions: annPartitions(rows),
+      bits: options.bits ?? DEFAULT_ANN_BITS,
+      rows,
+    };
     await this.table.createIndex('vector', {
-      config: lancedb.Index.ivfPq({ distanceType: 'dot', numPartitions: partitions, numSubVectors: subVectors }),
+      config: lancedb.Index.ivfRq({ distanceType: 'dot', numPartitions: info.partitions, numBits: info.bits }),
       replace: true,
     });
-    return { kind: 'IVF_PQ', partitions, subVectors };
+    await retry(() =>
+      this.table.updateFieldMetadata([{ path: 'vector', metadata: { [ANN_KEY]: JSON.stringify(info) } }]),
+    );
+    return info;
   }
 
   /**
-   * ANN query parameters: partitions probed, and candidates rescored exactly per result (k × refineFactor). The
-   * PQ codes alone rank neighbours too coarsely: with 10 candidates rescored per result, recall stayed well below
-   * what 50 give at little cost (measured in docs/benchmarks.md, `bench search`).
+   * ANN query parameters: partitions probed (every one, up to four: tables to about 7M rows are scanned whole),
+   * and candidates rescored exactly per result (k × refineFactor). Rescoring makes the returned scores exact
+   * rather than the codes' estimates; one candidate per result keeps recall@10 ≈ 0.95 at 1M rows, two give ≈ 0.996
+   * at a fifth more time (docs/benchmarks.md, `bench search`).
    */
-  static readonly QUERY_DEFAULTS = { nprobes: 32, refineFactor: 50 };
+  static readonly QUERY_DEFAULTS = { nprobes: 4, refineFactor: 2 };
 
   /** The k nearest rows to a unit vector (exact below the ANN threshold, ANN + exact rescoring above). */
   async search(
