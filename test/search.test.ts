@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { openIndex, type AddOptions, type IndexSummary } from '../src/apps/search/search_index.js';
 import { ANN_ROWS_PER_PARTITION, annPartitions, Store, type IndexRow } from '../src/apps/search/store.js';
 import * as lancedb from '@lancedb/lancedb';
+import { scanSources } from '../src/apps/search/sources.js';
 import { DATA, REPO, copyFolder, inProcess, runCli, tempDir } from './helpers/cli.js';
 
 const MODEL = path.join(DATA, 'fixtures', 'clip_e2e');
@@ -301,6 +302,24 @@ test('index: webdataset shard and .jsonl caption file; captions and --where filt
   assert.deepEqual(all.map((x) => x.caption).sort(), ['a cat', 'a horse in a field', 'a rocket launch']);
   // Rerun: the shard is read again but nothing is embedded.
   assert.equal((await add(db, [shard, captions])).embedded, 0);
+});
+
+test('sources: folders are walked, globs expand (**, {a,b}, [..]) in path order, a pattern that matches nothing fails', async () => {
+  const root = tempDir();
+  for (const f of ['a/1.png', 'a/deep/2.jpg', 'b/3.png', 'c/4.png', 'notes.txt', 'a/x.txt']) {
+    fs.mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
+    fs.writeFileSync(path.join(root, f), f);
+  }
+  const uris = async (...inputs: string[]) => {
+    const out = [];
+    for await (const item of (await scanSources(inputs)).items()) out.push(path.relative(root, item.uri));
+    return out;
+  };
+  assert.deepEqual(await uris(root), ['a/1.png', 'a/deep/2.jpg', 'b/3.png', 'c/4.png']);
+  assert.deepEqual(await uris(path.join(root, '**/*.png')), ['a/1.png', 'b/3.png', 'c/4.png']);
+  assert.deepEqual(await uris(path.join(root, '{a,c}/**/*.{png,jpg}')), ['a/1.png', 'a/deep/2.jpg', 'c/4.png']);
+  assert.deepEqual(await uris(path.join(root, '[bc]/?.png')), ['b/3.png', 'c/4.png']);
+  await assert.rejects(scanSources([path.join(root, '*.webp')]), /\*\.webp: the pattern matches no file/);
 });
 
 test('store: an ANN index gets a partition per ANN_ROWS_PER_PARTITION rows', () => {

@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { glob } from 'tinyglobby';
 import { DatasetError, UsageError } from '../../core/errors.js';
 import { readCaptionDataset } from '../eval/datasets/captions.js';
 import { splitLines } from '../eval/datasets/files.js';
@@ -60,7 +61,7 @@ export async function readSource(uri: string): Promise<Buffer> {
 
 const IMAGE_FILE = new RegExp(`(${IMAGE_EXTENSIONS.map((e) => e.replace('.', '\\.')).join('|')})$`, 'i');
 const WDS_IMAGE_EXTS = ['webp', 'png', 'jpg', 'jpeg'];
-const GLOB_CHARS = /[*?[]/;
+const GLOB_CHARS = /[*?[{]/;
 
 /** Resolves the command line's inputs (in the order given, folders sorted) into one scan. */
 export async function scanSources(inputs: readonly string[]): Promise<SourceScan> {
@@ -141,26 +142,11 @@ async function walk(dir: string): Promise<string[]> {
   return out;
 }
 
-/** `photos/**\/*.jpg`, `shards/*.tar`: `*` and `?` within a name, `**` across folders, `[…]` classes. */
+/** `photos/**\/*.jpg`, `shards/*.tar`, `{a,b}/*.png`: tinyglobby's patterns, from the folder before the first one. */
 async function expandGlob(pattern: string): Promise<string[]> {
-  const abs = path.resolve(pattern);
-  const parts = abs.split(path.sep);
+  const parts = path.resolve(pattern).split(path.sep);
   const firstGlob = parts.findIndex((p) => GLOB_CHARS.test(p));
   const base = parts.slice(0, firstGlob).join(path.sep) || path.sep;
-  const regex = new RegExp(
-    `^${parts
-      .slice(firstGlob)
-      .map((p) =>
-        p === '**'
-          ? '(?:.*/)?'
-          : `${p
-              .replace(/[.+^${}()|\\]/g, '\\$&')
-              .replace(/\*/g, '[^/]*')
-              .replace(/\?/g, '[^/]')}/`,
-      )
-      .join('')
-      .replace(/\/$/, '')}$`,
-  );
-  const all = await walk(base).catch(() => []);
-  return all.filter((f) => regex.test(path.relative(base, f).split(path.sep).join('/')));
+  const matched = await glob(parts.slice(firstGlob).join('/'), { cwd: base, absolute: true, onlyFiles: true });
+  return matched.map((f) => path.resolve(f)).sort();
 }
