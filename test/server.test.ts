@@ -75,6 +75,8 @@ test('greedy chat with an image gives the official ids, answer and prompt length
 });
 
 test('history: the second turn of the conversation gives the official second answer', async () => {
+  const cache = (running.server.context.host.get('chat') as ChatModel).visualCache;
+  const before = cache.stats;
   const completion = await client.chat.completions.create({
     model: 'chat',
     max_tokens: 12,
@@ -89,6 +91,18 @@ test('history: the second turn of the conversation gives the official second ans
   assert.deepEqual(choice.token_ids, turn2.generated_ids);
   assert.equal(choice.message.content, turn2.response);
   assert.equal(completion.usage?.prompt_tokens, turn2.input_ids_len);
+  // The image of the first turn, sent again, came from the cache (the first test encoded it): the official
+  // answer above is what its cached embeddings give.
+  assert.deepEqual(
+    { hits: cache.stats.hits - before.hits, misses: cache.stats.misses - before.misses },
+    { hits: 1, misses: 0 },
+  );
+  const metrics = await (await fetch(`${running.url}/metrics`, { headers: { authorization: `Bearer ${KEY}` } })).text();
+  assert.match(metrics, new RegExp(`internvl:visual_cache_hits_total\\{model_name="chat"\\} ${cache.stats.hits}\n`));
+  assert.match(
+    metrics,
+    new RegExp(`internvl:visual_cache_misses_total\\{model_name="chat"\\} ${cache.stats.misses}\n`),
+  );
 });
 
 test('continuous batching: 3 concurrent greedy requests give the ids of 3 sequential ones', async () => {

@@ -37,6 +37,11 @@ export interface ServeBenchOptions {
   threads?: number;
   /** The server's `--vision-threads` (default: the server's). */
   visionThreads?: number;
+  /**
+   * The server's `--vision-cache-mb` (default 0: every request's image is encoded, as the requests all carry the
+   * same image and a cache would skip all but the first encoding).
+   */
+  visionCacheMB?: number;
   /** Folder holding the random checkpoint and the weight cache; reused when it already has them. */
   workDir?: string;
   log?: (message: string) => void;
@@ -276,6 +281,7 @@ export async function runServeBenchmark(options: ServeBenchOptions = {}): Promis
     args.push('--max-queue', String(Math.max(16, concurrency * 2)), '--max-model-len', '2048');
     if (options.threads) args.push('--threads', String(options.threads));
     if (options.visionThreads) args.push('--vision-threads', String(options.visionThreads));
+    args.push('--vision-cache-mb', String(options.visionCacheMB ?? 0));
     log(`starting the server (${weights} weights; the first start fills the weight cache in ${workDir})`);
     const server = ServerProcess.start(args, { ...process.env, INTERNVL_CACHE: path.join(workDir, 'cache') });
     try {

@@ -1,6 +1,7 @@
 /** `internvl serve --model <dir|id>[=name] …`: the OpenAI-compatible server (see src/apps/server/). */
 import fs from 'node:fs';
 import { DEFAULT_MAX_LENGTH, DEFAULT_PREFILL_CHUNK } from '../server/scheduler.js';
+import { DEFAULT_VISUAL_CACHE_MB } from '../../tasks/visual_cache.js';
 import { parseCommandArgs, THREADS_OPTION } from './args.js';
 import { MODEL_OPTIONS, weightsOption } from './model_arg.js';
 import type { Command } from './registry.js';
@@ -48,6 +49,12 @@ by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/S
             type: 'string',
             value: 'n',
             help: "threads of chat models' vision towers, which encode new images beside the decoding (default: half of --threads)",
+          },
+          'vision-cache-mb': {
+            type: 'string',
+            value: 'n',
+            help: "MiB of image embeddings each chat model keeps, so a conversation's images are encoded once, not every turn (0: none)",
+            default: DEFAULT_VISUAL_CACHE_MB,
           },
           'max-batch': { type: 'string', value: 'n', help: 'chat sequences generating at once per model', default: 4 },
           'max-queue': { type: 'string', value: 'n', help: 'requests waiting per model before 429', default: 16 },
@@ -170,6 +177,7 @@ by 'internvl index', and the search web page at /. Stops gracefully on SIGTERM/S
         weights,
         session: { threads: parsed.threads() },
         visionThreads: parsed.integer('vision-threads', { min: 1 }),
+        visualCacheBytes: parsed.integer('vision-cache-mb', { min: 0 }) * 2 ** 20,
         maxBatch: parsed.integer('max-batch', { min: 1, max: 64 }),
         maxQueue: parsed.integer('max-queue', { min: 0 }),
         maxLength: parsed.integer('max-model-len', { min: 1 }),

@@ -88,6 +88,9 @@ export interface QueueState {
   decodeSteps: number;
   decodedTokens: number;
   decodeSeconds: number;
+  /** Visuals whose embeddings the model's cache held, and visuals it encoded (`VisualEmbeddingCache`). */
+  visualCacheHits: number;
+  visualCacheMisses: number;
 }
 
 export class Metrics {
@@ -119,6 +122,18 @@ export class Metrics {
           read('decodeSeconds'),
           'counter',
         ),
+      ],
+      [
+        'internvl:visual_cache_hits_total',
+        new Reading(
+          'Images and frames whose embeddings were cached (not encoded again).',
+          read('visualCacheHits'),
+          'counter',
+        ),
+      ],
+      [
+        'internvl:visual_cache_misses_total',
+        new Reading('Images and frames the vision tower encoded.', read('visualCacheMisses'), 'counter'),
       ],
       ['internvl:prompt_tokens_total', this.promptTokens],
       ['internvl:generation_tokens_total', this.generationTokens],

@@ -13,6 +13,7 @@ import { detectArchitecture } from '../../models/registry.js';
 import type { ChatPipeline } from '../../tasks/chat.js';
 import type { ClipPipeline } from '../../tasks/clip.js';
 import type { ImageEmbedder } from '../../tasks/embed.js';
+import { DEFAULT_VISUAL_CACHE_MB, VisualEmbeddingCache } from '../../tasks/visual_cache.js';
 import { BatchScheduler } from './scheduler.js';
 
 export interface ChatModel {
@@ -21,6 +22,8 @@ export interface ChatModel {
   dir: string;
   pipeline: ChatPipeline;
   scheduler: BatchScheduler;
+  /** Image token embeddings by tile content: a conversation's images are encoded once, not every turn. */
+  visualCache: VisualEmbeddingCache;
 }
 
 /** InternVL-C/G (InternVL-14B-224px): text and image embeddings, zero-shot classification. */
@@ -57,6 +60,8 @@ export interface LoadSettings {
    * steps (default: half of `session.threads` or of the cores, at least 1, so that encoding and decoding do not oversubscribe the cores).
    */
   visionThreads?: number;
+  /** Bytes of image token embeddings each chat model keeps (default 256 MiB; 0: none). */
+  visualCacheBytes?: number;
   maxBatch: number;
   maxQueue: number;
   /** Positions per chat sequence (prompt + answer), capped by each model's context (default 8192). */
@@ -157,7 +162,11 @@ export async function loadServedModel(spec: ModelSpec, name: string, settings: L
         configureVisionGraph: towerWeights,
       });
       const scheduler = new BatchScheduler(pipeline.model.language, settings);
-      return { kind: 'chat', name, dir, pipeline, scheduler };
+      const visualCache = new VisualEmbeddingCache(
+        pipeline,
+        settings.visualCacheBytes ?? DEFAULT_VISUAL_CACHE_MB * 2 ** 20,
+      );
+      return { kind: 'chat', name, dir, pipeline, scheduler, visualCache };
     }
     case 'InternVLModel': {
       const { loadClipPipeline } = await import('../../tasks/clip.js');

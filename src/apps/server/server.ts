@@ -67,7 +67,16 @@ export function createServer(options: ServerOptions): InternVLServer {
   const queues = () =>
     (host?.all() ?? []).flatMap((m) =>
       m.kind === 'chat'
-        ? [{ model: m.name, running: m.scheduler.running, waiting: m.scheduler.waiting, ...m.scheduler.stats }]
+        ? [
+            {
+              model: m.name,
+              running: m.scheduler.running,
+              waiting: m.scheduler.waiting,
+              ...m.scheduler.stats,
+              visualCacheHits: m.visualCache.stats.hits,
+              visualCacheMisses: m.visualCache.stats.misses,
+            },
+          ]
         : [],
     );
   const metrics = new Metrics(queues);

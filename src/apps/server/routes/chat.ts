@@ -10,7 +10,6 @@ import {
   AnswerText,
   chatGenerationOptions,
   embedPrompt,
-  encodeVisuals,
   prepareVisuals,
   promptFormat,
   type VisualItem,
@@ -233,7 +232,7 @@ export function chatRoutes(app: FastifyInstance, context: ServerContext): void {
           const prepared = prepareVisuals(pipeline, fetched.items);
           const text = renderChatPrompt(promptFormat(pipeline), messages, prepared.visuals);
           const ids = pipeline.tokenizer.encode(text);
-          const prompt = await embedPrompt(pipeline, ids, await encodeVisuals(pipeline, prepared));
+          const prompt = await embedPrompt(pipeline, ids, await model.visualCache.encode(prepared));
           const { contextLength } = model.scheduler;
           const room = contextLength - prompt.ids.length;
           if (room <= 0 || (maxTokens !== undefined && maxTokens > room))
