@@ -7,7 +7,7 @@ import { Queue } from 'bullmq';
 import sharp from 'sharp';
 import { startRedisServer, stopChild, waitForOutput } from '../src/apps/bench/children.js';
 import { Store } from '../src/apps/search/store.js';
-import { DATA, REPO, runCli, tempDir } from './helpers/cli.js';
+import { DATA, REPO, inProcess, runCli, tempDir } from './helpers/cli.js';
 
 const MODEL = path.join(DATA, 'fixtures', 'clip_e2e');
 const CLI = ['--import', 'tsx', path.join(REPO, 'bin', 'internvl-dev.ts')];
@@ -102,5 +102,19 @@ test('queue: two BullMQ workers over a real redis-server, one killed mid-run: on
     assert.equal(JSON.parse(again.stdout).embedded, 0);
   } finally {
     for (const child of children.reverse()) await stopChild(child);
+  }
+});
+
+test('queue: a Redis that does not answer is one line naming the URL (exit 2), for index and worker alike', async () => {
+  // A port nobody listens on: refused at once, where BullMQ alone would retry the connection forever.
+  const url = 'redis://127.0.0.1:1';
+  const db = path.join(tempDir(), 'db');
+  for (const args of [
+    ['index', path.join(DATA, 'images'), '--model', MODEL, '--db', db, '--queue', url, '--quiet'],
+    ['worker', '--queue', url, '--model', MODEL, '--db', db],
+  ]) {
+    const run = await inProcess(args);
+    assert.equal(run.code, 2, run.stderr);
+    assert.equal(run.stderr, `error: --queue ${url}: cannot reach Redis (ECONNREFUSED)\n`);
   }
 });

@@ -9,7 +9,8 @@
  */
 import { createHash } from 'node:crypto';
 import { Queue, QueueEvents, UnrecoverableError, Worker, type Job } from 'bullmq';
-import { UsageError } from '../../core/errors.js';
+import { Redis } from 'ioredis';
+import { IndexError, UsageError } from '../../core/errors.js';
 import type { SessionOptions } from '../../core/session.js';
 import type { ClipMode } from '../../models/internvl_clip.js';
 import { ClipEmbedder, modelStamp, type IndexWeights } from './embedder.js';
@@ -52,6 +53,49 @@ export function redisConnection(url: string): Record<string, unknown> {
   };
 }
 
+/**
+ * Fails fast, in one line, when nothing answers at `url`: BullMQ's own clients would retry the connection forever,
+ * printing every failure. Once connected, they ride out a Redis restart by reconnecting.
+ */
+async function reachRedis(url: string): Promise<void> {
+  const client = new Redis({
+    ...redisConnection(url),
+    lazyConnect: true,
+    connectTimeout: 5000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  // The socket's error (ECONNREFUSED, ENOTFOUND…) says more than the "Connection is closed" connect() rejects with.
+  let socketError: NodeJS.ErrnoException | undefined;
+  client.on('error', (error) => {
+    socketError ??= error;
+  });
+  try {
+    await client.connect();
+    await client.ping();
+  } catch (error) {
+    const cause = socketError ?? (error as NodeJS.ErrnoException);
+    const reason = cause.code ?? cause.message;
+    throw new IndexError(`--queue ${url}: cannot reach Redis (${reason})`, { cause: error });
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Reports a BullMQ client's connection errors once each (they repeat at every reconnection attempt). */
+function reportErrors(
+  emitter: { on(event: 'error', listener: (error: Error) => void): unknown },
+  log?: (m: string) => void,
+) {
+  let last = '';
+  emitter.on('error', (error) => {
+    if (error.message === last) return;
+    last = error.message;
+    log?.(`queue: ${error.message}`);
+  });
+}
+
 /** The coordinator's side: enqueues batches and follows them to the end across all workers. */
 export class QueueSink implements EmbedSink {
   private readonly pending = new Map<string, number>();
@@ -87,8 +131,11 @@ export class QueueSink implements EmbedSink {
 
   static async connect(url: string, store: Store, options: QueueSinkOptions = {}): Promise<QueueSink> {
     const connection = redisConnection(url);
+    await reachRedis(url);
     const queue = new Queue(QUEUE_NAME, { connection });
     const events = new QueueEvents(QUEUE_NAME, { connection });
+    reportErrors(queue, options.onWarning);
+    reportErrors(events, options.onWarning);
     await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
     return new QueueSink(queue, events, store, options);
   }
@@ -188,6 +235,7 @@ export interface WorkerOptions {
 
 /** Starts a worker; it runs until `close()`. */
 export async function startWorker(url: string, options: WorkerOptions): Promise<{ close(): Promise<void> }> {
+  await reachRedis(url);
   const embedders = new Map<ClipMode, Promise<ClipEmbedder>>();
   const indexes = new Map<string, Promise<SearchIndex>>();
   const indexFor = (data: JobData) => {
@@ -233,6 +281,7 @@ export async function startWorker(url: string, options: WorkerOptions): Promise<
     },
   );
   worker.on('failed', (job, error) => options.onLog?.(`job ${job?.id?.slice(0, 12)} failed: ${error.message}`));
+  reportErrors(worker, options.onLog);
   await worker.waitUntilReady();
   return {
     close: async () => {
