@@ -141,7 +141,7 @@ test('internvl index + search: results equal a brute-force ranking of embed-text
   }
   const badWhere = await inProcess(['search', '--db', db, texts[0], '--where', 'no_such_column > 1']);
   assert.equal(badWhere.code, 2, badWhere.stderr);
-  assert.match(badWhere.stderr, /^error: .*--where/);
+  assert.match(badWhere.stderr, /^error: filter "no_such_column > 1": .*no_such_column/);
   const badRefine = await inProcess(['search', '--db', db, texts[0], '--refine', '0']);
   assert.equal(badRefine.code, 2, badRefine.stderr);
   assert.match(badRefine.stderr, /^error: internvl search: --refine must be at least 1, got 0/);

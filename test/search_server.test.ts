@@ -74,6 +74,7 @@ test('POST /v1/search on a bare fastify app: text and image queries, filters, er
       payload: { query: 'a', where: 'nope = 1' },
     });
     assert.equal(badWhere.statusCode, 422);
+    assert.match(badWhere.json().error.message, /^filter "nope = 1": /);
 
     const thumb = await app.inject({ method: 'GET', url: body.data[0].thumbnail_url });
     assert.equal(thumb.statusCode, 200);

@@ -343,7 +343,7 @@ export class Store {
       rows = await query.toArray();
     } catch (error) {
       if (options.where && /sql|parse|filter|column|field/i.test((error as Error).message))
-        throw new UsageError(`--where ${JSON.stringify(options.where)}: ${(error as Error).message.split('\n')[0]}`);
+        throw new UsageError(`filter ${JSON.stringify(options.where)}: ${(error as Error).message.split('\n')[0]}`);
       throw error;
     }
     return rows.map((r) => ({
