@@ -346,6 +346,14 @@ test('tar reader: truncated, corrupt and non-tar files are one-line errors namin
       (e: Error) => e instanceof DatasetError && /truncated tar file/.test(e.message) && e.message.includes(cut),
     );
 
+    // Whatever follows the end-of-archive blocks is not read, as GNU tar does not read it.
+    const trailing = join(root, 'trailing.tar');
+    writeFileSync(trailing, Buffer.concat([bytes, Buffer.from('junk after the archive '.repeat(40))]));
+    assert.deepEqual(
+      (await collect(readTar(trailing))).map((e) => [e.name, e.data.length]),
+      [['a.bin', 3000]],
+    );
+
     const bad = join(root, 'bad.tar');
     const flipped = Buffer.from(bytes);
     flipped[3] ^= 0xff;

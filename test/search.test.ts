@@ -306,7 +306,16 @@ test('index: webdataset shard and .jsonl caption file; captions and --where filt
 
 test('sources: folders are walked, globs expand (**, {a,b}, [..]) in path order, a pattern that matches nothing fails', async () => {
   const root = tempDir();
-  for (const f of ['a/1.png', 'a/deep/2.jpg', 'b/3.png', 'c/4.png', 'notes.txt', 'a/x.txt']) {
+  for (const f of [
+    'a/1.png',
+    'a/deep/2.jpg',
+    'b/3.png',
+    'c/4.png',
+    'notes.txt',
+    'a/x.txt',
+    'a/.hidden.png',
+    'd.png/inner.txt',
+  ]) {
     fs.mkdirSync(path.dirname(path.join(root, f)), { recursive: true });
     fs.writeFileSync(path.join(root, f), f);
   }
@@ -315,10 +324,19 @@ test('sources: folders are walked, globs expand (**, {a,b}, [..]) in path order,
     for await (const item of (await scanSources(inputs)).items()) out.push(path.relative(root, item.uri));
     return out;
   };
-  assert.deepEqual(await uris(root), ['a/1.png', 'a/deep/2.jpg', 'b/3.png', 'c/4.png']);
-  assert.deepEqual(await uris(path.join(root, '**/*.png')), ['a/1.png', 'b/3.png', 'c/4.png']);
-  assert.deepEqual(await uris(path.join(root, '{a,c}/**/*.{png,jpg}')), ['a/1.png', 'a/deep/2.jpg', 'c/4.png']);
+  assert.deepEqual(await uris(root), ['a/.hidden.png', 'a/1.png', 'a/deep/2.jpg', 'b/3.png', 'c/4.png']);
+  assert.deepEqual(await uris(path.join(root, '**/*.png')), ['a/.hidden.png', 'a/1.png', 'b/3.png', 'c/4.png']);
+  assert.deepEqual(await uris(path.join(root, '{a,c}/**/*.{png,jpg}')), [
+    'a/.hidden.png',
+    'a/1.png',
+    'a/deep/2.jpg',
+    'c/4.png',
+  ]);
   assert.deepEqual(await uris(path.join(root, '[bc]/?.png')), ['b/3.png', 'c/4.png']);
+  // A folder the pattern matches is not expanded to its files; dot files match as a folder walk finds them.
+  await assert.rejects(uris(path.join(root, '*.png')), /the pattern matches no file/);
+  await assert.rejects(uris(path.join(root, '?')), /the pattern matches no file/);
+  assert.deepEqual(await uris(path.join(root, 'a/*.png')), ['a/.hidden.png', 'a/1.png']);
   await assert.rejects(scanSources([path.join(root, '*.webp')]), /\*\.webp: the pattern matches no file/);
 });
 

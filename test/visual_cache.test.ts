@@ -83,7 +83,10 @@ test('visual cache: least recently used entries go past the byte budget; 0 bytes
   const uncached = new VisualEmbeddingCache(none.pipeline, 0);
   await uncached.encode(visuals([5]));
   await uncached.encode(visuals([5]));
-  assert.deepEqual(none.runs, [1, 1]);
+  // Not even requests arriving together share an encoding: every visual of every request is encoded.
+  await Promise.all([uncached.encode(visuals([5], [5])), uncached.encode(visuals([5]))]);
+  assert.deepEqual(none.runs, [1, 1, 2, 1]);
+  assert.deepEqual({ hits: uncached.stats.hits, misses: uncached.stats.misses }, { hits: 0, misses: 5 });
   assert.equal(uncached.stats.entries, 0);
 });
 

@@ -35,7 +35,7 @@ export class VisualEmbeddingCache {
   private hits = 0;
   private misses = 0;
 
-  /** `maxBytes` 0: nothing is kept (every visual is encoded). */
+  /** `maxBytes` 0: nothing is kept and nothing shared: every visual of every request is encoded. */
   constructor(
     private readonly pipeline: ChatPipeline,
     readonly maxBytes: number,
@@ -50,6 +50,10 @@ export class VisualEmbeddingCache {
     const { pixels, visuals } = prepared;
     if (!pixels) return null;
     const tiles = visuals.reduce((n, v) => n + v.tiles, 0);
+    if (this.maxBytes === 0) {
+      this.misses += visuals.length;
+      return this.pipeline.model.extractFeature(pixels, tiles);
+    }
     const tileValues = pixels.length / tiles;
     let offset = 0;
     const parts = visuals.map((v) => {

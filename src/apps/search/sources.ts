@@ -147,6 +147,15 @@ async function expandGlob(pattern: string): Promise<string[]> {
   const parts = path.resolve(pattern).split(path.sep);
   const firstGlob = parts.findIndex((p) => GLOB_CHARS.test(p));
   const base = parts.slice(0, firstGlob).join(path.sep) || path.sep;
-  const matched = await glob(parts.slice(firstGlob).join('/'), { cwd: base, absolute: true, onlyFiles: true });
+  // As a folder walk does: dot files included, symlinked folders not entered; a folder the pattern names is not
+  // expanded to everything under it.
+  const matched = await glob(parts.slice(firstGlob).join('/'), {
+    cwd: base,
+    absolute: true,
+    onlyFiles: true,
+    expandDirectories: false,
+    dot: true,
+    followSymbolicLinks: false,
+  });
   return matched.map((f) => path.resolve(f)).sort();
 }
