@@ -110,23 +110,28 @@ export class QueueSink implements EmbedSink {
     private readonly store: Store,
     private readonly options: QueueSinkOptions,
   ) {
-    const settle = (jobId: string, result: JobResult | Error) => {
-      if (!this.pending.has(jobId) || this.finished.has(jobId)) return;
-      this.finished.set(jobId, result);
-      this.done += this.pending.get(jobId)!;
-      this.options.onProgress?.(this.done, this.submitted);
-      this.wake?.();
-    };
     events.on('completed', ({ jobId, returnvalue }) =>
-      settle(jobId, (typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue) as JobResult),
+      this.settle(jobId, (typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue) as JobResult),
     );
     events.on('failed', ({ jobId, failedReason }) => {
       void this.queue.getJob(jobId).then((job) => {
         // A failure with attempts left is retried: only the last one counts.
         if (job && job.attemptsMade < (job.opts.attempts ?? 1)) return;
-        settle(jobId, new Error(failedReason));
+        this.settle(jobId, new Error(failedReason));
       });
     });
+  }
+
+  /**
+   * Records a job's end once: the queue's events and the polling in `drain` may both see it (a completion event
+   * can arrive while a poll of the same job is between its reads).
+   */
+  private settle(jobId: string, result: JobResult | Error): void {
+    if (!this.pending.has(jobId) || this.finished.has(jobId)) return;
+    this.finished.set(jobId, result);
+    this.done += this.pending.get(jobId)!;
+    this.options.onProgress?.(this.done, this.submitted);
+    this.wake?.();
   }
 
   static async connect(url: string, store: Store, options: QueueSinkOptions = {}): Promise<QueueSink> {
@@ -181,13 +186,8 @@ export class QueueSink implements EmbedSink {
         if (state !== 'completed' && state !== 'failed') continue;
         const job = await this.queue.getJob(jobId);
         if (!job) continue;
-        if (state === 'completed') {
-          this.finished.set(jobId, job.returnvalue as JobResult);
-          this.done += this.pending.get(jobId)!;
-          this.options.onProgress?.(this.done, this.submitted);
-        } else if (job.attemptsMade >= (job.opts.attempts ?? 1)) {
-          this.finished.set(jobId, new Error(job.failedReason));
-        }
+        if (state === 'completed') this.settle(jobId, job.returnvalue as JobResult);
+        else if (job.attemptsMade >= (job.opts.attempts ?? 1)) this.settle(jobId, new Error(job.failedReason));
       }
     }
     let embedded = 0;
