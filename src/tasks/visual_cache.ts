@@ -5,7 +5,7 @@
  * decide its embeddings); entries are evicted least recently used past a byte budget.
  */
 import { floatTensor, type FloatTensor } from '../core/tensor.js';
-import type { ChatPipeline, PreparedVisuals } from './chat.js';
+import { encodeVisuals, type ChatPipeline, type PreparedVisuals } from './chat.js';
 
 /** What a server keeps per chat model unless told otherwise: ~280 tiles of InternVL2-1B, ~40 of a 26B. */
 export const DEFAULT_VISUAL_CACHE_MB = 256;
@@ -52,7 +52,7 @@ export class VisualEmbeddingCache {
     const tiles = visuals.reduce((n, v) => n + v.tiles, 0);
     if (this.maxBytes === 0) {
       this.misses += visuals.length;
-      return this.pipeline.model.extractFeature(pixels, tiles);
+      return encodeVisuals(this.pipeline, prepared);
     }
     const tileValues = pixels.length / tiles;
     let offset = 0;

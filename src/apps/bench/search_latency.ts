@@ -1,9 +1,10 @@
 /**
  * Search latency and ANN recall of the index's store (`Store`, the LanceDB table `internvl index` writes) over
  * random unit vectors: exact search against the ANN index the store builds (IVF_RQ, at each of the code widths
- * asked for), at the store's default query parameters and over a sweep of nprobes / refine factors. Recall@k is measured against the exact ranking, computed
- * here by brute force while the vectors are generated (a LanceDB exact scan per query costs seconds at 1M rows); the
- * store's exact search is timed on the first queries and checked against it.
+ * asked for), at the store's default query parameters and over a sweep of nprobes / refine factors. Recall@k is
+ * measured against the exact ranking, computed here by brute force while the vectors are generated (a LanceDB exact
+ * scan per query costs seconds at 1M rows); the store's exact search is timed on the first queries and checked
+ * against it.
  */
 import fs from 'node:fs';
 import path from 'node:path';

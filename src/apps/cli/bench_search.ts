@@ -108,7 +108,8 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     return n;
   });
   const refine = integers('refine', 1);
-  const tooWide = integers('bits', 1).find((b) => b > 8);
+  const bits = integers('bits', 1);
+  const tooWide = bits.find((b) => b > 8);
   if (tooWide !== undefined) parsed.fail(`--bits: ${tooWide} is more than 8`);
   const threads = parsed.threads() ?? os.availableParallelism();
   const quiet = parsed.flag('quiet');
@@ -121,7 +122,7 @@ export async function runBenchSearch(args: string[]): Promise<number> {
     queries: parsed.integer('queries', { min: 1 }),
     exactQueries: parsed.integer('exact-queries', { min: 1 }),
     k: parsed.integer('k', { min: 1 }),
-    bits: integers('bits', 1),
+    bits,
     sweep: nprobes.flatMap((n) => refine.map((refineFactor) => ({ nprobes: n, refineFactor }))),
   };
   if (latencyOptions.exactQueries > latencyOptions.queries) parsed.fail('--exact-queries must not exceed --queries');

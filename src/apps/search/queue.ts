@@ -57,9 +57,9 @@ export function redisConnection(url: string): Record<string, unknown> {
  * Fails fast, in one line, when nothing answers at `url`: BullMQ's own clients would retry the connection forever,
  * printing every failure. Once connected, they ride out a Redis restart by reconnecting.
  */
-async function reachRedis(url: string): Promise<void> {
+async function reachRedis(url: string, connection: Record<string, unknown>): Promise<void> {
   const client = new Redis({
-    ...redisConnection(url),
+    ...connection,
     lazyConnect: true,
     connectTimeout: 5000,
     maxRetriesPerRequest: 0,
@@ -136,7 +136,7 @@ export class QueueSink implements EmbedSink {
 
   static async connect(url: string, store: Store, options: QueueSinkOptions = {}): Promise<QueueSink> {
     const connection = redisConnection(url);
-    await reachRedis(url);
+    await reachRedis(url, connection);
     const queue = new Queue(QUEUE_NAME, { connection });
     const events = new QueueEvents(QUEUE_NAME, { connection });
     reportErrors(queue, options.onWarning);
@@ -235,7 +235,8 @@ export interface WorkerOptions {
 
 /** Starts a worker; it runs until `close()`. */
 export async function startWorker(url: string, options: WorkerOptions): Promise<{ close(): Promise<void> }> {
-  await reachRedis(url);
+  const connection = redisConnection(url);
+  await reachRedis(url, connection);
   const embedders = new Map<ClipMode, Promise<ClipEmbedder>>();
   const indexes = new Map<string, Promise<SearchIndex>>();
   const indexFor = (data: JobData) => {
@@ -273,7 +274,7 @@ export async function startWorker(url: string, options: WorkerOptions): Promise<
       return { embedded: rows.length, warnings };
     },
     {
-      connection: redisConnection(url),
+      connection,
       concurrency: 1,
       lockDuration,
       stalledInterval: lockDuration,

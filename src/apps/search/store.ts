@@ -257,16 +257,26 @@ export class Store {
     }
   }
 
+  /** The vector column's index as LanceDB lists it, if any. */
+  private async vectorIndex(): Promise<lancedb.IndexConfig | undefined> {
+    return (await this.table.listIndices()).find((i) => i.columns.includes('vector'));
+  }
+
   /** Whether the vector column has an ANN index. */
   async hasAnnIndex(): Promise<boolean> {
-    return (await this.table.listIndices()).some((i) => i.columns.includes('vector'));
+    return (await this.vectorIndex()) !== undefined;
   }
 
   /** The vector column's ANN index as built by `buildAnnIndex`; null without one, or for an index it did not build. */
   async annIndex(): Promise<AnnIndexInfo | null> {
-    const index = (await this.table.listIndices()).find((i) => i.columns.includes('vector'));
+    return this.builtAs(await this.vectorIndex());
+  }
+
+  /** What `index` was built as, when it is the one the vector column's metadata describes. */
+  private async builtAs(index: lancedb.IndexConfig | undefined): Promise<AnnIndexInfo | null> {
+    if (!index) return null;
     const text = (await this.table.schema()).fields.find((f) => f.name === 'vector')?.metadata.get(ANN_KEY);
-    if (!index || !text) return null;
+    if (!text) return null;
     const info = JSON.parse(text) as AnnIndexInfo;
     // The metadata outlives an index replaced by other means: it counts only while it describes the index there.
     const bits = (index.indexDetails as { compression?: { num_bits?: number } } | undefined)?.compression?.num_bits;
@@ -282,8 +292,9 @@ export class Store {
   async optimize(annThreshold = DEFAULT_ANN_THRESHOLD): Promise<{ annIndex: boolean; built: boolean }> {
     await retry(() => this.table.optimize());
     const rows = await this.table.countRows();
-    if (await this.hasAnnIndex()) {
-      const ann = await this.annIndex();
+    const index = await this.vectorIndex();
+    if (index) {
+      const ann = await this.builtAs(index);
       if (ann && annPartitions(rows) < 2 * ann.partitions) return { annIndex: true, built: false };
     } else if (rows < annThreshold || rows < 256) return { annIndex: false, built: false };
     await this.buildAnnIndex({ rows });
